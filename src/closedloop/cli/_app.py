@@ -1,0 +1,58 @@
+"""The Typer app and the helpers every command shares."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import typer
+from rich.console import Console
+from sqlalchemy.engine import Engine
+
+from closedloop.config import Settings, load_settings
+from closedloop.errors import ClosedloopError
+from closedloop.store import create_store_engine
+
+__all__ = ["app", "console", "err_console", "fail", "handle_errors", "open_store", "settings"]
+
+app = typer.Typer(
+    name="closedloop",
+    help="closedloop: self-hosted customer sentiment and response hub.\n\n"
+    "Example: `closedloop init && closedloop serve`",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def fail(message: str) -> typer.Exit:
+    err_console.print(f"error: {message}", markup=False)
+    return typer.Exit(1)
+
+
+@contextmanager
+def handle_errors() -> Iterator[None]:
+    """Print a closedloop error's message (no traceback) and exit 1."""
+    try:
+        yield
+    except ClosedloopError as exc:
+        raise fail(exc.message) from exc
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+
+
+def settings() -> Settings:
+    try:
+        return load_settings()
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        err_console.print(f"error: invalid settings: {exc}", markup=False)
+        sys.exit(1)
+
+
+def open_store(config: Settings) -> Engine:
+    return create_store_engine(
+        config.database_url, sqlite_synchronous=config.ingest.sqlite_synchronous
+    )

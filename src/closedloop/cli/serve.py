@@ -1,0 +1,78 @@
+"""`closedloop serve`: the hub's HTTP server."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import typer
+import uvicorn
+
+from closedloop import clock, store
+from closedloop.cli._app import app, console, err_console, handle_errors, open_store, settings
+from closedloop.demo import send_demo
+from closedloop.web import create_app
+
+
+def _load_demo_when_up(url: str, write_key: str, customers: int) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    try:
+        report = send_demo(url, write_key, customers=customers, now=clock.now())
+    except (httpx.HTTPError, RuntimeError) as exc:
+        err_console.print(f"demo: not loaded: {exc}", markup=False)
+        return
+    console.print(
+        f"demo: sent {report.events} events of {report.customers} customers "
+        f"through {url}/v1/batch ({report.failed_events} rejected)",
+        markup=False,
+    )
+
+
+@app.command("serve")
+def serve(
+    host: str | None = typer.Option(None, help="Listen address (default: CLOSEDLOOP_HOST)."),
+    port: int | None = typer.Option(None, help="Port (default: CLOSEDLOOP_PORT)."),
+    demo: bool = typer.Option(False, help="Once up, send the demo shop through the API."),
+    demo_customers: int = typer.Option(2000, min=1, help="Customers in the demo shop."),
+    access_log: bool = typer.Option(False, help="Log every request."),
+) -> None:
+    """Migrate the store and serve the hub.
+
+    Example: `closedloop serve --port 8000`
+    """
+    config = settings()
+    with handle_errors():
+        engine = open_store(config)
+        store.upgrade(engine)
+        engine.dispose()
+    bind_host = host or config.host
+    bind_port = port if port is not None else config.port
+    if demo:
+        if config.demo_write_key is None:
+            err_console.print("demo: no demo write key: run `closedloop init` first")
+        else:
+            url = (
+                f"http://{'127.0.0.1' if bind_host in ('0.0.0.0', '::') else bind_host}:{bind_port}"  # noqa: S104
+            )
+            threading.Thread(
+                target=_load_demo_when_up,
+                args=(url, config.demo_write_key.get_secret_value(), demo_customers),
+                daemon=True,
+            ).start()
+    console.print(f"closedloop serving on http://{bind_host}:{bind_port}", markup=False)
+    uvicorn.run(
+        create_app(config),
+        host=bind_host,
+        port=bind_port,
+        log_level=config.log_level,
+        access_log=access_log,
+        timeout_graceful_shutdown=10,
+    )

@@ -1,0 +1,101 @@
+"""Settings: one frozen object, loaded once at start and passed down.
+
+Every field reads from the environment with the prefix `CLOSEDLOOP_` (nested with `__`, e.g.
+`CLOSEDLOOP_INGEST__MAX_EVENT_BYTES`) and from a `.env` file in the working directory, which
+`closedloop init` writes. Nothing else in closedloop reads `os.environ`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["IngestSettings", "Settings", "load_settings"]
+
+
+class IngestSettings(BaseModel):
+    """Limits and tuning of the tracking API and file imports."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_event_bytes: int = Field(
+        32 * 1024, ge=256, description="Largest single event, as JSON, in bytes (Segment: 32 KB)."
+    )
+    max_request_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="Largest request body as sent (compressed or not)."
+    )
+    max_decompressed_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1024,
+        description="Largest body after gzip decompression; a bomb is refused unread.",
+    )
+    max_batch_events: int = Field(2500, ge=1, description="Most events in one `/v1/batch` call.")
+    max_id_length: int = Field(
+        255, ge=1, description="Longest `userId`, `anonymousId`, `groupId`, `previousId`."
+    )
+    max_message_id_length: int = Field(100, ge=1, description="Longest `messageId` (Segment: 100).")
+    max_json_depth: int = Field(
+        32, ge=2, description="Deepest nesting of objects and arrays inside one event."
+    )
+    queue_max_events: int = Field(
+        50_000,
+        ge=100,
+        description="Events waiting for the writer before new requests get 503 + Retry-After.",
+    )
+    group_max_events: int = Field(
+        10_000, ge=1, description="Most events the writer commits in one transaction."
+    )
+    retry_after_seconds: int = Field(
+        2, ge=1, description="`Retry-After` sent with 503 when overloaded or the store is down."
+    )
+    write_key_cache_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="How long a write-key lookup is cached; a disabled key stops within it.",
+    )
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
+        "FULL",
+        description="SQLite `synchronous` pragma: FULL survives power loss, NORMAL only crashes.",
+    )
+
+
+class Settings(BaseSettings):
+    """All of closedloop's settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CLOSEDLOOP_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+    )
+
+    database_url: str = Field(
+        "sqlite:///closedloop.db",
+        description="SQLAlchemy URL: `sqlite:///FILE` or `postgresql+psycopg://USER@HOST/DB`.",
+    )
+    secret_key: SecretStr | None = Field(
+        None, description="Secret for keyed hashes and signed tokens; `closedloop init` makes one."
+    )
+    admin_token: SecretStr | None = Field(
+        None,
+        description="Bootstrap admin token, sent as `Authorization: Bearer ...` to admin routes.",
+    )
+    host: str = Field("127.0.0.1", description="Address `closedloop serve` listens on.")
+    port: int = Field(8000, ge=0, le=65535, description="Port `closedloop serve` listens on.")
+    demo_write_key: SecretStr | None = Field(
+        None, description="Write key of the `demo` source; `closedloop init` stores it for `demo`."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level of the server."
+    )
+    ingest: IngestSettings = Field(
+        default_factory=IngestSettings, description="Tracking API limits and writer tuning."
+    )
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Load settings from the environment and `.env`, with explicit overrides on top."""
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,72 @@
+"""Errors closedloop raises on purpose.
+
+ClosedloopError
+ +-- NotFoundError          404
+ +-- ConflictError          409
+ +-- InvalidInputError      400 (carries field and reason)
+ |    +-- PayloadTooLargeError  413
+ +-- PermissionDeniedError  401/403
+ +-- TransientError         503, the only kind jobs retry
+      +-- OverloadedError   503 (the write queue is full)
+
+Messages name the field, the value and the fix, with values in backticks. `web/errors.py`
+alone maps these to HTTP; the CLI prints the message and exits non-zero.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ClosedloopError",
+    "ConflictError",
+    "InvalidInputError",
+    "NotFoundError",
+    "OverloadedError",
+    "PayloadTooLargeError",
+    "PermissionDeniedError",
+    "TransientError",
+]
+
+
+class ClosedloopError(Exception):
+    """Base of every error closedloop raises on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFoundError(ClosedloopError):
+    """The named object does not exist."""
+
+
+class ConflictError(ClosedloopError):
+    """The object exists already or is in a state that forbids the change."""
+
+
+class InvalidInputError(ClosedloopError):
+    """Input was rejected; `field` names where (dotted path) and `reason` what is wrong."""
+
+    def __init__(self, message: str, *, field: str | None = None, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.field = field
+        self.reason = reason
+
+
+class PayloadTooLargeError(InvalidInputError):
+    """A request, an event or a decompressed body is over a configured limit."""
+
+
+class PermissionDeniedError(ClosedloopError):
+    """Missing, unknown or disabled credentials, or a role without the right."""
+
+
+class TransientError(ClosedloopError):
+    """A fault that may pass (database down, overload): retry later."""
+
+    def __init__(self, message: str, *, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class OverloadedError(TransientError):
+    """The write queue is full: the request was not accepted."""

@@ -1,0 +1,235 @@
+"""The event log: append-only, the source of truth; and the failed-events table beside it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NewType
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from closedloop.errors import InvalidInputError
+from closedloop.ingest._tables import EVENT_COLUMNS, FAILED_COLUMNS, events, failed_events, sources
+from closedloop.store import bulk_insert_ignoring_duplicates
+
+__all__ = [
+    "FAILED_PAYLOAD_LIMIT",
+    "EventId",
+    "EventQuery",
+    "FailedEvent",
+    "StoredEvent",
+    "append",
+    "count_events",
+    "failed_row",
+    "failed_row_from_event",
+    "list_events",
+    "list_failed_events",
+]
+
+EventId = NewType("EventId", int)
+# A failed event keeps at most this much of its JSON (the rest is cut, and flagged).
+FAILED_PAYLOAD_LIMIT = 64 * 1024
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    id: EventId
+    source: str
+    message_id: str
+    type: str
+    event: str | None
+    user_id: str | None
+    anonymous_id: str | None
+    timestamp: datetime
+    original_timestamp: datetime | None
+    sent_at: datetime | None
+    received_at: datetime
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FailedEvent:
+    id: int
+    source: str | None
+    origin: str
+    message_id: str | None
+    field: str | None
+    reason: str
+    payload: str | None
+    payload_truncated: bool
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class EventQuery:
+    """Filters of `list_events`; every value is bound, never spliced into SQL."""
+
+    user_id: str | None = None
+    anonymous_id: str | None = None
+    type: str | None = None
+    event: str | None = None
+    since: datetime | None = None
+    source: str | None = None
+    before_id: int | None = None
+    after_id: int | None = None
+    limit: int = 100
+    newest_first: bool = True
+
+
+def failed_row(
+    *,
+    source_id: int | None,
+    origin: str,
+    message: Any,
+    field: str | None,
+    reason: str,
+    received_at: datetime,
+) -> tuple[Any, ...]:
+    """A failed_events row (order: `FAILED_COLUMNS`) keeping the message as JSON text."""
+    message_id = message.get("messageId") if isinstance(message, dict) else None
+    try:
+        text = orjson.dumps(message).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        text = repr(message)
+    truncated = len(text) > FAILED_PAYLOAD_LIMIT
+    if truncated:
+        text = text[:FAILED_PAYLOAD_LIMIT]
+    text = text.replace("\x00", "\\u0000")
+    return (
+        source_id,
+        origin[:300],
+        str(message_id)[:300].replace("\x00", "") if message_id is not None else None,
+        field[:300] if field else None,
+        reason,
+        text,
+        truncated,
+        received_at,
+    )
+
+
+def failed_row_from_event(row: tuple[Any, ...], *, origin: str, reason: str) -> tuple[Any, ...]:
+    """A failed_events row for an event row (order: `EVENT_COLUMNS`) the store refused."""
+    payload = str(row[-1])
+    return (
+        row[0],
+        origin,
+        row[1],
+        None,
+        reason,
+        payload[:FAILED_PAYLOAD_LIMIT].replace("\x00", "\\u0000"),
+        len(payload) > FAILED_PAYLOAD_LIMIT,
+        row[9],
+    )
+
+
+def append(
+    conn: sa.Connection,
+    rows: Sequence[tuple[Any, ...]],
+    failed: Sequence[tuple[Any, ...]] = (),
+) -> int:
+    """Append event rows (ignoring known (source, messageId)) and failed rows, in `conn`'s
+    transaction; return how many events were new."""
+    inserted = bulk_insert_ignoring_duplicates(
+        conn, events, EVENT_COLUMNS, rows, conflict_columns=("source_id", "message_id")
+    )
+    if failed:
+        conn.execute(
+            failed_events.insert(), [dict(zip(FAILED_COLUMNS, row, strict=True)) for row in failed]
+        )
+    return inserted
+
+
+def _event_from_row(row: sa.Row[Any]) -> StoredEvent:
+    m = row._mapping
+    payload = m["payload"]
+    if isinstance(payload, str | bytes):
+        payload = orjson.loads(payload)
+    return StoredEvent(
+        id=EventId(m["id"]),
+        source=m["source_name"],
+        message_id=m["message_id"],
+        type=m["type"],
+        event=m["event"],
+        user_id=m["user_id"],
+        anonymous_id=m["anonymous_id"],
+        timestamp=m["timestamp"],
+        original_timestamp=m["original_timestamp"],
+        sent_at=m["sent_at"],
+        received_at=m["received_at"],
+        payload=payload,
+    )
+
+
+def list_events(engine: Engine, query: EventQuery) -> list[StoredEvent]:
+    """Events matching `query`, newest first by default, at most `query.limit`."""
+    if not 1 <= query.limit <= 1000:
+        raise InvalidInputError(
+            f"invalid `limit` `{query.limit}`: expected 1 to 1000", field="limit"
+        )
+    stmt = sa.select(events, sources.c.name.label("source_name")).join(
+        sources, sources.c.id == events.c.source_id
+    )
+    conditions: list[sa.ColumnElement[bool]] = []
+    if query.user_id is not None:
+        conditions.append(events.c.user_id == query.user_id)
+    if query.anonymous_id is not None:
+        conditions.append(events.c.anonymous_id == query.anonymous_id)
+    if query.type is not None:
+        conditions.append(events.c.type == query.type)
+    if query.event is not None:
+        conditions.append(events.c.event == query.event)
+    if query.since is not None:
+        conditions.append(events.c.timestamp >= query.since)
+    if query.source is not None:
+        conditions.append(sources.c.name == query.source)
+    if query.before_id is not None:
+        conditions.append(events.c.id < query.before_id)
+    if query.after_id is not None:
+        conditions.append(events.c.id > query.after_id)
+    order = events.c.id.desc() if query.newest_first else events.c.id.asc()
+    stmt = stmt.where(*conditions).order_by(order).limit(query.limit)
+    with engine.connect() as conn:
+        return [_event_from_row(r) for r in conn.execute(stmt)]
+
+
+def count_events(engine: Engine, *, source: str | None = None) -> int:
+    stmt = sa.select(sa.func.count()).select_from(events)
+    if source is not None:
+        stmt = stmt.join(sources, sources.c.id == events.c.source_id).where(
+            sources.c.name == source
+        )
+    with engine.connect() as conn:
+        return int(conn.execute(stmt).scalar_one())
+
+
+def list_failed_events(
+    engine: Engine, *, before_id: int | None = None, limit: int = 100
+) -> list[FailedEvent]:
+    """Failed events, newest first."""
+    if not 1 <= limit <= 1000:
+        raise InvalidInputError(f"invalid `limit` `{limit}`: expected 1 to 1000", field="limit")
+    stmt = sa.select(failed_events, sources.c.name.label("source_name")).outerjoin(
+        sources, sources.c.id == failed_events.c.source_id
+    )
+    if before_id is not None:
+        stmt = stmt.where(failed_events.c.id < before_id)
+    stmt = stmt.order_by(failed_events.c.id.desc()).limit(limit)
+    with engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    return [
+        FailedEvent(
+            id=r.id,
+            source=r.source_name,
+            origin=r.origin,
+            message_id=r.message_id,
+            field=r.field,
+            reason=r.reason,
+            payload=r.payload,
+            payload_truncated=bool(r.payload_truncated),
+            received_at=r.received_at,
+        )
+        for r in rows
+    ]

@@ -1,0 +1,212 @@
+"""Group commit: one writer commits the events of many concurrent requests at once.
+
+Requests hand their rows to `GroupCommitWriter.submit` and wait; the writer task takes
+everything queued (up to `group_max_events`), appends it in one transaction on its own
+thread, then answers every waiting request. The queue is bounded by events, so memory stays
+flat under overload and the excess gets `OverloadedError` (503 + Retry-After) at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from closedloop.config import IngestSettings
+from closedloop.errors import OverloadedError, TransientError
+from closedloop.ingest import log
+from closedloop.metrics import Metrics
+
+__all__ = ["AppendResult", "GroupCommitWriter", "is_transient_db_error"]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """What became of one request's rows."""
+
+    inserted: int
+    duplicates: int
+    store_rejected: tuple[int, ...] = ()  # indexes into the request's rows the store refused
+    store_reason: str = ""
+
+
+@dataclass
+class _Pending:
+    rows: list[tuple[Any, ...]]
+    failed: list[tuple[Any, ...]]
+    future: asyncio.Future[AppendResult]
+    size: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.size = max(1, len(self.rows) + len(self.failed))
+
+
+def is_transient_db_error(exc: BaseException) -> bool:
+    """Whether a database error may pass (connection lost, locked, server down)."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.TimeoutError)
+
+
+class GroupCommitWriter:
+    def __init__(self, engine: Engine, limits: IngestSettings, metrics: Metrics) -> None:
+        self._engine = engine
+        self._limits = limits
+        self._metrics = metrics
+        self._queue: deque[_Pending] = deque()
+        self._queued_events = 0
+        self._wakeup: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="closedloop-writer")
+        self._closing = False
+
+    async def start(self) -> None:
+        self._wakeup = asyncio.Event()
+        self._task = asyncio.create_task(self._run(), name="closedloop-group-commit")
+
+    async def stop(self) -> None:
+        """Finish what is queued, then stop."""
+        self._closing = True
+        if self._wakeup is not None:
+            self._wakeup.set()
+        if self._task is not None:
+            await self._task
+        self._executor.shutdown(wait=True)
+
+    @property
+    def queued_events(self) -> int:
+        return self._queued_events
+
+    async def submit(
+        self, rows: list[tuple[Any, ...]], failed: list[tuple[Any, ...]]
+    ) -> AppendResult:
+        """Queue rows for the next group commit and wait until they are committed."""
+        if self._wakeup is None or self._closing:
+            raise TransientError("the server is shutting down: retry", retry_after=1)
+        pending = _Pending(rows, failed, asyncio.get_running_loop().create_future())
+        if self._queued_events + pending.size > self._limits.queue_max_events and self._queue:
+            self._metrics.overloaded.inc()
+            raise OverloadedError(
+                f"the write queue is full ({self._queued_events} events waiting): retry in "
+                f"{self._limits.retry_after_seconds} s",
+                retry_after=self._limits.retry_after_seconds,
+            )
+        self._queue.append(pending)
+        self._queued_events += pending.size
+        self._metrics.queue_events.set(self._queued_events)
+        self._wakeup.set()
+        return await pending.future
+
+    async def _run(self) -> None:
+        if self._wakeup is None:
+            raise RuntimeError("GroupCommitWriter.start() was not awaited")
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            group: list[_Pending] = []
+            size = 0
+            while self._queue and (
+                not group or size + self._queue[0].size <= self._limits.group_max_events
+            ):
+                item = self._queue.popleft()
+                group.append(item)
+                size += item.size
+            try:
+                results = await loop.run_in_executor(self._executor, self._commit_group, group)
+            except TransientError as exc:
+                for item in group:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+            else:
+                for item, result in zip(group, results, strict=True):
+                    if not item.future.done():
+                        item.future.set_result(result)
+            finally:
+                self._queued_events -= size
+                self._metrics.queue_events.set(self._queued_events)
+
+    def _commit_group(self, group: list[_Pending]) -> list[AppendResult]:
+        """Runs on the writer thread: one transaction for the whole group."""
+        started = time.perf_counter()
+        all_rows = [row for item in group for row in item.rows]
+        all_failed = [row for item in group for row in item.failed]
+        try:
+            with self._engine.begin() as conn:
+                inserted = log.append(conn, all_rows, all_failed)
+        except sa.exc.SQLAlchemyError as exc:
+            if is_transient_db_error(exc):
+                _log.warning("store unavailable during group commit: %s", type(exc).__name__)
+                raise TransientError(
+                    "the event store is unavailable: retry later",
+                    retry_after=self._limits.retry_after_seconds,
+                ) from exc
+            _log.warning("group commit refused by the store (%s); committing one by one", exc)
+            return [self._commit_alone(item) for item in group]
+        self._metrics.commit_seconds.observe(time.perf_counter() - started)
+        self._metrics.commit_events.observe(len(all_rows))
+        if len(group) == 1:
+            return [AppendResult(inserted, len(all_rows) - inserted)]
+        # executemany and COPY report only the group's total of new rows; duplicates come from
+        # SDK retries, so give each request its share in order (exact when there are none).
+        duplicates = len(all_rows) - inserted
+        results = []
+        for item in group:
+            own_dups = min(duplicates, len(item.rows))
+            duplicates -= own_dups
+            results.append(AppendResult(len(item.rows) - own_dups, own_dups))
+        return results
+
+    def _commit_alone(self, item: _Pending) -> AppendResult:
+        """One request on its own; rows the store refuses go to failed_events, not lost."""
+        try:
+            with self._engine.begin() as conn:
+                inserted = log.append(conn, item.rows, item.failed)
+            return AppendResult(inserted, len(item.rows) - inserted)
+        except sa.exc.SQLAlchemyError as exc:
+            if is_transient_db_error(exc):
+                raise TransientError(
+                    "the event store is unavailable: retry later",
+                    retry_after=self._limits.retry_after_seconds,
+                ) from exc
+            orig = getattr(exc, "orig", None) or exc
+            reason = f"the store refused the event ({type(orig).__name__})"
+        inserted = duplicates = 0
+        refused: list[int] = []
+        failed = list(item.failed)
+        for index, row in enumerate(item.rows):
+            try:
+                with self._engine.begin() as conn:
+                    new = log.append(conn, [row])
+                inserted += new
+                duplicates += 1 - new
+            except sa.exc.SQLAlchemyError as exc:
+                if is_transient_db_error(exc):
+                    raise TransientError(
+                        "the event store is unavailable: retry later",
+                        retry_after=self._limits.retry_after_seconds,
+                    ) from exc
+                refused.append(index)
+                failed.append(log.failed_row_from_event(row, origin="store", reason=reason))
+        try:
+            with self._engine.begin() as conn:
+                log.append(conn, [], failed)
+        except sa.exc.SQLAlchemyError as exc:
+            raise TransientError(
+                "the event store is unavailable: retry later",
+                retry_after=self._limits.retry_after_seconds,
+            ) from exc
+        return AppendResult(inserted, duplicates, tuple(refused), reason)

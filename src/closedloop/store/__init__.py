@@ -1,0 +1,23 @@
+"""The store: engine, shared metadata, migrations and each backend's fast paths.
+
+SQLite (WAL) is the embedded default; PostgreSQL (psycopg 3) the shared one. Domain packages
+define their own tables on `metadata`; Alembic migrations in `store/migrations` create them.
+"""
+
+from closedloop.store._bulk import bulk_insert_ignoring_duplicates
+from closedloop.store._engine import create_store_engine, is_postgres, is_sqlite
+from closedloop.store._migrate import current_revision, head_revision, upgrade
+from closedloop.store._types import JSONDocument, UTCDateTime, metadata
+
+__all__ = [
+    "JSONDocument",
+    "UTCDateTime",
+    "bulk_insert_ignoring_duplicates",
+    "create_store_engine",
+    "current_revision",
+    "head_revision",
+    "is_postgres",
+    "is_sqlite",
+    "metadata",
+    "upgrade",
+]

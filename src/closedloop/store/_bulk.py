@@ -1,0 +1,140 @@
+"""Bulk append on each backend's fast path, ignoring rows that hit a unique key.
+
+SQLite: multi-row `INSERT ... ON CONFLICT DO NOTHING` statements inside the caller's
+transaction. PostgreSQL: `COPY` into the table inside a savepoint; only when a duplicate
+makes it fail (rare: client retries) the rows go through a temporary table and
+`INSERT ... SELECT ... ON CONFLICT DO NOTHING`. Values are plain Python values; aware
+datetimes are converted for SQLite here (`UTCDateTime` columns: epoch microseconds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+import sqlite3
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from closedloop.store._types import UTCDateTime, to_epoch_us
+
+__all__ = ["bulk_insert_ignoring_duplicates"]
+
+
+# SQLite binds at most 32766 values in one statement (since 3.32; 999 before).
+_SQLITE_MAX_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999
+
+
+def _sqlite_rows(
+    rows: Sequence[tuple[Any, ...]], time_columns: list[int]
+) -> list[Any]:
+    """Flatten rows into one parameter list, times as epoch microseconds."""
+    flat: list[Any] = []
+    extend = flat.extend
+    last: datetime | None = None
+    last_us = 0
+    for row in rows:
+        values = list(row)
+        for index in time_columns:
+            value = values[index]
+            if value is None:
+                continue
+            if value is last:  # receivedAt and sentAt are shared by a batch
+                values[index] = last_us
+            else:
+                last, last_us = value, to_epoch_us(value)
+                values[index] = last_us
+        extend(values)
+    return flat
+
+
+def _quote(conn: sa.Connection, name: str) -> str:
+    return conn.dialect.identifier_preparer.quote(name)
+
+
+def bulk_insert_ignoring_duplicates(
+    conn: sa.Connection,
+    table: sa.Table,
+    columns: Sequence[str],
+    rows: Sequence[tuple[Any, ...]],
+    *,
+    conflict_columns: Sequence[str],
+) -> int:
+    """Insert `rows` (tuples in the order of `columns`); return how many were new.
+
+    Runs in the caller's transaction. Table and column names come from our own `Table`
+    objects, never from input; every value is bound.
+    """
+    if not rows:
+        return 0
+    for name in (*columns, *conflict_columns):
+        if name not in table.c:
+            raise ValueError(f"`{name}` is not a column of `{table.name}`")
+    table_sql = _quote(conn, table.name)
+    cols_sql = ", ".join(_quote(conn, c) for c in columns)
+    conflict_sql = ", ".join(_quote(conn, c) for c in conflict_columns)
+    if conn.dialect.name == "sqlite":
+        # One multi-row INSERT per chunk: a single statement step releases the GIL once, where
+        # executemany would release and re-take it for every row (a convoy behind the event
+        # loop thread) and costs a Python-to-C round trip per row.
+        time_columns = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, UTCDateTime)]
+        one = "(" + ", ".join("?" for _ in columns) + ")"
+        per_statement = _SQLITE_MAX_VARIABLES // len(columns)
+        inserted = 0
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            for start in range(0, len(rows), per_statement):
+                chunk = rows[start : start + per_statement]
+                cursor.execute(
+                    f"INSERT INTO {table_sql} ({cols_sql}) VALUES "  # noqa: S608
+                    + ", ".join([one] * len(chunk))
+                    + f" ON CONFLICT ({conflict_sql}) DO NOTHING",
+                    _sqlite_rows(chunk, time_columns),
+                )
+                inserted += cursor.rowcount
+        finally:
+            cursor.close()
+        return inserted
+    if conn.dialect.name == "postgresql":
+        return _postgres_copy(conn, table_sql, cols_sql, conflict_sql, rows)
+    raise ValueError(f"no bulk path for dialect `{conn.dialect.name}`")
+
+
+def _postgres_copy(
+    conn: sa.Connection,
+    table_sql: str,
+    cols_sql: str,
+    conflict_sql: str,
+    rows: Sequence[tuple[Any, ...]],
+) -> int:
+    import psycopg.errors
+
+    raw = conn.connection.driver_connection
+    if raw is None:
+        raise RuntimeError("the connection is closed")
+    savepoint = conn.begin_nested()
+    try:
+        with raw.cursor() as cur, cur.copy(f"COPY {table_sql} ({cols_sql}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        savepoint.commit()
+        return len(rows)
+    except psycopg.errors.UniqueViolation:
+        savepoint.rollback()
+    with raw.cursor() as cur:
+        cur.execute(
+            "CREATE TEMPORARY TABLE IF NOT EXISTS closedloop_bulk_staging "
+            f"(LIKE {table_sql} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+        cur.execute("TRUNCATE closedloop_bulk_staging")
+        with cur.copy(f"COPY closedloop_bulk_staging ({cols_sql}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        cur.execute(
+            f"INSERT INTO {table_sql} ({cols_sql}) "  # noqa: S608
+            f"SELECT {cols_sql} FROM closedloop_bulk_staging "
+            f"ON CONFLICT ({conflict_sql}) DO NOTHING"
+        )
+        inserted = cur.rowcount
+        cur.execute("TRUNCATE closedloop_bulk_staging")
+    return int(inserted)

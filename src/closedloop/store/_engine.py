@@ -1,0 +1,69 @@
+"""Engine creation with each backend's settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+__all__ = ["create_store_engine", "is_postgres", "is_sqlite"]
+
+
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def create_store_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
+    """Create the engine for `url`: SQLite in WAL mode, or PostgreSQL through psycopg 3."""
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = sa.create_engine(
+            parsed,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            json_serializer=_json_dumps,
+            json_deserializer=orjson.loads,
+        )
+        synchronous = "FULL" if sqlite_synchronous.upper() == "FULL" else "NORMAL"
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            # Let SQLAlchemy, not the driver, decide when transactions begin.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA synchronous={synchronous}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: sa.Connection) -> None:
+            conn.exec_driver_sql("BEGIN")
+
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return sa.create_engine(
+            parsed,
+            pool_pre_ping=True,
+            pool_size=5,
+            max_overflow=10,
+            json_serializer=_json_dumps,
+            json_deserializer=orjson.loads,
+        )
+    raise ValueError(
+        f"unsupported database URL `{parsed.render_as_string(hide_password=True)}`: "
+        "use `sqlite:///FILE` or `postgresql+psycopg://USER@HOST/DB`"
+    )
+
+
+def is_sqlite(engine_or_conn: Engine | sa.Connection) -> bool:
+    return engine_or_conn.dialect.name == "sqlite"
+
+
+def is_postgres(engine_or_conn: Engine | sa.Connection) -> bool:
+    return engine_or_conn.dialect.name == "postgresql"

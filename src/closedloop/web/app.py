@@ -1,0 +1,64 @@
+"""The FastAPI application: `create_app(settings)`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy.engine import Engine
+
+from closedloop import __version__
+from closedloop.config import Settings
+from closedloop.ingest import GroupCommitWriter, WriteKeyResolver
+from closedloop.metrics import Metrics
+from closedloop.store import create_store_engine
+from closedloop.web import events, ops, sources, tracking
+from closedloop.web.context import AppContext
+from closedloop.web.errors import install_error_handlers
+
+__all__ = ["create_app"]
+
+_log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
+    """Build the app. The store must be migrated (`closedloop db upgrade`; `serve` does it)."""
+    own_engine = engine is None
+    store = engine or create_store_engine(
+        settings.database_url, sqlite_synchronous=settings.ingest.sqlite_synchronous
+    )
+    metrics = Metrics()
+    writer = GroupCommitWriter(store, settings.ingest, metrics)
+    ctx = AppContext(
+        settings=settings,
+        engine=store,
+        writer=writer,
+        keys=WriteKeyResolver(store, cache_seconds=settings.ingest.write_key_cache_seconds),
+        metrics=metrics,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await writer.start()
+        try:
+            yield
+        finally:
+            await writer.stop()
+            if own_engine:
+                store.dispose()
+
+    app = FastAPI(
+        title="closedloop",
+        version=__version__,
+        summary="Self-hosted customer sentiment and response hub",
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    install_error_handlers(app)
+    app.include_router(tracking.router)
+    app.include_router(sources.router)
+    app.include_router(events.router)
+    app.include_router(ops.router)
+    return app

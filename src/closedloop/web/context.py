@@ -1,0 +1,28 @@
+"""What a running app holds: settings, engine, writer, key resolver, metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+from sqlalchemy.engine import Engine
+
+from closedloop.config import Settings
+from closedloop.ingest import GroupCommitWriter, WriteKeyResolver
+from closedloop.metrics import Metrics
+
+__all__ = ["AppContext", "get_context"]
+
+
+@dataclass(frozen=True)
+class AppContext:
+    settings: Settings
+    engine: Engine
+    writer: GroupCommitWriter
+    keys: WriteKeyResolver
+    metrics: Metrics
+
+
+def get_context(request: Request) -> AppContext:
+    ctx: AppContext = request.app.state.ctx
+    return ctx

@@ -1,0 +1,42 @@
+"""Operations: `GET /healthz` and `GET /metrics` (Prometheus text format)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from closedloop.web._json import JSONOut
+from closedloop.web.context import get_context
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", summary="Liveness and store check")
+async def healthz(request: Request) -> Response:
+    ctx = get_context(request)
+
+    def probe() -> None:
+        with ctx.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    try:
+        await run_in_threadpool(probe)
+    except sa.exc.SQLAlchemyError:
+        return JSONOut(
+            {"status": "unavailable", "database": "unreachable"},
+            status_code=503,
+            headers={"Retry-After": str(ctx.settings.ingest.retry_after_seconds)},
+        )
+    return JSONOut(
+        {"status": "ok", "database": "ok", "write_queue_events": ctx.writer.queued_events}
+    )
+
+
+@router.get("/metrics", summary="Prometheus metrics")
+async def metrics(request: Request) -> Response:
+    ctx = get_context(request)
+    return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

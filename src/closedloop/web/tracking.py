@@ -1,0 +1,170 @@
+"""The Segment-compatible tracking API: `POST /v1/{identify,track,page,screen,group,alias,batch}`.
+
+Answers: 200 `{"success": true}` only after the events are committed (a batch lists the
+messages it could not take under `failed`); 400/413/415 for bad input; 401 for an unknown or
+disabled write key; 503 + Retry-After when overloaded or the store is down (SDKs retry it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from closedloop import clock
+from closedloop.errors import (
+    ClosedloopError,
+    InvalidInputError,
+    PermissionDeniedError,
+    TransientError,
+)
+from closedloop.ingest import CALL_TYPES, Source, log, prepare, write_key_from_body
+from closedloop.ingest.body import check_headers, parse_json, read_body
+from closedloop.web._json import JSONOut
+from closedloop.web.auth import basic_write_key
+from closedloop.web.context import AppContext, get_context
+from closedloop.web.errors import error_response, status_of
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["tracking"])
+
+_OPENAPI_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"type": "object"}}},
+        "description": 'A Segment message (or `{"batch": [...]}` for /v1/batch); gzip allowed.',
+    }
+}
+_SUCCESS = b'{"success":true}'
+
+
+async def _resolve(ctx: AppContext, key: str) -> Source:
+    cached = ctx.keys.resolve_cached(key)
+    if cached is not None:
+        return cached
+    try:
+        return await run_in_threadpool(ctx.keys.resolve, key)
+    except sa.exc.SQLAlchemyError as exc:
+        raise TransientError(
+            "the store is unavailable: retry later",
+            retry_after=ctx.settings.ingest.retry_after_seconds,
+        ) from exc
+
+
+async def _handle(request: Request, call_type: str) -> Response:
+    ctx = get_context(request)
+    limits = ctx.settings.ingest
+    metrics = ctx.metrics
+    retry = request.headers.get("x-retry-count")
+    if retry and retry != "0":
+        metrics.client_retries.inc()
+    try:
+        gzipped = check_headers(
+            request.headers.get("content-type"), request.headers.get("content-encoding")
+        )
+        header_key = basic_write_key(request.headers.get("authorization"))
+        source = await _resolve(ctx, header_key) if header_key else None
+        raw = await read_body(
+            request.stream(),
+            content_length=request.headers.get("content-length"),
+            gzipped=gzipped,
+            limits=limits,
+        )
+        body = parse_json(raw)
+        if source is None:
+            body_key = write_key_from_body(body)
+            if body_key is None:
+                raise PermissionDeniedError(
+                    "missing write key: send it as the Basic auth user name "
+                    "(`Authorization: Basic base64(WRITE_KEY:)`) or as `writeKey` in the body"
+                )
+            source = await _resolve(ctx, body_key)
+        received_at = clock.now()
+        origin = f"http:{request.url.path}"
+        try:
+            prepared = prepare(
+                body,
+                call_type=call_type,
+                source_id=source.id,
+                limits=limits,
+                received_at=received_at,
+                origin=origin,
+            )
+        except InvalidInputError as exc:
+            metrics.events_failed.labels(source.name, exc.reason).inc()
+            if call_type != "batch" and isinstance(body, dict):
+                failed = log.failed_row(
+                    source_id=source.id,
+                    origin=origin,
+                    message=body,
+                    field=exc.field,
+                    reason=exc.message,
+                    received_at=received_at,
+                )
+                await ctx.writer.submit([], [failed])
+            raise
+        if not prepared.rows and not prepared.failed_rows:
+            return Response(_SUCCESS, media_type="application/json")
+        result = await ctx.writer.submit(prepared.rows, prepared.failed_rows)
+    except ClosedloopError as exc:
+        metrics.requests_rejected.labels(str(status_of(exc))).inc()
+        return error_response(exc)
+    if result.inserted:
+        metrics.events_accepted.labels(source.name).inc(result.inserted)
+    if result.duplicates:
+        metrics.events_deduplicated.labels(source.name).inc(result.duplicates)
+    failed_list = [r.as_json() for r in prepared.rejections]
+    for rejection in prepared.rejections:
+        metrics.events_failed.labels(source.name, rejection.code).inc()
+    for row_index in result.store_rejected:
+        metrics.events_failed.labels(source.name, "store_rejected").inc()
+        failed_list.append(
+            {
+                "index": prepared.row_indexes[row_index],
+                "messageId": prepared.rows[row_index][1],
+                "field": None,
+                "reason": result.store_reason,
+                "code": "store_rejected",
+            }
+        )
+    if not failed_list:
+        return Response(_SUCCESS, media_type="application/json")
+    if call_type != "batch":
+        return error_response(
+            InvalidInputError(result.store_reason, field=None, reason="store_rejected")
+        )
+    failed_list.sort(key=lambda item: int(item["index"]))
+    return JSONOut({"success": True, "failed": failed_list})
+
+
+def _make_route(call_type: str) -> Any:
+    async def route(request: Request) -> Response:
+        return await _handle(request, call_type)
+
+    route.__name__ = f"tracking_{call_type}"
+    route.__doc__ = (
+        f"Record {'a batch of messages' if call_type == 'batch' else 'one ' + call_type + ' call'}"
+        " (Segment HTTP API compatible). Auth: write key as Basic user name, or `writeKey`."
+    )
+    return route
+
+
+for _call in (*CALL_TYPES, "batch"):
+    router.add_api_route(
+        f"/v1/{_call}",
+        _make_route(_call),
+        methods=["POST"],
+        openapi_extra=_OPENAPI_BODY,
+        summary=f"Tracking: {_call}",
+    )
+router.add_api_route(
+    "/v1/import",
+    _make_route("batch"),
+    methods=["POST"],
+    openapi_extra=_OPENAPI_BODY,
+    summary="Tracking: batch (Segment's historical import route)",
+)

@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from closedloop import store
+from closedloop.ingest._tables import EVENT_COLUMNS, events
+
+
+def _row(source_id: int, message_id: str, at: datetime) -> tuple[object, ...]:
+    return (
+        source_id,
+        message_id,
+        "track",
+        "Article Rated",
+        "u1",
+        None,
+        at,
+        at,
+        at,
+        at,
+        '{"type":"track","properties":{"rating":4}}',
+    )
+
+
+def test_upgrade_reaches_head_and_is_idempotent(engine: Engine) -> None:
+    assert store.current_revision(engine) == store.head_revision()
+    store.upgrade(engine)
+    assert store.current_revision(engine) == store.head_revision()
+    names = set(sa.inspect(engine).get_table_names())
+    assert {"sources", "events", "failed_events"} <= names
+
+
+def test_sqlite_store_uses_wal(tmp_path: object) -> None:
+    eng = store.create_store_engine(f"sqlite:///{tmp_path}/wal.db")
+    with eng.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+    eng.dispose()
+
+
+def test_unsupported_database_url_is_refused() -> None:
+    with pytest.raises(ValueError, match="unsupported database URL"):
+        store.create_store_engine("mysql://root@localhost/test")
+
+
+def test_utc_datetime_round_trips_as_aware_utc(engine: Engine) -> None:
+    berlin = timezone(timedelta(hours=1))
+    at = datetime(2026, 1, 31, 23, 30, 0, 123456, tzinfo=berlin)
+    with engine.begin() as conn:
+        store.bulk_insert_ignoring_duplicates(
+            conn,
+            events,
+            EVENT_COLUMNS,
+            [_row(1, "m1", at)],
+            conflict_columns=("source_id", "message_id"),
+        )
+        conn.execute(
+            events.insert().values(**dict(zip(EVENT_COLUMNS, _row(1, "m2", at), strict=True)))
+        )
+    with engine.connect() as conn:
+        stamps = conn.execute(sa.select(events.c.timestamp).order_by(events.c.id)).scalars().all()
+    assert stamps == [at, at]
+    assert all(s.tzinfo is not None and s.utcoffset() == timedelta(0) for s in stamps)
+
+
+def test_naive_datetime_is_refused(engine: Engine) -> None:
+    with pytest.raises(sa.exc.StatementError, match="naive datetime"), engine.begin() as conn:
+        conn.execute(
+            events.insert().values(
+                **dict(zip(EVENT_COLUMNS, _row(1, "m", datetime(2026, 1, 1)), strict=True))  # noqa: DTZ001
+            )
+        )
+
+
+def test_bulk_insert_ignores_duplicates_and_counts_new_rows(engine: Engine) -> None:
+    at = datetime(2026, 11, 22, tzinfo=UTC)
+    first = [_row(1, f"m{i}", at) for i in range(50)]
+    with engine.begin() as conn:
+        assert (
+            store.bulk_insert_ignoring_duplicates(
+                conn, events, EVENT_COLUMNS, first, conflict_columns=("source_id", "message_id")
+            )
+            == 50
+        )
+    # Half known (the PostgreSQL COPY fails and the staging path takes over), half new,
+    # and the same id from another source is a different message.
+    second = [_row(1, f"m{i}", at) for i in range(25, 75)] + [_row(2, "m0", at)]
+    with engine.begin() as conn:
+        assert (
+            store.bulk_insert_ignoring_duplicates(
+                conn, events, EVENT_COLUMNS, second, conflict_columns=("source_id", "message_id")
+            )
+            == 26
+        )
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(events)).scalar() == 76
+    # The staging path leaves a usable connection and transaction behind.
+    with engine.begin() as conn:
+        assert (
+            store.bulk_insert_ignoring_duplicates(
+                conn,
+                events,
+                EVENT_COLUMNS,
+                [_row(3, "z", at)],
+                conflict_columns=("source_id", "message_id"),
+            )
+            == 1
+        )
+
+
+def test_bulk_insert_refuses_unknown_columns(engine: Engine) -> None:
+    with pytest.raises(ValueError, match="not a column"), engine.begin() as conn:
+        store.bulk_insert_ignoring_duplicates(
+            conn, events, ("nope",), [(1,)], conflict_columns=("source_id",)
+        )
