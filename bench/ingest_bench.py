@@ -78,7 +78,9 @@ def wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("server did not start")
 
 
-def run_wrk(url: str, body: bytes, *, connections: int, seconds: int, delay_ms: float = 0) -> dict[str, Any]:
+def run_wrk(
+    url: str, body: bytes, *, connections: int, seconds: int, delay_ms: float = 0
+) -> dict[str, Any]:
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
     body_path = Path(tempfile.mkstemp(suffix=".json")[1])
     body_path.write_bytes(body)
@@ -92,16 +94,20 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Basic {auth}"
 {"function delay() return " + str(int(delay_ms)) + " end" if delay_ms else ""}
 done = function(summary, latency, requests)
-  io.write(string.format("JSON {{\\"requests\\": %d, \\"seconds\\": %f, \\"non2xx\\": %d, \\"errors\\": %d, \\"p50\\": %f, \\"p99\\": %f}}\\n",
+  io.write(string.format("JSON {{\\"requests\\": %d, \\"seconds\\": %f, " ..
+    "\\"non2xx\\": %d, \\"errors\\": %d, \\"p50\\": %f, \\"p99\\": %f}}\\n",
     summary.requests, summary.duration / 1e6, summary.errors.status,
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
     latency:percentile(50) / 1000, latency:percentile(99) / 1000))
 end
 """
     )
+    wrk = shutil.which("wrk") or "wrk"
     out = subprocess.run(
-        ["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds}s", "-s", str(script), url],
-        capture_output=True, text=True, check=True,
+        [wrk, "-t", "2", "-c", str(connections), "-d", f"{seconds}s", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     script.unlink()
     body_path.unlink()
@@ -127,7 +133,11 @@ def prepared_rows(count: int, source_id: int, *, prefix: str) -> list[tuple[Any,
     for i in range(count):
         message = sample_message(i)
         message["messageId"] = f"{prefix}-{i}"
-        rows.append(normalise_message(message, call_type=None, limits=limits, received_at=now, sent_at=now).as_tuple(source_id))
+        rows.append(
+            normalise_message(
+                message, call_type=None, limits=limits, received_at=now, sent_at=now
+            ).as_tuple(source_id)
+        )
     return rows
 
 
@@ -137,7 +147,11 @@ def sqlite_raw_executemany(path: Path, rows: list[tuple[Any, ...]], chunk: int) 
     con.execute("PRAGMA journal_mode=WAL")
     con.execute("PRAGMA synchronous=FULL")
     cols = ", ".join(f'"{c}"' for c in EVENT_COLUMNS)
-    sql = f"INSERT INTO events ({cols}) VALUES ({', '.join('?' for _ in EVENT_COLUMNS)}) ON CONFLICT (source_id, message_id) DO NOTHING"
+    marks = ", ".join("?" for _ in EVENT_COLUMNS)
+    sql = (
+        f"INSERT INTO events ({cols}) VALUES ({marks}) "  # noqa: S608 - our own column names
+        "ON CONFLICT (source_id, message_id) DO NOTHING"
+    )
     # The table's own representation (epoch microseconds), converted before the clock starts.
     converted = [tuple(to_epoch_us(v) if isinstance(v, datetime) else v for v in r) for r in rows]
     started = time.perf_counter()
@@ -178,7 +192,9 @@ def fresh_sqlite(workdir: Path, name: str) -> tuple[str, sa.Engine]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--postgres-url", default=os.environ.get("CLOSEDLOOP_TEST_POSTGRES_URL"))
     parser.add_argument("--rows", type=int, default=100_000)
@@ -188,7 +204,11 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="closedloop-bench-"))
     results: dict[str, Any] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}, SQLite {sqlite3.sqlite_version}",
+        "machine": (
+            f"{platform.machine()}, {os.cpu_count()} cores, "
+            f"{platform.python_implementation()} {platform.python_version()}, "
+            f"SQLite {sqlite3.sqlite_version}"
+        ),
     }
 
     # --- HTTP: batch and track against the real server, bare endpoint as the baseline
@@ -196,14 +216,24 @@ def main() -> None:
     ingest.add_source(engine, "bench", kind="server", write_key=KEY)
     engine.dispose()
     port = free_port()
-    env = {"PATH": os.environ["PATH"], "CLOSEDLOOP_DATABASE_URL": url, "CLOSEDLOOP_LOG_LEVEL": "warning"}
-    server = subprocess.Popen([sys.executable, "-m", "closedloop", "serve", "--port", str(port)], cwd=workdir, env=env)
+    env = {
+        "PATH": os.environ["PATH"],
+        "CLOSEDLOOP_DATABASE_URL": url,
+        "CLOSEDLOOP_LOG_LEVEL": "warning",
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "closedloop", "serve", "--port", str(port)], cwd=workdir, env=env
+    )
     try:
         wait_up(f"http://127.0.0.1:{port}/healthz", server)
         batch_body = orjson.dumps({"batch": [sample_message(i) for i in range(100)]})
-        batch = run_wrk(f"http://127.0.0.1:{port}/v1/batch", batch_body, connections=4, seconds=args.seconds)
+        batch = run_wrk(
+            f"http://127.0.0.1:{port}/v1/batch", batch_body, connections=4, seconds=args.seconds
+        )
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
-        accepted = float(re.search(r'closedloop_events_accepted_total\{source="bench"\} (\S+)', metrics).group(1))
+        accepted = float(
+            re.search(r'closedloop_events_accepted_total\{source="bench"\} (\S+)', metrics).group(1)
+        )
         results["batch"] = {
             "requests_per_s": batch["rps"],
             "events_per_s": batch["rps"] * 100,
@@ -215,13 +245,31 @@ def main() -> None:
         }
         results["server_peak_rss_mb"] = peak_rss_mb(server.pid)
         track_body = orjson.dumps(sample_message(1))
-        track = run_wrk(f"http://127.0.0.1:{port}/v1/track", track_body, connections=16, seconds=args.seconds)
-        results["track"] = {"requests_per_s": track["rps"], "p99_ms_at_full_load": track["p99"], "non2xx": track["non2xx"]}
+        track = run_wrk(
+            f"http://127.0.0.1:{port}/v1/track", track_body, connections=16, seconds=args.seconds
+        )
+        results["track"] = {
+            "requests_per_s": track["rps"],
+            "p99_ms_at_full_load": track["p99"],
+            "non2xx": track["non2xx"],
+        }
         # Half the measured load: 8 connections, each waiting so that the sum is rps/2.
         target = track["rps"] / 2
         delay = max(0.0, 8 * 1000 / target - track["p50"])
-        half = run_wrk(f"http://127.0.0.1:{port}/v1/track", track_body, connections=8, seconds=args.seconds, delay_ms=delay)
-        results["track_half_load"] = {"target_rps": target, "achieved_rps": half["rps"], "p50_ms": half["p50"], "p99_ms": half["p99"], "non2xx": half["non2xx"]}
+        half = run_wrk(
+            f"http://127.0.0.1:{port}/v1/track",
+            track_body,
+            connections=8,
+            seconds=args.seconds,
+            delay_ms=delay,
+        )
+        results["track_half_load"] = {
+            "target_rps": target,
+            "achieved_rps": half["rps"],
+            "p50_ms": half["p50"],
+            "p99_ms": half["p99"],
+            "non2xx": half["non2xx"],
+        }
     finally:
         server.terminate()
         server.wait(timeout=20)
@@ -230,7 +278,12 @@ def main() -> None:
     bare = subprocess.Popen([sys.executable, str(ROOT / "bare_app.py"), str(bare_port)])
     try:
         wait_up(f"http://127.0.0.1:{bare_port}/docs", bare)
-        bare_run = run_wrk(f"http://127.0.0.1:{bare_port}/v1/track", track_body, connections=16, seconds=args.seconds)
+        bare_run = run_wrk(
+            f"http://127.0.0.1:{bare_port}/v1/track",
+            track_body,
+            connections=16,
+            seconds=args.seconds,
+        )
         results["bare_endpoint"] = {"requests_per_s": bare_run["rps"], "p99_ms": bare_run["p99"]}
     finally:
         bare.terminate()
@@ -259,14 +312,19 @@ def main() -> None:
         with admin.begin() as conn:
             conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
         try:
-            pg_url = sa.make_url(args.postgres_url).update_query_dict({"options": f"-csearch_path={schema}"})
+            pg_url = sa.make_url(args.postgres_url).update_query_dict(
+                {"options": f"-csearch_path={schema}"}
+            )
             pg = store.create_store_engine(pg_url.render_as_string(hide_password=False))
             store.upgrade(pg)
             copy_rate = postgres_raw_copy(pg, prepared_rows(args.rows, 1, prefix="c"), 1000)
             with pg.begin() as conn:
                 conn.execute(events.delete())
             ours_pg = store_append(pg, prepared_rows(args.rows, 1, prefix="d"), 1000)
-            results["postgres"] = {"raw_copy_1000_per_commit": copy_rate, "store_append_1000_per_commit": ours_pg}
+            results["postgres"] = {
+                "raw_copy_1000_per_commit": copy_rate,
+                "store_append_1000_per_commit": ours_pg,
+            }
             pg.dispose()
         finally:
             with admin.begin() as conn:
@@ -276,11 +334,15 @@ def main() -> None:
     results["ratios"] = {
         "batch_vs_raw_executemany_100": results["batch"]["events_per_s"] / raw100,
         "batch_vs_raw_executemany_1000": results["batch"]["events_per_s"] / raw1000,
-        "track_vs_bare_endpoint": results["track"]["requests_per_s"] / results["bare_endpoint"]["requests_per_s"],
+        "track_vs_bare_endpoint": results["track"]["requests_per_s"]
+        / results["bare_endpoint"]["requests_per_s"],
         "sqlite_store_append_vs_raw_executemany": ours1000 / raw1000,
     }
     if "postgres" in results:
-        results["ratios"]["postgres_store_append_vs_raw_copy"] = results["postgres"]["store_append_1000_per_commit"] / results["postgres"]["raw_copy_1000_per_commit"]
+        results["ratios"]["postgres_store_append_vs_raw_copy"] = (
+            results["postgres"]["store_append_1000_per_commit"]
+            / results["postgres"]["raw_copy_1000_per_commit"]
+        )
     out_dir = ROOT / "results"
     out_dir.mkdir(exist_ok=True)
     (out_dir / "ingest.json").write_text(json.dumps(results, indent=2))

@@ -131,6 +131,17 @@ class GroupCommitWriter:
                 for item in group:
                     if not item.future.done():
                         item.future.set_exception(exc)
+            except Exception as exc:  # noqa: BLE001 - the writer must outlive any fault
+                # An unexpected fault must not kill the writer (every later request would
+                # hang): the group is answered 503, which SDKs retry, and the loop goes on.
+                _log.exception("group commit failed unexpectedly")
+                transient = TransientError(
+                    f"the event store failed ({type(exc).__name__}): retry later",
+                    retry_after=self._limits.retry_after_seconds,
+                )
+                for item in group:
+                    if not item.future.done():
+                        item.future.set_exception(transient)
             else:
                 for item, result in zip(group, results, strict=True):
                     if not item.future.done():

@@ -9,8 +9,8 @@ datetimes are converted for SQLite here (`UTCDateTime` columns: epoch microsecon
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import sqlite3
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -25,9 +25,7 @@ __all__ = ["bulk_insert_ignoring_duplicates"]
 _SQLITE_MAX_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999
 
 
-def _sqlite_rows(
-    rows: Sequence[tuple[Any, ...]], time_columns: list[int]
-) -> list[Any]:
+def _sqlite_rows(rows: Sequence[tuple[Any, ...]], time_columns: list[int]) -> list[Any]:
     """Flatten rows into one parameter list, times as epoch microseconds."""
     flat: list[Any] = []
     extend = flat.extend
@@ -77,7 +75,9 @@ def bulk_insert_ignoring_duplicates(
         # One multi-row INSERT per chunk: a single statement step releases the GIL once, where
         # executemany would release and re-take it for every row (a convoy behind the event
         # loop thread) and costs a Python-to-C round trip per row.
-        time_columns = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, UTCDateTime)]
+        time_columns = [
+            i for i, c in enumerate(columns) if isinstance(table.c[c].type, UTCDateTime)
+        ]
         one = "(" + ", ".join("?" for _ in columns) + ")"
         per_statement = _SQLITE_MAX_VARIABLES // len(columns)
         inserted = 0
@@ -85,18 +85,30 @@ def bulk_insert_ignoring_duplicates(
         try:
             for start in range(0, len(rows), per_statement):
                 chunk = rows[start : start + per_statement]
-                cursor.execute(
+                statement = (
                     f"INSERT INTO {table_sql} ({cols_sql}) VALUES "  # noqa: S608
                     + ", ".join([one] * len(chunk))
-                    + f" ON CONFLICT ({conflict_sql}) DO NOTHING",
-                    _sqlite_rows(chunk, time_columns),
+                    + f" ON CONFLICT ({conflict_sql}) DO NOTHING"
                 )
+                try:
+                    cursor.execute(statement, _sqlite_rows(chunk, time_columns))
+                except sqlite3.Error as exc:
+                    # The raw cursor bypasses SQLAlchemy: wrap like it would, so callers see
+                    # one error tree (OperationalError is what marks a fault as transient).
+                    raise sa.exc.DBAPIError.instance(
+                        statement[:200], None, exc, sqlite3.Error
+                    ) from exc
                 inserted += cursor.rowcount
         finally:
             cursor.close()
         return inserted
     if conn.dialect.name == "postgresql":
-        return _postgres_copy(conn, table_sql, cols_sql, conflict_sql, rows)
+        import psycopg
+
+        try:
+            return _postgres_copy(conn, table_sql, cols_sql, conflict_sql, rows)
+        except psycopg.Error as exc:
+            raise sa.exc.DBAPIError.instance(f"COPY {table_sql}", None, exc, psycopg.Error) from exc
     raise ValueError(f"no bulk path for dialect `{conn.dialect.name}`")
 
 

@@ -21,6 +21,7 @@ def to_epoch_us(value: datetime) -> int:
     """Microseconds since 1970-01-01 UTC of an aware datetime (the SQLite representation)."""
     return (value - EPOCH) // ONE_MICROSECOND
 
+
 metadata = sa.MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
