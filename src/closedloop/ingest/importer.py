@@ -12,6 +12,7 @@ import csv
 import hashlib
 import io
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -276,6 +277,15 @@ def _csv_messages(
     stream: BinaryIO, source: Source, mapping: CsvMapping
 ) -> Iterator[tuple[int, Any, InvalidInputError | None]]:
     text = io.TextIOWrapper(stream, encoding=mapping.encoding, newline="")
+    try:
+        yield from _csv_rows(text, source, mapping)
+    finally:
+        text.detach()  # the caller owns and closes the file
+
+
+def _csv_rows(
+    text: io.TextIOWrapper, source: Source, mapping: CsvMapping
+) -> Iterator[tuple[int, Any, InvalidInputError | None]]:
     reader = csv.DictReader(text, delimiter=mapping.delimiter)
     try:
         header = reader.fieldnames or []
@@ -361,12 +371,14 @@ def import_file(
         stream = path.open("rb")
     except OSError as exc:
         raise InvalidInputError(f"cannot open `{path}`: {exc.strerror}", field="file") from exc
-    with stream:
-        messages = (
+    with (
+        stream,
+        closing(
             _jsonl_messages(stream, source, limits)
             if fmt == "jsonl"
             else _csv_messages(stream, source, mapping or CsvMapping())
-        )
+        ) as messages,
+    ):
         for line_no, message, error in messages:
             received_at = clock.now()
             if error is None:
