@@ -1,0 +1,183 @@
+"""The command line, driven through Typer's runner against a real store on each backend."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from sqlalchemy.engine import Engine
+from typer.testing import CliRunner
+
+from closedloop import clock, ingest, store
+from closedloop.cli import app
+from closedloop.config import IngestSettings
+from closedloop.errors import PermissionDeniedError
+from closedloop.ingest import log
+from closedloop.ingest.messages import normalise_message
+from tests.helpers import stored
+
+
+@pytest.fixture
+def cli(db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[CliRunner]:
+    """A runner whose commands use `db_url` (and no `.env` from the working directory)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CLOSEDLOOP_DATABASE_URL", db_url)
+    yield CliRunner()
+
+
+def _run(cli: CliRunner, *args: str) -> tuple[int, str]:
+    result = cli.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def test_db_upgrade_reaches_head(cli: CliRunner, db_url: str) -> None:
+    code, out = _run(cli, "db", "upgrade")
+    assert code == 0, out
+    assert f"revision {store.head_revision()}" in out
+    code, out = _run(cli, "db", "current")
+    assert code == 0
+    assert f"current: {store.head_revision()}" in out
+
+
+def test_sources_add_prints_the_key_once_and_it_works(
+    cli: CliRunner, db_url: str, engine: Engine
+) -> None:
+    code, out = _run(cli, "sources", "add", "shop-web", "--kind", "web", "--json")
+    assert code == 0, out
+    made = json.loads(out)
+    assert set(made) == {"name", "kind", "write_key"}
+    assert (made["name"], made["kind"]) == ("shop-web", "web")
+    resolver = ingest.WriteKeyResolver(engine, cache_seconds=0)
+    assert resolver.resolve(made["write_key"]).name == "shop-web"
+    code, out = _run(cli, "sources", "list", "--json")
+    assert code == 0
+    listed = json.loads(out)
+    assert [s["name"] for s in listed] == ["shop-web"]
+    assert made["write_key"] not in out
+
+
+def test_sources_disable_enable_rotate(cli: CliRunner, engine: Engine) -> None:
+    _, out = _run(cli, "sources", "add", "pos", "--kind", "pos", "--json")
+    old_key = json.loads(out)["write_key"]
+    assert _run(cli, "sources", "disable", "pos")[0] == 0
+    assert ingest.get_source(engine, "pos").enabled is False
+    assert _run(cli, "sources", "enable", "pos")[0] == 0
+    assert ingest.get_source(engine, "pos").enabled is True
+    code, out = _run(cli, "sources", "rotate", "pos", "--json")
+    assert code == 0, out
+    new_key = json.loads(out)["write_key"]
+    assert new_key != old_key
+    resolver = ingest.WriteKeyResolver(engine, cache_seconds=0)
+    assert resolver.resolve(new_key).name == "pos"
+    with pytest.raises(PermissionDeniedError):
+        resolver.resolve(old_key)
+
+
+def test_sources_bad_input_exits_1_with_a_message(cli: CliRunner, engine: Engine) -> None:
+    code, out = _run(cli, "sources", "add", "x", "--kind", "fax")
+    assert code == 1
+    assert "fax" in out and "web" in out
+    code, out = _run(cli, "sources", "add", "Bad Name!", "--kind", "web")
+    assert code == 1
+    assert "name" in out
+    _run(cli, "sources", "add", "web", "--kind", "web")
+    code, out = _run(cli, "sources", "add", "web", "--kind", "web")
+    assert code == 1
+    assert "exists" in out
+    code, out = _run(cli, "sources", "rotate", "nope")
+    assert code == 1
+    assert "nope" in out
+    assert "Traceback" not in out
+
+
+def test_import_command_reports_lines_and_dedupes(
+    cli: CliRunner, engine: Engine, tmp_path: Path
+) -> None:
+    _run(cli, "sources", "add", "mail", "--kind", "email")
+    path = tmp_path / "mail.jsonl"
+    path.write_bytes(
+        orjson.dumps({"type": "track", "event": "Email Opened", "userId": "u1"})
+        + b"\n{oops\n"
+        + orjson.dumps({"type": "track", "event": "Email Clicked", "userId": "u1"})
+        + b"\n"
+    )
+    code, out = _run(cli, "import", str(path), "--source", "mail")
+    assert code == 0, out
+    assert "2 accepted, 0 already stored, 1 rejected" in out
+    assert "line 2" in out
+    code, out = _run(cli, "import", str(path), "--source", "mail", "--json")
+    assert code == 0
+    report = json.loads(out)
+    assert (report["accepted"], report["duplicates"], report["rejected"]) == (0, 2, 1)
+    assert len(stored(engine)) == 2
+    code, out = _run(cli, "import", str(path), "--source", "nope")
+    assert code == 1
+    assert "nope" in out
+
+
+def test_events_tail_prints_newest_events_as_json(cli: CliRunner, engine: Engine) -> None:
+    source = ingest.add_source(engine, "web", kind="web").source
+    path_rows = [
+        {"type": "page", "anonymousId": "a1", "name": f"P{i}", "messageId": f"m{i}"}
+        for i in range(5)
+    ]
+    now = clock.now()
+    rows = [
+        normalise_message(
+            m, call_type=None, limits=IngestSettings(), received_at=now, sent_at=None
+        ).as_tuple(source.id)
+        for m in path_rows
+    ]
+    with engine.begin() as conn:
+        log.append(conn, rows)
+    code, out = _run(cli, "events", "tail", "-n", "3")
+    assert code == 0, out
+    printed = [json.loads(line) for line in out.splitlines()]
+    assert [p["messageId"] for p in printed] == ["m2", "m3", "m4"]
+    assert printed[0]["source"] == "web"
+
+
+def test_every_command_has_help_with_an_example(cli: CliRunner) -> None:
+    groups = {
+        "": ["init", "serve", "demo", "import", "sources", "events", "db"],
+        "sources": ["add", "list", "disable", "enable", "rotate"],
+        "events": ["tail"],
+        "db": ["upgrade", "current"],
+    }
+    for group, commands in groups.items():
+        for command in commands:
+            args = [group, command, "--help"] if group else [command, "--help"]
+            code, out = _run(cli, *args)
+            assert code == 0, (args, out)
+            assert "Example" in out, args
+
+
+def test_init_writes_secrets_once_and_a_working_demo_key(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CLOSEDLOOP_DATABASE_URL", raising=False)
+    runner = CliRunner()
+    first = runner.invoke(app, ["init"])
+    assert first.exit_code == 0, first.output
+    env = (tmp_path / ".env").read_text()
+    assert (tmp_path / ".env").stat().st_mode & 0o777 == 0o600
+    assert "CLOSEDLOOP_SECRET_KEY=" in env and "CLOSEDLOOP_ADMIN_TOKEN=" in env
+    assert "admin token:" in first.output and "write key" in first.output
+    second = runner.invoke(app, ["init"])
+    assert second.exit_code == 0
+    assert (tmp_path / ".env").read_text() == env  # nothing rotated on a second run
+    demo_key = next(
+        line.split("=", 1)[1]
+        for line in env.splitlines()
+        if line.startswith("CLOSEDLOOP_DEMO_WRITE_KEY=")
+    )
+    engine = store.create_store_engine(f"sqlite:///{tmp_path / 'closedloop.db'}")
+    try:
+        resolver = ingest.WriteKeyResolver(engine, cache_seconds=0)
+        assert resolver.resolve(demo_key).name == "demo"
+    finally:
+        engine.dispose()
