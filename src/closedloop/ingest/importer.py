@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -143,9 +143,10 @@ def _derived_id(source: Source, content: bytes) -> str:
     return "imp-" + digest[:40]
 
 
-def _jsonl_messages(
-    stream: BinaryIO, source: Source, limits: IngestSettings
-) -> Iterator[tuple[int, Any, InvalidInputError | None]]:
+_Lines = Generator[tuple[int, Any, InvalidInputError | None], None, None]
+
+
+def _jsonl_messages(stream: BinaryIO, source: Source, limits: IngestSettings) -> _Lines:
     line_no = 0
     cap = limits.max_event_bytes * 2
     while True:
@@ -273,9 +274,7 @@ def _csv_message(row: dict[str, str], mapping: CsvMapping) -> dict[str, Any]:
     return message
 
 
-def _csv_messages(
-    stream: BinaryIO, source: Source, mapping: CsvMapping
-) -> Iterator[tuple[int, Any, InvalidInputError | None]]:
+def _csv_messages(stream: BinaryIO, source: Source, mapping: CsvMapping) -> _Lines:
     text = io.TextIOWrapper(stream, encoding=mapping.encoding, newline="")
     try:
         yield from _csv_rows(text, source, mapping)
