@@ -33,15 +33,22 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
+# Engines a command opened with `open_store`; `handle_errors` closes them when it ends.
+_open_engines: list[Engine] = []
+
+
 @contextmanager
 def handle_errors() -> Iterator[None]:
-    """Print a closedloop error's message (no traceback) and exit 1."""
+    """Print a closedloop error's message (no traceback) and exit 1; close the store."""
     try:
         yield
     except ClosedloopError as exc:
         raise fail(exc.message) from exc
     except ValueError as exc:
         raise fail(str(exc)) from exc
+    finally:
+        while _open_engines:
+            _open_engines.pop().dispose()
 
 
 def settings() -> Settings:
@@ -53,6 +60,9 @@ def settings() -> Settings:
 
 
 def open_store(config: Settings) -> Engine:
-    return create_store_engine(
+    """The store's engine for one command; use it inside `handle_errors()`, which closes it."""
+    engine = create_store_engine(
         config.database_url, sqlite_synchronous=config.ingest.sqlite_synchronous
     )
+    _open_engines.append(engine)
+    return engine

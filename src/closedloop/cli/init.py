@@ -76,8 +76,9 @@ def init(
                     made = ingest.add_source(engine, DEMO_SOURCE, kind="web", write_key=key)
                 values["CLOSEDLOOP_DEMO_WRITE_KEY"] = made.write_key
                 _write_env(env_file, values)
+        revision = store.current_revision(engine)
     console.print(
-        f"store:       {config.database_url} (revision {store.current_revision(engine)})",
+        f"store:       {config.database_url} (revision {revision})",
         markup=False,
     )
     console.print(f"admin token: {values['CLOSEDLOOP_ADMIN_TOKEN']}", markup=False)

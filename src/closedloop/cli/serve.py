@@ -70,7 +70,7 @@ def serve(
             ).start()
     # The group-commit writer thread hands the GIL back and forth with the event loop on
     # every statement; the default 5 ms switch interval turns each hand-over into a wait
-    # (bench/ingest_bench.py: about +20 % batch throughput at 0.5 ms).
+    # (A/B runs of bench/ingest_bench.py: +10 to 20 % batch throughput at 0.5 ms, noisy).
     sys.setswitchinterval(0.0005)
     console.print(f"closedloop serving on http://{bind_host}:{bind_port}", markup=False)
     uvicorn.run(
