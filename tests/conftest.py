@@ -71,7 +71,9 @@ def make_settings(db_url: str, **ingest_overrides: object) -> Settings:
         database_url=db_url,
         admin_token=ADMIN_TOKEN,  # type: ignore[arg-type]
         secret_key="test-secret-" + "y" * 20,  # type: ignore[arg-type]
-        ingest=IngestSettings(sqlite_synchronous="NORMAL", **ingest_overrides),  # type: ignore[arg-type]
+        ingest=IngestSettings(
+            **{"sqlite_synchronous": "NORMAL", **ingest_overrides}  # type: ignore[arg-type]
+        ),
     )
 
 

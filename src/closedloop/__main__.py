@@ -1,3 +1,6 @@
+"""`python -m closedloop`."""
+
 from closedloop.cli import main
 
-main()
+if __name__ == "__main__":  # not when a spawned writer process imports this module
+    main()

@@ -10,33 +10,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from closedloop.config import IngestSettings
 from closedloop.errors import OverloadedError, TransientError
-from closedloop.ingest import log
+from closedloop.ingest.committer import (
+    AppendResult,
+    Committer,
+    GroupCommitter,
+    is_transient_db_error,
+)
 from closedloop.metrics import Metrics
 
 __all__ = ["AppendResult", "GroupCommitWriter", "is_transient_db_error"]
 
+# Re-exported: results and the transient test belong to the committer, callers know them here.
+_ = (AppendResult, is_transient_db_error)
+
 _log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class AppendResult:
-    """What became of one request's rows."""
-
-    inserted: int
-    duplicates: int
-    store_rejected: tuple[int, ...] = ()  # indexes into the request's rows the store refused
-    store_reason: str = ""
 
 
 @dataclass
@@ -50,16 +47,19 @@ class _Pending:
         self.size = max(1, len(self.rows) + len(self.failed))
 
 
-def is_transient_db_error(exc: BaseException) -> bool:
-    """Whether a database error may pass (connection lost, locked, server down)."""
-    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
-        return True
-    return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.TimeoutError)
-
-
 class GroupCommitWriter:
-    def __init__(self, engine: Engine, limits: IngestSettings, metrics: Metrics) -> None:
-        self._engine = engine
+    def __init__(
+        self,
+        engine: Engine,
+        limits: IngestSettings,
+        metrics: Metrics,
+        *,
+        committer_factory: Callable[[], GroupCommitter] | None = None,
+    ) -> None:
+        self._make_committer: Callable[[], GroupCommitter] = committer_factory or (
+            lambda: Committer(engine, retry_after=limits.retry_after_seconds)
+        )
+        self._committer: GroupCommitter | None = None
         self._limits = limits
         self._metrics = metrics
         self._queue: deque[_Pending] = deque()
@@ -70,6 +70,7 @@ class GroupCommitWriter:
         self._closing = False
 
     async def start(self) -> None:
+        self._committer = self._make_committer()
         self._wakeup = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name="closedloop-group-commit")
 
@@ -81,6 +82,8 @@ class GroupCommitWriter:
         if self._task is not None:
             await self._task
         self._executor.shutdown(wait=True)
+        if self._committer is not None:
+            self._committer.close()
 
     @property
     def queued_events(self) -> int:
@@ -152,72 +155,9 @@ class GroupCommitWriter:
 
     def _commit_group(self, group: list[_Pending]) -> list[AppendResult]:
         """Runs on the writer thread: one transaction for the whole group."""
-        started = time.perf_counter()
-        all_rows = [row for item in group for row in item.rows]
-        all_failed = [row for item in group for row in item.failed]
-        try:
-            with self._engine.begin() as conn:
-                inserted = log.append(conn, all_rows, all_failed)
-        except sa.exc.SQLAlchemyError as exc:
-            if is_transient_db_error(exc):
-                _log.warning("store unavailable during group commit: %s", type(exc).__name__)
-                raise TransientError(
-                    "the event store is unavailable: retry later",
-                    retry_after=self._limits.retry_after_seconds,
-                ) from exc
-            _log.warning("group commit refused by the store (%s); committing one by one", exc)
-            return [self._commit_alone(item) for item in group]
-        self._metrics.commit_seconds.observe(time.perf_counter() - started)
-        self._metrics.commit_events.observe(len(all_rows))
-        if len(group) == 1:
-            return [AppendResult(inserted, len(all_rows) - inserted)]
-        # executemany and COPY report only the group's total of new rows; duplicates come from
-        # SDK retries, so give each request its share in order (exact when there are none).
-        duplicates = len(all_rows) - inserted
-        results = []
-        for item in group:
-            own_dups = min(duplicates, len(item.rows))
-            duplicates -= own_dups
-            results.append(AppendResult(len(item.rows) - own_dups, own_dups))
-        return results
-
-    def _commit_alone(self, item: _Pending) -> AppendResult:
-        """One request on its own; rows the store refuses go to failed_events, not lost."""
-        try:
-            with self._engine.begin() as conn:
-                inserted = log.append(conn, item.rows, item.failed)
-            return AppendResult(inserted, len(item.rows) - inserted)
-        except sa.exc.SQLAlchemyError as exc:
-            if is_transient_db_error(exc):
-                raise TransientError(
-                    "the event store is unavailable: retry later",
-                    retry_after=self._limits.retry_after_seconds,
-                ) from exc
-            orig = getattr(exc, "orig", None) or exc
-            reason = f"the store refused the event ({type(orig).__name__})"
-        inserted = duplicates = 0
-        refused: list[int] = []
-        failed = list(item.failed)
-        for index, row in enumerate(item.rows):
-            try:
-                with self._engine.begin() as conn:
-                    new = log.append(conn, [row])
-                inserted += new
-                duplicates += 1 - new
-            except sa.exc.SQLAlchemyError as exc:
-                if is_transient_db_error(exc):
-                    raise TransientError(
-                        "the event store is unavailable: retry later",
-                        retry_after=self._limits.retry_after_seconds,
-                    ) from exc
-                refused.append(index)
-                failed.append(log.failed_row_from_event(row, origin="store", reason=reason))
-        try:
-            with self._engine.begin() as conn:
-                log.append(conn, [], failed)
-        except sa.exc.SQLAlchemyError as exc:
-            raise TransientError(
-                "the event store is unavailable: retry later",
-                retry_after=self._limits.retry_after_seconds,
-            ) from exc
-        return AppendResult(inserted, duplicates, tuple(refused), reason)
+        if self._committer is None:
+            raise TransientError("the writer is not running", retry_after=1)
+        outcome = self._committer.commit([(item.rows, item.failed) for item in group])
+        self._metrics.commit_seconds.observe(outcome.seconds)
+        self._metrics.commit_events.observe(outcome.events)
+        return outcome.results
