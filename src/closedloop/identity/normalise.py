@@ -1,0 +1,73 @@
+"""Identifiers as the identity graph keys them: e-mail (trimmed, lower-cased, valid syntax)
+and phone (E.164). Both answer a `Normalised` value with the problem found, never raise on
+bad data: a bad identifier is not an identifier, and the profile lists the problem."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+
+__all__ = ["Normalised", "Problem", "normalise_email", "normalise_phone"]
+
+_MAX_INPUT = 320  # the longest e-mail address RFC 5321 allows; longer input is not one
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A data-quality finding: which field, what is wrong, the value as it came."""
+
+    field: str
+    problem: str
+    value: str
+
+
+@dataclass(frozen=True)
+class Normalised:
+    """A normalised value (None when there is none to use) and the problem found, if any."""
+
+    value: str | None
+    problem: Problem | None = None
+
+
+def _show(value: object) -> str:
+    text = str(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def normalise_email(value: object, *, field: str = "email") -> Normalised:
+    """`  Anna.Muster@Example.COM ` -> `anna.muster@example.com`; no DNS look-up."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return Normalised(None)
+    if not isinstance(value, str):
+        return Normalised(None, Problem(field, "not a string", _show(value)))
+    text = value.strip()
+    if len(text) > _MAX_INPUT:
+        return Normalised(None, Problem(field, "too long for an e-mail address", _show(text)))
+    try:
+        checked = validate_email(text, check_deliverability=False)
+    except EmailNotValidError as exc:
+        return Normalised(None, Problem(field, f"invalid e-mail address: {exc}", _show(text)))
+    return Normalised(checked.normalized.lower())
+
+
+def normalise_phone(value: object, *, region: str = "DE", field: str = "phone") -> Normalised:
+    """`0351 1234567` or `+49 (351) 123-4567` -> `+493511234567` (E.164).
+
+    A number without a country code is read in `region` (a setting, DE by default).
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return Normalised(None)
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return Normalised(None, Problem(field, "not a phone number", _show(value)))
+    text = str(value).strip()
+    if len(text) > 40:
+        return Normalised(None, Problem(field, "too long for a phone number", _show(text)))
+    try:
+        parsed = phonenumbers.parse(text, region.upper())
+    except phonenumbers.NumberParseException as exc:
+        return Normalised(None, Problem(field, f"not a phone number: {exc}", _show(text)))
+    if not phonenumbers.is_valid_number(parsed):
+        return Normalised(None, Problem(field, "not a valid phone number", _show(text)))
+    return Normalised(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
