@@ -57,6 +57,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     )
     app.state.ctx = ctx
     install_error_handlers(app)
+    app.add_middleware(tracking.TrackingFastPath)
     app.include_router(tracking.router)
     app.include_router(sources.router)
     app.include_router(events.router)

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from closedloop import clock
 from closedloop.errors import (
@@ -28,7 +29,7 @@ from closedloop.web.auth import basic_write_key
 from closedloop.web.context import AppContext, get_context
 from closedloop.web.errors import error_response, status_of
 
-__all__ = ["router"]
+__all__ = ["TrackingFastPath", "router"]
 
 router = APIRouter(tags=["tracking"])
 
@@ -84,7 +85,7 @@ async def _handle(request: Request, call_type: str) -> Response:
                 )
             source = await _resolve(ctx, body_key)
         received_at = clock.now()
-        origin = f"http:{request.url.path}"
+        origin = f"http:{request.scope['path']}"
         try:
             prepared = prepare(
                 body,
@@ -168,3 +169,30 @@ router.add_api_route(
     openapi_extra=_OPENAPI_BODY,
     summary="Tracking: batch (Segment's historical import route)",
 )
+
+
+_FAST_ROUTES = {f"/v1/{call}": call for call in CALL_TYPES} | {
+    "/v1/batch": "batch",
+    "/v1/import": "batch",
+}
+
+
+class TrackingFastPath:
+    """ASGI middleware answering the tracking routes before FastAPI's routing.
+
+    The routes above stay registered (they document the API in `/openapi.json` and answer the
+    same way), but the hot path skips the router and the dependency machinery: a bare
+    FastAPI endpoint takes 8,700 requests/s here, a bare ASGI one 29,000 (bench notes).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            call_type = _FAST_ROUTES.get(scope["path"])
+            if call_type is not None:
+                response = await _handle(Request(scope, receive), call_type)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
