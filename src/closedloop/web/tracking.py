@@ -7,6 +7,7 @@ disabled write key; 503 + Retry-After when overloaded or the store is down (SDKs
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -56,22 +57,55 @@ async def _resolve(ctx: AppContext, key: str) -> Source:
         ) from exc
 
 
-async def _handle(request: Request, call_type: str) -> Response:
-    ctx = get_context(request)
+_WANTED_HEADERS = {
+    b"authorization",
+    b"content-encoding",
+    b"content-length",
+    b"content-type",
+    b"x-retry-count",
+}
+
+
+def _headers_of(scope: Scope) -> dict[str, str]:
+    """The few request headers tracking reads (ASGI names are lower-case bytes)."""
+    return {
+        name.decode(): value.decode("latin-1")
+        for name, value in scope["headers"]
+        if name in _WANTED_HEADERS
+    }
+
+
+async def _body_chunks(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # http.disconnect: nothing more will come
+            return
+        chunk = message.get("body", b"")
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return
+
+
+async def _handle(
+    ctx: AppContext,
+    headers: Mapping[str, str],
+    path: str,
+    chunks: AsyncIterator[bytes],
+    call_type: str,
+) -> Response:
     limits = ctx.settings.ingest
     metrics = ctx.metrics
-    retry = request.headers.get("x-retry-count")
+    retry = headers.get("x-retry-count")
     if retry and retry != "0":
         metrics.client_retries.inc()
     try:
-        gzipped = check_headers(
-            request.headers.get("content-type"), request.headers.get("content-encoding")
-        )
-        header_key = basic_write_key(request.headers.get("authorization"))
+        gzipped = check_headers(headers.get("content-type"), headers.get("content-encoding"))
+        header_key = basic_write_key(headers.get("authorization"))
         source = await _resolve(ctx, header_key) if header_key else None
         raw = await read_body(
-            request.stream(),
-            content_length=request.headers.get("content-length"),
+            chunks,
+            content_length=headers.get("content-length"),
             gzipped=gzipped,
             limits=limits,
         )
@@ -85,7 +119,7 @@ async def _handle(request: Request, call_type: str) -> Response:
                 )
             source = await _resolve(ctx, body_key)
         received_at = clock.now()
-        origin = f"http:{request.scope['path']}"
+        origin = f"http:{path}"
         try:
             prepared = prepare(
                 body,
@@ -144,7 +178,13 @@ async def _handle(request: Request, call_type: str) -> Response:
 
 def _make_route(call_type: str) -> Any:
     async def route(request: Request) -> Response:
-        return await _handle(request, call_type)
+        return await _handle(
+            get_context(request),
+            request.headers,
+            request.url.path,
+            request.stream(),
+            call_type,
+        )
 
     route.__name__ = f"tracking_{call_type}"
     route.__doc__ = (
@@ -192,7 +232,17 @@ class TrackingFastPath:
         if scope["type"] == "http" and scope["method"] == "POST":
             call_type = _FAST_ROUTES.get(scope["path"])
             if call_type is not None:
-                response = await _handle(Request(scope, receive), call_type)
-                await response(scope, receive, send)
+                ctx: AppContext = scope["app"].state.ctx
+                response = await _handle(
+                    ctx, _headers_of(scope), scope["path"], _body_chunks(receive), call_type
+                )
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": response.status_code,
+                        "headers": response.raw_headers,
+                    }
+                )
+                await send({"type": "http.response.body", "body": response.body})
                 return
         await self.app(scope, receive, send)
