@@ -117,3 +117,49 @@ def test_bulk_insert_refuses_unknown_columns(engine: Engine) -> None:
         store.bulk_insert_ignoring_duplicates(
             conn, events, ("nope",), [(1,)], conflict_columns=("source_id",)
         )
+
+
+def test_one_statement_append_commits_on_its_own_and_skips_duplicates(
+    engine: Engine, db_url: str
+) -> None:
+    at = datetime(2026, 11, 22, tzinfo=UTC)
+    rows = [_row(1, f"a{i}", at) for i in range(100)]
+    keys = ("source_id", "message_id")
+    if engine.dialect.name != "sqlite":
+        # PostgreSQL appends through COPY in a transaction: this path does not apply.
+        assert (
+            store.sqlite_insert_autocommit(
+                engine, events, EVENT_COLUMNS, rows, conflict_columns=keys
+            )
+            is None
+        )
+        return
+    assert (
+        store.sqlite_insert_autocommit(engine, events, EVENT_COLUMNS, rows, conflict_columns=keys)
+        == 100
+    )
+    again = [*rows[50:], _row(1, "b0", at)]
+    assert (
+        store.sqlite_insert_autocommit(engine, events, EVENT_COLUMNS, again, conflict_columns=keys)
+        == 1
+    )
+    # Committed: another engine on the same file sees every row with its time intact.
+    other = store.create_store_engine(db_url)
+    try:
+        with other.connect() as conn:
+            assert conn.execute(sa.select(sa.func.count()).select_from(events)).scalar() == 101
+            stamp = conn.execute(sa.select(events.c.timestamp).limit(1)).scalar_one()
+        assert stamp == at
+    finally:
+        other.dispose()
+    too_many = [_row(1, f"c{i}", at) for i in range(4000)]  # over SQLite's bound-value limit
+    assert (
+        store.sqlite_insert_autocommit(
+            engine, events, EVENT_COLUMNS, too_many, conflict_columns=keys
+        )
+        is None
+    )
+    assert (
+        store.sqlite_insert_autocommit(engine, events, EVENT_COLUMNS, [], conflict_columns=keys)
+        is None
+    )

@@ -88,8 +88,12 @@ class Committer:
         all_rows = [row for rows, _ in group for row in rows]
         all_failed = [row for _, failed in group for row in failed]
         try:
-            with self._engine.begin() as conn:
-                inserted = log.append(conn, all_rows, all_failed)
+            alone = None if all_failed else log.append_alone(self._engine, all_rows)
+            if alone is not None:
+                inserted = alone
+            else:
+                with self._engine.begin() as conn:
+                    inserted = log.append(conn, all_rows, all_failed)
         except sa.exc.SQLAlchemyError as exc:
             if is_transient_db_error(exc):
                 raise self._unavailable(exc) from exc

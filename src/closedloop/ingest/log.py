@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 
 from closedloop.errors import InvalidInputError
 from closedloop.ingest._tables import EVENT_COLUMNS, FAILED_COLUMNS, events, failed_events, sources
-from closedloop.store import bulk_insert_ignoring_duplicates
+from closedloop.store import bulk_insert_ignoring_duplicates, sqlite_insert_autocommit
 
 __all__ = [
     "FAILED_PAYLOAD_LIMIT",
@@ -22,6 +22,7 @@ __all__ = [
     "FailedEvent",
     "StoredEvent",
     "append",
+    "append_alone",
     "count_events",
     "failed_row",
     "failed_row_from_event",
@@ -140,6 +141,14 @@ def append(
             failed_events.insert(), [dict(zip(FAILED_COLUMNS, row, strict=True)) for row in failed]
         )
     return inserted
+
+
+def append_alone(engine: Engine, rows: Sequence[tuple[Any, ...]]) -> int | None:
+    """Append event rows in one statement that is its own transaction (SQLite, when they fit);
+    None when that path does not apply and `append` in a transaction must be used."""
+    return sqlite_insert_autocommit(
+        engine, events, EVENT_COLUMNS, rows, conflict_columns=("source_id", "message_id")
+    )
 
 
 def _event_from_row(row: sa.Row[Any]) -> StoredEvent:

@@ -4,7 +4,7 @@ SQLite (WAL) is the embedded default; PostgreSQL (psycopg 3) the shared one. Dom
 define their own tables on `metadata`; Alembic migrations in `store/migrations` create them.
 """
 
-from closedloop.store._bulk import bulk_insert_ignoring_duplicates
+from closedloop.store._bulk import bulk_insert_ignoring_duplicates, sqlite_insert_autocommit
 from closedloop.store._engine import create_store_engine, is_postgres, is_sqlite
 from closedloop.store._migrate import current_revision, head_revision, upgrade
 from closedloop.store._types import JSONDocument, UTCDateTime, metadata
@@ -19,5 +19,6 @@ __all__ = [
     "is_postgres",
     "is_sqlite",
     "metadata",
+    "sqlite_insert_autocommit",
     "upgrade",
 ]

@@ -15,10 +15,11 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 
 from closedloop.store._types import UTCDateTime, to_epoch_us
 
-__all__ = ["bulk_insert_ignoring_duplicates"]
+__all__ = ["bulk_insert_ignoring_duplicates", "sqlite_insert_autocommit"]
 
 
 # SQLite binds at most 32766 values in one statement (since 3.32; 999 before).
@@ -46,8 +47,68 @@ def _sqlite_rows(rows: Sequence[tuple[Any, ...]], time_columns: list[int]) -> li
     return flat
 
 
-def _quote(conn: sa.Connection, name: str) -> str:
+def _quote(conn: sa.Connection | Engine, name: str) -> str:
     return conn.dialect.identifier_preparer.quote(name)
+
+
+def _time_columns(table: sa.Table, columns: Sequence[str]) -> list[int]:
+    return [i for i, c in enumerate(columns) if isinstance(table.c[c].type, UTCDateTime)]
+
+
+def _sqlite_insert(table_sql: str, cols_sql: str, conflict_sql: str, width: int, count: int) -> str:
+    one = "(" + ", ".join("?" * width) + ")"
+    return (
+        f"INSERT INTO {table_sql} ({cols_sql}) VALUES "  # noqa: S608 - our own names
+        + ", ".join([one] * count)
+        + f" ON CONFLICT ({conflict_sql}) DO NOTHING"
+    )
+
+
+def _sqlite_execute(cursor: Any, statement: str, params: list[Any]) -> int:
+    try:
+        cursor.execute(statement, params)
+    except sqlite3.Error as exc:
+        # The raw cursor bypasses SQLAlchemy: wrap like it would, so callers see one error
+        # tree (OperationalError is what marks a fault as transient).
+        raise sa.exc.DBAPIError.instance(statement[:200], None, exc, sqlite3.Error) from exc
+    return int(cursor.rowcount)
+
+
+def sqlite_insert_autocommit(
+    engine: Engine,
+    table: sa.Table,
+    columns: Sequence[str],
+    rows: Sequence[tuple[Any, ...]],
+    *,
+    conflict_columns: Sequence[str],
+) -> int | None:
+    """Insert `rows` as one statement in its own implicit transaction; return how many were
+    new, or None when they do not fit in one statement (use the transactional path).
+
+    SQLite begins, inserts and commits (with its fsync) inside one `sqlite3_step`, so the
+    writer thread gives the interpreter lock away once per group instead of three times
+    (BEGIN, INSERT, COMMIT); each hand-back waits behind the event loop's thread.
+    """
+    if engine.dialect.name != "sqlite" or not rows:
+        return None
+    if len(rows) * len(columns) > _SQLITE_MAX_VARIABLES:
+        return None
+    table_sql = _quote(engine, table.name)
+    cols_sql = ", ".join(_quote(engine, c) for c in columns)
+    conflict_sql = ", ".join(_quote(engine, c) for c in conflict_columns)
+    statement = _sqlite_insert(table_sql, cols_sql, conflict_sql, len(columns), len(rows))
+    params = _sqlite_rows(rows, _time_columns(table, columns))
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            # The driver connection is in autocommit mode (`isolation_level=None`, set on
+            # connect), so this statement is a transaction of its own.
+            return _sqlite_execute(cursor, statement, params)
+        finally:
+            cursor.close()
+    finally:
+        raw.close()
 
 
 def bulk_insert_ignoring_duplicates(
@@ -75,30 +136,17 @@ def bulk_insert_ignoring_duplicates(
         # One multi-row INSERT per chunk: a single statement step releases the GIL once, where
         # executemany would release and re-take it for every row (a convoy behind the event
         # loop thread) and costs a Python-to-C round trip per row.
-        time_columns = [
-            i for i, c in enumerate(columns) if isinstance(table.c[c].type, UTCDateTime)
-        ]
-        one = "(" + ", ".join("?" for _ in columns) + ")"
+        time_columns = _time_columns(table, columns)
         per_statement = _SQLITE_MAX_VARIABLES // len(columns)
         inserted = 0
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
             for start in range(0, len(rows), per_statement):
                 chunk = rows[start : start + per_statement]
-                statement = (
-                    f"INSERT INTO {table_sql} ({cols_sql}) VALUES "  # noqa: S608
-                    + ", ".join([one] * len(chunk))
-                    + f" ON CONFLICT ({conflict_sql}) DO NOTHING"
+                statement = _sqlite_insert(
+                    table_sql, cols_sql, conflict_sql, len(columns), len(chunk)
                 )
-                try:
-                    cursor.execute(statement, _sqlite_rows(chunk, time_columns))
-                except sqlite3.Error as exc:
-                    # The raw cursor bypasses SQLAlchemy: wrap like it would, so callers see
-                    # one error tree (OperationalError is what marks a fault as transient).
-                    raise sa.exc.DBAPIError.instance(
-                        statement[:200], None, exc, sqlite3.Error
-                    ) from exc
-                inserted += cursor.rowcount
+                inserted += _sqlite_execute(cursor, statement, _sqlite_rows(chunk, time_columns))
         finally:
             cursor.close()
         return inserted
