@@ -26,8 +26,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 import httpx
@@ -37,7 +40,7 @@ import sqlalchemy as sa
 from closedloop import ingest, store
 from closedloop.config import IngestSettings
 from closedloop.ingest import log
-from closedloop.ingest._tables import EVENT_COLUMNS, events
+from closedloop.ingest._tables import EVENT_COLUMNS
 from closedloop.ingest.messages import normalise_message
 from closedloop.store._types import to_epoch_us
 
@@ -184,6 +187,44 @@ def postgres_raw_copy(engine: sa.Engine, rows: list[tuple[Any, ...]], chunk: int
     return len(rows) / (time.perf_counter() - started)
 
 
+def fresh_sqlite_file(workdir: Path, name: str) -> Path:
+    """A new store file with the schema (for the raw baselines)."""
+    _, engine = fresh_sqlite(workdir, name)
+    engine.dispose()
+    return workdir / name
+
+
+class Hub:
+    def __init__(self, url: str, pid: int) -> None:
+        self.url = url
+        self.pid = pid
+
+    def accepted(self) -> float:
+        metrics = httpx.get(f"{self.url}/metrics").text
+        found = re.search(r'closedloop_events_accepted_total\{source="bench"\} (\S+)', metrics)
+        return float(found.group(1)) if found else 0.0
+
+
+@contextmanager
+def hub_server(workdir: Path, name: str) -> Iterator[Hub]:
+    """`closedloop serve` on a fresh SQLite store with the bench source."""
+    url, engine = fresh_sqlite(workdir, name)
+    ingest.add_source(engine, "bench", kind="server", write_key=KEY)
+    engine.dispose()
+    port = free_port()
+    env = {"PATH": os.environ["PATH"], "CLOSEDLOOP_DATABASE_URL": url}
+    env["CLOSEDLOOP_LOG_LEVEL"] = "warning"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "closedloop", "serve", "--port", str(port)], cwd=workdir, env=env
+    )
+    try:
+        wait_up(f"http://127.0.0.1:{port}/healthz", server)
+        yield Hub(f"http://127.0.0.1:{port}", server.pid)
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
 def fresh_sqlite(workdir: Path, name: str) -> tuple[str, sa.Engine]:
     url = f"sqlite:///{workdir / name}"
     engine = store.create_store_engine(url)
@@ -195,7 +236,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=8, help="Length of each wrk run.")
+    parser.add_argument("--rounds", type=int, default=3, help="Rounds of figure + baseline.")
     parser.add_argument("--postgres-url", default=os.environ.get("CLOSEDLOOP_TEST_POSTGRES_URL"))
     parser.add_argument("--rows", type=int, default=100_000)
     args = parser.parse_args()
@@ -211,128 +253,101 @@ def main() -> None:
         ),
     }
 
-    # --- HTTP: batch and track against the real server, bare endpoint as the baseline
-    url, engine = fresh_sqlite(workdir, "server.db")
-    ingest.add_source(engine, "bench", kind="server", write_key=KEY)
-    engine.dispose()
-    port = free_port()
-    env = {
-        "PATH": os.environ["PATH"],
-        "CLOSEDLOOP_DATABASE_URL": url,
-        "CLOSEDLOOP_LOG_LEVEL": "warning",
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "closedloop", "serve", "--port", str(port)], cwd=workdir, env=env
-    )
+    # --- HTTP. The machine is shared and its speed drifts by 20 % or more from one minute to
+    # the next, so each round runs a figure and its baseline back to back, on a fresh store,
+    # and the report takes the median of the rounds' ratios.
+    batch_body = orjson.dumps({"batch": [sample_message(i) for i in range(100)]})
+    track_body = orjson.dumps(sample_message(1))
+    bare_port = free_port()
+    bare = subprocess.Popen([sys.executable, str(ROOT / "bare_app.py"), str(bare_port)])
+    rounds: list[dict[str, Any]] = []
     try:
-        wait_up(f"http://127.0.0.1:{port}/healthz", server)
-        batch_body = orjson.dumps({"batch": [sample_message(i) for i in range(100)]})
-        batch = run_wrk(
-            f"http://127.0.0.1:{port}/v1/batch", batch_body, connections=4, seconds=args.seconds
-        )
-        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
-        accepted = float(
-            re.search(r'closedloop_events_accepted_total\{source="bench"\} (\S+)', metrics).group(1)
-        )
-        results["batch"] = {
-            "requests_per_s": batch["rps"],
-            "events_per_s": batch["rps"] * 100,
-            "p99_ms": batch["p99"],
-            "non2xx": batch["non2xx"],
-            "errors": batch["errors"],
-            "events_stored": accepted,
-            "events_acked": batch["requests"] * 100,
-        }
-        results["server_peak_rss_mb"] = peak_rss_mb(server.pid)
-        track_body = orjson.dumps(sample_message(1))
-        track = run_wrk(
-            f"http://127.0.0.1:{port}/v1/track", track_body, connections=16, seconds=args.seconds
-        )
-        results["track"] = {
-            "requests_per_s": track["rps"],
-            "p99_ms_at_full_load": track["p99"],
-            "non2xx": track["non2xx"],
-        }
-        # Half the measured load: 8 connections, each pausing between requests; the pause is
-        # calibrated in short runs until the achieved rate is within 10 % of the target.
-        target = track["rps"] / 2
-        delay = max(0.0, 8 * 1000 / target - track["p50"])
-        for _ in range(4):
-            probe = run_wrk(
-                f"http://127.0.0.1:{port}/v1/track",
+        wait_up(f"http://127.0.0.1:{bare_port}/docs", bare)
+        for number in range(args.rounds):
+            with hub_server(workdir, f"round{number}.db") as hub:
+                batch = run_wrk(
+                    f"{hub.url}/v1/batch", batch_body, connections=4, seconds=args.seconds
+                )
+                stored = hub.accepted()
+                peak = peak_rss_mb(hub.pid)
+                track = run_wrk(
+                    f"{hub.url}/v1/track", track_body, connections=16, seconds=args.seconds
+                )
+            bare_run = run_wrk(
+                f"http://127.0.0.1:{bare_port}/v1/track",
                 track_body,
-                connections=8,
-                seconds=3,
-                delay_ms=delay,
+                connections=16,
+                seconds=args.seconds,
+            )
+            same = prepared_rows(int(stored), 1, prefix=f"h{number}")
+            raw100 = sqlite_raw_executemany(fresh_sqlite_file(workdir, f"r{number}a.db"), same, 100)
+            raw1000 = sqlite_raw_executemany(
+                fresh_sqlite_file(workdir, f"r{number}b.db"), same, 1000
+            )
+            del same
+            rounds.append(
+                {
+                    "batch_events_per_s": batch["rps"] * 100,
+                    "batch_p99_ms": batch["p99"],
+                    "batch_non2xx": batch["non2xx"] + batch["errors"],
+                    "events_acked": batch["requests"] * 100,
+                    "events_stored": stored,
+                    "raw_executemany_100_per_commit_same_rows": raw100,
+                    "raw_executemany_1000_per_commit_same_rows": raw1000,
+                    "batch_vs_raw_100": batch["rps"] * 100 / raw100,
+                    "batch_vs_raw_1000": batch["rps"] * 100 / raw1000,
+                    "server_peak_rss_mb": peak,
+                    "track_requests_per_s": track["rps"],
+                    "track_p99_ms": track["p99"],
+                    "track_non2xx": track["non2xx"] + track["errors"],
+                    "bare_requests_per_s": bare_run["rps"],
+                    "track_vs_bare": track["rps"] / bare_run["rps"],
+                }
+            )
+            print(json.dumps(rounds[-1]), flush=True)
+    finally:
+        bare.terminate()
+        bare.wait(timeout=20)
+    results["rounds"] = rounds
+
+    # Half the median track load: 8 connections, each pausing between requests; the pause is
+    # calibrated in short runs until the achieved rate is within 10 % of the target.
+    target = median(r["track_requests_per_s"] for r in rounds) / 2
+    with hub_server(workdir, "half.db") as hub:
+        delay = max(0.0, 8 * 1000 / target - 2.0)
+        for _ in range(5):
+            probe = run_wrk(
+                f"{hub.url}/v1/track", track_body, connections=8, seconds=3, delay_ms=delay
             )
             if abs(probe["rps"] - target) <= 0.1 * target:
                 break
             cycle_ms = 8 * 1000 / probe["rps"]  # per connection: latency + pause
             delay = max(0.0, 8 * 1000 / target - (cycle_ms - delay))
         half = run_wrk(
-            f"http://127.0.0.1:{port}/v1/track",
+            f"{hub.url}/v1/track",
             track_body,
             connections=8,
             seconds=args.seconds,
             delay_ms=delay,
         )
-        results["track_half_load"] = {
-            "target_rps": target,
-            "achieved_rps": half["rps"],
-            "p50_ms": half["p50"],
-            "p99_ms": half["p99"],
-            "non2xx": half["non2xx"],
-        }
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
-
-    bare_port = free_port()
-    bare = subprocess.Popen([sys.executable, str(ROOT / "bare_app.py"), str(bare_port)])
-    try:
-        wait_up(f"http://127.0.0.1:{bare_port}/docs", bare)
-        bare_run = run_wrk(
-            f"http://127.0.0.1:{bare_port}/v1/track",
-            track_body,
-            connections=16,
-            seconds=args.seconds,
-        )
-        results["bare_endpoint"] = {"requests_per_s": bare_run["rps"], "p99_ms": bare_run["p99"]}
-    finally:
-        bare.terminate()
-        bare.wait(timeout=20)
-
-    # --- Store: raw executemany and our bulk append on SQLite, same rows, same table. The
-    # table slows down as it grows (random inserts into the user and anonymous id indexes),
-    # so the HTTP baselines insert as many rows as the HTTP batch run stored.
-    http_rows = prepared_rows(int(results["batch"]["events_stored"]), 1, prefix="h")
-    _, eng_h100 = fresh_sqlite(workdir, "http100.db")
-    eng_h100.dispose()
-    same100 = sqlite_raw_executemany(workdir / "http100.db", http_rows, 100)
-    _, eng_h1000 = fresh_sqlite(workdir, "http1000.db")
-    eng_h1000.dispose()
-    same1000 = sqlite_raw_executemany(workdir / "http1000.db", http_rows, 1000)
-    del http_rows
-    results["sqlite_same_rows_as_http_batch"] = {
-        "rows": results["batch"]["events_stored"],
-        "raw_executemany_100_per_commit": same100,
-        "raw_executemany_1000_per_commit": same1000,
+    results["track_half_load"] = {
+        "target_rps": target,
+        "achieved_rps": half["rps"],
+        "p50_ms": half["p50"],
+        "p99_ms": half["p99"],
+        "non2xx": half["non2xx"],
     }
+
+    # --- Store: raw executemany and our bulk append, same rows, same table, alternated
     rows = prepared_rows(args.rows, 1, prefix="a")
-    _, eng_raw100 = fresh_sqlite(workdir, "raw100.db")
-    eng_raw100.dispose()
-    raw100 = sqlite_raw_executemany(workdir / "raw100.db", rows, 100)
-    _, eng_raw = fresh_sqlite(workdir, "raw.db")
-    eng_raw.dispose()
-    raw1000 = sqlite_raw_executemany(workdir / "raw.db", rows, 1000)
-    _, eng_store = fresh_sqlite(workdir, "store.db")
-    ours1000 = store_append(eng_store, rows, 1000)
-    eng_store.dispose()
-    results["sqlite"] = {
-        "raw_executemany_100_per_commit": raw100,
-        "raw_executemany_1000_per_commit": raw1000,
-        "store_append_1000_per_commit": ours1000,
-    }
+    sqlite_rounds = []
+    for number in range(args.rounds):
+        raw = sqlite_raw_executemany(fresh_sqlite_file(workdir, f"raw{number}.db"), rows, 1000)
+        _, eng_store = fresh_sqlite(workdir, f"store{number}.db")
+        ours = store_append(eng_store, rows, 1000)
+        eng_store.dispose()
+        sqlite_rounds.append({"raw_executemany_1000": raw, "store_append_1000": ours})
+    results["sqlite_store_rounds"] = sqlite_rounds
 
     if args.postgres_url:
         schema = "bench_" + secrets.token_hex(4)
@@ -345,14 +360,16 @@ def main() -> None:
             )
             pg = store.create_store_engine(pg_url.render_as_string(hide_password=False))
             store.upgrade(pg)
-            copy_rate = postgres_raw_copy(pg, prepared_rows(args.rows, 1, prefix="c"), 1000)
-            with pg.begin() as conn:
-                conn.execute(events.delete())
-            ours_pg = store_append(pg, prepared_rows(args.rows, 1, prefix="d"), 1000)
-            results["postgres"] = {
-                "raw_copy_1000_per_commit": copy_rate,
-                "store_append_1000_per_commit": ours_pg,
-            }
+            pg_rounds = []
+            for _ in range(args.rounds):
+                with pg.begin() as conn:
+                    conn.execute(sa.text("TRUNCATE events"))
+                copy_rate = postgres_raw_copy(pg, rows, 1000)
+                with pg.begin() as conn:
+                    conn.execute(sa.text("TRUNCATE events"))
+                ours_pg = store_append(pg, rows, 1000)
+                pg_rounds.append({"raw_copy_1000": copy_rate, "store_append_1000": ours_pg})
+            results["postgres_store_rounds"] = pg_rounds
             pg.dispose()
         finally:
             with admin.begin() as conn:
@@ -360,16 +377,22 @@ def main() -> None:
             admin.dispose()
 
     results["ratios"] = {
-        "batch_vs_raw_executemany_100_same_rows": results["batch"]["events_per_s"] / same100,
-        "batch_vs_raw_executemany_1000_same_rows": results["batch"]["events_per_s"] / same1000,
-        "track_vs_bare_endpoint": results["track"]["requests_per_s"]
-        / results["bare_endpoint"]["requests_per_s"],
-        "sqlite_store_append_vs_raw_executemany": ours1000 / raw1000,
+        "batch_vs_raw_executemany_100_same_rows_median": median(
+            r["batch_vs_raw_100"] for r in rounds
+        ),
+        "batch_vs_raw_executemany_1000_same_rows_median": median(
+            r["batch_vs_raw_1000"] for r in rounds
+        ),
+        "batch_events_per_s_median": median(r["batch_events_per_s"] for r in rounds),
+        "track_vs_bare_endpoint_median": median(r["track_vs_bare"] for r in rounds),
+        "server_peak_rss_mb_max": max(r["server_peak_rss_mb"] for r in rounds),
+        "sqlite_store_append_vs_raw_executemany_median": median(
+            r["store_append_1000"] / r["raw_executemany_1000"] for r in sqlite_rounds
+        ),
     }
-    if "postgres" in results:
-        results["ratios"]["postgres_store_append_vs_raw_copy"] = (
-            results["postgres"]["store_append_1000_per_commit"]
-            / results["postgres"]["raw_copy_1000_per_commit"]
+    if "postgres_store_rounds" in results:
+        results["ratios"]["postgres_store_append_vs_raw_copy_median"] = median(
+            r["store_append_1000"] / r["raw_copy_1000"] for r in results["postgres_store_rounds"]
         )
     out_dir = ROOT / "results"
     out_dir.mkdir(exist_ok=True)
