@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import itertools
 import secrets
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -26,9 +25,12 @@ _OBJECT_FIELDS = ("properties", "traits", "context", "integrations")
 _STRING_FIELDS = ("event", "name", "category")
 
 
-@dataclass(frozen=True, slots=True)
-class EventRow:
-    """One validated message, ready for the event log (column order: `EVENT_COLUMNS`)."""
+class EventRow(NamedTuple):
+    """One validated message, ready for the event log (column order: `EVENT_COLUMNS`).
+
+    A named tuple, not a frozen dataclass: one is made per event on the request path, and a
+    tuple is built several times faster.
+    """
 
     message_id: str
     type: str
@@ -42,19 +44,7 @@ class EventRow:
     payload: str
 
     def as_tuple(self, source_id: int) -> tuple[Any, ...]:
-        return (
-            source_id,
-            self.message_id,
-            self.type,
-            self.event,
-            self.user_id,
-            self.anonymous_id,
-            self.timestamp,
-            self.original_timestamp,
-            self.sent_at,
-            self.received_at,
-            self.payload,
-        )
+        return (source_id, *self)
 
 
 def _invalid(field: str, reason: str, message: str) -> InvalidInputError:
