@@ -36,6 +36,9 @@ events = sa.Table(
     sa.Column("sent_at", UTCDateTime(), nullable=True),
     sa.Column("received_at", UTCDateTime(), nullable=False),
     sa.Column("payload", JSONDocument, nullable=False),
+    # PostgreSQL: the writing transaction's id (server default), for reading in commit order;
+    # SQLite: empty (one writer at a time, so id order is commit order). Migration 0002.
+    sa.Column("txid", sa.BigInteger(), nullable=True),
     sa.UniqueConstraint("source_id", "message_id"),
 )
 

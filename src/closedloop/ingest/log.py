@@ -20,6 +20,7 @@ __all__ = [
     "EventId",
     "EventQuery",
     "FailedEvent",
+    "LogPosition",
     "StoredEvent",
     "append",
     "append_alone",
@@ -28,6 +29,7 @@ __all__ = [
     "failed_row_from_event",
     "list_events",
     "list_failed_events",
+    "read_committed",
 ]
 
 EventId = NewType("EventId", int)
@@ -170,6 +172,49 @@ def _event_from_row(row: sa.Row[Any]) -> StoredEvent:
         received_at=m["received_at"],
         payload=payload,
     )
+
+
+@dataclass(frozen=True, order=True)
+class LogPosition:
+    """Where a reader of the log stands: after the event (`txid`, `id`).
+
+    `txid` is the writing transaction on PostgreSQL and 0 on SQLite (where id order is commit
+    order). Start from `LogPosition()`.
+    """
+
+    txid: int = 0
+    id: int = 0
+
+
+def read_committed(
+    conn: sa.Connection, after: LogPosition, *, limit: int = 1000
+) -> list[tuple[LogPosition, StoredEvent]]:
+    """The next events after `after`, in commit order, each with its position.
+
+    On PostgreSQL only events of transactions older than every transaction still open are
+    returned, ordered by (txid, id): an event whose transaction commits late is waited for,
+    never skipped. A reader that keeps the last position in the same transaction as what it
+    derives from the events applies each exactly once.
+    """
+    if not 1 <= limit <= 100_000:
+        raise InvalidInputError(f"invalid `limit` `{limit}`: expected 1 to 100000", field="limit")
+    stmt = sa.select(events, sources.c.name.label("source_name")).join(
+        sources, sources.c.id == events.c.source_id
+    )
+    if conn.dialect.name == "postgresql":
+        visible = sa.text("(pg_snapshot_xmin(pg_current_snapshot())::text)::bigint")
+        stmt = (
+            stmt.where(events.c.txid < visible)
+            .where(sa.tuple_(events.c.txid, events.c.id) > sa.tuple_(after.txid, after.id))
+            .order_by(events.c.txid, events.c.id)
+        )
+    else:
+        stmt = stmt.where(events.c.id > after.id).order_by(events.c.id)
+    found = []
+    for row in conn.execute(stmt.limit(limit)):
+        event = _event_from_row(row)
+        found.append((LogPosition(int(row.txid or 0), int(event.id)), event))
+    return found
 
 
 def list_events(engine: Engine, query: EventQuery) -> list[StoredEvent]:
