@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -21,6 +23,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._accepted: dict[str, Any] = {}
         r = self.registry
         self.events_accepted = Counter(
             "closedloop_events_accepted",
@@ -73,6 +76,13 @@ class Metrics:
             buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000),
             registry=r,
         )
+
+    def accepted(self, source: str) -> Any:
+        """`events_accepted` for `source`, its labelled child cached (one per request)."""
+        child = self._accepted.get(source)
+        if child is None:
+            child = self._accepted[source] = self.events_accepted.labels(source)
+        return child
 
     def render(self) -> bytes:
         """The metrics in the Prometheus text format."""

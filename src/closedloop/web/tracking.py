@@ -149,7 +149,7 @@ async def _handle(
         metrics.requests_rejected.labels(str(status_of(exc))).inc()
         return error_response(exc)
     if result.inserted:
-        metrics.events_accepted.labels(source.name).inc(result.inserted)
+        metrics.accepted(source.name).inc(result.inserted)
     if result.duplicates:
         metrics.events_deduplicated.labels(source.name).inc(result.duplicates)
     failed_list = [r.as_json() for r in prepared.rejections]
