@@ -2,6 +2,7 @@
 file imports."""
 
 from closedloop.ingest import log
+from closedloop.ingest.committer import AppendResult
 from closedloop.ingest.log import EventQuery, FailedEvent, StoredEvent, count_events, list_events
 from closedloop.ingest.messages import CALL_TYPES, EventRow, normalise_message
 from closedloop.ingest.sources import (
@@ -17,7 +18,7 @@ from closedloop.ingest.sources import (
     set_source_enabled,
 )
 from closedloop.ingest.tracking import Prepared, Rejection, prepare, write_key_from_body
-from closedloop.ingest.writer import AppendResult, GroupCommitWriter
+from closedloop.ingest.writer import GroupCommitWriter
 
 __all__ = [
     "CALL_TYPES",

@@ -20,18 +20,10 @@ from sqlalchemy.engine import Engine
 
 from closedloop.config import IngestSettings
 from closedloop.errors import OverloadedError, TransientError
-from closedloop.ingest.committer import (
-    AppendResult,
-    Committer,
-    GroupCommitter,
-    is_transient_db_error,
-)
+from closedloop.ingest.committer import AppendResult, Committer, GroupCommitter
 from closedloop.metrics import Metrics
 
-__all__ = ["AppendResult", "GroupCommitWriter", "is_transient_db_error"]
-
-# Re-exported: results and the transient test belong to the committer, callers know them here.
-_ = (AppendResult, is_transient_db_error)
+__all__ = ["GroupCommitWriter"]
 
 _log = logging.getLogger(__name__)
 
