@@ -6,8 +6,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from closedloop import store
+from closedloop import ingest, store
 from closedloop.ingest._tables import EVENT_COLUMNS, events
+from closedloop.ingest.log import LogPosition, read_committed
 
 
 def _row(source_id: int, message_id: str, at: datetime) -> tuple[object, ...]:
@@ -163,3 +164,35 @@ def test_one_statement_append_commits_on_its_own_and_skips_duplicates(
         store.sqlite_insert_autocommit(engine, events, EVENT_COLUMNS, [], conflict_columns=keys)
         is None
     )
+
+
+def test_upgrade_from_0001_keeps_events_and_reads_them_in_order(db_url: str) -> None:
+    engine = store.create_store_engine(db_url)
+    try:
+        store.upgrade(engine, "0001")
+        assert store.current_revision(engine) == "0001"
+        source = ingest.add_source(engine, "web", kind="web").source
+        at = datetime(2026, 11, 22, tzinfo=UTC)
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO events (source_id, message_id, type, user_id, timestamp, "
+                    "received_at, payload) VALUES (:s, 'old', 'track', 'u1', :t, :t, '{}')"
+                ),
+                {"s": source.id, "t": at if engine.dialect.name == "postgresql" else 0},
+            )
+        store.upgrade(engine)
+        assert store.current_revision(engine) == store.head_revision()
+        with engine.begin() as conn:
+            store.bulk_insert_ignoring_duplicates(
+                conn,
+                events,
+                EVENT_COLUMNS,
+                [_row(source.id, "new", at)],
+                conflict_columns=("source_id", "message_id"),
+            )
+        with engine.connect() as conn:
+            found = [e.message_id for _, e in read_committed(conn, LogPosition(), limit=10)]
+        assert found == ["old", "new"]
+    finally:
+        engine.dispose()
