@@ -37,9 +37,6 @@ class _FailsOnce:
             raise KeyError("a bug, not a database fault")
         return self.inner.commit(group)
 
-    def close(self) -> None:
-        pass
-
 
 def _count(engine: Engine) -> int:
     with engine.connect() as conn:
@@ -52,9 +49,7 @@ def test_writer_answers_503_for_an_unexpected_fault_and_goes_on(engine: Engine) 
     metrics = Metrics()
 
     async def scenario() -> tuple[BaseException | None, int]:
-        writer = GroupCommitWriter(
-            engine, IngestSettings(), metrics, committer_factory=lambda: committer
-        )
+        writer = GroupCommitWriter(engine, IngestSettings(), metrics, committer=committer)
         await writer.start()
         first: BaseException | None = None
         try:

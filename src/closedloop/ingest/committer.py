@@ -2,8 +2,8 @@
 
 `Committer` appends every request of a group at once and tells each request what became of
 its rows; it raises `TransientError` for faults that may pass (the caller answers 503).
-`GroupCommitter` is the interface the group-commit writer needs, so that another way of
-committing (a writer process, a log service) can replace it.
+`GroupCommitter` is the interface the group-commit writer needs (tests hand it a committer
+that fails on purpose).
 """
 
 from __future__ import annotations
@@ -57,8 +57,6 @@ class CommitOutcome:
 class GroupCommitter(Protocol):
     def commit(self, group: Sequence[RequestRows]) -> CommitOutcome: ...
 
-    def close(self) -> None: ...
-
 
 def is_transient_db_error(exc: BaseException) -> bool:
     """Whether a database error may pass (connection lost, locked, server down)."""
@@ -73,9 +71,6 @@ class Committer:
     def __init__(self, engine: Engine, *, retry_after: int) -> None:
         self._engine = engine
         self._retry_after = retry_after
-
-    def close(self) -> None:
-        """Nothing to release: the engine belongs to the caller."""
 
     def _unavailable(self, exc: BaseException) -> TransientError:
         _log.warning("store unavailable during group commit: %s", type(exc).__name__)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,12 +45,9 @@ class GroupCommitWriter:
         limits: IngestSettings,
         metrics: Metrics,
         *,
-        committer_factory: Callable[[], GroupCommitter] | None = None,
+        committer: GroupCommitter | None = None,
     ) -> None:
-        self._make_committer: Callable[[], GroupCommitter] = committer_factory or (
-            lambda: Committer(engine, retry_after=limits.retry_after_seconds)
-        )
-        self._committer: GroupCommitter | None = None
+        self._committer = committer or Committer(engine, retry_after=limits.retry_after_seconds)
         self._limits = limits
         self._metrics = metrics
         self._queue: deque[_Pending] = deque()
@@ -62,7 +58,6 @@ class GroupCommitWriter:
         self._closing = False
 
     async def start(self) -> None:
-        self._committer = self._make_committer()
         self._wakeup = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name="closedloop-group-commit")
 
@@ -74,8 +69,6 @@ class GroupCommitWriter:
         if self._task is not None:
             await self._task
         self._executor.shutdown(wait=True)
-        if self._committer is not None:
-            self._committer.close()
 
     @property
     def queued_events(self) -> int:
@@ -147,8 +140,6 @@ class GroupCommitWriter:
 
     def _commit_group(self, group: list[_Pending]) -> list[AppendResult]:
         """Runs on the writer thread: one transaction for the whole group."""
-        if self._committer is None:
-            raise TransientError("the writer is not running", retry_after=1)
         outcome = self._committer.commit([(item.rows, item.failed) for item in group])
         self._metrics.commit_seconds.observe(outcome.seconds)
         self._metrics.commit_events.observe(outcome.events)

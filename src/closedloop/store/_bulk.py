@@ -51,6 +51,23 @@ def _quote(conn: sa.Connection | Engine, name: str) -> str:
     return conn.dialect.identifier_preparer.quote(name)
 
 
+def _names(
+    conn: sa.Connection | Engine,
+    table: sa.Table,
+    columns: Sequence[str],
+    conflict_columns: Sequence[str],
+) -> tuple[str, str, str]:
+    """The quoted table, column list and conflict columns; names must be `table`'s own."""
+    for name in (*columns, *conflict_columns):
+        if name not in table.c:
+            raise ValueError(f"`{name}` is not a column of `{table.name}`")
+    return (
+        _quote(conn, table.name),
+        ", ".join(_quote(conn, c) for c in columns),
+        ", ".join(_quote(conn, c) for c in conflict_columns),
+    )
+
+
 def _time_columns(table: sa.Table, columns: Sequence[str]) -> list[int]:
     return [i for i, c in enumerate(columns) if isinstance(table.c[c].type, UTCDateTime)]
 
@@ -93,9 +110,7 @@ def sqlite_insert_autocommit(
         return None
     if len(rows) * len(columns) > _SQLITE_MAX_VARIABLES:
         return None
-    table_sql = _quote(engine, table.name)
-    cols_sql = ", ".join(_quote(engine, c) for c in columns)
-    conflict_sql = ", ".join(_quote(engine, c) for c in conflict_columns)
+    table_sql, cols_sql, conflict_sql = _names(engine, table, columns, conflict_columns)
     statement = _sqlite_insert(table_sql, cols_sql, conflict_sql, len(columns), len(rows))
     params = _sqlite_rows(rows, _time_columns(table, columns))
     raw = engine.raw_connection()
@@ -126,12 +141,7 @@ def bulk_insert_ignoring_duplicates(
     """
     if not rows:
         return 0
-    for name in (*columns, *conflict_columns):
-        if name not in table.c:
-            raise ValueError(f"`{name}` is not a column of `{table.name}`")
-    table_sql = _quote(conn, table.name)
-    cols_sql = ", ".join(_quote(conn, c) for c in columns)
-    conflict_sql = ", ".join(_quote(conn, c) for c in conflict_columns)
+    table_sql, cols_sql, conflict_sql = _names(conn, table, columns, conflict_columns)
     if conn.dialect.name == "sqlite":
         # One multi-row INSERT per chunk: a single statement step releases the GIL once, where
         # executemany would release and re-take it for every row (a convoy behind the event
