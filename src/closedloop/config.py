@@ -12,7 +12,14 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["IngestSettings", "Settings", "load_settings"]
+__all__ = [
+    "IdentitySettings",
+    "IngestSettings",
+    "ProcessorSettings",
+    "ProfileSettings",
+    "Settings",
+    "load_settings",
+]
 
 
 class IngestSettings(BaseModel):
@@ -61,6 +68,72 @@ class IngestSettings(BaseModel):
     )
 
 
+class IdentitySettings(BaseModel):
+    """How identifiers join into one customer, and the customer key shared with other systems."""
+
+    model_config = ConfigDict(frozen=True)
+
+    default_region: str = Field(
+        "DE",
+        min_length=2,
+        max_length=2,
+        description="Country a phone number without `+` code is read in (ISO 3166 alpha-2).",
+    )
+    merge_on_email: bool = Field(
+        True, description="The same e-mail address on two profiles joins them."
+    )
+    merge_on_phone: bool = Field(
+        True, description="The same phone number on two profiles joins them."
+    )
+    max_anonymous_ids: int = Field(
+        100,
+        ge=1,
+        description="Most anonymous ids one profile may hold; more (a shared kiosk) is refused "
+        "and recorded as a conflict.",
+    )
+    customer_key_secret: SecretStr | None = Field(
+        None,
+        description="Secret of the customer key (HMAC-SHA256 of the e-mail); "
+        "`closedloop init` makes one. Without it `CLOSEDLOOP_SECRET_KEY` is used.",
+    )
+    customer_key_version: int = Field(
+        1, ge=1, le=9999, description="Version written into every customer key (`v1.`...)."
+    )
+
+
+class ProfileSettings(BaseModel):
+    """Traits and consent on the profile."""
+
+    model_config = ConfigDict(frozen=True)
+
+    consent_purposes: tuple[str, ...] = Field(
+        ("analytics", "surveys", "crm_sync", "marketing"),
+        min_length=1,
+        description="Purposes a customer can consent to (JSON list in the environment).",
+    )
+    max_traits: int = Field(
+        500, ge=10, description="Most traits one profile keeps; further new names are ignored."
+    )
+
+
+class ProcessorSettings(BaseModel):
+    """The processor that derives identities and profiles from the event log."""
+
+    model_config = ConfigDict(frozen=True)
+
+    embedded: bool = Field(
+        True,
+        description="Run the processor inside `closedloop serve` (off when `closedloop worker` "
+        "processes run separately).",
+    )
+    batch_events: int = Field(
+        2000, ge=1, le=100_000, description="Most events processed in one transaction."
+    )
+    poll_seconds: float = Field(
+        0.1, gt=0, le=60, description="Pause of an idle processor before it looks again."
+    )
+
+
 class Settings(BaseSettings):
     """All of closedloop's settings."""
 
@@ -93,6 +166,15 @@ class Settings(BaseSettings):
     )
     ingest: IngestSettings = Field(
         default_factory=IngestSettings, description="Tracking API limits and writer tuning."
+    )
+    identity: IdentitySettings = Field(
+        default_factory=IdentitySettings, description="Identity resolution and customer key."
+    )
+    profiles: ProfileSettings = Field(
+        default_factory=ProfileSettings, description="Traits and consent."
+    )
+    processor: ProcessorSettings = Field(
+        default_factory=ProcessorSettings, description="The event-log processor."
     )
 
 

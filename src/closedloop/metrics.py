@@ -77,6 +77,28 @@ class Metrics:
             registry=r,
         )
 
+        self.processed_events = Counter(
+            "closedloop_processor_events",
+            "Events the processor applied to identities and profiles (this process).",
+            registry=r,
+        )
+        self.process_seconds = Histogram(
+            "closedloop_processor_batch_seconds",
+            "Time of one processor batch (read, resolve, write, commit).",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=r,
+        )
+        self.lag_events = Gauge(
+            "closedloop_processor_lag_events",
+            "Events in the log the processor has not applied yet (measured at scrape).",
+            registry=r,
+        )
+        self.lag_seconds = Gauge(
+            "closedloop_processor_lag_seconds",
+            "Age of the oldest event not applied yet, by its receivedAt (0 when none).",
+            registry=r,
+        )
+
     def accepted(self, source: str) -> Any:
         """`events_accepted` for `source`, its labelled child cached (one per request)."""
         child = self._accepted.get(source)

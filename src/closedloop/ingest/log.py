@@ -25,6 +25,7 @@ __all__ = [
     "append",
     "append_alone",
     "count_events",
+    "event_from_row",
     "failed_row",
     "failed_row_from_event",
     "list_events",
@@ -153,7 +154,7 @@ def append_alone(engine: Engine, rows: Sequence[tuple[Any, ...]]) -> int | None:
     )
 
 
-def _event_from_row(row: sa.Row[Any]) -> StoredEvent:
+def event_from_row(row: sa.Row[Any]) -> StoredEvent:
     m = row._mapping
     payload = m["payload"]
     if isinstance(payload, str | bytes):
@@ -212,7 +213,7 @@ def read_committed(
         stmt = stmt.where(events.c.id > after.id).order_by(events.c.id)
     found = []
     for row in conn.execute(stmt.limit(limit)):
-        event = _event_from_row(row)
+        event = event_from_row(row)
         found.append((LogPosition(int(row.txid or 0), int(event.id)), event))
     return found
 
@@ -246,7 +247,7 @@ def list_events(engine: Engine, query: EventQuery) -> list[StoredEvent]:
     order = events.c.id.desc() if query.newest_first else events.c.id.asc()
     stmt = stmt.where(*conditions).order_by(order).limit(query.limit)
     with engine.connect() as conn:
-        return [_event_from_row(r) for r in conn.execute(stmt)]
+        return [event_from_row(r) for r in conn.execute(stmt)]
 
 
 def count_events(engine: Engine, *, source: str | None = None) -> int:

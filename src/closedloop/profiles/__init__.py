@@ -1,5 +1,6 @@
-"""Profiles: master-data normalisation (traits, computed traits and the timeline follow with
-the identity issue)."""
+"""Profiles: the processor that derives identities and profiles from the event log, traits
+(last write wins by event time), computed traits, consent, master data and its quality, and
+the read side (look-up, timeline)."""
 
 from closedloop.profiles.masterdata import (
     Gender,
@@ -11,14 +12,30 @@ from closedloop.profiles.masterdata import (
     salutation,
     salutation_problem,
 )
+from closedloop.profiles.processor import (
+    BatchReport,
+    Lag,
+    ProcessorRunner,
+    lag,
+    process_available,
+    process_batch,
+    rebuild,
+)
 
 __all__ = [
+    "BatchReport",
     "Gender",
+    "Lag",
     "Language",
+    "ProcessorRunner",
+    "lag",
     "normalise_country",
     "normalise_date",
     "normalise_gender",
     "normalise_postal_code",
+    "process_available",
+    "process_batch",
+    "rebuild",
     "salutation",
     "salutation_problem",
 ]

@@ -7,9 +7,10 @@ define their own tables on `metadata`; Alembic migrations in `store/migrations` 
 from closedloop.store._bulk import bulk_insert_ignoring_duplicates, sqlite_insert_autocommit
 from closedloop.store._engine import create_store_engine, is_postgres, is_sqlite
 from closedloop.store._migrate import current_revision, head_revision, upgrade
-from closedloop.store._types import JSONDocument, UTCDateTime, metadata
+from closedloop.store._types import EPOCH, JSONDocument, UTCDateTime, metadata, to_epoch_us
 
 __all__ = [
+    "EPOCH",
     "JSONDocument",
     "UTCDateTime",
     "bulk_insert_ignoring_duplicates",
@@ -20,5 +21,6 @@ __all__ = [
     "is_sqlite",
     "metadata",
     "sqlite_insert_autocommit",
+    "to_epoch_us",
     "upgrade",
 ]

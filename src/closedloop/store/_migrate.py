@@ -22,7 +22,8 @@ def _config(engine: Engine | None = None) -> Config:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the schema of `engine`'s database to `revision` (the newest by default)."""
     # Importing the domain packages registers their tables on `metadata`.
-    import closedloop.ingest  # noqa: F401
+    import closedloop.ingest
+    import closedloop.profiles  # noqa: F401
 
     command.upgrade(_config(engine), revision)
 

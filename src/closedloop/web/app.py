@@ -13,8 +13,9 @@ from closedloop import __version__
 from closedloop.config import Settings
 from closedloop.ingest import GroupCommitWriter, WriteKeyResolver
 from closedloop.metrics import Metrics
+from closedloop.profiles import ProcessorRunner
 from closedloop.store import create_store_engine
-from closedloop.web import events, ops, sources, tracking
+from closedloop.web import events, ops, profiles, sources, tracking
 from closedloop.web.context import AppContext
 from closedloop.web.errors import install_error_handlers
 
@@ -39,12 +40,18 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         metrics=metrics,
     )
 
+    processor = ProcessorRunner(store, settings, metrics) if settings.processor.embedded else None
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await writer.start()
+        if processor is not None:
+            processor.start()
         try:
             yield
         finally:
+            if processor is not None:
+                processor.stop()
             await writer.stop()
             if own_engine:
                 store.dispose()
@@ -61,5 +68,6 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     app.include_router(tracking.router)
     app.include_router(sources.router)
     app.include_router(events.router)
+    app.include_router(profiles.router)
     app.include_router(ops.router)
     return app

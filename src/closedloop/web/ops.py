@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from closedloop import profiles
 from closedloop.web._json import JSONOut
 from closedloop.web.context import get_context
 
@@ -39,4 +40,11 @@ async def healthz(request: Request) -> Response:
 @router.get("/metrics", summary="Prometheus metrics")
 async def metrics(request: Request) -> Response:
     ctx = get_context(request)
+    try:
+        lag = await run_in_threadpool(profiles.lag, ctx.engine)
+    except sa.exc.SQLAlchemyError:
+        pass  # the store is down: the other metrics still answer
+    else:
+        ctx.metrics.lag_events.set(lag.events)
+        ctx.metrics.lag_seconds.set(lag.oldest_seconds)
     return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,0 +1,53 @@
+"""Tables of the profiles domain (created by migration 0003)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from closedloop.store import JSONDocument, UTCDateTime, metadata
+
+_BIGINT_PK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+# One row per profile. A merged profile keeps its row with `merged_into` set (so its old id
+# still answers) and nothing else. Times inside the JSON documents are epoch microseconds.
+profiles = sa.Table(
+    "profiles",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("merged_into", sa.String(40), nullable=True, index=True),
+    sa.Column("customer_key", sa.String(80), nullable=True, index=True),
+    sa.Column("user_ids", JSONDocument, nullable=False),
+    sa.Column("anonymous_ids", sa.Integer(), nullable=False),
+    sa.Column("traits", JSONDocument, nullable=False),
+    sa.Column("computed", JSONDocument, nullable=False),
+    sa.Column("consent", JSONDocument, nullable=False),
+    sa.Column("masterdata", JSONDocument, nullable=False),
+    sa.Column("quality", JSONDocument, nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("created_event_id", sa.BigInteger(), nullable=False),
+)
+
+# Every consent statement that changed a purpose, oldest first: the consent history.
+consent_changes = sa.Table(
+    "consent_changes",
+    metadata,
+    sa.Column("id", _BIGINT_PK, primary_key=True, autoincrement=True),
+    sa.Column("profile_id", sa.String(40), nullable=False, index=True),
+    sa.Column("purpose", sa.String(64), nullable=False),
+    sa.Column("granted", sa.Boolean(), nullable=False),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("source", sa.String(100), nullable=False),
+    sa.Column("event_id", sa.BigInteger(), nullable=False),
+)
+
+# Where each reader of the event log stands; the processor's row is `main`. Written in the
+# same transaction as what it derived, and locked for the batch (one processor at a time).
+processor_cursors = sa.Table(
+    "processor_cursors",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("txid", sa.BigInteger(), nullable=False),
+    sa.Column("event_id", sa.BigInteger(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=True),
+)

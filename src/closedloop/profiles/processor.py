@@ -1,0 +1,634 @@
+"""The processor: reads the event log in commit order and keeps identities and profiles.
+
+Each batch is one transaction that also moves the cursor (`processor_cursors`), so a crash
+rolls both back and the batch is replayed: no event is applied twice or skipped. The cursor
+row is the lock: on PostgreSQL `FOR UPDATE SKIP LOCKED` lets one worker at a time take the
+next batch (another worker finds it locked and waits for the next turn), so each profile's
+events are applied in log order whichever worker runs; on SQLite the batch takes the write
+lock first. A batch loads the identities and profiles its events touch in two queries,
+applies the events in memory in log order, and writes back only what changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+
+from closedloop import clock
+from closedloop.config import Settings
+from closedloop.identity import customer_key, normalise_email, normalise_phone
+from closedloop.identity._tables import identities, identity_conflicts, identity_merges
+from closedloop.identity.graph import ConflictReason, EventIds, Rules, Via, resolve
+from closedloop.ingest._tables import events, sources
+from closedloop.ingest.log import LogPosition
+from closedloop.metrics import Metrics
+from closedloop.profiles._tables import consent_changes, processor_cursors, profiles
+from closedloop.profiles.quality import derive_masterdata
+from closedloop.profiles.state import (
+    ConsentChange,
+    ProcessedEvent,
+    ProfileState,
+    apply_event,
+    merge_into,
+)
+from closedloop.store import EPOCH, to_epoch_us
+
+__all__ = [
+    "BatchReport",
+    "Lag",
+    "ProcessorRunner",
+    "lag",
+    "process_available",
+    "process_batch",
+    "rebuild",
+]
+
+_log = logging.getLogger(__name__)
+_CURSOR = "main"
+_PROFILE_NS = uuid.UUID("6f1d3c2e-8a4b-5c7d-9e0f-1a2b3c4d5e6f")
+_CHUNK = 900  # keys per IN list
+_ONE_US = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    events: int
+    profiles_changed: int
+    position: LogPosition
+
+
+@dataclass(frozen=True)
+class Lag:
+    events: int
+    oldest_seconds: float
+    position: LogPosition
+
+
+def profile_id_for(event_id: int) -> str:
+    """A new profile's id, derived from the event that created it (so a rebuild repeats it)."""
+    return "p_" + uuid.uuid5(_PROFILE_NS, str(event_id)).hex[:24]
+
+
+def _us(value: Any) -> int:
+    return value if isinstance(value, int) else to_epoch_us(value)
+
+
+def _time(us: int) -> datetime:
+    return EPOCH + us * _ONE_US
+
+
+class _Normaliser:
+    """E-mail and phone normalisation with a memo (the same address recurs in a batch)."""
+
+    def __init__(self, region: str) -> None:
+        self.region = region
+        self._emails: dict[str, str | None] = {}
+        self._phones: dict[str, str | None] = {}
+
+    def email(self, value: object) -> str | None:
+        if not isinstance(value, str) or not value:
+            return None
+        found = self._emails.get(value, self)
+        if found is self:
+            if len(self._emails) > 100_000:
+                self._emails.clear()
+            found = self._emails[value] = normalise_email(value).value
+        return found  # type: ignore[return-value]
+
+    def phone(self, value: object) -> str | None:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str) or not value:
+            return None
+        found = self._phones.get(value, self)
+        if found is self:
+            if len(self._phones) > 100_000:
+                self._phones.clear()
+            found = self._phones[value] = normalise_phone(value, region=self.region).value
+        return found  # type: ignore[return-value]
+
+
+def _event_ids(row: Any, payload: dict[str, Any], norm: _Normaliser) -> tuple[EventIds, list[str]]:
+    traits = payload.get("traits") if row.type == "identify" else None
+    context = payload.get("context")
+    context_traits = context.get("traits") if isinstance(context, dict) else None
+    email = phone = None
+    for found in (traits, context_traits):
+        if isinstance(found, dict):
+            email = email or norm.email(found.get("email"))
+            phone = phone or norm.phone(found.get("phone"))
+    previous = payload.get("previousId") if row.type == "alias" else None
+    ids = EventIds(
+        user_id=row.user_id or None,
+        anonymous_id=row.anonymous_id or None,
+        email=email,
+        phone=phone,
+        previous_id=str(previous) if previous not in (None, "") else None,
+    )
+    keys = []
+    if ids.user_id:
+        keys.append("u:" + ids.user_id)
+    if ids.anonymous_id:
+        keys.append("a:" + ids.anonymous_id)
+    if email:
+        keys.append("e:" + email)
+    if phone:
+        keys.append("p:" + phone)
+    if ids.previous_id:
+        keys += ["u:" + ids.previous_id, "a:" + ids.previous_id]
+    return ids, keys
+
+
+class _Batch:
+    """The working set of one batch: implements `identity.graph.WorkingSet`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.owners: dict[str, str | None] = {}
+        self.profiles: dict[str, ProfileState] = {}
+        self.redirect: dict[str, str] = {}
+        self.new_identities: dict[str, tuple[str, int, int]] = {}  # key -> (pid, at, event)
+        self.moves: list[tuple[str, str]] = []
+        self.merges: list[dict[str, Any]] = []
+        self.conflicts: dict[tuple[str, str, str, str], list[int]] = {}
+        self.consent: list[ConsentChange] = []
+        self.event: ProcessedEvent | None = None
+
+    # -- WorkingSet
+    def _final(self, profile_id: str) -> str:
+        while profile_id in self.redirect:
+            profile_id = self.redirect[profile_id]
+        return profile_id
+
+    def owner(self, key: str) -> str | None:
+        found = self.owners.get(key)
+        return None if found is None else self._final(found)
+
+    def node(self, profile_id: str) -> ProfileState:
+        return self.profiles[profile_id]
+
+    def new_profile(self) -> str:
+        ev = self.event
+        assert ev is not None  # noqa: S101 - set by `run` before `resolve`
+        pid = profile_id_for(ev.id)
+        self.profiles[pid] = ProfileState(
+            id=pid,
+            created_at=ev.received_at,
+            updated_at=ev.received_at,
+            created_event_id=ev.id,
+            new=True,
+            dirty=True,
+        )
+        return pid
+
+    def attach(self, key: str, profile_id: str) -> None:
+        ev = self.event
+        assert ev is not None  # noqa: S101
+        self.owners[key] = profile_id
+        self.new_identities[key] = (profile_id, ev.timestamp, ev.id)
+        p = self.profiles[profile_id]
+        if key.startswith("u:"):
+            p.user_ids = sorted({*p.user_ids, key[2:]})
+        elif key.startswith("a:"):
+            p.anonymous_ids += 1
+        p.dirty = True
+
+    def merge(self, survivor_id: str, merged_id: str, *, via: Via) -> None:
+        ev = self.event
+        assert ev is not None  # noqa: S101
+        survivor, merged = self.profiles[survivor_id], self.profiles[merged_id]
+        merge_into(survivor, merged)
+        merged.merged_into = survivor_id
+        for p in self.profiles.values():
+            if p.merged_into == merged_id:
+                p.merged_into = survivor_id
+        self.redirect[merged_id] = survivor_id
+        self.moves.append((merged_id, survivor_id))
+        self.merges.append(
+            {
+                "survivor_id": survivor_id,
+                "merged_id": merged_id,
+                "via": via,
+                "event_id": ev.id,
+                "at": _time(ev.timestamp),
+            }
+        )
+
+    def conflict(self, profile_id: str, other_id: str, key: str, *, reason: ConflictReason) -> None:
+        ev = self.event
+        assert ev is not None  # noqa: S101
+        entry = self.conflicts.get((profile_id, other_id, key, reason))
+        if entry is None:
+            self.conflicts[(profile_id, other_id, key, reason)] = [ev.id, ev.id, 1]
+        else:
+            entry[1] = ev.id
+            entry[2] += 1
+
+
+class _Processor:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.norm = _Normaliser(settings.identity.default_region)
+        self.rules = Rules(
+            merge_on_email=settings.identity.merge_on_email,
+            merge_on_phone=settings.identity.merge_on_phone,
+            max_anonymous_ids=settings.identity.max_anonymous_ids,
+        )
+        self.purposes = {p.lower(): p for p in settings.profiles.consent_purposes}
+        secret = settings.identity.customer_key_secret or settings.secret_key
+        self.key_secret = secret.get_secret_value().encode() if secret else b""
+
+    def customer_key(self, email: str | None) -> str | None:
+        if not email or not self.key_secret:
+            return None
+        return customer_key(
+            email, secret=self.key_secret, version=self.settings.identity.customer_key_version
+        )
+
+    def run(self, conn: sa.Connection, rows: list[Any]) -> int:
+        batch = _Batch(self.settings)
+        channels = {
+            r.id: (r.name, r.kind)
+            for r in conn.execute(sa.select(sources.c.id, sources.c.name, sources.c.kind))
+        }
+        prepared = []
+        wanted: set[str] = set()
+        for row in rows:
+            payload = row.payload if isinstance(row.payload, dict) else {}
+            ids, keys = _event_ids(row, payload, self.norm)
+            wanted.update(keys)
+            prepared.append((row, payload, ids))
+        self._load(conn, batch, wanted)
+        max_traits = self.settings.profiles.max_traits
+        for row, payload, ids in prepared:
+            source, kind = channels.get(row.source_id, ("unknown", "server"))
+            ev = ProcessedEvent(
+                id=row.id,
+                type=row.type,
+                name=row.event,
+                timestamp=_us(row.timestamp),
+                received_at=_us(row.received_at),
+                payload=payload,
+                source=source,
+                channel=kind,
+            )
+            batch.event = ev
+            pid = resolve(batch, ids, self.rules)
+            apply_event(
+                batch.profiles[pid],
+                ev,
+                purposes=self.purposes,
+                max_traits=max_traits,
+                consent_changes=batch.consent,
+            )
+        return self._flush(conn, batch)
+
+    def _load(self, conn: sa.Connection, batch: _Batch, keys: set[str]) -> None:
+        wanted = sorted(keys)
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = wanted[start : start + _CHUNK]
+            for key, pid in conn.execute(
+                sa.select(identities.c.key, identities.c.profile_id).where(
+                    identities.c.key.in_(chunk)
+                )
+            ):
+                batch.owners[key] = pid
+        pids = sorted({p for p in batch.owners.values() if p is not None})
+        for start in range(0, len(pids), _CHUNK):
+            chunk = pids[start : start + _CHUNK]
+            for r in conn.execute(
+                sa.select(
+                    profiles.c.id,
+                    profiles.c.user_ids,
+                    profiles.c.anonymous_ids,
+                    profiles.c.traits,
+                    profiles.c.computed,
+                    profiles.c.consent,
+                    profiles.c.created_at,
+                    profiles.c.updated_at,
+                    profiles.c.created_event_id,
+                ).where(profiles.c.id.in_(chunk))
+            ):
+                batch.profiles[r.id] = ProfileState(
+                    id=r.id,
+                    created_at=to_epoch_us(r.created_at),
+                    updated_at=to_epoch_us(r.updated_at),
+                    created_event_id=r.created_event_id,
+                    user_ids=list(r.user_ids),
+                    anonymous_ids=r.anonymous_ids,
+                    traits=r.traits,
+                    computed=r.computed,
+                    consent=r.consent,
+                )
+
+    def _row(self, p: ProfileState) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "merged_into": p.merged_into,
+            "user_ids": p.user_ids,
+            "anonymous_ids": p.anonymous_ids,
+            "traits": p.traits,
+            "computed": p.computed,
+            "consent": p.consent,
+            "updated_at": _time(p.updated_at),
+            "created_at": _time(p.created_at),
+        }
+        if p.traits_changed or p.new:
+            masterdata, quality = derive_masterdata(
+                {name: value[0] for name, value in p.traits.items()},
+                region=self.settings.identity.default_region,
+            )
+            row["masterdata"], row["quality"] = masterdata, quality
+            row["customer_key"] = self.customer_key(masterdata.get("email"))
+        return row
+
+    def _flush(self, conn: sa.Connection, batch: _Batch) -> int:
+        inserts, updates, updates_traits = [], [], []
+        for p in batch.profiles.values():
+            if not p.dirty:
+                continue
+            row = self._row(p)
+            if p.new:
+                row.update(id=p.id, created_event_id=p.created_event_id)
+                inserts.append(row)
+            elif "masterdata" in row:
+                updates_traits.append({**row, "b_id": p.id})
+            else:
+                updates.append({**row, "b_id": p.id})
+        if inserts:
+            conn.execute(profiles.insert(), inserts)
+        for group in (updates, updates_traits):
+            if group:
+                names = [name for name in group[0] if name != "b_id"]
+                stmt = (
+                    profiles.update()
+                    .where(profiles.c.id == sa.bindparam("b_id"))
+                    .values({name: sa.bindparam("v_" + name) for name in names})
+                )
+                conn.execute(
+                    stmt,
+                    [{"b_id": r["b_id"], **{"v_" + n: r[n] for n in names}} for r in group],
+                )
+        for merged_id, survivor_id in batch.moves:
+            conn.execute(
+                identities.update()
+                .where(identities.c.profile_id == merged_id)
+                .values(profile_id=survivor_id)
+            )
+            conn.execute(
+                profiles.update()
+                .where(profiles.c.merged_into == merged_id)
+                .values(merged_into=survivor_id)
+            )
+            conn.execute(
+                consent_changes.update()
+                .where(consent_changes.c.profile_id == merged_id)
+                .values(profile_id=survivor_id)
+            )
+        if batch.new_identities:
+            conn.execute(
+                identities.insert(),
+                [
+                    {
+                        "key": key,
+                        "profile_id": batch._final(pid),
+                        "first_seen_at": _time(at),
+                        "event_id": event_id,
+                    }
+                    for key, (pid, at, event_id) in batch.new_identities.items()
+                ],
+            )
+        if batch.merges:
+            conn.execute(identity_merges.insert(), batch.merges)
+        if batch.conflicts:
+            self._upsert_conflicts(conn, batch.conflicts)
+        if batch.consent:
+            conn.execute(
+                consent_changes.insert(),
+                [
+                    {
+                        "profile_id": batch._final(c.profile_id),
+                        "purpose": c.purpose,
+                        "granted": c.granted,
+                        "at": _time(c.at),
+                        "source": c.source[:100],
+                        "event_id": c.event_id,
+                    }
+                    for c in batch.consent
+                ],
+            )
+        return len(inserts) + len(updates) + len(updates_traits)
+
+    @staticmethod
+    def _upsert_conflicts(
+        conn: sa.Connection, found: dict[tuple[str, str, str, str], list[int]]
+    ) -> None:
+        rows = [
+            {
+                "profile_id": pid,
+                "other_profile_id": other,
+                "identity_key": key,
+                "reason": reason,
+                "first_event_id": first,
+                "last_event_id": last,
+                "occurrences": count,
+            }
+            for (pid, other, key, reason), (first, last, count) in found.items()
+        ]
+        insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(
+            identity_conflicts
+        )
+        stmt = insert.on_conflict_do_update(
+            index_elements=["profile_id", "other_profile_id", "identity_key", "reason"],
+            set_={
+                "last_event_id": insert.excluded.last_event_id,
+                "occurrences": identity_conflicts.c.occurrences + insert.excluded.occurrences,
+            },
+        )
+        for row in rows:
+            conn.execute(stmt, row)
+
+
+def _read_after(conn: sa.Connection, after: LogPosition, limit: int) -> list[Any]:
+    time_cols: list[sa.ColumnElement[Any]]
+    if conn.dialect.name == "sqlite":
+        time_cols = [
+            sa.type_coerce(events.c.timestamp, sa.BigInteger()).label("timestamp"),
+            sa.type_coerce(events.c.received_at, sa.BigInteger()).label("received_at"),
+        ]
+    else:
+        time_cols = [events.c.timestamp, events.c.received_at]
+    stmt = sa.select(
+        events.c.id,
+        events.c.txid,
+        events.c.source_id,
+        events.c.type,
+        events.c.event,
+        events.c.user_id,
+        events.c.anonymous_id,
+        *time_cols,
+        events.c.payload,
+    )
+    return list(conn.execute(_after(stmt, conn, after).limit(limit)))
+
+
+def _after(stmt: sa.Select[Any], conn: sa.Connection, after: LogPosition) -> sa.Select[Any]:
+    if conn.dialect.name == "postgresql":
+        visible = sa.text("(pg_snapshot_xmin(pg_current_snapshot())::text)::bigint")
+        return (
+            stmt.where(events.c.txid < visible)
+            .where(sa.tuple_(events.c.txid, events.c.id) > sa.tuple_(after.txid, after.id))
+            .order_by(events.c.txid, events.c.id)
+        )
+    return stmt.where(events.c.id > after.id).order_by(events.c.id)
+
+
+def _position(conn: sa.Connection, *, lock: bool) -> LogPosition | None:
+    cursor = processor_cursors.c
+    if lock and conn.dialect.name == "sqlite":
+        # Take the write lock before reading the cursor: the batch is serialised.
+        conn.execute(
+            processor_cursors.update().where(cursor.name == _CURSOR).values(name=cursor.name)
+        )
+    stmt = sa.select(cursor.txid, cursor.event_id).where(cursor.name == _CURSOR)
+    if lock and conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    row = conn.execute(stmt).first()
+    if row is None:
+        return None
+    return LogPosition(int(row.txid), int(row.event_id))
+
+
+def _pending(engine: Engine) -> bool:
+    with engine.connect() as conn:
+        position = _position(conn, lock=False)
+        if position is None:
+            return False
+        stmt = _after(sa.select(events.c.id), conn, position).limit(1)
+        return conn.execute(stmt).first() is not None
+
+
+def process_batch(
+    engine: Engine, settings: Settings, *, limit: int | None = None, _proc: Any = None
+) -> BatchReport | None:
+    """Process the next batch in one transaction; None when another worker holds the turn."""
+    proc: _Processor = _proc or _Processor(settings)
+    size = limit or settings.processor.batch_events
+    with engine.begin() as conn:
+        position = _position(conn, lock=True)
+        if position is None:
+            return None
+        rows = _read_after(conn, position, size)
+        if not rows:
+            return BatchReport(0, 0, position)
+        changed = proc.run(conn, rows)
+        last = rows[-1]
+        end = LogPosition(int(last.txid or 0), int(last.id))
+        conn.execute(
+            processor_cursors.update()
+            .where(processor_cursors.c.name == _CURSOR)
+            .values(txid=end.txid, event_id=end.id, updated_at=clock.now())
+        )
+    return BatchReport(len(rows), changed, end)
+
+
+def process_available(
+    engine: Engine,
+    settings: Settings,
+    *,
+    limit: int | None = None,
+    metrics: Metrics | None = None,
+) -> int:
+    """Process until no committed event is left; answer how many were processed here."""
+    proc = _Processor(settings)
+    total = 0
+    while True:
+        started = time.perf_counter()
+        report = process_batch(engine, settings, limit=limit, _proc=proc)
+        if report is None:
+            if not _pending(engine):
+                return total
+            time.sleep(settings.processor.poll_seconds)
+            continue
+        if metrics is not None and report.events:
+            metrics.processed_events.inc(report.events)
+            metrics.process_seconds.observe(time.perf_counter() - started)
+        total += report.events
+        if report.events == 0:
+            return total
+
+
+def rebuild(engine: Engine, settings: Settings, *, limit: int | None = None) -> int:
+    """Forget every derived identity and profile and process the whole log again."""
+    with engine.begin() as conn:
+        while _position(conn, lock=True) is None:  # another worker's batch: wait for it
+            time.sleep(settings.processor.poll_seconds)
+        for table in (identities, identity_merges, identity_conflicts, consent_changes, profiles):
+            conn.execute(table.delete())
+        conn.execute(
+            processor_cursors.update()
+            .where(processor_cursors.c.name == _CURSOR)
+            .values(txid=0, event_id=0, updated_at=clock.now())
+        )
+    return process_available(engine, settings, limit=limit)
+
+
+def lag(engine: Engine) -> Lag:
+    """Events not processed yet and the age of the oldest of them."""
+    with engine.connect() as conn:
+        position = _position(conn, lock=False) or LogPosition()
+        pending = _after(sa.select(events.c.id), conn, position).subquery()
+        count = int(conn.execute(sa.select(sa.func.count()).select_from(pending)).scalar_one())
+        oldest = conn.execute(
+            _after(sa.select(events.c.received_at), conn, position).limit(1)
+        ).scalar()
+    age = max(0.0, (clock.now() - oldest).total_seconds()) if oldest is not None else 0.0
+    return Lag(count, age, position)
+
+
+class ProcessorRunner:
+    """The processor in a thread of its own (inside `closedloop serve`)."""
+
+    def __init__(self, engine: Engine, settings: Settings, metrics: Metrics | None = None) -> None:
+        self._engine = engine
+        self._settings = settings
+        self._metrics = metrics
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="closedloop-processor", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        proc = _Processor(self._settings)
+        poll = self._settings.processor.poll_seconds
+        while not self._stop.is_set():
+            try:
+                if not _pending(self._engine):
+                    self._stop.wait(poll)
+                    continue
+                started = time.perf_counter()
+                report = process_batch(self._engine, self._settings, _proc=proc)
+            except Exception:  # noqa: BLE001 - keep processing; the lag metric shows a stall
+                _log.exception("processor: batch failed; retrying")
+                self._stop.wait(min(5.0, poll * 20))
+                continue
+            if report is None or report.events == 0:
+                self._stop.wait(poll)
+            elif self._metrics is not None:
+                self._metrics.processed_events.inc(report.events)
+                self._metrics.process_seconds.observe(time.perf_counter() - started)

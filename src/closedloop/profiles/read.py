@@ -1,0 +1,303 @@
+"""The read side of profiles: look-up by any identifier, the profile document, the timeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from closedloop.errors import InvalidInputError, NotFoundError
+from closedloop.identity import is_customer_key, normalise_email, normalise_phone
+from closedloop.identity._tables import identities, identity_conflicts, identity_merges
+from closedloop.identity.graph import split_key
+from closedloop.ingest._tables import events, sources
+from closedloop.ingest.log import StoredEvent, event_from_row
+from closedloop.profiles._tables import consent_changes, profiles
+from closedloop.profiles.state import trait_values
+from closedloop.store import EPOCH
+
+__all__ = [
+    "LOOKUP_KINDS",
+    "ConsentStatement",
+    "Profile",
+    "consent_history",
+    "find_profile",
+    "get_profile",
+    "list_profiles",
+    "resolve_profile_id",
+    "timeline",
+]
+
+LOOKUP_KINDS = ("email", "phone", "user_id", "anonymous_id", "customer_key")
+_MAX_ID = 320
+_TOP_INTERESTS = 10
+
+
+@dataclass(frozen=True)
+class ConsentStatement:
+    purpose: str
+    granted: bool
+    at: datetime
+    source: str
+    event_id: int
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A profile as the API shows it (`as_json`)."""
+
+    id: str
+    document: dict[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        return self.document
+
+
+def _iso(us: int | None) -> str | None:
+    if us is None:
+        return None
+    return (EPOCH + timedelta(microseconds=us)).isoformat()
+
+
+def _computed(raw: dict[str, Any]) -> dict[str, Any]:
+    if not raw:
+        return {
+            "first_seen": None,
+            "last_seen": None,
+            "events": 0,
+            "events_by_type": {},
+            "channels": [],
+            "orders": 0,
+            "revenue": 0.0,
+            "interests": [],
+        }
+    interests = sorted(raw["interests"].items(), key=lambda item: (-item[1], item[0]))
+    return {
+        "first_seen": _iso(raw["first_seen"]),
+        "last_seen": _iso(raw["last_seen"]),
+        "events": raw["events"],
+        "events_by_type": dict(sorted(raw["by_type"].items())),
+        "channels": raw["channels"],
+        "orders": raw["orders"],
+        "revenue": round(raw["revenue"], 2),
+        "interests": [{"category": c, "count": n} for c, n in interests[:_TOP_INTERESTS]],
+    }
+
+
+def resolve_profile_id(conn: sa.Connection, profile_id: str) -> str | None:
+    """The surviving profile of `profile_id` (itself unless merged), or None if unknown."""
+    if not profile_id or len(profile_id) > 40:
+        return None
+    row = conn.execute(
+        sa.select(profiles.c.id, profiles.c.merged_into).where(profiles.c.id == profile_id)
+    ).first()
+    if row is None:
+        return None
+    return str(row.merged_into or row.id)
+
+
+def _document(conn: sa.Connection, profile_id: str, purposes: tuple[str, ...]) -> dict[str, Any]:
+    row = conn.execute(sa.select(profiles).where(profiles.c.id == profile_id)).one()
+    ids = conn.execute(
+        sa.select(identities.c.key, identities.c.first_seen_at)
+        .where(identities.c.profile_id == profile_id)
+        .order_by(identities.c.first_seen_at, identities.c.key)
+    ).all()
+    merged = conn.execute(
+        sa.select(identity_merges)
+        .where(identity_merges.c.survivor_id == profile_id)
+        .order_by(identity_merges.c.id)
+    ).all()
+    merged_ids = [m.merged_id for m in merged]
+    # Profiles merged into one that later merged here came along: list them too.
+    indirect = conn.execute(
+        sa.select(profiles.c.id).where(profiles.c.merged_into == profile_id)
+    ).scalars()
+    conflicts = conn.execute(
+        sa.select(identity_conflicts)
+        .where(
+            sa.or_(
+                identity_conflicts.c.profile_id == profile_id,
+                identity_conflicts.c.other_profile_id == profile_id,
+            )
+        )
+        .order_by(identity_conflicts.c.id)
+        .limit(100)
+    ).all()
+    consent = {
+        purpose: (
+            {
+                "granted": row.consent[purpose][0],
+                "at": _iso(row.consent[purpose][1]),
+                "source": row.consent[purpose][2],
+            }
+            if purpose in row.consent
+            else None
+        )
+        for purpose in purposes
+    }
+    return {
+        "id": row.id,
+        "customer_key": row.customer_key,
+        "identities": [
+            {
+                "kind": split_key(i.key)[0],
+                "value": split_key(i.key)[1],
+                "first_seen_at": i.first_seen_at.isoformat(),
+            }
+            for i in ids
+        ],
+        "traits": trait_values(row.traits),
+        "trait_sources": {
+            name: {"source": value[2], "at": _iso(value[1])}
+            for name, value in sorted(row.traits.items())
+        },
+        "computed": _computed(row.computed),
+        "consent": consent,
+        "masterdata": row.masterdata,
+        "quality": row.quality,
+        "merged_from": [
+            {"id": m.merged_id, "via": m.via, "event_id": m.event_id, "at": m.at.isoformat()}
+            for m in merged
+        ]
+        + [
+            {"id": pid, "via": "earlier merge", "event_id": None, "at": None}
+            for pid in sorted(set(indirect) - set(merged_ids))
+        ],
+        "conflicts": [
+            {
+                "profile_id": c.profile_id,
+                "other_profile_id": c.other_profile_id or None,
+                "identity": dict(zip(("kind", "value"), split_key(c.identity_key), strict=True)),
+                "reason": c.reason,
+                "occurrences": c.occurrences,
+                "first_event_id": c.first_event_id,
+                "last_event_id": c.last_event_id,
+            }
+            for c in conflicts
+        ],
+        "created_at": row.created_at.isoformat(),
+        "updated_at": row.updated_at.isoformat(),
+    }
+
+
+def get_profile(engine: Engine, profile_id: str, *, purposes: tuple[str, ...]) -> Profile:
+    """The profile `profile_id`, or the one it was merged into."""
+    with engine.connect() as conn:
+        found = resolve_profile_id(conn, profile_id)
+        if found is None:
+            raise NotFoundError(f"no profile `{profile_id[:60]}`")
+        return Profile(found, _document(conn, found, purposes))
+
+
+def _lookup_key(kind: str, value: str, *, region: str) -> str:
+    if kind == "email":
+        normalised = normalise_email(value)
+        if normalised.value is None:
+            reason = normalised.problem.problem if normalised.problem else "empty"
+            raise InvalidInputError(f"invalid `email` `{value[:80]}`: {reason}", field="email")
+        return "e:" + normalised.value
+    if kind == "phone":
+        normalised = normalise_phone(value, region=region)
+        if normalised.value is None:
+            reason = normalised.problem.problem if normalised.problem else "empty"
+            raise InvalidInputError(f"invalid `phone` `{value[:40]}`: {reason}", field="phone")
+        return "p:" + normalised.value
+    return ("u:" if kind == "user_id" else "a:") + value
+
+
+def find_profile(
+    engine: Engine, kind: str, value: str, *, region: str, purposes: tuple[str, ...]
+) -> Profile | None:
+    """The profile holding the identifier (`email`, `phone` in any format, `user_id`,
+    `anonymous_id`) or the `customer_key`; None when nobody has it."""
+    if kind not in LOOKUP_KINDS:
+        raise InvalidInputError(
+            f"invalid look-up `{kind[:40]}`: use one of {', '.join(LOOKUP_KINDS)}", field=kind
+        )
+    if not value or len(value) > _MAX_ID:
+        raise InvalidInputError(f"invalid `{kind}`: expected 1 to {_MAX_ID} characters", field=kind)
+    with engine.connect() as conn:
+        if kind == "customer_key":
+            if not is_customer_key(value):
+                raise InvalidInputError(
+                    f"invalid `customer_key` `{value[:80]}`: expected `v1.` and 64 hex digits",
+                    field="customer_key",
+                )
+            found = conn.execute(
+                sa.select(profiles.c.id)
+                .where(profiles.c.customer_key == value, profiles.c.merged_into.is_(None))
+                .order_by(profiles.c.id)
+                .limit(1)
+            ).scalar()
+        else:
+            key = _lookup_key(kind, value, region=region)
+            found = conn.execute(
+                sa.select(identities.c.profile_id).where(identities.c.key == key)
+            ).scalar()
+        if found is None:
+            return None
+        return Profile(found, _document(conn, found, purposes))
+
+
+def list_profiles(
+    engine: Engine, *, after: str | None, limit: int, purposes: tuple[str, ...]
+) -> list[Profile]:
+    """Live (not merged) profiles in id order, `limit` after the id `after`."""
+    with engine.connect() as conn:
+        stmt = sa.select(profiles.c.id).where(profiles.c.merged_into.is_(None))
+        if after:
+            stmt = stmt.where(profiles.c.id > after)
+        ids = conn.execute(stmt.order_by(profiles.c.id).limit(limit)).scalars().all()
+        return [Profile(pid, _document(conn, pid, purposes)) for pid in ids]
+
+
+def timeline(
+    engine: Engine, profile_id: str, *, before_id: int | None, limit: int
+) -> tuple[str, list[StoredEvent]]:
+    """The profile's events on every id it ever had, newest first: events with one of its
+    user ids, and events without a user id under one of its anonymous ids."""
+    with engine.connect() as conn:
+        found = resolve_profile_id(conn, profile_id)
+        if found is None:
+            raise NotFoundError(f"no profile `{profile_id[:60]}`")
+        keys = conn.execute(
+            sa.select(identities.c.key).where(identities.c.profile_id == found)
+        ).scalars()
+        user_ids, anonymous_ids = [], []
+        for key in keys:
+            if key.startswith("u:"):
+                user_ids.append(key[2:])
+            elif key.startswith("a:"):
+                anonymous_ids.append(key[2:])
+        if not user_ids and not anonymous_ids:
+            return found, []
+        stmt = sa.select(events, sources.c.name.label("source_name")).join(
+            sources, sources.c.id == events.c.source_id
+        )
+        stmt = stmt.where(
+            sa.or_(
+                events.c.user_id.in_(user_ids),
+                sa.and_(events.c.user_id.is_(None), events.c.anonymous_id.in_(anonymous_ids)),
+            )
+        )
+        if before_id is not None:
+            stmt = stmt.where(events.c.id < before_id)
+        rows = conn.execute(stmt.order_by(events.c.id.desc()).limit(limit)).all()
+    return found, [event_from_row(r) for r in rows]
+
+
+def consent_history(engine: Engine, profile_id: str) -> list[ConsentStatement]:
+    with engine.connect() as conn:
+        found = resolve_profile_id(conn, profile_id)
+        if found is None:
+            raise NotFoundError(f"no profile `{profile_id[:60]}`")
+        rows = conn.execute(
+            sa.select(consent_changes)
+            .where(consent_changes.c.profile_id == found)
+            .order_by(consent_changes.c.at, consent_changes.c.id)
+        ).all()
+    return [ConsentStatement(r.purpose, r.granted, r.at, r.source, r.event_id) for r in rows]

@@ -1,0 +1,154 @@
+"""Profiles: look-up, the profile document, its timeline and consent (admin token)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from closedloop.errors import InvalidInputError
+from closedloop.profiles import read
+from closedloop.profiles.consent import set_consent
+from closedloop.web._json import JSONOut
+from closedloop.web.auth import AdminAuth
+from closedloop.web.context import get_context
+from closedloop.web.events import EventOut, EventPage, _cursor
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1/profiles", tags=["profiles"])
+
+
+def _profile_cursor(value: str | None) -> str | None:
+    if not value:
+        return None
+    if len(value) > 40 or not value.replace("_", "").isalnum():
+        raise InvalidInputError(
+            f"invalid `cursor` `{value[:40]}`: use the `next_cursor` of the previous page",
+            field="cursor",
+        )
+    return value
+
+
+@router.get("", summary="Look a profile up by any identifier, or list profiles (paged)")
+async def list_profiles(
+    request: Request,
+    _auth: AdminAuth,
+    email: str | None = Query(None, description="Any spelling: trimmed and lower-cased"),
+    phone: str | None = Query(None, description="Any format: `0351 1234567`, `+49 351 ...`"),
+    user_id: str | None = None,
+    anonymous_id: str | None = None,
+    customer_key: str | None = None,
+    cursor: str | None = None,
+    limit: int = Query(50, ge=1, le=500),
+) -> Response:
+    ctx = get_context(request)
+    purposes = ctx.settings.profiles.consent_purposes
+    given = {
+        k: v
+        for k, v in {
+            "email": email,
+            "phone": phone,
+            "user_id": user_id,
+            "anonymous_id": anonymous_id,
+            "customer_key": customer_key,
+        }.items()
+        if v is not None
+    }
+    if len(given) > 1:
+        raise InvalidInputError(
+            f"look up by one identifier at a time, not {', '.join(f'`{k}`' for k in given)}",
+            field=next(iter(given)),
+        )
+    if given:
+        kind, value = next(iter(given.items()))
+        found = await run_in_threadpool(
+            lambda: read.find_profile(
+                ctx.engine,
+                kind,
+                value,
+                region=ctx.settings.identity.default_region,
+                purposes=purposes,
+            )
+        )
+        items = [found.as_json()] if found else []
+        return JSONOut({"items": items, "next_cursor": None})
+    after = _profile_cursor(cursor)
+    page = await run_in_threadpool(
+        lambda: read.list_profiles(ctx.engine, after=after, limit=limit, purposes=purposes)
+    )
+    next_cursor = page[-1].id if len(page) == limit else None
+    return JSONOut({"items": [p.as_json() for p in page], "next_cursor": next_cursor})
+
+
+@router.get("/{profile_id}", summary="One profile (a merged profile's id answers the survivor)")
+async def get_profile(request: Request, _auth: AdminAuth, profile_id: str) -> Response:
+    ctx = get_context(request)
+    found = await run_in_threadpool(
+        lambda: read.get_profile(
+            ctx.engine, profile_id, purposes=ctx.settings.profiles.consent_purposes
+        )
+    )
+    return JSONOut(found.as_json())
+
+
+@router.get("/{profile_id}/events", summary="The profile's timeline across all its ids")
+async def profile_events(
+    request: Request,
+    _auth: AdminAuth,
+    profile_id: str,
+    cursor: str | None = None,
+    limit: int = Query(100, ge=1, le=1000),
+) -> EventPage:
+    ctx = get_context(request)
+    before = _cursor(cursor)
+    _found, found_events = await run_in_threadpool(
+        lambda: read.timeline(ctx.engine, profile_id, before_id=before, limit=limit)
+    )
+    next_cursor = str(found_events[-1].id) if len(found_events) == limit else None
+    return EventPage(items=[EventOut(**vars(e)) for e in found_events], next_cursor=next_cursor)
+
+
+def _consent_out(ctx: Any, profile_id: str) -> dict[str, Any]:
+    profile = read.get_profile(
+        ctx.engine, profile_id, purposes=ctx.settings.profiles.consent_purposes
+    )
+    history = read.consent_history(ctx.engine, profile.id)
+    return {
+        "profile_id": profile.id,
+        "consent": profile.document["consent"],
+        "history": [
+            {
+                "purpose": h.purpose,
+                "granted": h.granted,
+                "at": h.at.isoformat(),
+                "source": h.source,
+                "event_id": h.event_id,
+            }
+            for h in history
+        ],
+    }
+
+
+@router.get("/{profile_id}/consent", summary="Consent per purpose and its history")
+async def get_consent(request: Request, _auth: AdminAuth, profile_id: str) -> Response:
+    ctx = get_context(request)
+    return JSONOut(await run_in_threadpool(_consent_out, ctx, profile_id))
+
+
+@router.put("/{profile_id}/consent", summary="State consent per purpose (true or false)")
+async def put_consent(
+    request: Request,
+    _auth: AdminAuth,
+    profile_id: str,
+    statements: Annotated[dict[str, Any], Body(examples=[{"surveys": True, "marketing": False}])],
+) -> Response:
+    ctx = get_context(request)
+
+    def run() -> dict[str, Any]:
+        found = set_consent(ctx.engine, ctx.settings, profile_id, statements)
+        return _consent_out(ctx, found)
+
+    return JSONOut(await run_in_threadpool(run))
