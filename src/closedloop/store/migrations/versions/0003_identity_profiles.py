@@ -56,7 +56,7 @@ def upgrade() -> None:
             "other_profile_id",
             "identity_key",
             "reason",
-            name="uq_identity_conflicts_profile_id_other_profile_id_identity_key_reason",
+            name="uq_identity_conflicts_pair",
         ),
     )
     op.create_index("ix_identity_conflicts_profile_id", "identity_conflicts", ["profile_id"])
