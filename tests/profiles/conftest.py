@@ -76,8 +76,14 @@ def log(engine: Engine, db_url: str) -> Log:
     return Log(engine, make_settings(db_url))
 
 
-def identify(user_id: str | None = None, anonymous_id: str | None = None, **traits: Any) -> dict[str, Any]:
-    message: dict[str, Any] = {"type": "identify", "traits": traits, "timestamp": "2026-11-22T10:00:00Z"}
+def identify(
+    user_id: str | None = None, anonymous_id: str | None = None, **traits: Any
+) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "type": "identify",
+        "traits": traits,
+        "timestamp": "2026-11-22T10:00:00Z",
+    }
     if user_id is not None:
         message["userId"] = user_id
     if anonymous_id is not None:
@@ -85,8 +91,15 @@ def identify(user_id: str | None = None, anonymous_id: str | None = None, **trai
     return message
 
 
-def track(event: str, user_id: str | None = None, anonymous_id: str | None = None, **fields: Any) -> dict[str, Any]:
-    message: dict[str, Any] = {"type": "track", "event": event, "timestamp": "2026-11-22T10:00:00Z", **fields}
+def track(
+    event: str, user_id: str | None = None, anonymous_id: str | None = None, **fields: Any
+) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "type": "track",
+        "event": event,
+        "timestamp": "2026-11-22T10:00:00Z",
+        **fields,
+    }
     if user_id is not None:
         message["userId"] = user_id
     if anonymous_id is not None:

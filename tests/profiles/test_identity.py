@@ -43,9 +43,7 @@ def test_identify_on_second_device_merges_its_anonymous_profile(log: Log) -> Non
     assert log.live_profiles() == [pid]
     with log.engine.connect() as conn:
         merges = conn.execute(sa.select(identity_merges)).all()
-    assert [(m.survivor_id, m.merged_id, m.via) for m in merges] == [
-        (pid, laptop, "anonymous_id")
-    ]
+    assert [(m.survivor_id, m.merged_id, m.via) for m in merges] == [(pid, laptop, "anonymous_id")]
 
 
 def test_alias_joins_previous_id_into_user_id(log: Log) -> None:
@@ -76,9 +74,7 @@ def test_same_email_joins_profiles(log: Log) -> None:
     log.send(identify(None, "newsletter-anon", email="Erika@Example.com"))
     log.send(identify("shop-7", email="  erika@example.COM "))
     log.process()
-    assert log.profile_of("anonymous_id", "newsletter-anon") == log.profile_of(
-        "user_id", "shop-7"
-    )
+    assert log.profile_of("anonymous_id", "newsletter-anon") == log.profile_of("user_id", "shop-7")
     assert len(log.live_profiles()) == 1
 
 
@@ -89,9 +85,7 @@ def test_same_email_does_not_join_when_turned_off(log: Log) -> None:
     log.send(identify(None, "newsletter-anon", email="erika@example.com"))
     log.send(identify("shop-7", email="erika@example.com"))
     log.process()
-    assert log.profile_of("anonymous_id", "newsletter-anon") != log.profile_of(
-        "user_id", "shop-7"
-    )
+    assert log.profile_of("anonymous_id", "newsletter-anon") != log.profile_of("user_id", "shop-7")
     assert len(log.live_profiles()) == 2
 
 
@@ -152,7 +146,9 @@ def test_phone_joins_a_call_to_the_customer(log: Log) -> None:
     assert log.profile_of("phone", "+493511234567") == log.profile_of("user_id", "shop-1")
 
 
-def test_customer_key_is_the_keyed_hash_of_the_email(log: Log, client: TestClient, admin_headers: dict[str, str]) -> None:
+def test_customer_key_is_the_keyed_hash_of_the_email(
+    log: Log, client: TestClient, admin_headers: dict[str, str]
+) -> None:
     log.send(identify("u-1", email=" Anna@Example.com"))
     log.process()
     secret = log.settings.secret_key
@@ -167,7 +163,9 @@ def test_customer_key_is_the_keyed_hash_of_the_email(log: Log, client: TestClien
     assert by_key.json()["items"][0]["id"] == profile["id"]
 
 
-@pytest.mark.parametrize("spelling", ["0351 1234567", "+49 351 1234567", "+49 (351) 123-4567", "00493511234567"])
+@pytest.mark.parametrize(
+    "spelling", ["0351 1234567", "+49 351 1234567", "+49 (351) 123-4567", "00493511234567"]
+)
 def test_profile_lookup_by_phone_in_any_format(
     log: Log, client: TestClient, admin_headers: dict[str, str], spelling: str
 ) -> None:

@@ -45,6 +45,10 @@ identity_conflicts = sa.Table(
     sa.Column("last_event_id", sa.BigInteger(), nullable=False),
     sa.Column("occurrences", sa.Integer(), nullable=False),
     sa.UniqueConstraint(
-        "profile_id", "other_profile_id", "identity_key", "reason", name="uq_identity_conflicts_pair"
+        "profile_id",
+        "other_profile_id",
+        "identity_key",
+        "reason",
+        name="uq_identity_conflicts_pair",
     ),
 )

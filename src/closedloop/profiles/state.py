@@ -176,11 +176,14 @@ def _state_consent(
     source: str,
     changes: list[ConsentChange],
 ) -> None:
-    for raw, value in list(statements.items())[:50]:
-        purpose = purposes.get(str(raw).strip().lower())
-        granted = _consent_value(value)
-        if purpose is None or granted is None:
-            continue
+    # Sorted by purpose: PostgreSQL's JSONB does not keep the order of keys as sent.
+    stated = sorted(
+        (purpose, granted)
+        for raw, value in list(statements.items())[:50]
+        if (purpose := purposes.get(str(raw).strip().lower())) is not None
+        and (granted := _consent_value(value)) is not None
+    )
+    for purpose, granted in stated:
         current = p.consent.get(purpose)
         if current is not None and ev.timestamp < current[1]:
             continue
