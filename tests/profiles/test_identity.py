@@ -173,8 +173,9 @@ def test_profile_lookup_by_phone_in_any_format(
     log.process()
     found = client.get("/v1/profiles", params={"phone": spelling}, headers=admin_headers)
     assert found.status_code == 200, found.text
-    assert [p["identities"] for p in found.json()["items"]][0][0]["value"] in (
-        "caller",
-        "+493511234567",
-    )
+    (profile,) = found.json()["items"]
+    assert {(i["kind"], i["value"]) for i in profile["identities"]} == {
+        ("user_id", "caller"),
+        ("phone", "+493511234567"),
+    }
     assert found.json()["items"][0]["masterdata"]["phone"] == "+493511234567"
