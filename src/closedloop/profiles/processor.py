@@ -57,6 +57,7 @@ _CURSOR = "main"
 _PROFILE_NS = uuid.UUID("6f1d3c2e-8a4b-5c7d-9e0f-1a2b3c4d5e6f")
 _CHUNK = 900  # keys per IN list
 _ONE_US = timedelta(microseconds=1)
+_CHANNELS = frozenset({"web", "app", "pos", "email", "callcenter"})
 
 
 @dataclass(frozen=True)
@@ -271,6 +272,9 @@ class _Processor:
         max_traits = self.settings.profiles.max_traits
         for row, payload, ids in prepared:
             source, kind = channels.get(row.source_id, ("unknown", "server"))
+            context = payload.get("context")
+            if isinstance(context, dict) and context.get("channel") in _CHANNELS:
+                kind = context["channel"]  # a source that relays several channels names it
             ev = ProcessedEvent(
                 id=row.id,
                 type=row.type,

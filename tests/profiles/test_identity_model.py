@@ -1,0 +1,208 @@
+"""A hypothesis state machine: random identify / alias / track sequences, processed in random
+batches, against a small reference model of who is who (a union of identifier groups)."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from closedloop import profiles, store
+from closedloop.identity._tables import identities
+from closedloop.profiles._tables import profiles as profiles_table
+from tests.conftest import IN_CI, POSTGRES_URL, _postgres_schema_url, make_settings
+from tests.profiles.conftest import Log, identify, track
+
+USERS = st.sampled_from([f"user-{n}" for n in range(4)])
+ANONS = st.sampled_from([f"anon-{n}" for n in range(6)])
+EMAILS = st.sampled_from([f"person{n}@example.com" for n in range(3)])
+
+
+class Model:
+    """Who is who, by the rules, kept as groups of identifier keys."""
+
+    def __init__(self) -> None:
+        self.group: dict[str, int] = {}
+        self.members: dict[int, set[str]] = {}
+        self.next = 0
+
+    def owner(self, key: str) -> int | None:
+        return self.group.get(key)
+
+    def users(self, gid: int) -> set[str]:
+        return {k for k in self.members[gid] if k.startswith("u:")}
+
+    def add(self, key: str, gid: int) -> None:
+        self.group[key] = gid
+        self.members[gid].add(key)
+
+    def new(self) -> int:
+        self.next += 1
+        self.members[self.next] = set()
+        return self.next
+
+    def union(self, keep: int, gone: int) -> None:
+        for key in self.members.pop(gone):
+            self.add(key, keep)
+
+    def event(self, user: str | None, others: list[str], previous: str | None = None) -> None:
+        primary = self.owner(f"u:{user}") if user else None
+        if previous is not None:
+            prev_key = f"u:{previous}" if self.owner(f"u:{previous}") else f"a:{previous}"
+            prev_owner = self.owner(prev_key)
+            if prev_owner is None:
+                others = [prev_key, *others]
+            elif primary is None:
+                primary = prev_owner
+            elif prev_owner != primary:
+                self.union(primary, prev_owner)
+        if primary is None:
+            for key in others:
+                found = self.owner(key)
+                if found is not None and not (user and self.users(found)):
+                    primary = found
+                    break
+        if primary is None:
+            primary = self.new()
+        if user and self.owner(f"u:{user}") is None:
+            self.add(f"u:{user}", primary)
+        for key in others:
+            found = self.owner(key)
+            if found is None:
+                self.add(key, primary)
+            elif found != primary and not (self.users(primary) and self.users(found)):
+                self.union(primary, found)
+
+
+class IdentityMachine(RuleBasedStateMachine):
+    backend = "sqlite"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dir = Path(tempfile.mkdtemp())
+        self.schema: str | None = None
+        if self.backend == "sqlite":
+            url = f"sqlite:///{self.dir / 'model.db'}"
+        else:
+            assert POSTGRES_URL
+            self.schema = "t_" + secrets.token_hex(6)
+            admin = sa.create_engine(_postgres_schema_url(POSTGRES_URL, "public"))
+            with admin.begin() as conn:
+                conn.execute(sa.text(f'CREATE SCHEMA "{self.schema}"'))
+            admin.dispose()
+            url = _postgres_schema_url(POSTGRES_URL, self.schema)
+        self.engine = store.create_store_engine(url, sqlite_synchronous="OFF")
+        store.upgrade(self.engine)
+        self.log = Log(self.engine, make_settings(url))
+        self.model = Model()
+        self.pending: list[dict[str, Any]] = []
+        self.processed = True
+
+    def _send(self, message: dict[str, Any]) -> None:
+        self.pending.append(message)
+        self.processed = False
+
+    @rule(user=st.none() | USERS, anon=ANONS, email=st.none() | EMAILS)
+    def identify(self, user: str | None, anon: str, email: str | None) -> None:
+        traits = {"email": email} if email else {}
+        self._send(identify(user, anon, **traits))
+        others = ([f"e:{email}"] if email else []) + [f"a:{anon}"]
+        self.model.event(user, others)
+
+    @rule(user=st.none() | USERS, anon=st.none() | ANONS)
+    def track(self, user: str | None, anon: str | None) -> None:
+        if user is None and anon is None:
+            return
+        self._send(track("Page Viewed", user, anon))
+        self.model.event(user, [f"a:{anon}"] if anon else [])
+
+    @rule(previous=ANONS, user=USERS)
+    def alias(self, previous: str, user: str) -> None:
+        self._send({"type": "alias", "previousId": previous, "userId": user})
+        self.model.event(user, [], previous=previous)
+
+    @rule()
+    def process(self) -> None:
+        if self.pending:
+            self.log.send(*self.pending)
+            self.pending = []
+        self.log.process()
+        self.processed = True
+
+    def _real_groups(self) -> set[frozenset[str]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(identities.c.key, identities.c.profile_id)).all()
+        groups: dict[str, set[str]] = {}
+        for key, pid in rows:
+            groups.setdefault(pid, set()).add(key)
+        return {frozenset(g) for g in groups.values()}
+
+    @invariant()
+    @precondition(lambda self: self.processed)
+    def same_grouping_as_the_model(self) -> None:
+        expected = {frozenset(m) for m in self.model.members.values() if m}
+        assert self._real_groups() == expected
+
+    @invariant()
+    @precondition(lambda self: self.processed)
+    def no_profile_holds_two_user_ids_unless_aliased(self) -> None:
+        with self.engine.connect() as conn:
+            live = conn.execute(
+                sa.select(profiles_table.c.user_ids).where(profiles_table.c.merged_into.is_(None))
+            ).scalars()
+            assert all(len(ids) <= 1 for ids in live) or self._aliased_users()
+
+    def _aliased_users(self) -> bool:
+        return any(len(self.model.users(g)) > 1 for g in self.model.members)
+
+    def teardown(self) -> None:
+        try:
+            if self.processed and self.model.members:
+                before = self._real_groups()
+                profiles.rebuild(self.engine, self.log.settings)
+                assert self._real_groups() == before
+        finally:
+            self.engine.dispose()
+            shutil.rmtree(self.dir, ignore_errors=True)
+            if self.schema is not None and POSTGRES_URL:
+                admin = sa.create_engine(_postgres_schema_url(POSTGRES_URL, "public"))
+                with admin.begin() as conn:
+                    conn.execute(sa.text(f'DROP SCHEMA "{self.schema}" CASCADE'))
+                admin.dispose()
+
+
+class PostgresIdentityMachine(IdentityMachine):
+    backend = "postgres"
+
+
+test_identity_graph_matches_the_model_sqlite = IdentityMachine.TestCase
+test_identity_graph_matches_the_model_sqlite.settings = settings(
+    max_examples=40,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+@pytest.mark.postgres
+class TestIdentityGraphMatchesTheModelPostgres(PostgresIdentityMachine.TestCase):  # type: ignore[misc,name-defined]
+    settings = settings(
+        max_examples=12,
+        stateful_step_count=25,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+
+    def setUp(self) -> None:
+        if not POSTGRES_URL:
+            if IN_CI:
+                pytest.fail("CI=true but CLOSEDLOOP_TEST_POSTGRES_URL is not set")
+            pytest.skip("set CLOSEDLOOP_TEST_POSTGRES_URL to run PostgreSQL cases")

@@ -1,0 +1,160 @@
+"""The processor: rebuild gives the same state, a crash mid-batch applies nothing twice,
+workers take turns, lag is measured."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine
+
+from closedloop import profiles
+from closedloop.demo import generate_shop
+from closedloop.identity._tables import identities, identity_conflicts, identity_merges
+from closedloop.ingest._tables import events
+from closedloop.profiles import processor
+from closedloop.profiles._tables import consent_changes, processor_cursors
+from closedloop.profiles._tables import profiles as profiles_table
+from tests.profiles.conftest import Log, identify, track
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+def snapshot(engine: Engine) -> dict[str, Any]:
+    """Every derived row, without autoincrement ids."""
+    out: dict[str, Any] = {}
+    with engine.connect() as conn:
+        for table, order in (
+            (profiles_table, [profiles_table.c.id]),
+            (identities, [identities.c.key]),
+            (identity_merges, [identity_merges.c.event_id, identity_merges.c.merged_id]),
+            (
+                identity_conflicts,
+                [identity_conflicts.c.profile_id, identity_conflicts.c.identity_key],
+            ),
+            (consent_changes, [consent_changes.c.event_id, consent_changes.c.purpose]),
+        ):
+            rows = conn.execute(sa.select(table).order_by(*order)).mappings().all()
+            out[table.name] = [
+                {k: v for k, v in r.items() if k != "id" or table is profiles_table} for r in rows
+            ]
+    return out
+
+
+def _shop(log: Log, customers: int = 60) -> int:
+    messages = list(generate_shop(customers=customers, days=30, now=NOW))
+    extra = [
+        identify("cust-00001", "shared-tablet"),
+        identify("cust-00002", "shared-tablet"),
+        identify(None, "call-1", phone="0351 7654321"),
+        identify("vip", "phone-app", email="vip@example.com", consent={"surveys": True}),
+        track("Product Viewed", anonymous_id="laptop", properties={"category": "Socken"}),
+        identify("vip", "laptop"),
+        identify(None, "newsletter-form", email="VIP@example.com", consent={"surveys": False}),
+    ]
+    for start in range(0, len(messages), 250):
+        log.send(*messages[start : start + 250])
+    log.send(*extra)
+    return len(messages) + len(extra)
+
+
+def test_rebuild_gives_identical_profiles_and_identities(log: Log) -> None:
+    sent = _shop(log)
+    # Incremental: small batches, interleaved with more events.
+    done = 0
+    while (report := profiles.process_batch(log.engine, log.settings, limit=97)) and report.events:
+        done += report.events
+    assert done == sent
+    incremental = snapshot(log.engine)
+    assert incremental["profiles"] and incremental["identities"] and incremental["identity_merges"]
+    assert profiles.rebuild(log.engine, log.settings, limit=5000) == sent
+    assert snapshot(log.engine) == incremental
+
+
+def test_every_event_is_counted_once_on_exactly_one_profile(log: Log) -> None:
+    sent = _shop(log, customers=40)
+    log.process()
+    with log.engine.connect() as conn:
+        computed = conn.execute(
+            sa.select(profiles_table.c.computed).where(profiles_table.c.merged_into.is_(None))
+        ).scalars()
+        assert sum(c["events"] for c in computed) == sent
+
+
+def test_crash_mid_batch_rolls_back_and_replays(log: Log, monkeypatch: pytest.MonkeyPatch) -> None:
+    sent = _shop(log, customers=30)
+    real_flush = processor._Processor._flush
+    calls = {"n": 0}
+
+    def failing_flush(self: Any, conn: sa.Connection, batch: Any) -> int:
+        calls["n"] += 1
+        written = real_flush(self, conn, batch)  # the writes happen, then the crash
+        if calls["n"] == 3:
+            raise RuntimeError("crash inside the batch transaction")
+        return written
+
+    monkeypatch.setattr(processor._Processor, "_flush", failing_flush)
+    with pytest.raises(RuntimeError):
+        while profiles.process_batch(log.engine, log.settings, limit=50):
+            pass
+    monkeypatch.undo()
+    log.process()
+    crashed = snapshot(log.engine)
+    profiles.rebuild(log.engine, log.settings)
+    assert snapshot(log.engine) == crashed
+    total = sum(p["computed"]["events"] for p in crashed["profiles"] if p["merged_into"] is None)
+    assert total == sent
+
+
+def test_cursor_moves_with_the_batch(log: Log) -> None:
+    log.send(*[track("Page Viewed", anonymous_id=f"a{n}") for n in range(10)])
+    first = profiles.process_batch(log.engine, log.settings, limit=4)
+    assert first is not None
+    assert first.events == 4
+    with log.engine.connect() as conn:
+        cursor = conn.execute(sa.select(processor_cursors)).one()
+        fourth = (
+            conn.execute(sa.select(events.c.id).order_by(events.c.id).limit(4)).scalars().all()[-1]
+        )
+    assert cursor.event_id == fourth
+    assert profiles.lag(log.engine).events == 6
+    assert log.process() == 6
+    assert profiles.lag(log.engine).events == 0
+    assert profiles.process_batch(log.engine, log.settings) == processor.BatchReport(
+        0, 0, profiles.lag(log.engine).position
+    )
+
+
+def test_lag_is_in_metrics(log: Log, client: TestClient, admin_headers: dict[str, str]) -> None:
+    log.send(track("Page Viewed", anonymous_id="a1"))
+    text = client.get("/metrics").text
+    assert "closedloop_processor_lag_events" in text
+    assert "closedloop_processor_lag_seconds" in text
+
+
+def test_concurrent_processors_apply_each_event_once(log: Log) -> None:
+    sent = _shop(log, customers=80)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            profiles.process_available(log.engine, log.settings, limit=40)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    state = snapshot(log.engine)
+    assert (
+        sum(p["computed"]["events"] for p in state["profiles"] if p["merged_into"] is None) == sent
+    )
+    profiles.rebuild(log.engine, log.settings)
+    assert snapshot(log.engine) == state
