@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from closedloop.cli import db, demo, events, importing, init, serve, sources  # noqa: F401
+from closedloop.cli import (  # noqa: F401
+    db,
+    demo,
+    events,
+    importing,
+    init,
+    profiles,
+    serve,
+    sources,
+    worker,
+)
 from closedloop.cli._app import app
 
 __all__ = ["app", "main"]

@@ -41,14 +41,19 @@ def init(
 ) -> None:
     """Prepare a local hub: secrets, store, demo source. Safe to run again.
 
-    Writes `CLOSEDLOOP_SECRET_KEY`, `CLOSEDLOOP_ADMIN_TOKEN` and the demo write key to
+    Writes `CLOSEDLOOP_SECRET_KEY`, `CLOSEDLOOP_ADMIN_TOKEN`, the customer-key secret
+    (`CLOSEDLOOP_IDENTITY__CUSTOMER_KEY_SECRET`) and the demo write key to
     `.env` (mode 600) when they are missing, upgrades the store, and prints the credentials.
 
     Example: `closedloop init && closedloop serve`
     """
     values = _read_env(env_file)
     changed = False
-    for name in ("CLOSEDLOOP_SECRET_KEY", "CLOSEDLOOP_ADMIN_TOKEN"):
+    for name in (
+        "CLOSEDLOOP_SECRET_KEY",
+        "CLOSEDLOOP_ADMIN_TOKEN",
+        "CLOSEDLOOP_IDENTITY__CUSTOMER_KEY_SECRET",
+    ):
         if not values.get(name):
             values[name] = secrets.token_urlsafe(32)
             changed = True

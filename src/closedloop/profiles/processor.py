@@ -550,11 +550,13 @@ def process_available(
     *,
     limit: int | None = None,
     metrics: Metrics | None = None,
+    stop: threading.Event | None = None,
 ) -> int:
-    """Process until no committed event is left; answer how many were processed here."""
+    """Process until no committed event is left (or `stop` is set); answer how many were
+    processed here."""
     proc = _Processor(settings)
     total = 0
-    while True:
+    while stop is None or not stop.is_set():
         started = time.perf_counter()
         report = process_batch(engine, settings, limit=limit, _proc=proc)
         if report is None:
@@ -568,6 +570,7 @@ def process_available(
         total += report.events
         if report.events == 0:
             return total
+    return total
 
 
 def rebuild(engine: Engine, settings: Settings, *, limit: int | None = None) -> int:

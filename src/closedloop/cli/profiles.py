@@ -1,0 +1,159 @@
+"""`closedloop profiles`: look a customer up by any identifier."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from closedloop.cli._app import app, console, fail, handle_errors, open_store, settings
+from closedloop.profiles import read
+
+profiles_app = typer.Typer(
+    help="Look customers up.\n\nExample: `closedloop profiles show --phone '0351 1234567'`",
+    no_args_is_help=True,
+)
+app.add_typer(profiles_app, name="profiles")
+
+
+def _summary(doc: dict[str, Any]) -> Table:
+    md = doc["masterdata"]
+    computed = doc["computed"]
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    name = " ".join(p for p in (md.get("first_name"), md.get("last_name")) if p) or "-"
+    rows = [
+        ("profile", doc["id"]),
+        ("customer key", doc["customer_key"] or "-"),
+        ("name", name),
+        ("salutation", md.get("salutation_de") or "-"),
+        ("e-mail", md.get("email") or "-"),
+        ("phone", md.get("phone") or "-"),
+        (
+            "address",
+            ", ".join(
+                p
+                for p in (
+                    md.get("street"),
+                    " ".join(x for x in (md.get("postal_code"), md.get("city")) if x),
+                )
+                if p
+            )
+            or "-",
+        ),
+        (
+            "identities",
+            ", ".join(f"{i['kind']}={i['value']}" for i in doc["identities"]),
+        ),
+        (
+            "seen",
+            f"{computed['first_seen'] or '-'} .. {computed['last_seen'] or '-'} "
+            f"({computed['events']} events on {', '.join(computed['channels']) or '-'})",
+        ),
+        ("orders", f"{computed['orders']} ({computed['revenue']:.2f})"),
+        (
+            "interests",
+            ", ".join(f"{i['category']} ({i['count']})" for i in computed["interests"]) or "-",
+        ),
+        (
+            "consent",
+            ", ".join(
+                f"{purpose}={'yes' if s['granted'] else 'no'}" if s else f"{purpose}=?"
+                for purpose, s in doc["consent"].items()
+            ),
+        ),
+        (
+            "quality",
+            "; ".join(f"{q['field']}: {q['problem']} ({q['value']})" for q in doc["quality"])
+            or "ok",
+        ),
+        ("merged from", ", ".join(m["id"] for m in doc["merged_from"]) or "-"),
+        (
+            "conflicts",
+            "; ".join(
+                f"{c['reason']} with {c['other_profile_id'] or '-'} via "
+                f"{c['identity']['kind']} ({c['occurrences']}x)"
+                for c in doc["conflicts"]
+            )
+            or "-",
+        ),
+    ]
+    for label, value in rows:
+        table.add_row(label, value)
+    return table
+
+
+@profiles_app.command("show")
+def show(
+    email: str | None = typer.Option(None, help="E-mail address, any spelling."),
+    phone: str | None = typer.Option(None, help="Phone number, any format."),
+    user_id: str | None = typer.Option(None, "--user-id", help="The shop's user id."),
+    anonymous_id: str | None = typer.Option(None, "--anonymous-id", help="A device's id."),
+    customer_key: str | None = typer.Option(None, "--customer-key", help="`v1.` + hex."),
+    profile_id: str | None = typer.Option(None, "--id", help="Profile id (merged ids too)."),
+    events: int = typer.Option(10, min=0, max=1000, help="Newest timeline events to show."),
+    as_json: bool = typer.Option(False, "--json", help="Print the profile (and events) as JSON."),
+) -> None:
+    """Show one customer's profile and newest events.
+
+    Example: `closedloop profiles show --email anna@example.com --events 20`
+    """
+    config = settings()
+    given = {
+        k: v
+        for k, v in {
+            "email": email,
+            "phone": phone,
+            "user_id": user_id,
+            "anonymous_id": anonymous_id,
+            "customer_key": customer_key,
+            "id": profile_id,
+        }.items()
+        if v is not None
+    }
+    if len(given) != 1:
+        raise fail(
+            "give exactly one of --email, --phone, --user-id, --anonymous-id, --customer-key, --id"
+        )
+    ((kind, value),) = given.items()
+    purposes = config.profiles.consent_purposes
+    with handle_errors():
+        engine = open_store(config)
+        if kind == "id":
+            profile: read.Profile | None = read.get_profile(engine, value, purposes=purposes)
+        else:
+            profile = read.find_profile(
+                engine, kind, value, region=config.identity.default_region, purposes=purposes
+            )
+        if profile is None:
+            raise fail(f"no profile with {kind.replace('_', ' ')} `{value[:80]}`")
+        _found, timeline = read.timeline(engine, profile.id, before_id=None, limit=max(events, 1))
+        timeline = timeline[:events]
+    if as_json:
+        doc = dict(profile.as_json())
+        doc["events"] = [
+            {
+                "id": e.id,
+                "source": e.source,
+                "type": e.type,
+                "event": e.event,
+                "timestamp": e.timestamp.isoformat(),
+                "properties": e.payload.get("properties"),
+            }
+            for e in timeline
+        ]
+        console.print(json.dumps(doc, ensure_ascii=False, indent=2), markup=False)
+        return
+    console.print(_summary(profile.as_json()))
+    if timeline:
+        table = Table(title="newest events")
+        for column in ("time", "source", "type", "event / page"):
+            table.add_column(column)
+        for e in timeline:
+            props = e.payload.get("properties") or {}
+            what = e.event or e.payload.get("name") or props.get("path") or ""
+            table.add_row(e.timestamp.isoformat(timespec="seconds"), e.source, e.type, str(what))
+        console.print(table)

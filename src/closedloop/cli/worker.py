@@ -1,0 +1,78 @@
+"""`closedloop worker` and `closedloop rebuild`: the processor outside the server."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from types import FrameType
+
+import typer
+
+from closedloop import profiles, store
+from closedloop.cli._app import app, console, handle_errors, open_store, settings
+
+
+@app.command("worker")
+def worker(
+    once: bool = typer.Option(False, "--once", help="Process what is there, then exit."),
+    batch_events: int | None = typer.Option(
+        None, min=1, max=100_000, help="Events per transaction (default: setting)."
+    ),
+) -> None:
+    """Run the processor: derive identities and profiles from the event log.
+
+    Safe to run several on PostgreSQL (they take turns batch by batch) and next to
+    `closedloop serve`. Stops cleanly on Ctrl-C or SIGTERM after the current batch.
+
+    Example: `CLOSEDLOOP_PROCESSOR__EMBEDDED=false closedloop serve & closedloop worker`
+    """
+    config = settings()
+    stop = threading.Event()
+
+    def _stop(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    with handle_errors():
+        engine = open_store(config)
+        store.upgrade(engine)
+        total = 0
+        started = time.monotonic()
+        while not stop.is_set():
+            done = profiles.process_available(engine, config, limit=batch_events, stop=stop)
+            total += done
+            if done:
+                rate = total / max(time.monotonic() - started, 1e-9)
+                console.print(f"worker: {total} events processed ({rate:.0f}/s)", markup=False)
+            if once:
+                break
+            stop.wait(config.processor.poll_seconds)
+    console.print(f"worker: stopped after {total} events", markup=False)
+
+
+@app.command("rebuild")
+def rebuild(
+    batch_events: int | None = typer.Option(
+        None, min=1, max=100_000, help="Events per transaction (default: setting)."
+    ),
+) -> None:
+    """Forget all derived identities and profiles and rebuild them from the event log.
+
+    The result equals what incremental processing made (the log is the truth).
+
+    Example: `closedloop rebuild`
+    """
+    config = settings()
+    with handle_errors():
+        engine = open_store(config)
+        store.upgrade(engine)
+        started = time.monotonic()
+        done = profiles.rebuild(engine, config, limit=batch_events)
+        seconds = time.monotonic() - started
+        lag = profiles.lag(engine)
+    console.print(
+        f"rebuild: {done} events processed in {seconds:.1f} s; {lag.events} left",
+        markup=False,
+    )
