@@ -89,7 +89,7 @@ def _computed(raw: dict[str, Any]) -> dict[str, Any]:
 
 def resolve_profile_id(conn: sa.Connection, profile_id: str) -> str | None:
     """The surviving profile of `profile_id` (itself unless merged), or None if unknown."""
-    if not profile_id or len(profile_id) > 40:
+    if not profile_id or len(profile_id) > 40 or "\x00" in profile_id:
         return None
     row = conn.execute(
         sa.select(profiles.c.id, profiles.c.merged_into).where(profiles.c.id == profile_id)
@@ -220,6 +220,8 @@ def find_profile(
         )
     if not value or len(value) > _MAX_ID:
         raise InvalidInputError(f"invalid `{kind}`: expected 1 to {_MAX_ID} characters", field=kind)
+    if "\x00" in value:
+        raise InvalidInputError(f"invalid `{kind}`: contains a NUL character", field=kind)
     with engine.connect() as conn:
         if kind == "customer_key":
             if not is_customer_key(value):

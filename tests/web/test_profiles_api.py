@@ -1,0 +1,205 @@
+"""The profile API: look-ups, paging, timeline, merged ids, and bad input on every parameter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.profiles.conftest import Log, identify, track
+
+
+@pytest.fixture
+def shop(log: Log) -> Log:
+    log.send(track("Article Rated", anonymous_id="anon-1", properties={"rating": 5}))
+    log.send(identify("user-1", "anon-1", email="anna@example.com", phone="0351 1234567"))
+    log.send(track("Product Viewed", anonymous_id="laptop"))
+    log.send(identify("user-1", "laptop"))
+    log.send(track("Order Completed", user_id="user-1", properties={"revenue": 10}))
+    for n in range(5):
+        log.send(identify(f"other-{n}"))
+    log.process()
+    return log
+
+
+@pytest.fixture
+def log(engine: Any, db_url: str) -> Log:
+    from tests.conftest import make_settings
+
+    return Log(engine, make_settings(db_url))
+
+
+def test_timeline_spans_every_id_the_customer_had(
+    shop: Log, client: TestClient, admin_headers: dict[str, str]
+) -> None:
+    pid = shop.profile_of("user_id", "user-1")
+    answer = client.get(f"/v1/profiles/{pid}/events", headers=admin_headers)
+    assert answer.status_code == 200
+    names = [(e["type"], e["event"], e["anonymous_id"]) for e in answer.json()["items"]]
+    assert names == [
+        ("track", "Order Completed", None),
+        ("identify", None, "laptop"),
+        ("track", "Product Viewed", "laptop"),
+        ("identify", None, "anon-1"),
+        ("track", "Article Rated", "anon-1"),
+    ]
+    page = client.get(f"/v1/profiles/{pid}/events", params={"limit": 2}, headers=admin_headers)
+    assert len(page.json()["items"]) == 2
+    rest = client.get(
+        f"/v1/profiles/{pid}/events",
+        params={"cursor": page.json()["next_cursor"]},
+        headers=admin_headers,
+    )
+    assert len(rest.json()["items"]) == 3
+
+
+def test_merged_profile_id_answers_with_the_survivor(
+    shop: Log, client: TestClient, admin_headers: dict[str, str]
+) -> None:
+    survivor = client.get("/v1/profiles", params={"user_id": "user-1"}, headers=admin_headers)
+    (profile,) = survivor.json()["items"]
+    (merged,) = profile["merged_from"]
+    assert merged["via"] == "anonymous_id"
+    answer = client.get(f"/v1/profiles/{merged['id']}", headers=admin_headers)
+    assert answer.status_code == 200
+    assert answer.json()["id"] == profile["id"]
+    for key in (
+        "id",
+        "customer_key",
+        "identities",
+        "traits",
+        "computed",
+        "consent",
+        "quality",
+        "merged_from",
+        "created_at",
+        "updated_at",
+        "masterdata",
+        "conflicts",
+    ):
+        assert key in profile
+
+
+def test_profiles_are_listed_in_pages(
+    shop: Log, client: TestClient, admin_headers: dict[str, str]
+) -> None:
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": 2}
+        if cursor:
+            params["cursor"] = cursor
+        page = client.get("/v1/profiles", params=params, headers=admin_headers).json()
+        seen += [p["id"] for p in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == sorted(shop.live_profiles()) and len(seen) == 6
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"email": "not-an-address"}, "email"),
+        ({"email": "x" * 400 + "@example.com"}, "email"),
+        ({"phone": "call me"}, "phone"),
+        ({"phone": "12"}, "phone"),
+        ({"customer_key": "v1.zz"}, "customer_key"),
+        ({"user_id": "u" * 400}, "user_id"),
+        ({"user_id": ""}, "user_id"),
+        ({"user_id": "\u0000x"}, "user_id"),
+        ({"anonymous_id": "a\u0000"}, "anonymous_id"),
+        ({"email": "anna@example.com", "user_id": "user-1"}, "email"),
+        ({"cursor": "'; DROP TABLE profiles; --"}, "cursor"),
+        ({"limit": 0}, "limit"),
+        ({"limit": 100000}, "limit"),
+        ({"limit": "many"}, "limit"),
+    ],
+)
+def test_bad_lookup_names_the_field(
+    shop: Log,
+    client: TestClient,
+    admin_headers: dict[str, str],
+    params: dict[str, Any],
+    field: str,
+) -> None:
+    answer = client.get("/v1/profiles", params=params, headers=admin_headers)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["field"] == field
+
+
+@pytest.mark.parametrize("value", ["' OR 1=1 --", "user-1' --", "%", "*", "user-1 ", "USER-1"])
+def test_hostile_ids_find_nobody(
+    shop: Log, client: TestClient, admin_headers: dict[str, str], value: str
+) -> None:
+    answer = client.get("/v1/profiles", params={"user_id": value}, headers=admin_headers)
+    assert answer.status_code == 200
+    assert answer.json()["items"] == []
+
+
+def test_unknown_profile_is_404(
+    shop: Log, client: TestClient, admin_headers: dict[str, str]
+) -> None:
+    for path in (
+        "/v1/profiles/p_nobody",
+        "/v1/profiles/" + "x" * 500,
+        "/v1/profiles/p_nobody/events",
+    ):
+        answer = client.get(path, headers=admin_headers)
+        assert answer.status_code == 404, path
+        assert "no profile" in answer.json()["error"]["message"]
+    answer = client.put(
+        "/v1/profiles/p_nobody/consent", json={"surveys": True}, headers=admin_headers
+    )
+    assert answer.status_code == 404
+
+
+def test_profile_routes_need_the_admin_token(shop: Log, client: TestClient) -> None:
+    pid = shop.profile_of("user_id", "user-1")
+    for method, path in (
+        ("GET", "/v1/profiles"),
+        ("GET", f"/v1/profiles/{pid}"),
+        ("GET", f"/v1/profiles/{pid}/events"),
+        ("GET", f"/v1/profiles/{pid}/consent"),
+        ("PUT", f"/v1/profiles/{pid}/consent"),
+    ):
+        answer = client.request(
+            method, path, json={"surveys": True}, headers={"Authorization": "Bearer wrong"}
+        )
+        assert answer.status_code == 401, path
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"{not json", b"[1, 2]", b'"surveys"', b"", b'{"surveys": true' + b" " * 10],
+)
+def test_malformed_consent_body_is_400(
+    shop: Log, client: TestClient, admin_headers: dict[str, str], body: bytes
+) -> None:
+    pid = shop.profile_of("user_id", "user-1")
+    answer = client.put(
+        f"/v1/profiles/{pid}/consent",
+        content=body,
+        headers={**admin_headers, "Content-Type": "application/json"},
+    )
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["message"]
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    kind=st.sampled_from(["email", "phone", "user_id", "anonymous_id", "customer_key", "cursor"]),
+    value=st.text(max_size=400),
+)
+def test_any_lookup_value_answers_200_or_400(
+    shop: Log, client: TestClient, admin_headers: dict[str, str], kind: str, value: str
+) -> None:
+    answer = client.get("/v1/profiles", params={kind: value}, headers=admin_headers)
+    assert answer.status_code in (200, 400), answer.text
+    if answer.status_code == 400:
+        assert answer.json()["error"]["field"] == kind
