@@ -19,6 +19,7 @@ from closedloop import ingest
 from closedloop.cli import app as cli_app
 from closedloop.config import Settings
 from closedloop.ingest.importer import CsvMapping, import_file
+from tests.conftest import make_settings
 from tests.helpers import basic, stored
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -134,3 +135,22 @@ def test_docs_pages_link_to_existing_pages(page: str) -> None:
     text = (DOCS / page).read_text(encoding="utf-8")
     for link in re.findall(r"\]\(([^)#:]+\.md)\)", text):
         assert (DOCS / link).exists(), f"{page} links to missing {link}"
+
+
+def test_profile_example_in_the_docs_has_the_real_fields(
+    engine: Engine, db_url: str, client: TestClient, admin_headers: dict[str, str]
+) -> None:
+    from tests.profiles.conftest import Log, identify
+
+    (block,) = _blocks((DOCS / "http-api.md").read_text(), "json profile-example")
+    example = orjson.loads(block)
+    log = Log(engine, make_settings(db_url))
+    log.send(identify("cust-00042", "anon-1", **example["traits"]))
+    log.process()
+    (real,) = client.get(
+        "/v1/profiles", params={"user_id": "cust-00042"}, headers=admin_headers
+    ).json()["items"]
+    assert set(example) == set(real)
+    assert set(example["masterdata"]) == set(real["masterdata"])
+    assert set(example["computed"]) == set(real["computed"])
+    assert real["masterdata"] == example["masterdata"]
