@@ -64,6 +64,12 @@ _LAST = [
     "Schröder",
     "Neumann",
 ]
+_GENDER_SPELLINGS = {
+    "female": ["female", "female", "w", "weiblich", "Frau", "Mrs", "f"],
+    "male": ["male", "male", "m", "männlich", "Herr", "Mr"],
+    "diverse": ["diverse", "d", "divers", "x"],
+}
+
 _CITIES = [
     ("01067", "Dresden", "351"),
     ("01307", "Dresden", "351"),
@@ -139,7 +145,7 @@ def _phone(rng: random.Random, area: str) -> str:
         return f"+49 {area} {number}"
     if style < 0.85:
         return f"0{area}/{number}"
-    return f"+49 1{rng.choice(['51', '60', '71', '76'])} {number}"
+    return f"+49 1{rng.choice(['51', '60', '71', '76'])} {rng.randint(10000000, 99999999)}"
 
 
 def _customer(
@@ -257,18 +263,45 @@ def _customer(
     last = rng.choice(_LAST)
     postal, city, area = rng.choice(_CITIES)
     email = f"{first}.{last}{i}@example.com".lower().replace("ü", "ue").replace("ö", "oe")
-    traits = {
+    phone = _phone(rng, area)
+    traits: dict[str, Any] = {
         "email": email if rng.random() < 0.9 else email.upper(),
         "firstName": first,
         "lastName": last,
-        "gender": gender,
-        "phone": _phone(rng, area),
+        # Shop systems spell gender in many ways; the profile's master data cleans it.
+        "gender": rng.choice(_GENDER_SPELLINGS[gender]),
+        "phone": phone,
         "street": f"{rng.choice(_STREETS)} {rng.randint(1, 120)}",
-        "postalCode": postal,
+        # A spreadsheet export lost the leading zero now and then: 1067 for 01067.
+        "postalCode": int(postal) if postal.startswith("0") and rng.random() < 0.3 else postal,
         "city": city,
         "createdAt": checkout.isoformat(),
+        "consent": {"surveys": rng.random() < 0.7, "crm_sync": rng.random() < 0.8},
     }
+    if rng.random() < 0.03:
+        traits["salutation"] = "Herr" if gender == "female" else "Frau"  # a contradiction
     msg("identify", checkout, channel, userId=user_id, traits=traits, **ids)
+    if rng.random() < 0.2:
+        # A second device: browsed anonymously, then logged in there too (profiles merge).
+        second = f"anon-{seed}-{i:05d}-dev2"
+        second_channel = "web" if channel == "app" else "app"
+        for _ in range(rng.randint(1, 4)):
+            msg(
+                "page" if second_channel == "web" else "screen",
+                at_random(checkout),
+                second_channel,
+                name="Laufschuhe",
+                properties={"path": "/laufschuhe"},
+                anonymousId=second,
+            )
+        login = at_random(checkout)
+        msg("identify", login, second_channel, userId=user_id, anonymousId=second, traits={})
+    if i % 97 == 1:
+        # A family tablet: this customer logs in on the previous customer's device. Two user
+        # ids never merge; the conflict is recorded on both profiles.
+        shared = f"anon-{seed}-{i - 1:05d}-family-tablet"
+        msg("identify", at_random(checkout), "web", userId=f"cust-{i:05d}", anonymousId=shared)
+        msg("identify", at_random(checkout), "web", userId=user_id, anonymousId=shared)
     msg(
         "track",
         checkout + timedelta(seconds=30),
@@ -348,9 +381,14 @@ def _customer(
         )
     if rng.random() < 0.08:
         reason = rng.choice(["complaint", "question", "cancellation"])
+        called = at_random(checkout)
+        # The call center knows the caller by phone number only, written its own way.
+        caller = {"anonymousId": f"call-{seed}-{i:05d}"}
+        spoken = phone.replace(" ", "").replace("/", "")
+        msg("identify", called, "callcenter", traits={"phone": spoken}, **caller)
         msg(
             "track",
-            at_random(checkout),
+            called + timedelta(seconds=5),
             "callcenter",
             event="Call Logged",
             properties={
@@ -358,7 +396,7 @@ def _customer(
                 "duration_s": rng.randint(60, 900),
                 "sentiment": "negative" if reason != "question" else "neutral",
             },
-            **uid,
+            **caller,
         )
 
 
