@@ -49,5 +49,8 @@ processor_cursors = sa.Table(
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("txid", sa.BigInteger(), nullable=False),
     sa.Column("event_id", sa.BigInteger(), nullable=False),
+    # Bumped by every batch and by anything else that changes derived state (rebuild): a
+    # processor keeps its in-memory states only while the sequence is the one it wrote.
+    sa.Column("seq", sa.BigInteger(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=True),
 )

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
@@ -118,8 +119,14 @@ class _Normaliser:
         return found  # type: ignore[return-value]
 
 
-def _event_ids(row: Any, payload: dict[str, Any], norm: _Normaliser) -> tuple[EventIds, list[str]]:
-    traits = payload.get("traits") if row.type == "identify" else None
+def _event_ids(
+    kind: str,
+    user_id: str | None,
+    anonymous_id: str | None,
+    payload: dict[str, Any],
+    norm: _Normaliser,
+) -> tuple[EventIds, list[str]]:
+    traits = payload.get("traits") if kind == "identify" else None
     context = payload.get("context")
     context_traits = context.get("traits") if isinstance(context, dict) else None
     email = phone = None
@@ -127,19 +134,19 @@ def _event_ids(row: Any, payload: dict[str, Any], norm: _Normaliser) -> tuple[Ev
         if isinstance(found, dict):
             email = email or norm.email(found.get("email"))
             phone = phone or norm.phone(found.get("phone"))
-    previous = payload.get("previousId") if row.type == "alias" else None
+    previous = payload.get("previousId") if kind == "alias" else None
     ids = EventIds(
-        user_id=row.user_id or None,
-        anonymous_id=row.anonymous_id or None,
+        user_id=user_id or None,
+        anonymous_id=anonymous_id or None,
         email=email,
         phone=phone,
         previous_id=str(previous) if previous not in (None, "") else None,
     )
     keys = []
-    if ids.user_id:
-        keys.append("u:" + ids.user_id)
-    if ids.anonymous_id:
-        keys.append("a:" + ids.anonymous_id)
+    if user_id:
+        keys.append("u:" + user_id)
+    if anonymous_id:
+        keys.append("a:" + anonymous_id)
     if email:
         keys.append("e:" + email)
     if phone:
@@ -149,14 +156,31 @@ def _event_ids(row: Any, payload: dict[str, Any], norm: _Normaliser) -> tuple[Ev
     return ids, keys
 
 
+class _Cache:
+    """Identities and profile states kept between batches, valid while no one else has
+    processed: the cursor's `seq` must still be the one this processor wrote last."""
+
+    MAX_KEYS = 400_000
+    MAX_STATES = 100_000
+
+    def __init__(self) -> None:
+        self.owners: dict[str, str | None] = {}
+        self.states: dict[str, ProfileState] = {}
+        self.redirect: dict[str, str] = {}
+        self.seq: int | None = None
+
+    def clear(self) -> None:
+        self.owners, self.states, self.redirect, self.seq = {}, {}, {}, None
+
+
 class _Batch:
     """The working set of one batch: implements `identity.graph.WorkingSet`."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.owners: dict[str, str | None] = {}
-        self.profiles: dict[str, ProfileState] = {}
-        self.redirect: dict[str, str] = {}
+    def __init__(self, cache: _Cache) -> None:
+        self.owners = cache.owners
+        self.profiles = cache.states
+        self.redirect = cache.redirect
+        self.touched: dict[str, ProfileState] = {}
         self.new_identities: dict[str, tuple[str, int, int]] = {}  # key -> (pid, at, event)
         self.moves: list[tuple[str, str]] = []
         self.merges: list[dict[str, Any]] = []
@@ -166,13 +190,16 @@ class _Batch:
 
     # -- WorkingSet
     def _final(self, profile_id: str) -> str:
-        while profile_id in self.redirect:
-            profile_id = self.redirect[profile_id]
+        redirect = self.redirect
+        while profile_id in redirect:
+            profile_id = redirect[profile_id]
         return profile_id
 
     def owner(self, key: str) -> str | None:
         found = self.owners.get(key)
-        return None if found is None else self._final(found)
+        if found is None or found not in self.redirect:
+            return found
+        return self._final(found)
 
     def node(self, profile_id: str) -> ProfileState:
         return self.profiles[profile_id]
@@ -181,7 +208,7 @@ class _Batch:
         ev = self.event
         assert ev is not None  # noqa: S101 - set by `run` before `resolve`
         pid = profile_id_for(ev.id)
-        self.profiles[pid] = ProfileState(
+        self.profiles[pid] = self.touched[pid] = ProfileState(
             id=pid,
             created_at=ev.received_at,
             updated_at=ev.received_at,
@@ -202,6 +229,7 @@ class _Batch:
         elif key.startswith("a:"):
             p.anonymous_ids += 1
         p.dirty = True
+        self.touched[profile_id] = p
 
     def merge(self, survivor_id: str, merged_id: str, *, via: Via) -> None:
         ev = self.event
@@ -209,9 +237,7 @@ class _Batch:
         survivor, merged = self.profiles[survivor_id], self.profiles[merged_id]
         merge_into(survivor, merged)
         merged.merged_into = survivor_id
-        for p in self.profiles.values():
-            if p.merged_into == merged_id:
-                p.merged_into = survivor_id
+        self.touched[survivor_id], self.touched[merged_id] = survivor, merged
         self.redirect[merged_id] = survivor_id
         self.moves.append((merged_id, survivor_id))
         self.merges.append(
@@ -235,6 +261,76 @@ class _Batch:
             entry[2] += 1
 
 
+# The hot statements, in SQLite's placeholder style: `?` a value, `?j` a JSON document,
+# `::t` a JSON column read as text. `_Sql` turns them into each backend's own SQL.
+_READ_SQLITE = (
+    "SELECT id, txid, source_id, type, event, user_id, anonymous_id, timestamp, received_at, "
+    "payload FROM events WHERE id > ? ORDER BY id LIMIT ?"
+)
+_READ_POSTGRES = (
+    "SELECT id, txid, source_id, type, event, user_id, anonymous_id, timestamp, received_at, "
+    "payload::t FROM events "
+    "WHERE txid < (pg_snapshot_xmin(pg_current_snapshot())::t)::bigint "
+    "AND (txid, id) > (?, ?) ORDER BY txid, id LIMIT ?"
+)
+_IDENTITIES = "SELECT key, profile_id FROM identities WHERE key IN (?*)"
+_PROFILES = (
+    "SELECT id, user_ids::t, anonymous_ids, traits::t, computed::t, consent::t, created_at, "
+    "updated_at, created_event_id FROM profiles WHERE id IN (?*)"
+)
+_INSERT_PROFILE = (
+    "INSERT INTO profiles (id, merged_into, customer_key, user_ids, anonymous_ids, traits, "
+    "computed, consent, masterdata, quality, created_at, updated_at, created_event_id) "
+    "VALUES (?, ?, ?, ?j, ?, ?j, ?j, ?j, ?j, ?j, ?, ?, ?)"
+)
+_UPDATE_PROFILE = (
+    "UPDATE profiles SET merged_into = ?, user_ids = ?j, anonymous_ids = ?, traits = ?j, "
+    "computed = ?j, consent = ?j, created_at = ?, updated_at = ? WHERE id = ?"
+)
+_UPDATE_PROFILE_MASTERDATA = (
+    "UPDATE profiles SET merged_into = ?, user_ids = ?j, anonymous_ids = ?, traits = ?j, "
+    "computed = ?j, consent = ?j, created_at = ?, updated_at = ?, customer_key = ?, "
+    "masterdata = ?j, quality = ?j WHERE id = ?"
+)
+_INSERT_IDENTITY = (
+    "INSERT INTO identities (key, profile_id, first_seen_at, event_id) VALUES (?, ?, ?, ?)"
+)
+
+
+class _Sql:
+    """The hot statements in each backend's own SQL, run through the driver's executemany.
+
+    Static text with placeholders only: every value is bound, never spliced in.
+    """
+
+    def __init__(self, dialect: str) -> None:
+        self.pg = dialect == "postgresql"
+        self.read = self._native(_READ_POSTGRES if self.pg else _READ_SQLITE)
+        self.identities = self._native(_IDENTITIES)
+        self.profiles = self._native(_PROFILES)
+        self.insert_profile = self._native(_INSERT_PROFILE)
+        self.update_profile = self._native(_UPDATE_PROFILE)
+        self.update_profile_masterdata = self._native(_UPDATE_PROFILE_MASTERDATA)
+        self.insert_identity = self._native(_INSERT_IDENTITY)
+
+    def _native(self, statement: str) -> str:
+        if self.pg:
+            return statement.replace("::t", "::text").replace("?j", "%s::jsonb").replace("?", "%s")
+        return statement.replace("::t", "").replace("?j", "?")
+
+    def in_list(self, statement: str, count: int) -> str:
+        """`statement` with its `?*` (or `%s*`) widened to `count` placeholders."""
+        one = "%s" if self.pg else "?"
+        return statement.replace(one + "*", ", ".join([one] * count))
+
+    def time(self, us: int) -> Any:
+        return _time(us) if self.pg else us
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
 class _Processor:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -247,6 +343,8 @@ class _Processor:
         self.purposes = {p.lower(): p for p in settings.profiles.consent_purposes}
         secret = settings.identity.customer_key_secret or settings.secret_key
         self.key_secret = secret.get_secret_value().encode() if secret else b""
+        self.cache = _Cache()
+        self.sql: _Sql | None = None
 
     def customer_key(self, email: str | None) -> str | None:
         if not email or not self.key_secret:
@@ -255,132 +353,151 @@ class _Processor:
             email, secret=self.key_secret, version=self.settings.identity.customer_key_version
         )
 
+    def read(self, conn: sa.Connection, after: LogPosition, limit: int) -> list[Any]:
+        if self.sql is None:
+            self.sql = _Sql(conn.dialect.name)
+        params = (after.txid, after.id, limit) if self.sql.pg else (after.id, limit)
+        return list(conn.exec_driver_sql(self.sql.read, params).all())
+
     def run(self, conn: sa.Connection, rows: list[Any]) -> int:
-        batch = _Batch(self.settings)
+        batch = _Batch(self.cache)
         channels = {
             r.id: (r.name, r.kind)
             for r in conn.execute(sa.select(sources.c.id, sources.c.name, sources.c.kind))
         }
         prepared = []
         wanted: set[str] = set()
+        loads = orjson.loads
         for row in rows:
-            payload = row.payload if isinstance(row.payload, dict) else {}
-            ids, keys = _event_ids(row, payload, self.norm)
+            try:
+                payload = loads(row[9])
+            except orjson.JSONDecodeError:
+                payload = {}
+            if not isinstance(payload, dict):
+                payload = {}
+            ids, keys = _event_ids(row[3], row[5], row[6], payload, self.norm)
             wanted.update(keys)
             prepared.append((row, payload, ids))
-        self._load(conn, batch, wanted)
+        self._load(conn, wanted)
         max_traits = self.settings.profiles.max_traits
+        purposes = self.purposes
+        rules = self.rules
         for row, payload, ids in prepared:
-            source, kind = channels.get(row.source_id, ("unknown", "server"))
+            source, kind = channels.get(row[2], ("unknown", "server"))
             context = payload.get("context")
             if isinstance(context, dict) and context.get("channel") in _CHANNELS:
                 kind = context["channel"]  # a source that relays several channels names it
             ev = ProcessedEvent(
-                id=row.id,
-                type=row.type,
-                name=row.event,
-                timestamp=_us(row.timestamp),
-                received_at=_us(row.received_at),
+                id=row[0],
+                type=row[3],
+                name=row[4],
+                timestamp=_us(row[7]),
+                received_at=_us(row[8]),
                 payload=payload,
                 source=source,
                 channel=kind,
             )
             batch.event = ev
-            pid = resolve(batch, ids, self.rules)
+            pid = resolve(batch, ids, rules)
+            p = batch.profiles[pid]
+            batch.touched[pid] = p
             apply_event(
-                batch.profiles[pid],
+                p,
                 ev,
-                purposes=self.purposes,
+                purposes=purposes,
                 max_traits=max_traits,
                 consent_changes=batch.consent,
             )
         return self._flush(conn, batch)
 
-    def _load(self, conn: sa.Connection, batch: _Batch, keys: set[str]) -> None:
-        wanted = sorted(keys)
+    def _load(self, conn: sa.Connection, keys: set[str]) -> None:
+        sql = self.sql
+        assert sql is not None  # noqa: S101 - set by `read`
+        owners = self.cache.owners
+        wanted = sorted(k for k in keys if k not in owners)
+        for key in wanted:
+            owners[key] = None
         for start in range(0, len(wanted), _CHUNK):
             chunk = wanted[start : start + _CHUNK]
-            for key, pid in conn.execute(
-                sa.select(identities.c.key, identities.c.profile_id).where(
-                    identities.c.key.in_(chunk)
-                )
-            ):
-                batch.owners[key] = pid
-        pids = sorted({p for p in batch.owners.values() if p is not None})
+            statement = sql.in_list(sql.identities, len(chunk))
+            for key, pid in conn.exec_driver_sql(statement, tuple(chunk)):
+                owners[key] = pid
+        states = self.cache.states
+        pids = sorted({p for k in keys if (p := owners[k]) is not None} - states.keys())
+        loads = orjson.loads
         for start in range(0, len(pids), _CHUNK):
             chunk = pids[start : start + _CHUNK]
-            for r in conn.execute(
-                sa.select(
-                    profiles.c.id,
-                    profiles.c.user_ids,
-                    profiles.c.anonymous_ids,
-                    profiles.c.traits,
-                    profiles.c.computed,
-                    profiles.c.consent,
-                    profiles.c.created_at,
-                    profiles.c.updated_at,
-                    profiles.c.created_event_id,
-                ).where(profiles.c.id.in_(chunk))
-            ):
-                batch.profiles[r.id] = ProfileState(
-                    id=r.id,
-                    created_at=to_epoch_us(r.created_at),
-                    updated_at=to_epoch_us(r.updated_at),
-                    created_event_id=r.created_event_id,
-                    user_ids=list(r.user_ids),
-                    anonymous_ids=r.anonymous_ids,
-                    traits=r.traits,
-                    computed=r.computed,
-                    consent=r.consent,
+            statement = sql.in_list(sql.profiles, len(chunk))
+            for r in conn.exec_driver_sql(statement, tuple(chunk)):
+                states[r[0]] = ProfileState(
+                    id=r[0],
+                    created_at=_us(r[6]),
+                    updated_at=_us(r[7]),
+                    created_event_id=r[8],
+                    user_ids=loads(r[1]),
+                    anonymous_ids=r[2],
+                    traits=loads(r[3]),
+                    computed=loads(r[4]),
+                    consent=loads(r[5]),
                 )
 
-    def _row(self, p: ProfileState) -> dict[str, Any]:
-        row: dict[str, Any] = {
-            "merged_into": p.merged_into,
-            "user_ids": p.user_ids,
-            "anonymous_ids": p.anonymous_ids,
-            "traits": p.traits,
-            "computed": p.computed,
-            "consent": p.consent,
-            "updated_at": _time(p.updated_at),
-            "created_at": _time(p.created_at),
-        }
-        if p.traits_changed or p.new:
-            masterdata, quality = derive_masterdata(
-                {name: value[0] for name, value in p.traits.items()},
-                region=self.settings.identity.default_region,
-            )
-            row["masterdata"], row["quality"] = masterdata, quality
-            row["customer_key"] = self.customer_key(masterdata.get("email"))
-        return row
+    def _profile_values(self, p: ProfileState, sql: _Sql) -> list[Any]:
+        return [
+            p.merged_into,
+            _dumps(p.user_ids),
+            p.anonymous_ids,
+            _dumps(p.traits),
+            _dumps(p.computed),
+            _dumps(p.consent),
+            sql.time(p.created_at),
+            sql.time(p.updated_at),
+        ]
+
+    def _masterdata(self, p: ProfileState) -> tuple[str | None, str, str]:
+        masterdata, quality = derive_masterdata(
+            {name: value[0] for name, value in p.traits.items()},
+            region=self.settings.identity.default_region,
+        )
+        return self.customer_key(masterdata.get("email")), _dumps(masterdata), _dumps(quality)
 
     def _flush(self, conn: sa.Connection, batch: _Batch) -> int:
+        sql = self.sql
+        assert sql is not None  # noqa: S101
         inserts, updates, updates_traits = [], [], []
-        for p in batch.profiles.values():
+        for p in batch.touched.values():
             if not p.dirty:
                 continue
-            row = self._row(p)
             if p.new:
-                row.update(id=p.id, created_event_id=p.created_event_id)
-                inserts.append(row)
-            elif "masterdata" in row:
-                updates_traits.append({**row, "b_id": p.id})
+                key, masterdata, quality = self._masterdata(p)
+                inserts.append(
+                    (
+                        p.id,
+                        p.merged_into,
+                        key,
+                        _dumps(p.user_ids),
+                        p.anonymous_ids,
+                        _dumps(p.traits),
+                        _dumps(p.computed),
+                        _dumps(p.consent),
+                        masterdata,
+                        quality,
+                        sql.time(p.created_at),
+                        sql.time(p.updated_at),
+                        p.created_event_id,
+                    )
+                )
+            elif p.traits_changed:
+                values = self._profile_values(p, sql)
+                values += [*self._masterdata(p), p.id]
+                updates_traits.append(tuple(values))
             else:
-                updates.append({**row, "b_id": p.id})
+                updates.append((*self._profile_values(p, sql), p.id))
         if inserts:
-            conn.execute(profiles.insert(), inserts)
-        for group in (updates, updates_traits):
-            if group:
-                names = [name for name in group[0] if name != "b_id"]
-                stmt = (
-                    profiles.update()
-                    .where(profiles.c.id == sa.bindparam("b_id"))
-                    .values({name: sa.bindparam("v_" + name) for name in names})
-                )
-                conn.execute(
-                    stmt,
-                    [{"b_id": r["b_id"], **{"v_" + n: r[n] for n in names}} for r in group],
-                )
+            conn.exec_driver_sql(sql.insert_profile, inserts)
+        if updates:
+            conn.exec_driver_sql(sql.update_profile, updates)
+        if updates_traits:
+            conn.exec_driver_sql(sql.update_profile_masterdata, updates_traits)
         for merged_id, survivor_id in batch.moves:
             conn.execute(
                 identities.update()
@@ -398,15 +515,10 @@ class _Processor:
                 .values(profile_id=survivor_id)
             )
         if batch.new_identities:
-            conn.execute(
-                identities.insert(),
+            conn.exec_driver_sql(
+                sql.insert_identity,
                 [
-                    {
-                        "key": key,
-                        "profile_id": batch._final(pid),
-                        "first_seen_at": _time(at),
-                        "event_id": event_id,
-                    }
+                    (key, batch._final(pid), sql.time(at), event_id)
                     for key, (pid, at, event_id) in batch.new_identities.items()
                 ],
             )
@@ -429,7 +541,21 @@ class _Processor:
                     for c in batch.consent
                 ],
             )
+        self._touched = batch.touched
         return len(inserts) + len(updates) + len(updates_traits)
+
+    def committed(self, seq: int) -> None:
+        """The batch's transaction committed: its states are now the stored ones."""
+        cache = self.cache
+        for pid, p in self._touched.items():
+            p.new = p.dirty = p.traits_changed = False
+            if p.merged_into is not None:
+                cache.states.pop(pid, None)
+        self._touched = {}
+        if len(cache.owners) > cache.MAX_KEYS or len(cache.states) > cache.MAX_STATES:
+            cache.clear()
+        else:
+            cache.seq = seq
 
     @staticmethod
     def _upsert_conflicts(
@@ -461,29 +587,6 @@ class _Processor:
             conn.execute(stmt, row)
 
 
-def _read_after(conn: sa.Connection, after: LogPosition, limit: int) -> list[Any]:
-    time_cols: list[sa.ColumnElement[Any]]
-    if conn.dialect.name == "sqlite":
-        time_cols = [
-            sa.type_coerce(events.c.timestamp, sa.BigInteger()).label("timestamp"),
-            sa.type_coerce(events.c.received_at, sa.BigInteger()).label("received_at"),
-        ]
-    else:
-        time_cols = [events.c.timestamp, events.c.received_at]
-    stmt = sa.select(
-        events.c.id,
-        events.c.txid,
-        events.c.source_id,
-        events.c.type,
-        events.c.event,
-        events.c.user_id,
-        events.c.anonymous_id,
-        *time_cols,
-        events.c.payload,
-    )
-    return list(conn.execute(_after(stmt, conn, after).limit(limit)))
-
-
 def _after(stmt: sa.Select[Any], conn: sa.Connection, after: LogPosition) -> sa.Select[Any]:
     if conn.dialect.name == "postgresql":
         visible = sa.text("(pg_snapshot_xmin(pg_current_snapshot())::text)::bigint")
@@ -495,28 +598,29 @@ def _after(stmt: sa.Select[Any], conn: sa.Connection, after: LogPosition) -> sa.
     return stmt.where(events.c.id > after.id).order_by(events.c.id)
 
 
-def _position(conn: sa.Connection, *, lock: bool) -> LogPosition | None:
+def _position(conn: sa.Connection, *, lock: bool) -> tuple[LogPosition, int] | None:
+    """The cursor (position, batch sequence); None when another worker holds it."""
     cursor = processor_cursors.c
     if lock and conn.dialect.name == "sqlite":
         # Take the write lock before reading the cursor: the batch is serialised.
         conn.execute(
             processor_cursors.update().where(cursor.name == _CURSOR).values(name=cursor.name)
         )
-    stmt = sa.select(cursor.txid, cursor.event_id).where(cursor.name == _CURSOR)
+    stmt = sa.select(cursor.txid, cursor.event_id, cursor.seq).where(cursor.name == _CURSOR)
     if lock and conn.dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True)
     row = conn.execute(stmt).first()
     if row is None:
         return None
-    return LogPosition(int(row.txid), int(row.event_id))
+    return LogPosition(int(row.txid), int(row.event_id)), int(row.seq)
 
 
 def _pending(engine: Engine) -> bool:
     with engine.connect() as conn:
-        position = _position(conn, lock=False)
-        if position is None:
+        found = _position(conn, lock=False)
+        if found is None:
             return False
-        stmt = _after(sa.select(events.c.id), conn, position).limit(1)
+        stmt = _after(sa.select(events.c.id), conn, found[0]).limit(1)
         return conn.execute(stmt).first() is not None
 
 
@@ -526,21 +630,29 @@ def process_batch(
     """Process the next batch in one transaction; None when another worker holds the turn."""
     proc: _Processor = _proc or _Processor(settings)
     size = limit or settings.processor.batch_events
-    with engine.begin() as conn:
-        position = _position(conn, lock=True)
-        if position is None:
-            return None
-        rows = _read_after(conn, position, size)
-        if not rows:
-            return BatchReport(0, 0, position)
-        changed = proc.run(conn, rows)
-        last = rows[-1]
-        end = LogPosition(int(last.txid or 0), int(last.id))
-        conn.execute(
-            processor_cursors.update()
-            .where(processor_cursors.c.name == _CURSOR)
-            .values(txid=end.txid, event_id=end.id, updated_at=clock.now())
-        )
+    try:
+        with engine.begin() as conn:
+            found = _position(conn, lock=True)
+            if found is None:
+                return None
+            position, seq = found
+            if proc.cache.seq != seq:  # someone else processed (or rebuilt) meanwhile
+                proc.cache.clear()
+            rows = proc.read(conn, position, size)
+            if not rows:
+                return BatchReport(0, 0, position)
+            changed = proc.run(conn, rows)
+            last = rows[-1]
+            end = LogPosition(int(last[1] or 0), int(last[0]))
+            conn.execute(
+                processor_cursors.update()
+                .where(processor_cursors.c.name == _CURSOR)
+                .values(txid=end.txid, event_id=end.id, seq=seq + 1, updated_at=clock.now())
+            )
+    except BaseException:
+        proc.cache.clear()  # the states in memory may hold what was rolled back
+        raise
+    proc.committed(seq + 1)
     return BatchReport(len(rows), changed, end)
 
 
@@ -576,14 +688,14 @@ def process_available(
 def rebuild(engine: Engine, settings: Settings, *, limit: int | None = None) -> int:
     """Forget every derived identity and profile and process the whole log again."""
     with engine.begin() as conn:
-        while _position(conn, lock=True) is None:  # another worker's batch: wait for it
+        while (found := _position(conn, lock=True)) is None:  # another worker's batch
             time.sleep(settings.processor.poll_seconds)
         for table in (identities, identity_merges, identity_conflicts, consent_changes, profiles):
             conn.execute(table.delete())
         conn.execute(
             processor_cursors.update()
             .where(processor_cursors.c.name == _CURSOR)
-            .values(txid=0, event_id=0, updated_at=clock.now())
+            .values(txid=0, event_id=0, seq=found[1] + 1, updated_at=clock.now())
         )
     return process_available(engine, settings, limit=limit)
 
@@ -591,7 +703,8 @@ def rebuild(engine: Engine, settings: Settings, *, limit: int | None = None) -> 
 def lag(engine: Engine) -> Lag:
     """Events not processed yet and the age of the oldest of them."""
     with engine.connect() as conn:
-        position = _position(conn, lock=False) or LogPosition()
+        found = _position(conn, lock=False)
+        position = found[0] if found else LogPosition()
         pending = _after(sa.select(events.c.id), conn, position).subquery()
         count = int(conn.execute(sa.select(sa.func.count()).select_from(pending)).scalar_one())
         oldest = conn.execute(

@@ -99,10 +99,13 @@ def upgrade() -> None:
         sa.Column("name", sa.String(64), nullable=False),
         sa.Column("txid", sa.BigInteger(), nullable=False),
         sa.Column("event_id", sa.BigInteger(), nullable=False),
+        sa.Column("seq", sa.BigInteger(), nullable=False),
         sa.Column("updated_at", UTCDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("name", name="pk_processor_cursors"),
     )
-    op.bulk_insert(cursors, [{"name": "main", "txid": 0, "event_id": 0, "updated_at": None}])
+    op.bulk_insert(
+        cursors, [{"name": "main", "txid": 0, "event_id": 0, "seq": 0, "updated_at": None}]
+    )
 
 
 def downgrade() -> None:

@@ -1,0 +1,355 @@
+"""Processor benchmarks, each against a baseline measured in the same run.
+
+1. Processing the demo shop's events (identity resolution, trait merge, computed traits,
+   master data) vs a plain append of the same events into the same log, same batch size,
+   on SQLite and PostgreSQL: events/s and the ratio (target >= 0.5).
+2. Profile updates/s on SQLite with 1,000,000 profiles (target >= 10,000): identify events
+   with changed traits for existing customers, vs the append of those events.
+3. Ack-to-profile-visible latency at 1,000 events/s through `closedloop serve` (embedded
+   processor): p50/p95/p99 (target p95 <= 1 s).
+
+Run: `.venv/bin/python bench/process_bench.py` (`--postgres-url` for PostgreSQL,
+`--profiles` for the size of case 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import platform
+import random
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+
+from closedloop import ingest, profiles, store
+from closedloop.config import IngestSettings, Settings
+from closedloop.demo import generate_shop
+from closedloop.identity._tables import identities
+from closedloop.ingest.log import append
+from closedloop.profiles._tables import profiles as profiles_table
+from closedloop.profiles.processor import profile_id_for
+
+NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
+LIMITS = IngestSettings()
+BATCH = 2000
+
+
+def settings(url: str) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        database_url=url,
+        secret_key="bench-secret-" + "s" * 20,  # type: ignore[arg-type]
+    )
+
+
+def rows_of(messages: list[dict[str, Any]], source_id: int) -> list[tuple[Any, ...]]:
+    out = []
+    for message in messages:
+        row = ingest.normalise_message(
+            dict(message), call_type=None, limits=LIMITS, received_at=NOW, sent_at=None
+        )
+        out.append(row.as_tuple(source_id))
+    return out
+
+
+def fresh(url_base: str | None, workdir: Path, name: str) -> tuple[str, sa.Engine, str | None]:
+    if url_base is None:
+        path = workdir / f"{name}.db"
+        url = f"sqlite:///{path}"
+        engine = store.create_store_engine(url, sqlite_synchronous="FULL")
+        store.upgrade(engine)
+        return url, engine, None
+    schema = "bench_" + secrets.token_hex(4)
+    admin = sa.create_engine(url_base)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    admin.dispose()
+    url = sa.make_url(url_base).update_query_dict({"options": f"-csearch_path={schema}"})
+    text = url.render_as_string(hide_password=False)
+    engine = store.create_store_engine(text)
+    store.upgrade(engine)
+    return text, engine, schema
+
+
+def drop(url_base: str | None, schema: str | None) -> None:
+    if url_base and schema:
+        admin = sa.create_engine(url_base)
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def append_all(engine: sa.Engine, rows: list[tuple[Any, ...]]) -> float:
+    started = time.perf_counter()
+    for start in range(0, len(rows), BATCH):
+        with engine.begin() as conn:
+            append(conn, rows[start : start + BATCH])
+    return len(rows) / (time.perf_counter() - started)
+
+
+def case_ratio(url_base: str | None, workdir: Path, customers: int, rounds: int) -> None:
+    label = "PostgreSQL" if url_base else "SQLite"
+    messages = list(generate_shop(customers=customers, days=90, now=NOW))
+    ratios, rates, bases = [], [], []
+    for n in range(rounds):
+        url, engine, schema = fresh(url_base, workdir, f"ratio-{n}")
+        source_id = ingest.add_source(engine, "bench", kind="web").source.id
+        rows = rows_of(messages, source_id)
+        base = append_all(engine, rows)
+        started = time.perf_counter()
+        done = profiles.process_available(engine, settings(url), limit=BATCH)
+        rate = done / (time.perf_counter() - started)
+        assert done == len(rows), (done, len(rows))
+        engine.dispose()
+        drop(url_base, schema)
+        ratios.append(rate / base)
+        rates.append(rate)
+        bases.append(base)
+        print(
+            f"  {label} round {n + 1}: process {rate:,.0f}/s, append {base:,.0f}/s, ratio {rate / base:.2f}"
+        )
+    print(
+        f"{label}: {len(messages):,} events; processing {median(rates):,.0f} events/s vs plain "
+        f"append {median(bases):,.0f} events/s: ratio {median(ratios):.2f} (median of {rounds})"
+    )
+
+
+def seed_profiles(engine: sa.Engine, count: int) -> None:
+    """`count` customers with user id, anonymous id, e-mail and traits, written directly."""
+    now = NOW - timedelta(days=30)
+    us = int((now - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds() * 1_000_000)
+    chunk = 20_000
+    for start in range(0, count, chunk):
+        prows, irows = [], []
+        for i in range(start, min(count, start + chunk)):
+            pid = profile_id_for(10_000_000_000 + i)
+            email = f"customer{i}@example.com"
+            traits = {
+                "email": [email, us, "seed"],
+                "firstName": ["Erika", us, "seed"],
+                "lastName": [f"Muster{i}", us, "seed"],
+                "gender": ["w", us, "seed"],
+                "address.postalCode": ["01067", us, "seed"],
+                "address.city": ["Dresden", us, "seed"],
+            }
+            computed = {
+                "first_seen": us,
+                "last_seen": us,
+                "events": 1,
+                "by_type": {"identify": 1},
+                "channels": ["web"],
+                "orders": 0,
+                "revenue": 0.0,
+                "interests": {},
+            }
+            prows.append(
+                {
+                    "id": pid,
+                    "merged_into": None,
+                    "customer_key": None,
+                    "user_ids": [f"u{i}"],
+                    "anonymous_ids": 1,
+                    "traits": traits,
+                    "computed": computed,
+                    "consent": {},
+                    "masterdata": {},
+                    "quality": [],
+                    "created_at": now,
+                    "updated_at": now,
+                    "created_event_id": 10_000_000_000 + i,
+                }
+            )
+            for key in (f"u:u{i}", f"a:a{i}", f"e:{email}"):
+                irows.append({"key": key, "profile_id": pid, "first_seen_at": now, "event_id": 0})
+        with engine.begin() as conn:
+            conn.execute(profiles_table.insert(), prows)
+            conn.execute(identities.insert(), irows)
+
+
+def case_million(workdir: Path, count: int, events: int) -> None:
+    url, engine, _schema = fresh(None, workdir, "million")
+    started = time.perf_counter()
+    seed_profiles(engine, count)
+    print(f"  seeded {count:,} profiles in {time.perf_counter() - started:.0f} s")
+    source_id = ingest.add_source(engine, "bench", kind="web").source.id
+    rng = random.Random(5)
+    messages = []
+    for n in range(events):
+        i = rng.randrange(count)
+        messages.append(
+            {
+                "type": "identify",
+                "userId": f"u{i}",
+                "messageId": f"m{n}",
+                "timestamp": (NOW + timedelta(seconds=n)).isoformat(),
+                "traits": {"city": rng.choice(["Dresden", "Leipzig"]), "plan": f"p{n % 7}"},
+            }
+        )
+    rows = rows_of(messages, source_id)
+    base = append_all(engine, rows)
+    started = time.perf_counter()
+    updated = 0
+    config = settings(url)
+    while True:
+        report = profiles.process_batch(engine, config, limit=BATCH)
+        if report is None or report.events == 0:
+            break
+        updated += report.profiles_changed
+    seconds = time.perf_counter() - started
+    engine.dispose()
+    print(
+        f"SQLite, {count:,} profiles: {events:,} identify events updated {updated:,} profiles "
+        f"in {seconds:.1f} s: {updated / seconds:,.0f} profile updates/s "
+        f"({events / seconds:,.0f} events/s; plain append of the same events {base:,.0f}/s)"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def case_latency(workdir: Path, seconds: int, rate: int) -> None:
+    url, engine, _ = fresh(None, workdir, "latency")
+    key = ingest.add_source(engine, "bench", kind="web").write_key
+    engine.dispose()
+    token = "bench-admin-" + "t" * 20
+    port = free_port()
+    env = {
+        **os.environ,
+        "CLOSEDLOOP_DATABASE_URL": url,
+        "CLOSEDLOOP_ADMIN_TOKEN": token,
+        "CLOSEDLOOP_SECRET_KEY": "bench-secret-" + "s" * 20,
+        "CLOSEDLOOP_LOG_LEVEL": "warning",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "closedloop", "serve", "--port", str(port)],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        auth = {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+        admin = {"Authorization": f"Bearer {token}"}
+        latencies: list[float] = []
+        lock = threading.Lock()
+        probes: list[tuple[str, float]] = []
+        stop = threading.Event()
+
+        def poller() -> None:
+            with httpx.Client(base_url=base, headers=admin, timeout=10) as client:
+                while not stop.is_set() or probes:
+                    with lock:
+                        pending = list(probes)
+                    if not pending:
+                        time.sleep(0.005)
+                        continue
+                    anon, acked = pending[0]
+                    found = client.get("/v1/profiles", params={"anonymous_id": anon}).json()
+                    if found["items"]:
+                        with lock:
+                            probes.pop(0)
+                        latencies.append(time.monotonic() - acked)
+                    else:
+                        time.sleep(0.005)
+
+        thread = threading.Thread(target=poller)
+        thread.start()
+        per_request = 10
+        interval = per_request / rate
+        sent = 0
+        started = time.monotonic()
+        with httpx.Client(base_url=base, headers=auth, timeout=10) as client:
+            while time.monotonic() - started < seconds:
+                batch = [
+                    {
+                        "type": "track",
+                        "event": "Product Viewed",
+                        "anonymousId": f"visitor-{sent + k}",
+                        "messageId": f"lat-{sent + k}",
+                        "properties": {"category": "Laufschuhe"},
+                    }
+                    for k in range(per_request)
+                ]
+                answer = client.post("/v1/batch", json={"batch": batch})
+                acked = time.monotonic()
+                assert answer.status_code == 200, answer.text
+                if (sent // per_request) % 10 == 0:  # probe one event a 100
+                    with lock:
+                        probes.append((batch[-1]["anonymousId"], acked))
+                sent += per_request
+                pause = started + (sent / rate) - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+        stop.set()
+        thread.join(60)
+        elapsed = time.monotonic() - started
+        latencies.sort()
+
+        def pct(p: float) -> float:
+            return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000
+
+        print(
+            f"ack to profile visible at {sent / elapsed:,.0f} events/s for {elapsed:.0f} s "
+            f"({len(latencies)} probes): p50 {pct(0.5):.0f} ms, p95 {pct(0.95):.0f} ms, "
+            f"p99 {pct(0.99):.0f} ms, max {latencies[-1] * 1000:.0f} ms"
+        )
+        del interval
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--postgres-url", default=os.environ.get("CLOSEDLOOP_TEST_POSTGRES_URL"))
+    parser.add_argument("--customers", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--profiles", type=int, default=1_000_000)
+    parser.add_argument("--updates", type=int, default=100_000)
+    parser.add_argument("--latency-seconds", type=int, default=20)
+    parser.add_argument("--only", choices=["ratio", "million", "latency"], default=None)
+    args = parser.parse_args()
+    print(
+        f"{platform.node()} {platform.processor() or platform.machine()} "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{datetime.now(UTC).date()}"
+    )  # noqa: DTZ
+    with tempfile.TemporaryDirectory(prefix="closedloop-bench-") as tmp:
+        workdir = Path(tmp)
+        if args.only in (None, "ratio"):
+            case_ratio(None, workdir, args.customers, args.rounds)
+            if args.postgres_url:
+                case_ratio(args.postgres_url, workdir, args.customers, args.rounds)
+        if args.only in (None, "million"):
+            case_million(workdir, args.profiles, args.updates)
+        if args.only in (None, "latency"):
+            case_latency(workdir, args.latency_seconds, 1000)
+
+
+if __name__ == "__main__":
+    main()
