@@ -4,6 +4,7 @@ bad data: a bad identifier is not an identifier, and the profile lists the probl
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import phonenumbers
@@ -42,6 +43,12 @@ def normalise_email(value: object, *, field: str = "email") -> Normalised:
         return Normalised(None)
     if not isinstance(value, str):
         return Normalised(None, Problem(field, "not a string", _show(value)))
+    return _email_text(value, field)
+
+
+@functools.lru_cache(maxsize=65536)
+def _email_text(value: str, field: str) -> Normalised:
+    # The same addresses recur (every identify of a customer): validate each once.
     text = value.strip()
     if len(text) > _MAX_INPUT:
         return Normalised(None, Problem(field, "too long for an e-mail address", _show(text)))
@@ -61,11 +68,16 @@ def normalise_phone(value: object, *, region: str = "DE", field: str = "phone") 
         return Normalised(None)
     if isinstance(value, bool) or not isinstance(value, str | int):
         return Normalised(None, Problem(field, "not a phone number", _show(value)))
-    text = str(value).strip()
+    return _phone_text(str(value), region.upper(), field)
+
+
+@functools.lru_cache(maxsize=65536)
+def _phone_text(value: str, region: str, field: str) -> Normalised:
+    text = value.strip()
     if len(text) > 40:
         return Normalised(None, Problem(field, "too long for a phone number", _show(text)))
     try:
-        parsed = phonenumbers.parse(text, region.upper())
+        parsed = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException as exc:
         return Normalised(None, Problem(field, f"not a phone number: {exc}", _show(text)))
     if not phonenumbers.is_valid_number(parsed):

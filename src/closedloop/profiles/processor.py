@@ -11,10 +11,10 @@ applies the events in memory in log order, and writes back only what changed.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -55,7 +55,6 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 _CURSOR = "main"
-_PROFILE_NS = uuid.UUID("6f1d3c2e-8a4b-5c7d-9e0f-1a2b3c4d5e6f")
 _CHUNK = 900  # keys per IN list
 _ONE_US = timedelta(microseconds=1)
 _CHANNELS = frozenset({"web", "app", "pos", "email", "callcenter"})
@@ -77,7 +76,8 @@ class Lag:
 
 def profile_id_for(event_id: int) -> str:
     """A new profile's id, derived from the event that created it (so a rebuild repeats it)."""
-    return "p_" + uuid.uuid5(_PROFILE_NS, str(event_id)).hex[:24]
+    digest = hashlib.blake2b(b"closedloop-profile:%d" % event_id, digest_size=12)
+    return "p_" + digest.hexdigest()
 
 
 def _us(value: Any) -> int:
@@ -125,35 +125,39 @@ def _event_ids(
     anonymous_id: str | None,
     payload: dict[str, Any],
     norm: _Normaliser,
-) -> tuple[EventIds, list[str]]:
-    traits = payload.get("traits") if kind == "identify" else None
+    wanted: set[str],
+) -> EventIds | None:
+    """The event's identifiers (their keys added to `wanted`); None for the common simple
+    case, an event with nothing but its user id and/or anonymous id."""
+    if user_id:
+        wanted.add("u:" + user_id)
+    if anonymous_id:
+        wanted.add("a:" + anonymous_id)
     context = payload.get("context")
-    context_traits = context.get("traits") if isinstance(context, dict) else None
+    context_traits = context.get("traits") if context.__class__ is dict else None
+    if kind not in ("identify", "alias") and not context_traits:
+        return None
+    traits = payload.get("traits") if kind == "identify" else None
     email = phone = None
     for found in (traits, context_traits):
         if isinstance(found, dict):
             email = email or norm.email(found.get("email"))
             phone = phone or norm.phone(found.get("phone"))
     previous = payload.get("previousId") if kind == "alias" else None
-    ids = EventIds(
+    previous_id = str(previous) if previous not in (None, "") else None
+    if email:
+        wanted.add("e:" + email)
+    if phone:
+        wanted.add("p:" + phone)
+    if previous_id:
+        wanted.update(("u:" + previous_id, "a:" + previous_id))
+    return EventIds(
         user_id=user_id or None,
         anonymous_id=anonymous_id or None,
         email=email,
         phone=phone,
-        previous_id=str(previous) if previous not in (None, "") else None,
+        previous_id=previous_id,
     )
-    keys = []
-    if user_id:
-        keys.append("u:" + user_id)
-    if anonymous_id:
-        keys.append("a:" + anonymous_id)
-    if email:
-        keys.append("e:" + email)
-    if phone:
-        keys.append("p:" + phone)
-    if ids.previous_id:
-        keys += ["u:" + ids.previous_id, "a:" + ids.previous_id]
-    return ids, keys
 
 
 class _Cache:
@@ -228,7 +232,7 @@ class _Batch:
             p.user_ids = sorted({*p.user_ids, key[2:]})
         elif key.startswith("a:"):
             p.anonymous_ids += 1
-        p.dirty = True
+        p.dirty = p.state_changed = True
         self.touched[profile_id] = p
 
     def merge(self, survivor_id: str, merged_id: str, *, via: Via) -> None:
@@ -287,6 +291,7 @@ _UPDATE_PROFILE = (
     "UPDATE profiles SET merged_into = ?, user_ids = ?j, anonymous_ids = ?, traits = ?j, "
     "computed = ?j, consent = ?j, created_at = ?, updated_at = ? WHERE id = ?"
 )
+_UPDATE_PROFILE_COUNTS = "UPDATE profiles SET computed = ?j, updated_at = ? WHERE id = ?"
 _UPDATE_PROFILE_MASTERDATA = (
     "UPDATE profiles SET merged_into = ?, user_ids = ?j, anonymous_ids = ?, traits = ?j, "
     "computed = ?j, consent = ?j, created_at = ?, updated_at = ?, customer_key = ?, "
@@ -310,6 +315,7 @@ class _Sql:
         self.profiles = self._native(_PROFILES)
         self.insert_profile = self._native(_INSERT_PROFILE)
         self.update_profile = self._native(_UPDATE_PROFILE)
+        self.update_profile_counts = self._native(_UPDATE_PROFILE_COUNTS)
         self.update_profile_masterdata = self._native(_UPDATE_PROFILE_MASTERDATA)
         self.insert_identity = self._native(_INSERT_IDENTITY)
 
@@ -357,7 +363,13 @@ class _Processor:
         if self.sql is None:
             self.sql = _Sql(conn.dialect.name)
         params = (after.txid, after.id, limit) if self.sql.pg else (after.id, limit)
-        return list(conn.exec_driver_sql(self.sql.read, params).all())
+        # The driver's own cursor, in this connection's transaction: plain tuples, fast.
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(self.sql.read, params)
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
 
     def run(self, conn: sa.Connection, rows: list[Any]) -> int:
         batch = _Batch(self.cache)
@@ -368,24 +380,28 @@ class _Processor:
         prepared = []
         wanted: set[str] = set()
         loads = orjson.loads
+        norm = self.norm
         for row in rows:
             try:
                 payload = loads(row[9])
             except orjson.JSONDecodeError:
                 payload = {}
-            if not isinstance(payload, dict):
+            if payload.__class__ is not dict:
                 payload = {}
-            ids, keys = _event_ids(row[3], row[5], row[6], payload, self.norm)
-            wanted.update(keys)
+            ids = _event_ids(row[3], row[5], row[6], payload, norm, wanted)
             prepared.append((row, payload, ids))
         self._load(conn, wanted)
         max_traits = self.settings.profiles.max_traits
         purposes = self.purposes
         rules = self.rules
+        owner = batch.owner
+        states = batch.profiles
+        touched = batch.touched
+        consent = batch.consent
         for row, payload, ids in prepared:
             source, kind = channels.get(row[2], ("unknown", "server"))
             context = payload.get("context")
-            if isinstance(context, dict) and context.get("channel") in _CHANNELS:
+            if context.__class__ is dict and context.get("channel") in _CHANNELS:
                 kind = context["channel"]  # a source that relays several channels names it
             ev = ProcessedEvent(
                 id=row[0],
@@ -397,17 +413,24 @@ class _Processor:
                 source=source,
                 channel=kind,
             )
-            batch.event = ev
-            pid = resolve(batch, ids, rules)
-            p = batch.profiles[pid]
-            batch.touched[pid] = p
-            apply_event(
-                p,
-                ev,
-                purposes=purposes,
-                max_traits=max_traits,
-                consent_changes=batch.consent,
-            )
+            pid = None
+            if ids is None:
+                # Fast path: an event known by one id, or by two that already agree.
+                user_id, anonymous_id = row[5], row[6]
+                if user_id:
+                    pid = owner("u:" + user_id)
+                    if pid is not None and anonymous_id and owner("a:" + anonymous_id) != pid:
+                        pid = None  # a new or another profile's anonymous id: the rules decide
+                elif anonymous_id:
+                    pid = owner("a:" + anonymous_id)
+                if pid is None:
+                    ids = EventIds(user_id=user_id or None, anonymous_id=anonymous_id or None)
+            if pid is None:
+                batch.event = ev
+                pid = resolve(batch, ids, rules)  # type: ignore[arg-type]
+            p = states[pid]
+            touched[pid] = p
+            apply_event(p, ev, purposes=purposes, max_traits=max_traits, consent_changes=consent)
         return self._flush(conn, batch)
 
     def _load(self, conn: sa.Connection, keys: set[str]) -> None:
@@ -463,9 +486,12 @@ class _Processor:
     def _flush(self, conn: sa.Connection, batch: _Batch) -> int:
         sql = self.sql
         assert sql is not None  # noqa: S101
-        inserts, updates, updates_traits = [], [], []
+        inserts, updates, updates_traits, counts = [], [], [], []
         for p in batch.touched.values():
             if not p.dirty:
+                continue
+            if not (p.new or p.traits_changed or p.state_changed or p.merged_into):
+                counts.append((_dumps(p.computed), sql.time(p.updated_at), p.id))
                 continue
             if p.new:
                 key, masterdata, quality = self._masterdata(p)
@@ -496,6 +522,8 @@ class _Processor:
             conn.exec_driver_sql(sql.insert_profile, inserts)
         if updates:
             conn.exec_driver_sql(sql.update_profile, updates)
+        if counts:
+            conn.exec_driver_sql(sql.update_profile_counts, counts)
         if updates_traits:
             conn.exec_driver_sql(sql.update_profile_masterdata, updates_traits)
         for merged_id, survivor_id in batch.moves:
@@ -542,13 +570,13 @@ class _Processor:
                 ],
             )
         self._touched = batch.touched
-        return len(inserts) + len(updates) + len(updates_traits)
+        return len(inserts) + len(updates) + len(updates_traits) + len(counts)
 
     def committed(self, seq: int) -> None:
         """The batch's transaction committed: its states are now the stored ones."""
         cache = self.cache
         for pid, p in self._touched.items():
-            p.new = p.dirty = p.traits_changed = False
+            p.new = p.dirty = p.traits_changed = p.state_changed = False
             if p.merged_into is not None:
                 cache.states.pop(pid, None)
         self._touched = {}

@@ -80,6 +80,7 @@ class ProfileState:
     new: bool = False
     dirty: bool = False
     traits_changed: bool = False
+    state_changed: bool = False  # identities, consent or trait times: more than the counts
 
 
 def _interest_categories(properties: dict[str, Any]) -> list[str]:
@@ -162,6 +163,7 @@ def _set_trait(p: ProfileState, name: str, value: Any, at: int, source: str, lim
         return  # an older statement arriving late: the newer value stays
     elif current[0] == value:
         current[1], current[2] = at, source
+        p.state_changed = True
         return
     p.traits[name] = [value, at, source]
     p.traits_changed = True
@@ -188,6 +190,7 @@ def _state_consent(
         if current is not None and ev.timestamp < current[1]:
             continue
         p.consent[purpose] = [granted, ev.timestamp, source]
+        p.state_changed = True
         if current is None or current[0] != granted:
             changes.append(ConsentChange(p.id, purpose, granted, ev.timestamp, source, ev.id))
 
@@ -269,10 +272,10 @@ def merge_into(survivor: ProfileState, merged: ProfileState) -> None:
     survivor.anonymous_ids += merged.anonymous_ids
     survivor.created_at = min(survivor.created_at, merged.created_at)
     survivor.updated_at = max(survivor.updated_at, merged.updated_at)
-    survivor.dirty = survivor.traits_changed = True
+    survivor.dirty = survivor.traits_changed = survivor.state_changed = True
     merged.traits, merged.consent, merged.computed = {}, {}, {}
     merged.user_ids, merged.anonymous_ids = [], 0
-    merged.dirty = True
+    merged.dirty = merged.state_changed = True
 
 
 def trait_values(traits: dict[str, list[Any]]) -> dict[str, Any]:
