@@ -11,6 +11,7 @@ applies the events in memory in log order, and writes back only what changed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import threading
@@ -601,18 +602,22 @@ class _Processor:
             }
             for (pid, other, key, reason), (first, last, count) in found.items()
         ]
-        insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(
-            identity_conflicts
-        )
-        stmt = insert.on_conflict_do_update(
-            index_elements=["profile_id", "other_profile_id", "identity_key", "reason"],
-            set_={
-                "last_event_id": insert.excluded.last_event_id,
-                "occurrences": identity_conflicts.c.occurrences + insert.excluded.occurrences,
-            },
-        )
+        stmt = _conflict_upsert(conn.dialect.name)
         for row in rows:
             conn.execute(stmt, row)
+
+
+@functools.cache
+def _conflict_upsert(dialect: str) -> Any:
+    """Count a conflict seen again (built once: building it is slow)."""
+    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(identity_conflicts)
+    return insert.on_conflict_do_update(
+        index_elements=["profile_id", "other_profile_id", "identity_key", "reason"],
+        set_={
+            "last_event_id": insert.excluded.last_event_id,
+            "occurrences": identity_conflicts.c.occurrences + insert.excluded.occurrences,
+        },
+    )
 
 
 def _after(stmt: sa.Select[Any], conn: sa.Connection, after: LogPosition) -> sa.Select[Any]:
