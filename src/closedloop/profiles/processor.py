@@ -11,11 +11,14 @@ applies the events in memory in log order, and writes back only what changed.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import hashlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,7 +37,7 @@ from closedloop.ingest._tables import events, sources
 from closedloop.ingest.log import LogPosition
 from closedloop.metrics import Metrics
 from closedloop.profiles._tables import consent_changes, processor_cursors, profiles
-from closedloop.profiles.quality import derive_masterdata
+from closedloop.profiles.quality import derive_masterdata, groups_of
 from closedloop.profiles.state import (
     ConsentChange,
     ProcessedEvent,
@@ -281,7 +284,8 @@ _READ_POSTGRES = (
 _IDENTITIES = "SELECT key, profile_id FROM identities WHERE key IN (?*)"
 _PROFILES = (
     "SELECT id, user_ids::t, anonymous_ids, traits::t, computed::t, consent::t, created_at, "
-    "updated_at, created_event_id FROM profiles WHERE id IN (?*)"
+    "updated_at, created_event_id, masterdata::t, quality::t, customer_key FROM profiles "
+    "WHERE id IN (?*)"
 )
 _INSERT_PROFILE = (
     "INSERT INTO profiles (id, merged_into, customer_key, user_ids, anonymous_ids, traits, "
@@ -463,6 +467,9 @@ class _Processor:
                     traits=loads(r[3]),
                     computed=loads(r[4]),
                     consent=loads(r[5]),
+                    masterdata=loads(r[9]),
+                    quality=loads(r[10]),
+                    customer_key=r[11],
                 )
 
     def _profile_values(self, p: ProfileState, sql: _Sql) -> list[Any]:
@@ -478,11 +485,21 @@ class _Processor:
         ]
 
     def _masterdata(self, p: ProfileState) -> tuple[str | None, str, str]:
-        masterdata, quality = derive_masterdata(
-            {name: value[0] for name, value in p.traits.items()},
-            region=self.settings.identity.default_region,
-        )
-        return self.customer_key(masterdata.get("email")), _dumps(masterdata), _dumps(quality)
+        """Customer key, master data and quality, derived again where traits changed."""
+        values = {name: value[0] for name, value in p.traits.items()}
+        region = self.settings.identity.default_region
+        if p.changed is None or p.new or not p.masterdata:
+            groups = None
+            masterdata, quality = derive_masterdata(values, region=region)
+        else:
+            groups = groups_of(p.changed)
+            masterdata, quality = derive_masterdata(
+                values, region=region, groups=groups, previous=(p.masterdata, p.quality)
+            )
+        if groups is None or "email" in groups:
+            p.customer_key = self.customer_key(masterdata.get("email"))
+        p.masterdata, p.quality = masterdata, quality
+        return p.customer_key, _dumps(masterdata), _dumps(quality)
 
     def _flush(self, conn: sa.Connection, batch: _Batch) -> int:
         sql = self.sql
@@ -578,6 +595,7 @@ class _Processor:
         cache = self.cache
         for pid, p in self._touched.items():
             p.new = p.dirty = p.traits_changed = p.state_changed = False
+            p.changed = set()
             if p.merged_into is not None:
                 cache.states.pop(pid, None)
         self._touched = {}
@@ -657,14 +675,41 @@ def _pending(engine: Engine) -> bool:
         return conn.execute(stmt).first() is not None
 
 
+@contextlib.contextmanager
+def _relaxed_sync(conn: sa.Connection) -> Iterator[None]:
+    """On SQLite, commit the batch with `synchronous=NORMAL`: no fsync per batch.
+
+    Safe for derived state: WAL keeps the file consistent, and the cursor commits with what
+    it derived, so a power loss can only take back the last batches together with their
+    cursor position, and they are processed again from the log. The event log's own commits
+    stay FULL (their fsync makes earlier WAL frames durable too).
+    """
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None  # noqa: S101
+    before = dbapi.execute("PRAGMA synchronous").fetchone()[0]
+    dbapi.execute("PRAGMA synchronous=NORMAL")
+    try:
+        yield
+    finally:
+        dbapi.execute(f"PRAGMA synchronous={int(before)}")
+
+
 def process_batch(
     engine: Engine, settings: Settings, *, limit: int | None = None, _proc: Any = None
 ) -> BatchReport | None:
     """Process the next batch in one transaction; None when another worker holds the turn."""
     proc: _Processor = _proc or _Processor(settings)
     size = limit or settings.processor.batch_events
+    # A batch makes many small acyclic objects (states, traits); the cyclic collector would
+    # walk every cached state again and again (measured: 30 % of a batch with 100,000 cached
+    # profiles). Reference counting frees them; cycles made meanwhile wait for the next pass.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
-        with engine.begin() as conn:
+        with engine.connect() as conn, _relaxed_sync(conn), conn.begin():
             found = _position(conn, lock=True)
             if found is None:
                 return None
@@ -685,6 +730,9 @@ def process_batch(
     except BaseException:
         proc.cache.clear()  # the states in memory may hold what was rolled back
         raise
+    finally:
+        if collecting:
+            gc.enable()
     proc.committed(seq + 1)
     return BatchReport(len(rows), changed, end)
 

@@ -3,10 +3,14 @@
 Segment's reserved traits are understood (email, firstName, lastName, name, gender, phone,
 address with street, postalCode, city, country, createdAt, birthday, company, and a given
 salutation or title). `name` fills first and last name only when those are absent.
+
+The fields come in groups, each from its own traits, so that a change of the city does not
+validate the e-mail address again (`groups_of` and the `groups` argument).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from closedloop.identity.normalise import Normalised, Problem, normalise_email, normalise_phone
@@ -19,7 +23,44 @@ from closedloop.profiles.masterdata import (
     salutation_problem,
 )
 
-__all__ = ["derive_masterdata"]
+__all__ = ["GROUP_INPUTS", "derive_masterdata", "groups_of"]
+
+GROUP_INPUTS: dict[str, tuple[str, ...]] = {
+    "email": ("email",),
+    "phone": ("phone", "mobile"),
+    "person": (
+        "firstName",
+        "first_name",
+        "lastName",
+        "last_name",
+        "name",
+        "gender",
+        "sex",
+        "salutation",
+        "title",
+    ),
+    "address": (
+        "address.street",
+        "street",
+        "address.city",
+        "city",
+        "address.country",
+        "country",
+        "address.postalCode",
+        "address.postal_code",
+        "postalCode",
+        "zip",
+        "address.zip",
+    ),
+    "dates": ("birthday", "createdAt", "created_at"),
+    "company": ("company.name", "company"),
+}
+_GROUP_OF = {name: group for group, names in GROUP_INPUTS.items() for name in names}
+
+
+def groups_of(trait_names: Iterable[str]) -> set[str]:
+    """The master-data groups that depend on any of these traits."""
+    return {_GROUP_OF[name] for name in trait_names if name in _GROUP_OF}
 
 
 def _first(traits: dict[str, Any], *names: str) -> tuple[str, Any]:
@@ -38,10 +79,112 @@ def _text(value: Any, limit: int = 200) -> str | None:
     return None
 
 
+Take = Callable[[Normalised], "str | None"]
+
+
+def _email(
+    t: dict[str, Any], out: dict[str, Any], take: Take, problems: list[Problem], region: str
+) -> None:
+    name, value = _first(t, "email")
+    out["email"] = take(normalise_email(value, field=name))
+
+
+def _phone(
+    t: dict[str, Any], out: dict[str, Any], take: Take, problems: list[Problem], region: str
+) -> None:
+    name, value = _first(t, "phone", "mobile")
+    out["phone"] = take(normalise_phone(value, region=region, field=name))
+
+
+def _person(
+    t: dict[str, Any], out: dict[str, Any], take: Take, problems: list[Problem], region: str
+) -> None:
+    first = _text(_first(t, "firstName", "first_name")[1], 100)
+    last = _text(_first(t, "lastName", "last_name")[1], 100)
+    full = _text(t.get("name"), 200)
+    if full and not first and not last:
+        parts = full.split()
+        first, last = (" ".join(parts[:-1]) or None, parts[-1]) if len(parts) > 1 else (None, full)
+    out["first_name"], out["last_name"] = first, last
+    name, value = _first(t, "gender", "sex")
+    gender = take(normalise_gender(value, field=name))
+    out["gender"] = gender
+    name, given = _first(t, "salutation", "title")
+    problem = salutation_problem(given, gender, field=name)
+    if problem is not None:
+        problems.append(problem)
+    out["salutation_de"] = salutation(gender, first_name=first, last_name=last, language="de")
+    out["salutation_en"] = salutation(gender, first_name=first, last_name=last, language="en")
+
+
+def _address(
+    t: dict[str, Any], out: dict[str, Any], take: Take, problems: list[Problem], region: str
+) -> None:
+    out["street"] = _text(_first(t, "address.street", "street")[1])
+    out["city"] = _text(_first(t, "address.city", "city")[1], 100)
+    name, value = _first(t, "address.country", "country")
+    country = take(normalise_country(value, field=name))
+    out["country"] = country
+    name, value = _first(
+        t, "address.postalCode", "address.postal_code", "postalCode", "zip", "address.zip"
+    )
+    out["postal_code"] = take(normalise_postal_code(value, country=country or region, field=name))
+
+
+def _dates(
+    t: dict[str, Any], out: dict[str, Any], take: Take, problems: list[Problem], region: str
+) -> None:
+    name, value = _first(t, "birthday")
+    out["birthday"] = take(normalise_date(value, field=name))
+    name, value = _first(t, "createdAt", "created_at")
+    out["created_at"] = take(normalise_date(value, field=name))
+
+
+def _company(
+    t: dict[str, Any], out: dict[str, Any], take: Take, problems: list[Problem], region: str
+) -> None:
+    company = t.get("company.name", t.get("company"))
+    out["company"] = _text(company) if not isinstance(company, dict) else None
+
+
+_GROUPS = {
+    "email": _email,
+    "phone": _phone,
+    "person": _person,
+    "address": _address,
+    "dates": _dates,
+    "company": _company,
+}
+_FIELD_ORDER = (
+    "email",
+    "phone",
+    "first_name",
+    "last_name",
+    "gender",
+    "salutation_de",
+    "salutation_en",
+    "street",
+    "city",
+    "country",
+    "postal_code",
+    "birthday",
+    "created_at",
+    "company",
+)
+
+
 def derive_masterdata(
-    traits: dict[str, Any], *, region: str
+    traits: dict[str, Any],
+    *,
+    region: str,
+    groups: set[str] | None = None,
+    previous: tuple[dict[str, Any], list[dict[str, str]]] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, str]]]:
-    """(master data, problems) from trait values (flat names, `address.postalCode`)."""
+    """(master data, problems) from trait values (flat names, `address.postalCode`).
+
+    With `groups` and the `previous` result, only those groups are derived again; the rest
+    (fields and their problems) is kept.
+    """
     problems: list[Problem] = []
 
     def take(result: Normalised) -> str | None:
@@ -49,43 +192,20 @@ def derive_masterdata(
             problems.append(result.problem)
         return result.value
 
-    out: dict[str, Any] = {}
-    name, value = _first(traits, "email")
-    out["email"] = take(normalise_email(value, field=name))
-    name, value = _first(traits, "phone", "mobile")
-    out["phone"] = take(normalise_phone(value, region=region, field=name))
-
-    first = _text(_first(traits, "firstName", "first_name")[1], 100)
-    last = _text(_first(traits, "lastName", "last_name")[1], 100)
-    full = _text(traits.get("name"), 200)
-    if full and not first and not last:
-        parts = full.split()
-        first, last = (" ".join(parts[:-1]) or None, parts[-1]) if len(parts) > 1 else (None, full)
-    out["first_name"], out["last_name"] = first, last
-
-    name, value = _first(traits, "gender", "sex")
-    gender = take(normalise_gender(value, field=name))
-    out["gender"] = gender
-    name, given = _first(traits, "salutation", "title")
-    problem = salutation_problem(given, gender, field=name)
-    if problem is not None:
-        problems.append(problem)
-    out["salutation_de"] = salutation(gender, first_name=first, last_name=last, language="de")
-    out["salutation_en"] = salutation(gender, first_name=first, last_name=last, language="en")
-
-    out["street"] = _text(_first(traits, "address.street", "street")[1])
-    out["city"] = _text(_first(traits, "address.city", "city")[1], 100)
-    name, value = _first(traits, "address.country", "country")
-    country = take(normalise_country(value, field=name))
-    out["country"] = country
-    name, value = _first(
-        traits, "address.postalCode", "address.postal_code", "postalCode", "zip", "address.zip"
-    )
-    out["postal_code"] = take(normalise_postal_code(value, country=country or region, field=name))
-    name, value = _first(traits, "birthday")
-    out["birthday"] = take(normalise_date(value, field=name))
-    name, value = _first(traits, "createdAt", "created_at")
-    out["created_at"] = take(normalise_date(value, field=name))
-    company = traits.get("company.name", traits.get("company"))
-    out["company"] = _text(company) if not isinstance(company, dict) else None
-    return out, [{"field": p.field, "problem": p.problem, "value": p.value} for p in problems]
+    if groups is None or previous is None:
+        todo = set(_GROUPS)
+        kept_fields: dict[str, Any] = {}
+        kept_quality: list[dict[str, str]] = []
+    else:
+        todo = groups
+        kept_fields = previous[0]
+        kept_quality = [q for q in previous[1] if _GROUP_OF.get(q["field"]) not in todo]
+    found: dict[str, Any] = {}
+    for group in _GROUPS:  # in a fixed order, so the problems list is too
+        if group in todo:
+            _GROUPS[group](traits, found, take, problems, region)
+    out = {name: found[name] if name in found else kept_fields.get(name) for name in _FIELD_ORDER}
+    fresh = [{"field": p.field, "problem": p.problem, "value": p.value} for p in problems]
+    order = {name: index for index, name in enumerate(_GROUP_OF)}
+    quality = sorted(kept_quality + fresh, key=lambda q: order.get(q["field"], len(order)))
+    return out, quality

@@ -76,7 +76,12 @@ class ProfileState:
     computed: dict[str, Any] = field(default_factory=dict)
     consent: dict[str, list[Any]] = field(default_factory=dict)
     merged_into: str | None = None
-    # What changed in this batch (not stored).
+    # The stored master data, its quality and customer key (recomputed by group on change).
+    masterdata: dict[str, Any] = field(default_factory=dict)
+    quality: list[dict[str, str]] = field(default_factory=list)
+    customer_key: str | None = None
+    # What changed in this batch (not stored): trait names, or None for "everything".
+    changed: set[str] | None = field(default_factory=set)
     new: bool = False
     dirty: bool = False
     traits_changed: bool = False
@@ -167,6 +172,8 @@ def _set_trait(p: ProfileState, name: str, value: Any, at: int, source: str, lim
         return
     p.traits[name] = [value, at, source]
     p.traits_changed = True
+    if p.changed is not None:
+        p.changed.add(name)
 
 
 def _state_consent(
@@ -273,6 +280,7 @@ def merge_into(survivor: ProfileState, merged: ProfileState) -> None:
     survivor.created_at = min(survivor.created_at, merged.created_at)
     survivor.updated_at = max(survivor.updated_at, merged.updated_at)
     survivor.dirty = survivor.traits_changed = survivor.state_changed = True
+    survivor.changed = None
     merged.traits, merged.consent, merged.computed = {}, {}, {}
     merged.user_ids, merged.anonymous_ids = [], 0
     merged.dirty = merged.state_changed = True
