@@ -216,6 +216,9 @@ def hub_server(workdir: Path, name: str) -> Iterator[Hub]:
     port = free_port()
     env = {"PATH": os.environ["PATH"], "CLOSEDLOOP_DATABASE_URL": url}
     env["CLOSEDLOOP_LOG_LEVEL"] = "warning"
+    # Ingest alone, as a deployment with `closedloop worker` processes runs it; the
+    # processor has its own benchmark (bench/process_bench.py).
+    env["CLOSEDLOOP_PROCESSOR__EMBEDDED"] = "false"
     server = subprocess.Popen(
         [sys.executable, "-m", "closedloop", "serve", "--port", str(port)], cwd=workdir, env=env
     )

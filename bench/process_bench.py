@@ -44,7 +44,7 @@ from closedloop.profiles.processor import profile_id_for
 
 NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
 LIMITS = IngestSettings()
-BATCH = 2000
+BATCH = Settings().processor.batch_events  # the processor's batch; appends use the same
 
 
 def settings(url: str) -> Settings:
@@ -119,7 +119,8 @@ def case_ratio(url_base: str | None, workdir: Path, customers: int, rounds: int)
         rates.append(rate)
         bases.append(base)
         print(
-            f"  {label} round {n + 1}: process {rate:,.0f}/s, append {base:,.0f}/s, ratio {rate / base:.2f}"
+            f"  {label} round {n + 1}: process {rate:,.0f}/s, append {base:,.0f}/s, "
+            f"ratio {rate / base:.2f}"
         )
     print(
         f"{label}: {len(messages):,} events; processing {median(rates):,.0f} events/s vs plain "

@@ -127,7 +127,7 @@ class ProcessorSettings(BaseModel):
         "processes run separately).",
     )
     batch_events: int = Field(
-        2000, ge=1, le=100_000, description="Most events processed in one transaction."
+        5000, ge=1, le=100_000, description="Most events processed in one transaction."
     )
     poll_seconds: float = Field(
         0.1, gt=0, le=60, description="Pause of an idle processor before it looks again."

@@ -275,9 +275,10 @@ _READ_SQLITE = (
     "SELECT id, txid, source_id, type, event, user_id, anonymous_id, timestamp, received_at, "
     "payload FROM events WHERE id > ? ORDER BY id LIMIT ?"
 )
-_READ_POSTGRES = (
-    "SELECT id, txid, source_id, type, event, user_id, anonymous_id, timestamp, received_at, "
-    "payload::t FROM events "
+_READ_POSTGRES = (  # times as epoch microseconds: converted by the server, not in Python
+    "SELECT id, txid, source_id, type, event, user_id, anonymous_id, "
+    "(extract(epoch FROM timestamp) * 1000000)::bigint, "
+    "(extract(epoch FROM received_at) * 1000000)::bigint, payload::t FROM events "
     "WHERE txid < (pg_snapshot_xmin(pg_current_snapshot())::t)::bigint "
     "AND (txid, id) > (?, ?) ORDER BY txid, id LIMIT ?"
 )
