@@ -46,6 +46,7 @@ from closedloop.store._types import to_epoch_us
 
 ROOT = Path(__file__).resolve().parent
 KEY = "wk_bench-" + "k" * 32
+WITH_PROCESSOR = False  # --with-processor: the server also processes what it takes in
 
 
 def free_port() -> int:
@@ -218,7 +219,7 @@ def hub_server(workdir: Path, name: str) -> Iterator[Hub]:
     env["CLOSEDLOOP_LOG_LEVEL"] = "warning"
     # Ingest alone, as a deployment with `closedloop worker` processes runs it; the
     # processor has its own benchmark (bench/process_bench.py).
-    env["CLOSEDLOOP_PROCESSOR__EMBEDDED"] = "false"
+    env["CLOSEDLOOP_PROCESSOR__EMBEDDED"] = "true" if WITH_PROCESSOR else "false"
     server = subprocess.Popen(
         [sys.executable, "-m", "closedloop", "serve", "--port", str(port)], cwd=workdir, env=env
     )
@@ -245,7 +246,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="Rounds of figure + baseline.")
     parser.add_argument("--postgres-url", default=os.environ.get("CLOSEDLOOP_TEST_POSTGRES_URL"))
     parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument(
+        "--with-processor",
+        action="store_true",
+        help="Run the embedded processor in the server (default: ingest alone).",
+    )
     args = parser.parse_args()
+    global WITH_PROCESSOR
+    WITH_PROCESSOR = args.with_processor
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
     workdir = Path(tempfile.mkdtemp(prefix="closedloop-bench-"))
