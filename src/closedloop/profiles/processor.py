@@ -308,6 +308,80 @@ _INSERT_IDENTITY = (
 )
 
 
+# PostgreSQL: profile rows go in by COPY (new ones straight into the table, changed ones into
+# a staging table and then one UPDATE ... FROM per kind of change): one round trip per batch
+# instead of one per row.
+_COPY_PROFILES = (
+    "COPY profiles (id, merged_into, customer_key, user_ids, anonymous_ids, traits, computed, "
+    "consent, masterdata, quality, created_at, updated_at, created_event_id) FROM STDIN"
+)
+_COPY_IDENTITIES = "COPY identities (key, profile_id, first_seen_at, event_id) FROM STDIN"
+_STAGING = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS closedloop_profile_staging (kind smallint, id text, "
+    "merged_into text, user_ids jsonb, anonymous_ids integer, traits jsonb, computed jsonb, "
+    "consent jsonb, created_at timestamptz, updated_at timestamptz, customer_key text, "
+    "masterdata jsonb, quality jsonb) ON COMMIT DELETE ROWS"
+)
+_COPY_STAGING = (
+    "COPY closedloop_profile_staging (kind, id, merged_into, user_ids, anonymous_ids, traits, "
+    "computed, consent, created_at, updated_at, customer_key, masterdata, quality) FROM STDIN"
+)
+_FROM_STAGING = (
+    # kind 0: counts only
+    "UPDATE profiles AS p SET computed = s.computed, updated_at = s.updated_at "
+    "FROM closedloop_profile_staging AS s WHERE s.kind = 0 AND p.id = s.id",
+    # kind 1: identities, consent, trait times; kind 2: also master data
+    "UPDATE profiles AS p SET merged_into = s.merged_into, user_ids = s.user_ids, "
+    "anonymous_ids = s.anonymous_ids, traits = s.traits, computed = s.computed, "
+    "consent = s.consent, created_at = s.created_at, updated_at = s.updated_at "
+    "FROM closedloop_profile_staging AS s WHERE s.kind = 1 AND p.id = s.id",
+    "UPDATE profiles AS p SET merged_into = s.merged_into, user_ids = s.user_ids, "
+    "anonymous_ids = s.anonymous_ids, traits = s.traits, computed = s.computed, "
+    "consent = s.consent, created_at = s.created_at, updated_at = s.updated_at, "
+    "customer_key = s.customer_key, masterdata = s.masterdata, quality = s.quality "
+    "FROM closedloop_profile_staging AS s WHERE s.kind = 2 AND p.id = s.id",
+)
+
+
+def _copy_rows(conn: sa.Connection, statement: str, rows: list[tuple[Any, ...]]) -> None:
+    raw: Any = conn.connection.driver_connection
+    with raw.cursor() as cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def _copy_profiles(
+    conn: sa.Connection,
+    inserts: list[tuple[Any, ...]],
+    updates: list[tuple[Any, ...]],
+    updates_traits: list[tuple[Any, ...]],
+    counts: list[tuple[Any, ...]],
+) -> None:
+    if inserts:
+        _copy_rows(conn, _COPY_PROFILES, inserts)
+    if not (updates or updates_traits or counts):
+        return
+    staged: list[tuple[Any, ...]] = []
+    for computed, updated_at, pid in counts:
+        staged.append(
+            (0, pid, None, None, None, None, computed, None, None, updated_at, None, None, None)
+        )
+    for row in updates:
+        staged.append((1, row[-1], *row[:-1], None, None, None))
+    for row in updates_traits:
+        staged.append((2, row[-1], *row[:-1]))
+    raw: Any = conn.connection.driver_connection
+    with raw.cursor() as cursor:
+        cursor.execute(_STAGING)
+        with cursor.copy(_COPY_STAGING) as copy:
+            for row in staged:
+                copy.write_row(row)
+        for kind, statement in enumerate(_FROM_STAGING):
+            if (counts, updates, updates_traits)[kind]:
+                cursor.execute(statement)
+        cursor.execute("TRUNCATE closedloop_profile_staging")
+
+
 class _Sql:
     """The hot statements in each backend's own SQL, run through the driver's executemany.
 
@@ -537,14 +611,17 @@ class _Processor:
                 updates_traits.append(tuple(values))
             else:
                 updates.append((*self._profile_values(p, sql), p.id))
-        if inserts:
-            conn.exec_driver_sql(sql.insert_profile, inserts)
-        if updates:
-            conn.exec_driver_sql(sql.update_profile, updates)
-        if counts:
-            conn.exec_driver_sql(sql.update_profile_counts, counts)
-        if updates_traits:
-            conn.exec_driver_sql(sql.update_profile_masterdata, updates_traits)
+        if sql.pg:
+            _copy_profiles(conn, inserts, updates, updates_traits, counts)
+        else:
+            if inserts:
+                conn.exec_driver_sql(sql.insert_profile, inserts)
+            if updates:
+                conn.exec_driver_sql(sql.update_profile, updates)
+            if counts:
+                conn.exec_driver_sql(sql.update_profile_counts, counts)
+            if updates_traits:
+                conn.exec_driver_sql(sql.update_profile_masterdata, updates_traits)
         for merged_id, survivor_id in batch.moves:
             conn.execute(
                 identities.update()
@@ -562,13 +639,14 @@ class _Processor:
                 .values(profile_id=survivor_id)
             )
         if batch.new_identities:
-            conn.exec_driver_sql(
-                sql.insert_identity,
-                [
-                    (key, batch._final(pid), sql.time(at), event_id)
-                    for key, (pid, at, event_id) in batch.new_identities.items()
-                ],
-            )
+            rows = [
+                (key, batch._final(pid), sql.time(at), event_id)
+                for key, (pid, at, event_id) in batch.new_identities.items()
+            ]
+            if sql.pg:
+                _copy_rows(conn, _COPY_IDENTITIES, rows)
+            else:
+                conn.exec_driver_sql(sql.insert_identity, rows)
         if batch.merges:
             conn.execute(identity_merges.insert(), batch.merges)
         if batch.conflicts:
