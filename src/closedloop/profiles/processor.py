@@ -487,8 +487,8 @@ class _Processor:
                 id=row[0],
                 type=row[3],
                 name=row[4],
-                timestamp=_us(row[7]),
-                received_at=_us(row[8]),
+                timestamp=row[7],  # epoch microseconds from both backends' read
+                received_at=row[8],
                 payload=payload,
                 source=source,
                 channel=kind,

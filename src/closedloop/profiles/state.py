@@ -127,10 +127,11 @@ def _consent_value(value: object) -> bool | None:
 
 def _count_event(p: ProfileState, ev: ProcessedEvent) -> None:
     c = p.computed
+    at = ev.timestamp
     if not c:
         c.update(
-            first_seen=ev.timestamp,
-            last_seen=ev.timestamp,
+            first_seen=at,
+            last_seen=at,
             events=0,
             by_type={},
             channels=[],
@@ -139,13 +140,17 @@ def _count_event(p: ProfileState, ev: ProcessedEvent) -> None:
             interests={},
         )
     c["events"] += 1
-    c["first_seen"] = min(c["first_seen"], ev.timestamp)
-    c["last_seen"] = max(c["last_seen"], ev.timestamp)
+    if at < c["first_seen"]:
+        c["first_seen"] = at
+    if at > c["last_seen"]:
+        c["last_seen"] = at
     by_type = c["by_type"]
-    by_type[ev.type] = by_type.get(ev.type, 0) + 1
-    if ev.channel not in c["channels"]:
-        c["channels"] = sorted([*c["channels"], ev.channel])
-    if ev.type == "track" and ev.name in _INTEREST_EVENTS:
+    kind = ev.type
+    by_type[kind] = by_type.get(kind, 0) + 1
+    channels = c["channels"]
+    if ev.channel not in channels:
+        c["channels"] = sorted([*channels, ev.channel])
+    if kind == "track" and ev.name in _INTEREST_EVENTS:
         properties = ev.payload.get("properties")
         if isinstance(properties, dict):
             if ev.name == "Order Completed":
@@ -212,7 +217,8 @@ def apply_event(
 ) -> None:
     """Count the event on the profile and take its traits and consent statements."""
     _count_event(p, ev)
-    p.updated_at = max(p.updated_at, ev.received_at)
+    if ev.received_at > p.updated_at:
+        p.updated_at = ev.received_at
     p.dirty = True
     payload = ev.payload
     if ev.type == "identify":
