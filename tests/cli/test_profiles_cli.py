@@ -1,0 +1,93 @@
+"""`closedloop profiles show`, `worker --once` and `rebuild` against a real store."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import Engine
+from typer.testing import CliRunner
+
+from closedloop import profiles
+from closedloop.cli import app
+from tests.conftest import make_settings
+from tests.profiles.conftest import Log, identify, track
+
+
+@pytest.fixture
+def cli(db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[CliRunner]:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CLOSEDLOOP_DATABASE_URL", db_url)
+    monkeypatch.setenv("CLOSEDLOOP_SECRET_KEY", "test-secret-" + "y" * 20)  # as make_settings
+    yield CliRunner()
+
+
+@pytest.fixture
+def log(engine: Engine, db_url: str) -> Log:
+    log = Log(engine, make_settings(db_url))
+    log.send(track("Product Viewed", anonymous_id="anon-1", properties={"category": "Laufschuhe"}))
+    log.send(
+        identify(
+            "cust-7",
+            "anon-1",
+            email="Erika.Musterfrau@Example.com",
+            phone="0351 1234567",
+            gender="Frau",
+            lastName="Musterfrau",
+            address={"postalCode": 1067, "city": "Dresden"},
+        )
+    )
+    return log
+
+
+def test_worker_once_processes_and_profiles_show_finds_by_phone(cli: CliRunner, log: Log) -> None:
+    result = cli.invoke(app, ["worker", "--once"])
+    assert result.exit_code == 0, result.output
+    assert "2 events processed" in result.output
+    result = cli.invoke(app, ["profiles", "show", "--phone", "+49 351 1234567", "--events", "5"])
+    assert result.exit_code == 0, result.output
+    for text in (
+        "Sehr geehrte Frau Musterfrau",
+        "01067 Dresden",
+        "Laufschuhe (1)",
+        "Product Viewed",
+    ):
+        assert text in result.output, text
+
+
+def test_profiles_show_json_and_errors(cli: CliRunner, log: Log) -> None:
+    log.process()
+    result = cli.invoke(
+        app, ["profiles", "show", "--email", "ERIKA.musterfrau@example.com", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert doc["masterdata"]["postal_code"] == "01067"
+    assert [e["event"] for e in doc["events"]] == [None, "Product Viewed"]
+    missing = cli.invoke(app, ["profiles", "show", "--user-id", "nobody"])
+    assert missing.exit_code == 1
+    assert "no profile with user id `nobody`" in missing.output
+    bad = cli.invoke(app, ["profiles", "show", "--email", "not-an-address"])
+    assert bad.exit_code == 1
+    assert "invalid `email`" in bad.output
+    both = cli.invoke(app, ["profiles", "show", "--email", "a@b.de", "--user-id", "x"])
+    assert both.exit_code == 1
+    assert "exactly one" in both.output
+    unknown = cli.invoke(app, ["profiles", "show", "--id", "p_nobody"])
+    assert unknown.exit_code == 1
+    assert "no profile `p_nobody`" in unknown.output
+
+
+def test_rebuild_command_gives_the_same_profile(cli: CliRunner, log: Log) -> None:
+    log.process()
+    before = profiles.lag(log.engine)
+    first = cli.invoke(app, ["profiles", "show", "--user-id", "cust-7", "--json"]).output
+    result = cli.invoke(app, ["rebuild"])
+    assert result.exit_code == 0, result.output
+    assert "rebuild: 2 events processed" in result.output
+    assert "0 left" in result.output
+    assert before.events == 0
+    again = cli.invoke(app, ["profiles", "show", "--user-id", "cust-7", "--json"]).output
+    assert json.loads(again) == json.loads(first)
