@@ -359,7 +359,7 @@ def main() -> None:
         f"{platform.node()} {platform.processor() or platform.machine()} "
         f"{os.cpu_count()} cores, Python {platform.python_version()}, "
         f"{datetime.now(UTC).date()}"
-    )  # noqa: DTZ
+    )
     with tempfile.TemporaryDirectory(prefix="closedloop-bench-") as tmp:
         workdir = Path(tmp)
         if args.only in (None, "ratio"):
