@@ -154,3 +154,11 @@ def test_profile_example_in_the_docs_has_the_real_fields(
     assert set(example["masterdata"]) == set(real["masterdata"])
     assert set(example["computed"]) == set(real["computed"])
     assert real["masterdata"] == example["masterdata"]
+
+
+def test_mood_rules_example_in_the_docs_is_valid() -> None:
+    from closedloop import mood
+
+    (block,) = _blocks((DOCS / "concepts.md").read_text(), "yaml")
+    rules = mood.parse_rules(yaml.safe_load(block))
+    assert [r.name for r in rules.rules] == ["nps", "returned_order", "vip"]

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 __all__ = [
     "IdentitySettings",
     "IngestSettings",
+    "MoodSettings",
     "ProcessorSettings",
     "ProfileSettings",
     "Settings",
@@ -116,6 +117,29 @@ class ProfileSettings(BaseModel):
     )
 
 
+class MoodSettings(BaseModel):
+    """How signals add up to a customer's mood."""
+
+    model_config = ConfigDict(frozen=True)
+
+    half_life_days: float = Field(
+        90, gt=0, le=3650, description="A signal counts half after this many days."
+    )
+    positive_threshold: float = Field(
+        0.2, gt=0, le=1, description="Score from which the mood is positive."
+    )
+    negative_threshold: float = Field(
+        -0.2, ge=-1, lt=0, description="Score up to which the mood is negative."
+    )
+    churn_risk_days: int = Field(
+        60, ge=1, le=3650, description="A churn-risk signal (cancellation page) counts this long."
+    )
+    max_signals: int = Field(
+        50, ge=5, le=1000, description="Most signals kept per profile (the newest)."
+    )
+    reasons: int = Field(3, ge=1, le=20, description="Strongest signals shown as reasons.")
+
+
 class ProcessorSettings(BaseModel):
     """The processor that derives identities and profiles from the event log."""
 
@@ -173,6 +197,7 @@ class Settings(BaseSettings):
     profiles: ProfileSettings = Field(
         default_factory=ProfileSettings, description="Traits and consent."
     )
+    mood: MoodSettings = Field(default_factory=MoodSettings, description="Mood scoring.")
     processor: ProcessorSettings = Field(
         default_factory=ProcessorSettings, description="The event-log processor."
     )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from closedloop.cli import (  # noqa: F401
+    apply,
     db,
     demo,
     events,
     importing,
     init,
+    mood,
     profiles,
     serve,
     sources,

@@ -8,6 +8,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from closedloop import clock, mood
 from closedloop.cli._app import app, console, fail, handle_errors, open_store, settings
 from closedloop.profiles import read
 
@@ -27,6 +28,15 @@ def _summary(doc: dict[str, Any]) -> Table:
     name = " ".join(p for p in (md.get("first_name"), md.get("last_name")) if p) or "-"
     rows = [
         ("profile", doc["id"]),
+        (
+            "mood",
+            f"{doc['mood']['label']} ({doc['mood']['score']:+.2f})"
+            + (", churn risk" if doc["mood"]["churn_risk"] else "")
+            + "".join(
+                f"; {r['label']} {r['at'][:10]} ({r['contribution']:+.2f})"
+                for r in doc["mood"]["reasons"]
+            ),
+        ),
         ("customer key", doc["customer_key"] or "-"),
         ("name", name),
         ("salutation", md.get("salutation_de") or "-"),
@@ -132,8 +142,11 @@ def show(
             raise fail(f"no profile with {kind.replace('_', ' ')} `{value[:80]}`")
         _found, timeline = read.timeline(engine, profile.id, before_id=None, limit=max(events, 1))
         timeline = timeline[:events]
+        rules = mood.current_rules(engine)
+    now = clock.now()
+    doc = dict(profile.as_json())
+    doc["mood"] = mood.describe(profile.derived or {}, config.mood, now=now, rules=rules).as_json()
     if as_json:
-        doc = dict(profile.as_json())
         doc["events"] = [
             {
                 "id": e.id,
@@ -147,7 +160,7 @@ def show(
         ]
         console.print(json.dumps(doc, ensure_ascii=False, indent=2), markup=False)
         return
-    console.print(_summary(profile.as_json()))
+    console.print(_summary(doc))
     if timeline:
         table = Table(title="newest events")
         for column in ("time", "source", "type", "event / page"):

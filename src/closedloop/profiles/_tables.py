@@ -23,6 +23,7 @@ profiles = sa.Table(
     sa.Column("consent", JSONDocument, nullable=False),
     sa.Column("masterdata", JSONDocument, nullable=False),
     sa.Column("quality", JSONDocument, nullable=False),
+    sa.Column("derived", JSONDocument, nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.Column("created_event_id", sa.BigInteger(), nullable=False),

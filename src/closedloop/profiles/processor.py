@@ -37,6 +37,7 @@ from closedloop.ingest._tables import events, sources
 from closedloop.ingest.log import LogPosition
 from closedloop.metrics import Metrics
 from closedloop.profiles._tables import consent_changes, processor_cursors, profiles
+from closedloop.profiles.hooks import ProfileHook, registered
 from closedloop.profiles.quality import derive_masterdata, groups_of
 from closedloop.profiles.state import (
     ConsentChange,
@@ -195,6 +196,7 @@ class _Batch:
         self.conflicts: dict[tuple[str, str, str, str], list[int]] = {}
         self.consent: list[ConsentChange] = []
         self.event: ProcessedEvent | None = None
+        self.hooks: list[tuple[ProfileHook, Any]] = []
 
     # -- WorkingSet
     def _final(self, profile_id: str) -> str:
@@ -243,6 +245,8 @@ class _Batch:
         ev = self.event
         assert ev is not None  # noqa: S101
         survivor, merged = self.profiles[survivor_id], self.profiles[merged_id]
+        for hook, context in self.hooks:
+            hook.on_merge(context, survivor, merged)
         merge_into(survivor, merged)
         merged.merged_into = survivor_id
         self.touched[survivor_id], self.touched[merged_id] = survivor, merged
@@ -285,23 +289,24 @@ _READ_POSTGRES = (  # times as epoch microseconds: converted by the server, not 
 _IDENTITIES = "SELECT key, profile_id FROM identities WHERE key IN (?*)"
 _PROFILES = (
     "SELECT id, user_ids::t, anonymous_ids, traits::t, computed::t, consent::t, created_at, "
-    "updated_at, created_event_id, masterdata::t, quality::t, customer_key FROM profiles "
+    "updated_at, created_event_id, masterdata::t, quality::t, customer_key, derived::t "
+    "FROM profiles "
     "WHERE id IN (?*)"
 )
 _INSERT_PROFILE = (
     "INSERT INTO profiles (id, merged_into, customer_key, user_ids, anonymous_ids, traits, "
-    "computed, consent, masterdata, quality, created_at, updated_at, created_event_id) "
-    "VALUES (?, ?, ?, ?j, ?, ?j, ?j, ?j, ?j, ?j, ?, ?, ?)"
+    "computed, consent, derived, masterdata, quality, created_at, updated_at, created_event_id) "
+    "VALUES (?, ?, ?, ?j, ?, ?j, ?j, ?j, ?j, ?j, ?j, ?, ?, ?)"
 )
 _UPDATE_PROFILE = (
     "UPDATE profiles SET merged_into = ?, user_ids = ?j, anonymous_ids = ?, traits = ?j, "
-    "computed = ?j, consent = ?j, created_at = ?, updated_at = ? WHERE id = ?"
+    "computed = ?j, consent = ?j, derived = ?j, created_at = ?, updated_at = ? WHERE id = ?"
 )
 _UPDATE_PROFILE_COUNTS = "UPDATE profiles SET computed = ?j, updated_at = ? WHERE id = ?"
 _UPDATE_PROFILE_MASTERDATA = (
     "UPDATE profiles SET merged_into = ?, user_ids = ?j, anonymous_ids = ?, traits = ?j, "
-    "computed = ?j, consent = ?j, created_at = ?, updated_at = ?, customer_key = ?, "
-    "masterdata = ?j, quality = ?j WHERE id = ?"
+    "computed = ?j, consent = ?j, derived = ?j, created_at = ?, updated_at = ?, "
+    "customer_key = ?, masterdata = ?j, quality = ?j WHERE id = ?"
 )
 _INSERT_IDENTITY = (
     "INSERT INTO identities (key, profile_id, first_seen_at, event_id) VALUES (?, ?, ?, ?)"
@@ -313,18 +318,20 @@ _INSERT_IDENTITY = (
 # instead of one per row.
 _COPY_PROFILES = (
     "COPY profiles (id, merged_into, customer_key, user_ids, anonymous_ids, traits, computed, "
-    "consent, masterdata, quality, created_at, updated_at, created_event_id) FROM STDIN"
+    "consent, derived, masterdata, quality, created_at, updated_at, created_event_id) FROM STDIN"
 )
 _COPY_IDENTITIES = "COPY identities (key, profile_id, first_seen_at, event_id) FROM STDIN"
 _STAGING = (
     "CREATE TEMPORARY TABLE IF NOT EXISTS closedloop_profile_staging (kind smallint, id text, "
     "merged_into text, user_ids jsonb, anonymous_ids integer, traits jsonb, computed jsonb, "
-    "consent jsonb, created_at timestamptz, updated_at timestamptz, customer_key text, "
+    "consent jsonb, derived jsonb, created_at timestamptz, updated_at timestamptz, "
+    "customer_key text, "
     "masterdata jsonb, quality jsonb) ON COMMIT DELETE ROWS"
 )
 _COPY_STAGING = (
     "COPY closedloop_profile_staging (kind, id, merged_into, user_ids, anonymous_ids, traits, "
-    "computed, consent, created_at, updated_at, customer_key, masterdata, quality) FROM STDIN"
+    "computed, consent, derived, created_at, updated_at, customer_key, masterdata, quality) "
+    "FROM STDIN"
 )
 _FROM_STAGING = (
     # kind 0: counts only
@@ -333,12 +340,14 @@ _FROM_STAGING = (
     # kind 1: identities, consent, trait times; kind 2: also master data
     "UPDATE profiles AS p SET merged_into = s.merged_into, user_ids = s.user_ids, "
     "anonymous_ids = s.anonymous_ids, traits = s.traits, computed = s.computed, "
-    "consent = s.consent, created_at = s.created_at, updated_at = s.updated_at "
+    "consent = s.consent, derived = s.derived, created_at = s.created_at, "
+    "updated_at = s.updated_at "
     "FROM closedloop_profile_staging AS s WHERE s.kind = 1 AND p.id = s.id",
     "UPDATE profiles AS p SET merged_into = s.merged_into, user_ids = s.user_ids, "
     "anonymous_ids = s.anonymous_ids, traits = s.traits, computed = s.computed, "
-    "consent = s.consent, created_at = s.created_at, updated_at = s.updated_at, "
-    "customer_key = s.customer_key, masterdata = s.masterdata, quality = s.quality "
+    "consent = s.consent, derived = s.derived, created_at = s.created_at, "
+    "updated_at = s.updated_at, customer_key = s.customer_key, masterdata = s.masterdata, "
+    "quality = s.quality "
     "FROM closedloop_profile_staging AS s WHERE s.kind = 2 AND p.id = s.id",
 )
 
@@ -364,7 +373,22 @@ def _copy_profiles(
     staged: list[tuple[Any, ...]] = []
     for computed, updated_at, pid in counts:
         staged.append(
-            (0, pid, None, None, None, None, computed, None, None, updated_at, None, None, None)
+            (
+                0,
+                pid,
+                None,
+                None,
+                None,
+                None,
+                computed,
+                None,
+                None,
+                None,
+                updated_at,
+                None,
+                None,
+                None,
+            )
         )
     for row in updates:
         staged.append((1, row[-1], *row[:-1], None, None, None))
@@ -453,6 +477,7 @@ class _Processor:
 
     def run(self, conn: sa.Connection, rows: list[Any]) -> int:
         batch = _Batch(self.cache)
+        batch.hooks = hooks = [(h, h.prepare(conn, self.settings)) for h in registered()]
         channels = {
             r.id: (r.name, r.kind)
             for r in conn.execute(sa.select(sources.c.id, sources.c.name, sources.c.kind))
@@ -511,6 +536,9 @@ class _Processor:
             p = states[pid]
             touched[pid] = p
             apply_event(p, ev, purposes=purposes, max_traits=max_traits, consent_changes=consent)
+            for hook, context in hooks:
+                if hook.on_event(context, p, ev):
+                    p.state_changed = True
         return self._flush(conn, batch)
 
     def _load(self, conn: sa.Connection, keys: set[str]) -> None:
@@ -545,6 +573,7 @@ class _Processor:
                     masterdata=loads(r[9]),
                     quality=loads(r[10]),
                     customer_key=r[11],
+                    derived=loads(r[12]),
                 )
 
     def _profile_values(self, p: ProfileState, sql: _Sql) -> list[Any]:
@@ -555,6 +584,7 @@ class _Processor:
             _dumps(p.traits),
             _dumps(p.computed),
             _dumps(p.consent),
+            _dumps(p.derived),
             sql.time(p.created_at),
             sql.time(p.updated_at),
         ]
@@ -598,6 +628,7 @@ class _Processor:
                         _dumps(p.traits),
                         _dumps(p.computed),
                         _dumps(p.consent),
+                        _dumps(p.derived),
                         masterdata,
                         quality,
                         sql.time(p.created_at),

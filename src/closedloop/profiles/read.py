@@ -51,6 +51,7 @@ class Profile:
 
     id: str
     document: dict[str, Any]
+    derived: dict[str, Any] | None = None  # other domains' data (mood signals), not shown
 
     def as_json(self) -> dict[str, Any]:
         return self.document
@@ -99,8 +100,15 @@ def resolve_profile_id(conn: sa.Connection, profile_id: str) -> str | None:
     return str(row.merged_into or row.id)
 
 
-def _document(conn: sa.Connection, profile_id: str, purposes: tuple[str, ...]) -> dict[str, Any]:
+def _document_and_derived(
+    conn: sa.Connection, profile_id: str, purposes: tuple[str, ...]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     row = conn.execute(sa.select(profiles).where(profiles.c.id == profile_id)).one()
+    return _document(conn, row, purposes), row.derived
+
+
+def _document(conn: sa.Connection, row: Any, purposes: tuple[str, ...]) -> dict[str, Any]:
+    profile_id = row.id
     ids = conn.execute(
         sa.select(identities.c.key, identities.c.first_seen_at)
         .where(identities.c.profile_id == profile_id)
@@ -190,7 +198,7 @@ def get_profile(engine: Engine, profile_id: str, *, purposes: tuple[str, ...]) -
         found = resolve_profile_id(conn, profile_id)
         if found is None:
             raise NotFoundError(f"no profile `{profile_id[:60]}`")
-        return Profile(found, _document(conn, found, purposes))
+        return Profile(found, *_document_and_derived(conn, found, purposes))
 
 
 def _lookup_key(kind: str, value: str, *, region: str) -> str:
@@ -242,7 +250,7 @@ def find_profile(
             ).scalar()
         if found is None:
             return None
-        return Profile(found, _document(conn, found, purposes))
+        return Profile(found, *_document_and_derived(conn, found, purposes))
 
 
 def list_profiles(
@@ -254,7 +262,7 @@ def list_profiles(
         if after:
             stmt = stmt.where(profiles.c.id > after)
         ids = conn.execute(stmt.order_by(profiles.c.id).limit(limit)).scalars().all()
-        return [Profile(pid, _document(conn, pid, purposes)) for pid in ids]
+        return [Profile(pid, *_document_and_derived(conn, pid, purposes)) for pid in ids]
 
 
 def timeline(

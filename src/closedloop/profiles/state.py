@@ -80,6 +80,8 @@ class ProfileState:
     masterdata: dict[str, Any] = field(default_factory=dict)
     quality: list[dict[str, str]] = field(default_factory=list)
     customer_key: str | None = None
+    # What other domains derive (mood signals, ...), by domain name: see `profiles.hooks`.
+    derived: dict[str, Any] = field(default_factory=dict)
     # What changed in this batch (not stored): trait names, or None for "everything".
     changed: set[str] | None = field(default_factory=set)
     new: bool = False
@@ -287,7 +289,7 @@ def merge_into(survivor: ProfileState, merged: ProfileState) -> None:
     survivor.updated_at = max(survivor.updated_at, merged.updated_at)
     survivor.dirty = survivor.traits_changed = survivor.state_changed = True
     survivor.changed = None
-    merged.traits, merged.consent, merged.computed = {}, {}, {}
+    merged.traits, merged.consent, merged.computed, merged.derived = {}, {}, {}, {}
     merged.user_ids, merged.anonymous_ids = [], 0
     merged.dirty = merged.state_changed = True
 

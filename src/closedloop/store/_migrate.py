@@ -23,6 +23,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the schema of `engine`'s database to `revision` (the newest by default)."""
     # Importing the domain packages registers their tables on `metadata`.
     import closedloop.ingest
+    import closedloop.mood
     import closedloop.profiles  # noqa: F401
 
     command.upgrade(_config(engine), revision)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from closedloop import clock, mood
 from closedloop.errors import InvalidInputError
 from closedloop.profiles import read
 from closedloop.profiles.consent import set_consent
@@ -19,6 +20,22 @@ from closedloop.web.events import EventOut, EventPage, _cursor
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/profiles", tags=["profiles"])
+
+
+def _shown(ctx: Any, found: list[read.Profile]) -> list[dict[str, Any]]:
+    """Profile documents with their mood as of now (signals fade, so it is computed here)."""
+    if not found:
+        return []
+    rules = mood.current_rules(ctx.engine)
+    now = clock.now()
+    out = []
+    for profile in found:
+        doc = dict(profile.as_json())
+        doc["mood"] = mood.describe(
+            profile.derived or {}, ctx.settings.mood, now=now, rules=rules
+        ).as_json()
+        out.append(doc)
+    return out
 
 
 def _profile_cursor(value: str | None) -> str | None:
@@ -64,34 +81,48 @@ async def list_profiles(
         )
     if given:
         kind, value = next(iter(given.items()))
-        found = await run_in_threadpool(
-            lambda: read.find_profile(
-                ctx.engine,
-                kind,
-                value,
-                region=ctx.settings.identity.default_region,
-                purposes=purposes,
+        items = await run_in_threadpool(
+            lambda: _shown(
+                ctx,
+                [
+                    p
+                    for p in [
+                        read.find_profile(
+                            ctx.engine,
+                            kind,
+                            value,
+                            region=ctx.settings.identity.default_region,
+                            purposes=purposes,
+                        )
+                    ]
+                    if p is not None
+                ],
             )
         )
-        items = [found.as_json()] if found else []
         return JSONOut({"items": items, "next_cursor": None})
     after = _profile_cursor(cursor)
     page = await run_in_threadpool(
         lambda: read.list_profiles(ctx.engine, after=after, limit=limit, purposes=purposes)
     )
     next_cursor = page[-1].id if len(page) == limit else None
-    return JSONOut({"items": [p.as_json() for p in page], "next_cursor": next_cursor})
+    items = await run_in_threadpool(_shown, ctx, page)
+    return JSONOut({"items": items, "next_cursor": next_cursor})
 
 
 @router.get("/{profile_id}", summary="One profile (a merged profile's id answers the survivor)")
 async def get_profile(request: Request, _auth: AdminAuth, profile_id: str) -> Response:
     ctx = get_context(request)
-    found = await run_in_threadpool(
-        lambda: read.get_profile(
-            ctx.engine, profile_id, purposes=ctx.settings.profiles.consent_purposes
+    (shown,) = await run_in_threadpool(
+        lambda: _shown(
+            ctx,
+            [
+                read.get_profile(
+                    ctx.engine, profile_id, purposes=ctx.settings.profiles.consent_purposes
+                )
+            ],
         )
     )
-    return JSONOut(found.as_json())
+    return JSONOut(shown)
 
 
 @router.get("/{profile_id}/events", summary="The profile's timeline across all its ids")

@@ -1,0 +1,50 @@
+"""`closedloop apply FILE.yaml`: configuration as data (mood rules; segments, feeds and
+surveys as they arrive)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+import yaml
+
+from closedloop import mood, store
+from closedloop.cli._app import app, console, fail, handle_errors, open_store, settings
+
+_KINDS = ("mood_rules",)
+_MAX_BYTES = 1024 * 1024
+
+
+@app.command("apply")
+def apply(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check the file, store nothing."),
+) -> None:
+    """Apply a YAML (or JSON) document with a `kind`: `mood_rules` stores a new version of
+    the mood rules (events processed from then on use it; `closedloop rebuild` applies it to
+    the whole history).
+
+    Example: `closedloop apply mood-rules.yaml`
+    """
+    config = settings()
+    if file.stat().st_size > _MAX_BYTES:
+        raise fail(f"`{file}` is larger than 1 MB")
+    try:
+        document = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise fail(f"`{file}` is not valid YAML: {exc}") from exc
+    if not isinstance(document, dict) or document.get("kind") not in _KINDS:
+        raise fail(f"`{file}`: expected `kind: {' | '.join(_KINDS)}` at the top")
+    with handle_errors():
+        rules = mood.parse_rules(document)
+        if dry_run:
+            console.print(f"mood rules: {len(rules.rules)} rules, valid (not stored)", markup=False)
+            return
+        engine = open_store(config)
+        store.upgrade(engine)
+        stored = mood.store_rules(engine, rules)
+    console.print(
+        f"mood rules: version {stored.version}, {len(rules.rules)} rules stored; "
+        "run `closedloop rebuild` to apply them to past events",
+        markup=False,
+    )

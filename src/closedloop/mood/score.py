@@ -1,0 +1,191 @@
+"""Signals from events, and the mood they add up to.
+
+The processor calls `MoodHook` for every event: a matching rule adds a signal
+`[time, value, rule, event id, churn risk]` to the profile (the newest `max_signals` are
+kept). The mood is computed when asked, for the time asked, because signals fade: each
+counts `value * 0.5 ** (age / half-life)`; the sum, clamped to [-1, 1], is the score; the
+thresholds give positive, neutral or negative; the strongest contributions are the reasons;
+a churn-risk signal younger than `churn_risk_days` sets `churn_risk`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from closedloop.config import MoodSettings, Settings
+from closedloop.mood.rules import MoodRule, RuleSet, current_rules
+from closedloop.profiles.state import ProcessedEvent, ProfileState
+from closedloop.store import EPOCH, to_epoch_us
+
+__all__ = ["NAME", "Mood", "MoodHook", "describe", "signal_of"]
+
+NAME = "mood"
+_DAY_US = 86_400_000_000
+
+
+@dataclass(frozen=True)
+class Mood:
+    label: str
+    score: float
+    churn_risk: bool
+    reasons: list[dict[str, Any]]
+    signals: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "score": self.score,
+            "churn_risk": self.churn_risk,
+            "reasons": self.reasons,
+            "signals": self.signals,
+        }
+
+
+def _path(ev: ProcessedEvent) -> str | None:
+    properties = ev.payload.get("properties")
+    if isinstance(properties, dict) and isinstance(properties.get("path"), str):
+        return str(properties["path"])
+    context = ev.payload.get("context")
+    page = context.get("page") if isinstance(context, dict) else None
+    if isinstance(page, dict) and isinstance(page.get("path"), str):
+        return str(page["path"])
+    return None
+
+
+def _where_holds(rule: MoodRule, properties: dict[str, Any]) -> bool:
+    for name, expected in rule.where.items():
+        value = properties.get(name)
+        if isinstance(expected, list):
+            if value not in expected:
+                return False
+        elif value != expected:
+            return False
+    return True
+
+
+def signal_of(rule: MoodRule, ev: ProcessedEvent) -> float | None:
+    """The rule's signal for the event, or None when it does not match."""
+    payload = ev.payload
+    source: dict[str, Any]
+    if rule.event is not None:
+        if ev.type != "track" or ev.name != rule.event:
+            return None
+        properties = payload.get("properties")
+        source = properties if isinstance(properties, dict) else {}
+        if rule.where and not _where_holds(rule, source):
+            return None
+    elif rule.page is not None:
+        if ev.type not in ("page", "screen"):
+            return None
+        path = _path(ev)
+        if path is None or not rule.matches_path(path):
+            return None
+        properties = payload.get("properties")
+        source = properties if isinstance(properties, dict) else {}
+    else:
+        traits = payload.get("traits") if ev.type == "identify" else None
+        if not isinstance(traits, dict) or rule.trait not in traits:
+            return None
+        if rule.equals is not None and traits[rule.trait] != rule.equals:
+            return None
+        source = traits
+    if rule.scale is None:
+        return rule.weight
+    factor = rule.scale.factor(source.get(rule.scale.property))
+    return None if factor is None else round(rule.weight * factor, 6)
+
+
+class MoodHook:
+    """The processor's hook (registered by `closedloop.mood`)."""
+
+    name = NAME
+
+    def prepare(self, conn: sa.Connection, settings: Settings) -> Any:
+        rules = current_rules(conn).rules.rules
+        by_event: dict[str, list[MoodRule]] = {}
+        pages: list[MoodRule] = []
+        traits: list[MoodRule] = []
+        for rule in rules:
+            if rule.event is not None:
+                by_event.setdefault(rule.event, []).append(rule)
+            elif rule.page is not None:
+                pages.append(rule)
+            else:
+                traits.append(rule)
+        return by_event, pages, traits, settings.mood.max_signals
+
+    def on_event(self, context: Any, p: ProfileState, ev: ProcessedEvent) -> bool:
+        by_event, pages, traits, limit = context
+        if ev.type == "track":
+            candidates = by_event.get(ev.name or "", ())
+        elif ev.type in ("page", "screen"):
+            candidates = pages
+        elif ev.type == "identify":
+            candidates = traits
+        else:
+            return False
+        changed = False
+        for rule in candidates:
+            value = signal_of(rule, ev)
+            if value is None:
+                continue
+            signals = p.derived.setdefault(NAME, [])
+            signals.append([ev.timestamp, value, rule.name, ev.id, 1 if rule.churn_risk else 0])
+            if len(signals) > 1 and (signals[-2][0], signals[-2][3]) > (ev.timestamp, ev.id):
+                signals.sort(key=lambda s: (s[0], s[3]))  # a late event: keep time order
+            if len(signals) > limit:
+                del signals[: len(signals) - limit]
+            changed = True
+        return changed
+
+    def on_merge(self, context: Any, survivor: ProfileState, merged: ProfileState) -> None:
+        theirs = merged.derived.get(NAME)
+        if not theirs:
+            return
+        limit = context[3]
+        joined = sorted([*survivor.derived.get(NAME, []), *theirs], key=lambda s: (s[0], s[3]))
+        survivor.derived[NAME] = joined[-limit:]
+
+
+def describe(
+    derived: dict[str, Any], settings: MoodSettings, *, now: datetime, rules: RuleSet
+) -> Mood:
+    """The mood at `now` from the profile's signals."""
+    signals = derived.get(NAME) or []
+    now_us = to_epoch_us(now)
+    half_life_us = settings.half_life_days * _DAY_US
+    labels = {r.name: r.label for r in rules.rules.rules}
+    contributions = []
+    churn = False
+    for at, value, rule, event_id, churn_flag in signals:
+        age = max(0, now_us - at)
+        contribution = value * 0.5 ** (age / half_life_us)
+        contributions.append((contribution, at, value, rule, event_id))
+        if churn_flag and age <= settings.churn_risk_days * _DAY_US:
+            churn = True
+    score = max(-1.0, min(1.0, sum(c[0] for c in contributions)))
+    score = round(score, 4)
+    if score >= settings.positive_threshold:
+        label = "positive"
+    elif score <= settings.negative_threshold:
+        label = "negative"
+    else:
+        label = "neutral"
+    strongest = sorted(contributions, key=lambda c: (-abs(c[0]), -c[1]))[: settings.reasons]
+    reasons = [
+        {
+            "rule": rule,
+            "label": labels.get(rule, rule),
+            "event_id": event_id,
+            "at": (EPOCH + timedelta(microseconds=at)).isoformat(),
+            "value": value,
+            "contribution": round(contribution, 4),
+        }
+        for contribution, at, value, rule, event_id in strongest
+        if contribution != 0
+    ]
+    return Mood(label, score, churn, reasons, len(signals))
