@@ -1,0 +1,299 @@
+"""Condition trees compiled to SQLAlchemy Core: parameterised SQL for SQLite and PostgreSQL.
+
+Every value from a condition is a bound parameter; names (traits, properties) address JSON by
+SQLAlchemy's JSON index operators, also bound. An event belongs to the profile of its user id,
+else of its anonymous id (as the processor attributes it), so events join profiles through
+one identity key. Mood is computed from the stored signals for the time asked, as the profile
+API does: `value * 0.5 ** (age / half-life)`, summed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.sql.elements import ColumnElement
+
+from closedloop.config import MoodSettings
+from closedloop.errors import InvalidInputError
+from closedloop.identity._tables import identities
+from closedloop.ingest._tables import events
+from closedloop.profiles._tables import profiles
+from closedloop.store import UTCDateTime, to_epoch_us
+
+__all__ = ["compile_condition", "event_profile_key", "glob_to_like"]
+
+_LN_HALF = math.log(0.5)
+
+
+def glob_to_like(pattern: str) -> str:
+    """`/account/kuendigung*` -> `/account/kuendigung%`, with `%` `_` `\\` escaped."""
+    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%")
+
+
+def event_profile_key() -> ColumnElement[str]:
+    """The identity key an event is attributed by: its user id, else its anonymous id."""
+    return sa.case(
+        (events.c.user_id.is_not(None), sa.literal("u:") + events.c.user_id),
+        else_=sa.literal("a:") + events.c.anonymous_id,
+    )
+
+
+def _since(now: datetime, days: int | None) -> ColumnElement[Any] | None:
+    if days is None:
+        return None
+    return events.c.timestamp >= sa.bindparam(None, now - timedelta(days=days), UTCDateTime())
+
+
+class _Compiler:
+    def __init__(
+        self,
+        dialect: str,
+        *,
+        now: datetime,
+        mood: MoodSettings,
+        segment: Callable[[str], dict[str, Any]],
+    ) -> None:
+        self.pg = dialect == "postgresql"
+        self.now = now
+        self.mood_settings = mood
+        self.segment = segment
+        self.stack: list[str] = []
+
+    # -- building blocks
+    def _events_of(self, *conditions: ColumnElement[bool] | None) -> sa.Select[Any]:
+        return (
+            sa.select(identities.c.profile_id)
+            .select_from(events.join(identities, identities.c.key == event_profile_key()))
+            .where(*[c for c in conditions if c is not None])
+        )
+
+    def _score(self) -> ColumnElement[float]:
+        now = sa.bindparam(None, to_epoch_us(self.now), sa.BigInteger())
+        half = sa.bindparam(None, self.mood_settings.half_life_days * 86_400_000_000.0, sa.Float())
+        if self.pg:
+            signals = sa.func.jsonb_array_elements(
+                sa.func.coalesce(profiles.c.derived.op("->")("mood"), sa.text("'[]'::jsonb"))
+            ).table_valued("value")
+            at: Any = signals.c.value.op("->>")(0).cast(sa.BigInteger)
+            value: Any = signals.c.value.op("->>")(1).cast(sa.Float)
+            age = sa.func.greatest(0, now - at)
+        else:
+            signals = sa.func.json_each(profiles.c.derived, "$.mood").table_valued("value")
+            at = sa.func.json_extract(signals.c.value, "$[0]")
+            value = sa.func.json_extract(signals.c.value, "$[1]")
+            age = sa.func.max(0, now - at)
+        contribution = value * sa.func.exp(_LN_HALF * age / half)
+        return (
+            sa.select(sa.func.coalesce(sa.func.sum(contribution), 0.0))
+            .select_from(signals)
+            .scalar_subquery()
+        )
+
+    def _churn(self) -> ColumnElement[bool]:
+        since = to_epoch_us(self.now - timedelta(days=self.mood_settings.churn_risk_days))
+        bound = sa.bindparam(None, since, sa.BigInteger())
+        if self.pg:
+            signals = sa.func.jsonb_array_elements(
+                sa.func.coalesce(profiles.c.derived.op("->")("mood"), sa.text("'[]'::jsonb"))
+            ).table_valued("value")
+            at: Any = signals.c.value.op("->>")(0).cast(sa.BigInteger)
+            flag: Any = signals.c.value.op("->>")(4).cast(sa.Integer)
+        else:
+            signals = sa.func.json_each(profiles.c.derived, "$.mood").table_valued("value")
+            at = sa.func.json_extract(signals.c.value, "$[0]")
+            flag = sa.func.json_extract(signals.c.value, "$[4]")
+        return sa.exists(sa.select(1).select_from(signals).where(flag == 1, at >= bound))
+
+    # -- nodes
+    def node(self, tree: dict[str, Any]) -> ColumnElement[bool]:
+        ((kind, value),) = tree.items()
+        if kind == "and":
+            return sa.and_(*[self.node(c) for c in value])
+        if kind == "or":
+            return sa.or_(*[self.node(c) for c in value])
+        if kind == "not":
+            # Three-valued SQL logic: a missing trait is NULL; `not` must still be true there.
+            return sa.not_(sa.func.coalesce(self.node(value), False))
+        method: Callable[[Any], ColumnElement[bool]] = getattr(self, f"_{kind}")
+        return method(value)
+
+    def _mood(self, label: str) -> ColumnElement[bool]:
+        score = self._score()
+        if label == "positive":
+            return score >= self.mood_settings.positive_threshold
+        if label == "negative":
+            return score <= self.mood_settings.negative_threshold
+        return sa.and_(
+            score > self.mood_settings.negative_threshold,
+            score < self.mood_settings.positive_threshold,
+        )
+
+    def _churn_risk(self, _value: bool) -> ColumnElement[bool]:
+        return self._churn()
+
+    def _consent(self, purpose: str) -> ColumnElement[bool]:
+        return sa.func.coalesce(_Json(self.pg, profiles.c.consent, purpose, 0).boolean(), False)
+
+    def _segment(self, name: str) -> ColumnElement[bool]:
+        if name in self.stack:
+            raise InvalidInputError(
+                f"segment `{name}` refers to itself through {' -> '.join(self.stack)}",
+                field="condition",
+            )
+        self.stack.append(name)
+        try:
+            return sa.func.coalesce(self.node(self.segment(name)), False)
+        finally:
+            self.stack.pop()
+
+    def _latest_nps(self, spec: dict[str, Any]) -> ColumnElement[bool]:
+        score = _Json(self.pg, events.c.payload, "properties", "score").number()
+        ranked = (
+            sa.select(
+                identities.c.profile_id,
+                score.label("score"),
+                events.c.timestamp,
+                sa.func.row_number()
+                .over(
+                    partition_by=identities.c.profile_id,
+                    order_by=(events.c.timestamp.desc(), events.c.id.desc()),
+                )
+                .label("n"),
+            )
+            .select_from(events.join(identities, identities.c.key == event_profile_key()))
+            .where(events.c.type == "track", events.c.event == "NPS Answered", score.is_not(None))
+            .subquery()
+        )
+        conditions = [ranked.c.n == 1, _compare(ranked.c.score, spec["op"], spec["value"])]
+        if "within_days" in spec:
+            since = self.now - timedelta(days=spec["within_days"])
+            conditions.append(ranked.c.timestamp >= sa.bindparam(None, since, UTCDateTime()))
+        return profiles.c.id.in_(sa.select(ranked.c.profile_id).where(*conditions))
+
+    def _visited_page(self, spec: dict[str, Any]) -> ColumnElement[bool]:
+        path = _Json(self.pg, events.c.payload, "properties", "path").text()
+        like = sa.bindparam(None, glob_to_like(spec["path"]).lower(), sa.String())
+        # Case-insensitive for ASCII letters only, the same on both backends.
+        matches = sa.func.lower(path.collate("C") if self.pg else path).like(like, escape="\\")
+        return profiles.c.id.in_(
+            self._events_of(
+                events.c.type.in_(("page", "screen")),
+                matches,
+                _since(self.now, spec.get("within_days")),
+            )
+        )
+
+    def _did(self, spec: dict[str, Any]) -> ColumnElement[bool]:
+        conditions: list[ColumnElement[bool] | None] = [
+            events.c.type == "track",
+            events.c.event == sa.bindparam(None, spec["event"], sa.String()),
+            _since(self.now, spec.get("within_days")),
+        ]
+        for name, expected in spec.get("with", {}).items():
+            prop = _Json(self.pg, events.c.payload, "properties", name)
+            conditions.append(_typed_compare(prop, "=", expected))
+        query = self._events_of(*conditions)
+        times = spec.get("at_least", 1)
+        if times > 1:
+            query = query.group_by(identities.c.profile_id).having(sa.func.count() >= times)
+        return profiles.c.id.in_(query)
+
+    def _trait(self, spec: dict[str, Any]) -> ColumnElement[bool]:
+        value = _Json(self.pg, profiles.c.traits, spec["name"], 0)
+        op = spec["op"]
+        if op == "present":
+            return value.present()
+        if op == "absent":
+            return sa.not_(value.present())
+        if op == "in":
+            return sa.or_(*[_typed_compare(value, "=", item) for item in spec["value"]])
+        if op in ("before", "after"):
+            cutoff = (self.now - timedelta(days=spec["days_ago"])).date().isoformat()
+            day: Any = sa.func.substr(value.text(), 1, 10)
+            if self.pg:
+                day = day.collate("C")  # byte order, as SQLite and Python compare
+            bound = sa.bindparam(None, cutoff, sa.String())
+            iso = day.like("____-__-__")  # only ISO dates compare as dates
+            return sa.and_(iso, day < bound if op == "before" else day > bound)
+        return _typed_compare(value, op, spec["value"], pg=self.pg)
+
+
+def _compare(column: Any, op: str, value: Any) -> ColumnElement[bool]:
+    bound: Any = sa.bindparam(None, value)
+    operators: dict[str, Callable[[Any, Any], ColumnElement[bool]]] = {
+        "=": lambda a, b: a == b,
+        "!=": lambda a, b: a != b,
+        "<": lambda a, b: a < b,
+        "<=": lambda a, b: a <= b,
+        ">": lambda a, b: a > b,
+        ">=": lambda a, b: a >= b,
+    }
+    return operators[op](column, bound)
+
+
+class _Json:
+    """One value inside a JSON column, addressed by keys (and list positions), typed.
+
+    Each accessor answers NULL unless the JSON value has that type, so `"abc"` never
+    compares as a number and no cast can fail. Paths are bound parameters.
+    """
+
+    def __init__(self, pg: bool, column: Any, *keys: str | int) -> None:
+        self.pg = pg
+        if pg:
+            path = sa.bindparam(None, [str(k) for k in keys], postgresql.ARRAY(sa.Text()))
+            self.kind = sa.func.jsonb_typeof(column.op("#>")(path))
+            self.raw = column.op("#>>")(path)
+        else:
+            text = "$" + "".join(f"[{k}]" if isinstance(k, int) else f'."{k}"' for k in keys)
+            path = sa.bindparam(None, text, sa.String())
+            self.kind = sa.func.json_type(column, path)
+            self.raw = sa.func.json_extract(column, path)
+
+    def text(self) -> ColumnElement[Any]:
+        return sa.case((self.kind == ("string" if self.pg else "text"), self.raw), else_=None)
+
+    def number(self) -> ColumnElement[Any]:
+        if self.pg:
+            return sa.case((self.kind == "number", sa.cast(self.raw, sa.Float())), else_=None)
+        return sa.case((self.kind.in_(("integer", "real")), self.raw), else_=None)
+
+    def boolean(self) -> ColumnElement[Any]:
+        if self.pg:
+            return sa.case((self.kind == "boolean", self.raw == "true"), else_=None)
+        return sa.case((self.kind.in_(("true", "false")), self.kind == "true"), else_=None)
+
+    def present(self) -> ColumnElement[bool]:
+        return sa.and_(self.kind.is_not(None), self.kind != "null")
+
+
+def _typed_compare(
+    value: _Json, op: str, expected: Any, *, pg: bool = False
+) -> ColumnElement[bool]:
+    """Compare a JSON value with a literal of the same JSON type; other types never match."""
+    if isinstance(expected, bool):
+        if op not in ("=", "!="):
+            raise InvalidInputError(f"`{op}` does not compare true or false", field="condition")
+        return _compare(value.boolean(), op, expected)
+    if isinstance(expected, int | float):
+        return _compare(value.number(), op, float(expected))
+    text: Any = value.text()
+    return _compare(text.collate("C") if pg else text, op, expected)
+
+
+def compile_condition(
+    tree: dict[str, Any],
+    dialect: str,
+    *,
+    now: datetime,
+    mood: MoodSettings,
+    segment: Callable[[str], dict[str, Any]],
+) -> ColumnElement[bool]:
+    """A WHERE clause over `profiles` for the (validated) tree, as of `now`."""
+    return _Compiler(dialect, now=now, mood=mood, segment=segment).node(tree)

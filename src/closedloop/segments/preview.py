@@ -1,0 +1,100 @@
+"""Segments evaluated now: count and sample members of a condition, without saving it.
+
+Shipped segments (`DEFAULT_SEGMENTS`) can be referred to with `in segment NAME`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from closedloop.config import Settings
+from closedloop.errors import InvalidInputError
+from closedloop.profiles._tables import profiles
+from closedloop.segments.compile import compile_condition
+from closedloop.segments.language import parse_condition, to_text, validate_tree
+
+__all__ = ["DEFAULT_SEGMENTS", "Preview", "condition_tree", "member_ids", "preview"]
+
+DEFAULT_SEGMENTS: dict[str, str] = {
+    "positive": "mood is positive",
+    "negative": "mood is negative",
+    "churn-risk": "churn risk",
+    "promoters": "latest nps >= 9 within 90 days",
+    "detractors": "latest nps <= 6 within 90 days",
+}
+
+
+@dataclass(frozen=True)
+class Preview:
+    count: int
+    sample: list[dict[str, Any]]
+    tree: dict[str, Any]
+    text: str
+
+
+def condition_tree(condition: Any) -> dict[str, Any]:
+    """A condition as text or as a JSON tree, validated."""
+    if isinstance(condition, str):
+        return parse_condition(condition)
+    if isinstance(condition, dict):
+        return validate_tree(condition)
+    raise InvalidInputError(
+        'give `condition` as text (`mood is positive`) or a tree (`{"mood": "positive"}`)',
+        field="condition",
+    )
+
+
+def _segment(name: str) -> dict[str, Any]:
+    text = DEFAULT_SEGMENTS.get(name)
+    if text is None:
+        raise InvalidInputError(
+            f"no segment `{name}`: known are {', '.join(sorted(DEFAULT_SEGMENTS))}",
+            field="condition",
+        )
+    return parse_condition(text)
+
+
+def _where(engine: Engine, settings: Settings, tree: dict[str, Any], now: datetime) -> Any:
+    return sa.and_(
+        profiles.c.merged_into.is_(None),
+        compile_condition(tree, engine.dialect.name, now=now, mood=settings.mood, segment=_segment),
+    )
+
+
+def member_ids(
+    engine: Engine, settings: Settings, tree: dict[str, Any], *, now: datetime
+) -> set[str]:
+    with engine.connect() as conn:
+        return set(
+            conn.execute(
+                sa.select(profiles.c.id).where(_where(engine, settings, tree, now))
+            ).scalars()
+        )
+
+
+def preview(
+    engine: Engine, settings: Settings, condition: Any, *, now: datetime, sample: int = 20
+) -> Preview:
+    tree = condition_tree(condition)
+    where = _where(engine, settings, tree, now)
+    with engine.connect() as conn:
+        count = int(
+            conn.execute(sa.select(sa.func.count()).select_from(profiles).where(where)).scalar_one()
+        )
+        rows = conn.execute(
+            sa.select(profiles.c.id, profiles.c.customer_key)
+            .where(where)
+            .order_by(profiles.c.id)
+            .limit(sample)
+        ).all()
+    return Preview(
+        count=count,
+        sample=[{"id": r.id, "customer_key": r.customer_key} for r in rows],
+        tree=tree,
+        text=to_text(tree),
+    )
