@@ -34,6 +34,7 @@ __all__ = [
 
 Scalar = str | int | float | bool
 
+_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _PAGE = re.compile(r"^[A-Za-z0-9/_\-.~%*äöüÄÖÜß]{1,200}$")
 
@@ -122,8 +123,10 @@ class MoodRule(BaseModel):
         return self
 
     def matches_path(self, path: str) -> bool:
-        """Glob match with `*` only, by splitting: linear, no backtracking."""
-        parts = (self.page or "").split("*")
+        """Glob match with `*` only, by splitting: linear, no backtracking; ASCII letters
+        match either case (as in segment conditions)."""
+        parts = (self.page or "").translate(_LOWER).split("*")
+        path = path.translate(_LOWER)
         if len(parts) == 1:
             return path == parts[0]
         if not path.startswith(parts[0]) or not path.endswith(parts[-1]):

@@ -248,8 +248,9 @@ class _Json:
         self.pg = pg
         if pg:
             path = sa.bindparam(None, [str(k) for k in keys], postgresql.ARRAY(sa.Text()))
-            self.kind = sa.func.jsonb_typeof(column.op("#>")(path))
-            self.raw = column.op("#>>")(path)
+            element = column.op("#>", return_type=postgresql.JSONB())(path)
+            self.kind = sa.func.jsonb_typeof(element, type_=sa.Text())
+            self.raw = column.op("#>>", return_type=sa.Text())(path)
         else:
             text = "$" + "".join(f"[{k}]" if isinstance(k, int) else f'."{k}"' for k in keys)
             path = sa.bindparam(None, text, sa.String())

@@ -1,0 +1,385 @@
+"""Conditions compiled to SQL select the same profiles as the reference evaluator, on both
+backends: the examples against profiles built through the tracking API, and random trees."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from closedloop import clock, ingest
+from closedloop.config import Settings
+from closedloop.segments import evaluate, member_ids, parse_condition, preview
+from closedloop.segments.preview import _segment
+from tests.helpers import basic
+from tests.profiles.conftest import Log
+from tests.segments.conftest import all_facts
+
+
+def _days_ago(days: float) -> str:
+    return (clock.now() - timedelta(days=days)).isoformat()
+
+
+def _shop(client: TestClient, source: ingest.NewSourceKey, log: Log) -> None:
+    """Five customers, sent through `/v1/batch`; ben visited the cancellation page 3 days ago."""
+    batch: list[dict[str, Any]] = []
+
+    def add(kind: str, days: float, **fields: Any) -> None:
+        batch.append({"type": kind, "timestamp": _days_ago(days), **fields})
+
+    # anna: promoter, runner, gold, consent to surveys, customer for a year
+    add(
+        "identify",
+        400,
+        userId="anna",
+        traits={
+            "plan": "gold",
+            "city": "Dresden",
+            "createdAt": _days_ago(400),
+            "email": "anna@example.com",
+            "consent": {"surveys": True},
+            "age": 41,
+        },
+    )
+    add("track", 10, userId="anna", event="NPS Answered", properties={"score": 10})
+    for days in (5, 50, 500):
+        add(
+            "track",
+            days,
+            userId="anna",
+            event="Product Viewed",
+            properties={"category": "Laufschuhe"},
+        )
+    # ben: detractor who looked at the cancellation page, anonymous first
+    add("page", 3, anonymousId="ben-phone", properties={"path": "/account/Kuendigung/start"})
+    add(
+        "identify",
+        2,
+        userId="ben",
+        anonymousId="ben-phone",
+        traits={"plan": "basic", "city": "Leipzig", "createdAt": _days_ago(20)},
+    )
+    add("track", 1, userId="ben", event="NPS Answered", properties={"score": 3})
+    # cleo: old promoter answer, then a newer neutral one; one Laufschuhe view
+    add("identify", 300, userId="cleo", traits={"city": "Berlin", "age": "41"})
+    add("track", 300, userId="cleo", event="NPS Answered", properties={"score": 10})
+    add("track", 20, userId="cleo", event="NPS Answered", properties={"score": 8})
+    add("track", 20, userId="cleo", event="Product Viewed", properties={"category": "Laufschuhe"})
+    # dora: visited the cancellation page 70 days ago (negative, no longer a churn risk)
+    add("page", 70, userId="dora", properties={"path": "/account/kuendigung"})
+    # emil: anonymous only, shared articles
+    add("track", 1, anonymousId="emil", event="Article Shared")
+    add("track", 2, anonymousId="emil", event="Article Shared")
+    answer = client.post("/v1/batch", json={"batch": batch}, headers=basic(source.write_key))
+    assert answer.status_code == 200, answer.text
+    log.process()
+
+
+def _members(log: Log, condition: str) -> set[str]:
+    tree = parse_condition(condition)
+    ids = member_ids(log.engine, log.settings, tree, now=clock.now())
+    return {u for pid in ids for u in _user_ids(log, pid)}
+
+
+def _user_ids(log: Log, pid: str) -> list[str]:
+    found = [k for k in ("anna", "ben", "cleo", "dora") if log.profile_of("user_id", k) == pid]
+    if log.profile_of("anonymous_id", "emil") == pid:
+        found.append("emil")
+    return found
+
+
+@pytest.mark.parametrize(
+    ("condition", "expected"),
+    [
+        ("mood is positive", {"anna", "emil"}),
+        ("mood is negative or churn risk", {"ben", "dora"}),
+        ("churn risk", {"ben"}),
+        ("latest nps >= 9 within 90 days", {"anna"}),
+        ("latest nps >= 9", {"anna"}),
+        ("latest nps <= 6 within 90 days", {"ben"}),
+        ('visited page "/account/kuendigung*" within 30 days', {"ben"}),
+        ('visited page "/account/kuendigung*" within 90 days', {"ben", "dora"}),
+        (
+            'did "Product Viewed" with category = "Laufschuhe" at least 2 times within 365 days',
+            {"anna"},
+        ),
+        ('did "Product Viewed" with category = "Laufschuhe" within 365 days', {"anna", "cleo"}),
+        ('trait plan = "gold"', {"anna"}),
+        ('trait city in ["Dresden", "Leipzig"]', {"anna", "ben"}),
+        ("trait createdAt before 30 days ago", {"anna"}),
+        ("trait createdAt after 30 days ago", {"ben"}),
+        ("trait plan is present", {"anna", "ben"}),
+        ("trait age >= 40", {"anna"}),  # cleo's "41" is text, not a number
+        ('trait age = "41"', {"cleo"}),
+        ("consent surveys", {"anna"}),
+        ("in segment promoters", {"anna"}),
+        ("not in segment promoters and trait city is present", {"ben", "cleo"}),
+    ],
+)
+def test_example_conditions_select_the_right_customers(
+    client: TestClient,
+    source: ingest.NewSourceKey,
+    log: Log,
+    condition: str,
+    expected: set[str],
+) -> None:
+    _shop(client, source, log)
+    assert _members(log, condition) == expected
+    facts = all_facts(log.engine)
+    tree = parse_condition(condition)
+    by_evaluator = {
+        pid
+        for pid, f in facts.items()
+        if evaluate(tree, f, now=clock.now(), mood=log.settings.mood, segment=_segment)
+    }
+    assert by_evaluator == member_ids(log.engine, log.settings, tree, now=clock.now())
+
+
+def test_a_member_leaves_when_the_window_passes(
+    client: TestClient, source: ingest.NewSourceKey, log: Log
+) -> None:
+    _shop(client, source, log)
+    tree = parse_condition('visited page "/account/kuendigung*" within 30 days')
+    now = clock.now()
+    assert len(member_ids(log.engine, log.settings, tree, now=now)) == 1
+    assert member_ids(log.engine, log.settings, tree, now=now + timedelta(days=26)) != set()
+    assert (
+        member_ids(log.engine, log.settings, tree, now=now + timedelta(days=28, hours=1)) == set()
+    )
+
+
+def test_preview_counts_and_samples(
+    client: TestClient, source: ingest.NewSourceKey, log: Log, settings: Settings
+) -> None:
+    _shop(client, source, log)
+    found = preview(log.engine, log.settings, {"mood": "positive"}, now=clock.now())
+    assert found.count == 2 and len(found.sample) == 2
+    assert found.text == "mood is positive"
+
+
+# -- random trees over a random shop: SQL equals the reference evaluator
+
+NAMES = st.sampled_from(["plan", "city", "age", "vip", "createdAt"])
+VALUES = st.one_of(
+    st.sampled_from(["gold", "basic", "Dresden", "41", "", "2026-01-01"]),
+    st.sampled_from([41, 12.5, 0, 3, 9, 10, "Laufschuhe"]),  # values the shop holds
+    st.integers(-5, 60),
+    st.floats(-5, 60, allow_nan=False).map(lambda f: round(f, 2)),
+    st.booleans(),
+)
+OPS = st.sampled_from(["=", "!=", "<", "<=", ">", ">="])
+DAYS = st.integers(1, 400)
+LEAVES = st.one_of(
+    st.builds(lambda m: {"mood": m}, st.sampled_from(["positive", "neutral", "negative"])),
+    st.just({"churn_risk": True}),
+    st.builds(lambda c: {"consent": c}, st.sampled_from(["surveys", "crm_sync"])),
+    st.builds(
+        lambda op, v, d: {
+            "latest_nps": {"op": op, "value": v, **({"within_days": d} if d else {})}
+        },
+        OPS,
+        st.integers(0, 10),
+        st.none() | DAYS,
+    ),
+    st.builds(
+        lambda p, d: {"visited_page": {"path": p, **({"within_days": d} if d else {})}},
+        st.sampled_from(
+            ["/account/kuendigung*", "/account/*", "*/start", "/LAUF*", "/a*b*c", "/x"]
+        ),
+        st.none() | DAYS,
+    ),
+    st.builds(
+        lambda e, w, n, d: {
+            "did": {
+                "event": e,
+                **({"with": w} if w else {}),
+                "at_least": n,
+                **({"within_days": d} if d else {}),
+            }
+        },
+        st.sampled_from(["Product Viewed", "Article Shared", "NPS Answered"]),
+        st.none() | st.dictionaries(st.sampled_from(["category", "score"]), VALUES, max_size=1),
+        st.integers(1, 3),
+        st.none() | DAYS,
+    ),
+    st.builds(
+        lambda n, op, v: {"trait": {"name": n, "op": op, "value": v}},
+        NAMES,
+        OPS,
+        VALUES.filter(lambda v: not isinstance(v, bool)),
+    ),
+    st.builds(lambda n, v: {"trait": {"name": n, "op": "=", "value": v}}, NAMES, st.booleans()),
+    st.builds(
+        lambda n, vs: {"trait": {"name": n, "op": "in", "value": vs}},
+        NAMES,
+        st.lists(VALUES, min_size=1, max_size=3),
+    ),
+    st.builds(
+        lambda n, s: {"trait": {"name": n, "op": s}}, NAMES, st.sampled_from(["present", "absent"])
+    ),
+    st.builds(
+        lambda n, r, d: {"trait": {"name": n, "op": r, "days_ago": d}},
+        NAMES,
+        st.sampled_from(["before", "after"]),
+        DAYS,
+    ),
+    st.builds(
+        lambda s: {"segment": s},
+        st.sampled_from(["promoters", "detractors", "positive", "churn-risk"]),
+    ),
+)
+TREES = st.recursive(
+    LEAVES,
+    lambda children: st.one_of(
+        st.builds(lambda cs: {"and": cs}, st.lists(children, min_size=1, max_size=3)),
+        st.builds(lambda cs: {"or": cs}, st.lists(children, min_size=1, max_size=3)),
+        st.builds(lambda c: {"not": c}, children),
+    ),
+    max_leaves=8,
+)
+
+
+def _random_shop(log: Log, seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    messages: list[dict[str, Any]] = []
+    for i in range(25):
+        uid, anon = f"u{i}", f"a{i}"
+        traits: dict[str, Any] = {}
+        for name in ("plan", "city", "age", "vip", "createdAt"):
+            if rng.random() < 0.6:
+                traits[name] = rng.choice(
+                    [
+                        "gold",
+                        "basic",
+                        "Dresden",
+                        "41",
+                        41,
+                        12.5,
+                        True,
+                        False,
+                        None,
+                        _days_ago(rng.randint(0, 500))[:10],
+                        "",
+                    ]
+                )
+        if rng.random() < 0.5:
+            traits["consent"] = {"surveys": rng.random() < 0.5, "crm_sync": rng.random() < 0.5}
+        messages.append(
+            {
+                "type": "identify",
+                "userId": uid,
+                "anonymousId": anon,
+                "traits": traits,
+                "timestamp": _days_ago(rng.randint(0, 500)),
+            }
+        )
+        for _ in range(rng.randint(0, 6)):
+            days = rng.uniform(0, 400)
+            who = {"userId": uid} if rng.random() < 0.5 else {"anonymousId": anon}
+            kind = rng.choice(["nps", "view", "share", "page", "page2"])
+            if kind == "nps":
+                score: Any = rng.choice([0, 3, 6, 7, 8, 9, 10, "9", None])
+                messages.append(
+                    {
+                        "type": "track",
+                        "event": "NPS Answered",
+                        "properties": {"score": score},
+                        "timestamp": _days_ago(days),
+                        **who,
+                    }
+                )
+            elif kind == "view":
+                messages.append(
+                    {
+                        "type": "track",
+                        "event": "Product Viewed",
+                        "properties": {
+                            "category": rng.choice(["Laufschuhe", "laufschuhe", "Socken", 5])
+                        },
+                        "timestamp": _days_ago(days),
+                        **who,
+                    }
+                )
+            elif kind == "share":
+                messages.append(
+                    {
+                        "type": "track",
+                        "event": "Article Shared",
+                        "timestamp": _days_ago(days),
+                        **who,
+                    }
+                )
+            else:
+                path = rng.choice(
+                    [
+                        "/account/kuendigung",
+                        "/Account/Kuendigung/start",
+                        "/laufschuhe",
+                        "/account/vertrag",
+                        "/abc",
+                        7,
+                    ]
+                )
+                messages.append(
+                    {
+                        "type": "page",
+                        "properties": {"path": path},
+                        "timestamp": _days_ago(days),
+                        **who,
+                    }
+                )
+    log.send(*messages)
+    log.process()
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(tree=TREES)
+def test_random_conditions_sql_equals_the_reference_evaluator(
+    log: Log, tree: dict[str, Any]
+) -> None:
+    if not log.live_profiles():
+        _random_shop(log, seed=11)
+    now = clock.now()
+    facts = all_facts(log.engine)
+    expected = {
+        pid
+        for pid, f in facts.items()
+        if evaluate(tree, f, now=now, mood=log.settings.mood, segment=_segment)
+    }
+    assert member_ids(log.engine, log.settings, tree, now=now) == expected, tree
+
+
+@pytest.mark.parametrize("op", ["=", "!=", "<", "<=", ">", ">="])
+@pytest.mark.parametrize(
+    "leaf",
+    [
+        lambda op: {"latest_nps": {"op": op, "value": 9}},
+        lambda op: {"latest_nps": {"op": op, "value": 6, "within_days": 200}},
+        lambda op: {"trait": {"name": "age", "op": op, "value": 41}},
+        lambda op: {"trait": {"name": "city", "op": op, "value": "Dresden"}},
+        lambda op: {"trait": {"name": "createdAt", "op": op, "value": "2025-12-11"}},
+    ],
+)
+def test_every_comparison_at_its_boundary_matches_the_evaluator(
+    log: Log, op: str, leaf: Any
+) -> None:
+    _random_shop(log, seed=11)
+    tree = leaf(op)
+    now = clock.now()
+    facts = all_facts(log.engine)
+    expected = {
+        pid
+        for pid, f in facts.items()
+        if evaluate(tree, f, now=now, mood=log.settings.mood, segment=_segment)
+    }
+    assert member_ids(log.engine, log.settings, tree, now=now) == expected
+    negated = {"not": tree}
+    assert member_ids(log.engine, log.settings, negated, now=now) == set(facts) - expected
