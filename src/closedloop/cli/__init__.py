@@ -11,6 +11,7 @@ from closedloop.cli import (  # noqa: F401
     init,
     mood,
     profiles,
+    segments,
     serve,
     sources,
     worker,

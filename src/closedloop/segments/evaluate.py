@@ -196,3 +196,62 @@ def _trait(spec: dict[str, Any], facts: ProfileFacts, now: datetime) -> bool:
     if isinstance(expected, int | float) and not isinstance(expected, bool):
         return _kind(value) == "number" and _compare(float(value or 0), op, float(expected))
     return _compare(value, op, expected)
+
+
+def explain(
+    tree: dict[str, Any],
+    facts: ProfileFacts,
+    *,
+    now: datetime,
+    mood: MoodSettings,
+    segment: Callable[[str], dict[str, Any]],
+) -> dict[str, Any]:
+    """Which parts of the condition hold for this profile, each with the value it looked at."""
+    from closedloop.segments.language import to_text
+
+    def look(node: dict[str, Any]) -> dict[str, Any]:
+        ((kind, value),) = node.items()
+        out: dict[str, Any] = {
+            "condition": to_text(node),
+            "matched": evaluate(node, facts, now=now, mood=mood, segment=segment),
+        }
+        if kind in ("and", "or"):
+            out["parts"] = [look(c) for c in value]
+        elif kind == "not":
+            out["parts"] = [look(value)]
+        elif kind == "segment":
+            out["parts"] = [look(segment(value))]
+        elif kind == "trait":
+            stored = facts.traits.get(value["name"])
+            out["value"] = stored[0] if stored else None
+        elif kind == "consent":
+            stored = facts.consent.get(value)
+            out["value"] = stored[0] if stored else None
+        elif kind == "latest_nps":
+            answers = [
+                e
+                for e in facts.events
+                if e["type"] == "track"
+                and e["event"] == "NPS Answered"
+                and _kind(_properties(e).get("score")) == "number"
+            ]
+            if answers:
+                latest = max(answers, key=lambda e: (e["timestamp"], e["id"]))
+                out["value"] = {
+                    "score": _properties(latest)["score"],
+                    "at": latest["timestamp"].isoformat(),
+                }
+            else:
+                out["value"] = None
+        elif kind == "mood":
+            now_us, half = to_epoch_us(now), mood.half_life_days * 86_400_000_000.0
+            out["value"] = round(
+                sum(
+                    v * math.exp(math.log(0.5) * max(0, now_us - at) / half)
+                    for at, v, *_rest in facts.derived.get("mood") or []
+                ),
+                4,
+            )
+        return out
+
+    return look(tree)

@@ -18,7 +18,16 @@ from closedloop.profiles._tables import profiles
 from closedloop.segments.compile import compile_condition
 from closedloop.segments.language import parse_condition, to_text, validate_tree
 
-__all__ = ["DEFAULT_SEGMENTS", "Preview", "condition_tree", "member_ids", "preview"]
+__all__ = [
+    "DEFAULT_SEGMENTS",
+    "Preview",
+    "condition_tree",
+    "explain_profile",
+    "member_ids",
+    "members",
+    "preview",
+    "segment_tree",
+]
 
 DEFAULT_SEGMENTS: dict[str, str] = {
     "positive": "mood is positive",
@@ -47,6 +56,11 @@ def condition_tree(condition: Any) -> dict[str, Any]:
         'give `condition` as text (`mood is positive`) or a tree (`{"mood": "positive"}`)',
         field="condition",
     )
+
+
+def segment_tree(name: str) -> dict[str, Any]:
+    """The condition of a shipped segment."""
+    return _segment(name)
 
 
 def _segment(name: str) -> dict[str, Any]:
@@ -98,3 +112,63 @@ def preview(
         tree=tree,
         text=to_text(tree),
     )
+
+
+def members(
+    engine: Engine,
+    settings: Settings,
+    name: str,
+    *,
+    now: datetime,
+    after: str | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """Members of a shipped segment, in id order, with their customer keys."""
+    where = _where(engine, settings, _segment(name), now)
+    stmt = sa.select(profiles.c.id, profiles.c.customer_key).where(where)
+    if after:
+        stmt = stmt.where(profiles.c.id > after)
+    with engine.connect() as conn:
+        rows = conn.execute(stmt.order_by(profiles.c.id).limit(limit)).all()
+    return [{"id": r.id, "customer_key": r.customer_key} for r in rows]
+
+
+def explain_profile(
+    engine: Engine, settings: Settings, profile_id: str, *, now: datetime
+) -> list[dict[str, Any]]:
+    """For each shipped segment: is the profile a member, and why (each condition's value)."""
+    from closedloop.identity._tables import identities
+    from closedloop.ingest._tables import events
+    from closedloop.profiles.read import resolve_profile_id
+    from closedloop.segments.compile import event_profile_key
+    from closedloop.segments.evaluate import ProfileFacts, explain
+
+    with engine.connect() as conn:
+        found = resolve_profile_id(conn, profile_id)
+        if found is None:
+            from closedloop.errors import NotFoundError
+
+            raise NotFoundError(f"no profile `{profile_id[:60]}`")
+        row = conn.execute(
+            sa.select(profiles.c.traits, profiles.c.consent, profiles.c.derived).where(
+                profiles.c.id == found
+            )
+        ).one()
+        facts = ProfileFacts(traits=row.traits, consent=row.consent, derived=row.derived)
+        recent = conn.execute(
+            sa.select(
+                events.c.id, events.c.type, events.c.event, events.c.timestamp, events.c.payload
+            )
+            .select_from(events.join(identities, identities.c.key == event_profile_key()))
+            .where(identities.c.profile_id == found)
+            .order_by(events.c.id.desc())
+            .limit(10_000)
+        ).mappings()
+        facts.events = [dict(e) for e in recent]
+    return [
+        {
+            "segment": name,
+            **explain(_segment(name), facts, now=now, mood=settings.mood, segment=_segment),
+        }
+        for name in DEFAULT_SEGMENTS
+    ]

@@ -15,7 +15,7 @@ from closedloop.ingest import GroupCommitWriter, WriteKeyResolver
 from closedloop.metrics import Metrics
 from closedloop.profiles import ProcessorRunner
 from closedloop.store import create_store_engine
-from closedloop.web import events, mood, ops, profiles, sources, tracking
+from closedloop.web import events, mood, ops, profiles, segments, sources, tracking
 from closedloop.web.context import AppContext
 from closedloop.web.errors import install_error_handlers
 
@@ -70,5 +70,6 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     app.include_router(events.router)
     app.include_router(profiles.router)
     app.include_router(mood.router)
+    app.include_router(segments.router)
     app.include_router(ops.router)
     return app
