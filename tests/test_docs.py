@@ -159,6 +159,9 @@ def test_profile_example_in_the_docs_has_the_real_fields(
 def test_mood_rules_example_in_the_docs_is_valid() -> None:
     from closedloop import mood
 
-    (block,) = _blocks((DOCS / "concepts.md").read_text(), "yaml")
+    block, segment = _blocks((DOCS / "concepts.md").read_text(), "yaml")
     rules = mood.parse_rules(yaml.safe_load(block))
+    from closedloop.segments import condition_tree
+
+    assert condition_tree(yaml.safe_load(segment)["condition"])["did"]["at_least"] == 2
     assert [r.name for r in rules.rules] == ["nps", "returned_order", "vip"]

@@ -18,6 +18,7 @@ __all__ = [
     "MoodSettings",
     "ProcessorSettings",
     "ProfileSettings",
+    "SegmentSettings",
     "Settings",
     "load_settings",
 ]
@@ -140,6 +141,21 @@ class MoodSettings(BaseModel):
     reasons: int = Field(3, ge=1, le=20, description="Strongest signals shown as reasons.")
 
 
+class SegmentSettings(BaseModel):
+    """When segment membership is refreshed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    refresh_seconds: float = Field(
+        900, ge=10, description="Every segment is evaluated at least this often (windows pass)."
+    )
+    refresh_after_events_seconds: float = Field(
+        2,
+        ge=0.1,
+        description="After the processor applied new events, segments are refreshed this soon.",
+    )
+
+
 class ProcessorSettings(BaseModel):
     """The processor that derives identities and profiles from the event log."""
 
@@ -198,6 +214,9 @@ class Settings(BaseSettings):
         default_factory=ProfileSettings, description="Traits and consent."
     )
     mood: MoodSettings = Field(default_factory=MoodSettings, description="Mood scoring.")
+    segments: SegmentSettings = Field(
+        default_factory=SegmentSettings, description="Segment refresh."
+    )
     processor: ProcessorSettings = Field(
         default_factory=ProcessorSettings, description="The event-log processor."
     )

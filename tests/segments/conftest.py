@@ -50,3 +50,14 @@ def all_facts(engine: Engine) -> dict[str, ProfileFacts]:
                     }
                 )
     return facts
+
+
+def resolver(engine: Engine) -> Any:
+    """`in segment NAME` for the evaluator: the stored segment's tree."""
+    from closedloop.segments import tree_of
+
+    def resolve(name: str) -> dict[str, Any]:
+        with engine.connect() as conn:
+            return tree_of(conn, name)
+
+    return resolve

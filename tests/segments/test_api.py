@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from closedloop import ingest
+from closedloop import ingest, segments
 from closedloop.cli import app
 from tests.profiles.conftest import Log
 from tests.segments.test_sql import _shop
@@ -34,6 +34,7 @@ def test_preview_list_members_and_explanation(
     ).json()
     assert tree["count"] == 1 and tree["condition"] == "consent surveys"
 
+    segments.refresh(log.engine, log.settings)
     listed = {
         s["name"]: s for s in client.get("/v1/segments", headers=admin_headers).json()["items"]
     }
@@ -83,8 +84,10 @@ def test_segments_cli(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _shop(client, source, log)
+    segments.refresh(log.engine, log.settings)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("CLOSEDLOOP_DATABASE_URL", db_url)
+    monkeypatch.setenv("COLUMNS", "200")
     runner = CliRunner()
     listed = runner.invoke(app, ["segments", "list"])
     assert listed.exit_code == 0, listed.output

@@ -14,10 +14,9 @@ from hypothesis import strategies as st
 from closedloop import clock, ingest
 from closedloop.config import Settings
 from closedloop.segments import evaluate, member_ids, parse_condition, preview
-from closedloop.segments.preview import _segment
 from tests.helpers import basic
 from tests.profiles.conftest import Log
-from tests.segments.conftest import all_facts
+from tests.segments.conftest import all_facts, resolver
 
 
 def _days_ago(days: float) -> str:
@@ -134,7 +133,7 @@ def test_example_conditions_select_the_right_customers(
     by_evaluator = {
         pid
         for pid, f in facts.items()
-        if evaluate(tree, f, now=clock.now(), mood=log.settings.mood, segment=_segment)
+        if evaluate(tree, f, now=clock.now(), mood=log.settings.mood, segment=resolver(log.engine))
     }
     assert by_evaluator == member_ids(log.engine, log.settings, tree, now=clock.now())
 
@@ -352,7 +351,7 @@ def test_random_conditions_sql_equals_the_reference_evaluator(
     expected = {
         pid
         for pid, f in facts.items()
-        if evaluate(tree, f, now=now, mood=log.settings.mood, segment=_segment)
+        if evaluate(tree, f, now=now, mood=log.settings.mood, segment=resolver(log.engine))
     }
     assert member_ids(log.engine, log.settings, tree, now=now) == expected, tree
 
@@ -378,7 +377,7 @@ def test_every_comparison_at_its_boundary_matches_the_evaluator(
     expected = {
         pid
         for pid, f in facts.items()
-        if evaluate(tree, f, now=now, mood=log.settings.mood, segment=_segment)
+        if evaluate(tree, f, now=now, mood=log.settings.mood, segment=resolver(log.engine))
     }
     assert member_ids(log.engine, log.settings, tree, now=now) == expected
     negated = {"not": tree}

@@ -8,10 +8,11 @@ from pathlib import Path
 import typer
 import yaml
 
-from closedloop import mood, store
+from closedloop import mood, segments, store
 from closedloop.cli._app import app, console, fail, handle_errors, open_store, settings
+from closedloop.config import Settings
 
-_KINDS = ("mood_rules",)
+_KINDS = ("mood_rules", "segment")
 _MAX_BYTES = 1024 * 1024
 
 
@@ -22,7 +23,7 @@ def apply(
 ) -> None:
     """Apply a YAML (or JSON) document with a `kind`: `mood_rules` stores a new version of
     the mood rules (events processed from then on use it; `closedloop rebuild` applies it to
-    the whole history).
+    the whole history); `segment` creates or changes a segment (`name`, `condition`).
 
     Example: `closedloop apply mood-rules.yaml`
     """
@@ -35,6 +36,9 @@ def apply(
         raise fail(f"`{file}` is not valid YAML: {exc}") from exc
     if not isinstance(document, dict) or document.get("kind") not in _KINDS:
         raise fail(f"`{file}`: expected `kind: {' | '.join(_KINDS)}` at the top")
+    if document["kind"] == "segment":
+        _apply_segment(config, document, dry_run=dry_run)
+        return
     with handle_errors():
         rules = mood.parse_rules(document)
         if dry_run:
@@ -46,5 +50,27 @@ def apply(
     console.print(
         f"mood rules: version {stored.version}, {len(rules.rules)} rules stored; "
         "run `closedloop rebuild` to apply them to past events",
+        markup=False,
+    )
+
+
+def _apply_segment(config: Settings, document: dict[str, object], *, dry_run: bool) -> None:
+    extra = set(document) - {"kind", "name", "condition"}
+    if extra:
+        raise fail(f"unknown keys for a segment: {', '.join(sorted(extra))}")
+    name = document.get("name")
+    with handle_errors():
+        tree = segments.condition_tree(document.get("condition"))
+        if not isinstance(name, str):
+            raise fail("a segment needs `name`")
+        if dry_run:
+            console.print(f"segment `{name}`: valid (not stored)", markup=False)
+            return
+        engine = open_store(config)
+        store.upgrade(engine)
+        exists = any(s.name == name for s in segments.list_segments(engine))
+        saved = segments.save_segment(engine, config, name, tree, create=not exists)
+    console.print(
+        f"segment `{saved.name}` {'changed' if exists else 'created'}: {saved.size} members",
         markup=False,
     )

@@ -19,21 +19,38 @@ app.add_typer(segments_app, name="segments")
 
 @segments_app.command("list")
 def list_segments() -> None:
-    """The segments with their conditions and current sizes.
+    """The segments with their conditions and sizes (members as of the last refresh).
 
     Example: `closedloop segments list`
     """
     config = settings()
     table = Table()
-    for column in ("segment", "size", "condition"):
+    for column in ("segment", "size", "condition", "refreshed"):
         table.add_column(column)
     with handle_errors():
-        engine = open_store(config)
-        now = clock.now()
-        for name, text in segments.DEFAULT_SEGMENTS.items():
-            found = segments.preview(engine, config, text, now=now, sample=0)
-            table.add_row(name, str(found.count), text)
+        for found in segments.list_segments(open_store(config)):
+            refreshed = (
+                found.refreshed_at.isoformat(timespec="seconds") if found.refreshed_at else "-"
+            )
+            table.add_row(found.name, str(found.size), found.condition, refreshed)
     console.print(table)
+
+
+@segments_app.command("refresh")
+def refresh() -> None:
+    """Evaluate every segment now and record who entered and who exited.
+
+    The server does this itself after new events and every 15 minutes.
+
+    Example: `closedloop segments refresh`
+    """
+    config = settings()
+    with handle_errors():
+        report = segments.refresh(open_store(config), config)
+    console.print(
+        f"{report.segments} segments: {report.entered} entered, {report.exited} exited",
+        markup=False,
+    )
 
 
 @segments_app.command("preview")
@@ -65,14 +82,12 @@ def members(
     name: str = typer.Argument(..., help="A segment's name (`closedloop segments list`)."),
     limit: int = typer.Option(100, min=1, max=100_000, help="At most this many."),
 ) -> None:
-    """Print a segment's members as JSON lines: profile id and customer key.
+    """Print a segment's members as JSON lines: profile id, customer key, since when.
 
     Example: `closedloop segments members promoters --limit 10`
     """
     config = settings()
-    if name not in segments.DEFAULT_SEGMENTS:
-        raise fail(f"no segment `{name}`: see `closedloop segments list`")
     with handle_errors():
-        found = segments.members(open_store(config), config, name, now=clock.now(), limit=limit)
+        found = segments.stored_members(open_store(config), name, after=None, limit=limit)
     for member in found:
         console.print(json.dumps(member), markup=False)

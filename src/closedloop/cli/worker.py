@@ -9,7 +9,7 @@ from types import FrameType
 
 import typer
 
-from closedloop import profiles, store
+from closedloop import profiles, segments, store
 from closedloop.cli._app import app, console, handle_errors, open_store, settings
 
 
@@ -20,7 +20,8 @@ def worker(
         None, min=1, max=100_000, help="Events per transaction (default: setting)."
     ),
 ) -> None:
-    """Run the processor: derive identities and profiles from the event log.
+    """Run the processor: derive identities and profiles from the event log, and keep
+    segment membership current.
 
     Safe to run several on PostgreSQL (they take turns batch by batch) and next to
     `closedloop serve`. Stops cleanly on Ctrl-C or SIGTERM after the current batch.
@@ -40,9 +41,14 @@ def worker(
         store.upgrade(engine)
         total = 0
         started = time.monotonic()
+        last_refresh = 0.0
         while not stop.is_set():
             done = profiles.process_available(engine, config, limit=batch_events, stop=stop)
             total += done
+            due = time.monotonic() - last_refresh >= config.segments.refresh_seconds
+            if done or due or once:
+                segments.refresh(engine, config)
+                last_refresh = time.monotonic()
             if done:
                 rate = total / max(time.monotonic() - started, 1e-9)
                 console.print(f"worker: {total} events processed ({rate:.0f}/s)", markup=False)

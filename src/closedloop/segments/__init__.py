@@ -1,33 +1,50 @@
-"""Segments: the condition language (text and JSON tree), compiled to SQL, with a reference
-evaluator; previews of a condition's members. (Stored segments with membership history
-follow.)"""
+"""Segments: the condition language (text and JSON tree) compiled to SQL, with a reference
+evaluator; saved segments with their members, entries and exits; previews."""
 
 from closedloop.segments.evaluate import ProfileFacts, evaluate, explain
 from closedloop.segments.language import parse_condition, to_text, validate_tree
 from closedloop.segments.preview import (
-    DEFAULT_SEGMENTS,
     Preview,
     condition_tree,
     explain_profile,
     member_ids,
-    members,
     preview,
-    segment_tree,
+)
+from closedloop.segments.store import (
+    RefreshReport,
+    SavedSegment,
+    SegmentRefresher,
+    changes,
+    delete_segment,
+    get_segment,
+    list_segments,
+    refresh,
+    save_segment,
+    stored_members,
+    tree_of,
 )
 
 __all__ = [
-    "DEFAULT_SEGMENTS",
     "Preview",
     "ProfileFacts",
+    "RefreshReport",
+    "SavedSegment",
+    "SegmentRefresher",
+    "changes",
     "condition_tree",
+    "delete_segment",
     "evaluate",
     "explain",
     "explain_profile",
+    "get_segment",
+    "list_segments",
     "member_ids",
-    "members",
     "parse_condition",
     "preview",
-    "segment_tree",
+    "refresh",
+    "save_segment",
+    "stored_members",
     "to_text",
+    "tree_of",
     "validate_tree",
 ]

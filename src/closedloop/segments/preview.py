@@ -1,7 +1,5 @@
-"""Segments evaluated now: count and sample members of a condition, without saving it.
-
-Shipped segments (`DEFAULT_SEGMENTS`) can be referred to with `in segment NAME`.
-"""
+"""Conditions evaluated now: count and sample members without saving anything; why a profile
+is (not) in each segment."""
 
 from __future__ import annotations
 
@@ -15,27 +13,12 @@ from sqlalchemy.engine import Engine
 from closedloop.config import Settings
 from closedloop.errors import InvalidInputError
 from closedloop.profiles._tables import profiles
+from closedloop.segments._tables import segments
 from closedloop.segments.compile import compile_condition
 from closedloop.segments.language import parse_condition, to_text, validate_tree
+from closedloop.segments.store import tree_of
 
-__all__ = [
-    "DEFAULT_SEGMENTS",
-    "Preview",
-    "condition_tree",
-    "explain_profile",
-    "member_ids",
-    "members",
-    "preview",
-    "segment_tree",
-]
-
-DEFAULT_SEGMENTS: dict[str, str] = {
-    "positive": "mood is positive",
-    "negative": "mood is negative",
-    "churn-risk": "churn risk",
-    "promoters": "latest nps >= 9 within 90 days",
-    "detractors": "latest nps <= 6 within 90 days",
-}
+__all__ = ["Preview", "condition_tree", "explain_profile", "member_ids", "preview"]
 
 
 @dataclass(frozen=True)
@@ -58,45 +41,34 @@ def condition_tree(condition: Any) -> dict[str, Any]:
     )
 
 
-def segment_tree(name: str) -> dict[str, Any]:
-    """The condition of a shipped segment."""
-    return _segment(name)
-
-
-def _segment(name: str) -> dict[str, Any]:
-    text = DEFAULT_SEGMENTS.get(name)
-    if text is None:
-        raise InvalidInputError(
-            f"no segment `{name}`: known are {', '.join(sorted(DEFAULT_SEGMENTS))}",
-            field="condition",
-        )
-    return parse_condition(text)
-
-
-def _where(engine: Engine, settings: Settings, tree: dict[str, Any], now: datetime) -> Any:
+def _where(conn: sa.Connection, settings: Settings, tree: dict[str, Any], now: datetime) -> Any:
     return sa.and_(
         profiles.c.merged_into.is_(None),
-        compile_condition(tree, engine.dialect.name, now=now, mood=settings.mood, segment=_segment),
+        compile_condition(
+            tree,
+            conn.dialect.name,
+            now=now,
+            mood=settings.mood,
+            segment=lambda name: tree_of(conn, name),
+        ),
     )
 
 
 def member_ids(
     engine: Engine, settings: Settings, tree: dict[str, Any], *, now: datetime
 ) -> set[str]:
+    """The profiles the condition selects as of `now` (evaluated, not stored)."""
     with engine.connect() as conn:
-        return set(
-            conn.execute(
-                sa.select(profiles.c.id).where(_where(engine, settings, tree, now))
-            ).scalars()
-        )
+        where = _where(conn, settings, tree, now)
+        return set(conn.execute(sa.select(profiles.c.id).where(where)).scalars())
 
 
 def preview(
     engine: Engine, settings: Settings, condition: Any, *, now: datetime, sample: int = 20
 ) -> Preview:
     tree = condition_tree(condition)
-    where = _where(engine, settings, tree, now)
     with engine.connect() as conn:
+        where = _where(conn, settings, tree, now)
         count = int(
             conn.execute(sa.select(sa.func.count()).select_from(profiles).where(where)).scalar_one()
         )
@@ -112,25 +84,6 @@ def preview(
         tree=tree,
         text=to_text(tree),
     )
-
-
-def members(
-    engine: Engine,
-    settings: Settings,
-    name: str,
-    *,
-    now: datetime,
-    after: str | None = None,
-    limit: int = 100,
-) -> list[dict[str, Any]]:
-    """Members of a shipped segment, in id order, with their customer keys."""
-    where = _where(engine, settings, _segment(name), now)
-    stmt = sa.select(profiles.c.id, profiles.c.customer_key).where(where)
-    if after:
-        stmt = stmt.where(profiles.c.id > after)
-    with engine.connect() as conn:
-        rows = conn.execute(stmt.order_by(profiles.c.id).limit(limit)).all()
-    return [{"id": r.id, "customer_key": r.customer_key} for r in rows]
 
 
 def explain_profile(
@@ -165,10 +118,17 @@ def explain_profile(
             .limit(10_000)
         ).mappings()
         facts.events = [dict(e) for e in recent]
+        saved = conn.execute(
+            sa.select(segments.c.name, segments.c.tree).order_by(segments.c.name)
+        ).all()
+    trees = {name: dict(tree) for name, tree in saved}
+
+    def resolve(name: str) -> dict[str, Any]:
+        if name not in trees:
+            raise InvalidInputError(f"no segment `{name}`", field="condition")
+        return trees[name]
+
     return [
-        {
-            "segment": name,
-            **explain(_segment(name), facts, now=now, mood=settings.mood, segment=_segment),
-        }
-        for name in DEFAULT_SEGMENTS
+        {"segment": name, **explain(tree, facts, now=now, mood=settings.mood, segment=resolve)}
+        for name, tree in trees.items()
     ]

@@ -24,7 +24,8 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     # Importing the domain packages registers their tables on `metadata`.
     import closedloop.ingest
     import closedloop.mood
-    import closedloop.profiles  # noqa: F401
+    import closedloop.profiles
+    import closedloop.segments  # noqa: F401
 
     command.upgrade(_config(engine), revision)
 

@@ -14,6 +14,7 @@ from closedloop.config import Settings
 from closedloop.ingest import GroupCommitWriter, WriteKeyResolver
 from closedloop.metrics import Metrics
 from closedloop.profiles import ProcessorRunner
+from closedloop.segments import SegmentRefresher
 from closedloop.store import create_store_engine
 from closedloop.web import events, mood, ops, profiles, segments, sources, tracking
 from closedloop.web.context import AppContext
@@ -41,15 +42,20 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     )
 
     processor = ProcessorRunner(store, settings, metrics) if settings.processor.embedded else None
+    refresher = SegmentRefresher(store, settings) if settings.processor.embedded else None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await writer.start()
         if processor is not None:
             processor.start()
+        if refresher is not None:
+            refresher.start()
         try:
             yield
         finally:
+            if refresher is not None:
+                refresher.stop()
             if processor is not None:
                 processor.stop()
             await writer.stop()

@@ -1,4 +1,4 @@
-"""Segments: `/v1/segments` (admin token). Conditions are evaluated at the time of the request."""
+"""Segments: `/v1/segments` (admin token)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,29 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from closedloop import clock, segments
-from closedloop.errors import NotFoundError
+from closedloop.errors import InvalidInputError
 from closedloop.web._json import JSONOut
 from closedloop.web.auth import AdminAuth
 from closedloop.web.context import get_context
+from closedloop.web.events import _cursor
 from closedloop.web.profiles import _profile_cursor
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["segments"])
+
+_EXAMPLE = {"name": "runners", "condition": 'did "Product Viewed" with category = "Laufschuhe"'}
+
+
+def _condition(body: dict[str, Any]) -> dict[str, Any]:
+    return segments.condition_tree(body.get("condition"))
+
+
+def _name(body: dict[str, Any]) -> str:
+    name = body.get("name")
+    if not isinstance(name, str):
+        raise InvalidInputError("`name` is required: e.g. `runners`", field="name")
+    return name
 
 
 @router.post("/v1/segments/preview", summary="Count and sample the members of a condition")
@@ -25,8 +39,7 @@ async def preview(
     request: Request,
     _auth: AdminAuth,
     body: Annotated[
-        dict[str, Any],
-        Body(examples=[{"condition": "mood is negative or churn risk"}]),
+        dict[str, Any], Body(examples=[{"condition": "mood is negative or churn risk"}])
     ],
 ) -> Response:
     ctx = get_context(request)
@@ -41,17 +54,53 @@ async def preview(
 
 @router.get("/v1/segments", summary="The segments with their conditions and sizes")
 async def list_segments(request: Request, _auth: AdminAuth) -> Response:
+    engine = get_context(request).engine
+    found = await run_in_threadpool(segments.list_segments, engine)
+    return JSONOut({"items": [s.as_json() for s in found]})
+
+
+@router.post(
+    "/v1/segments", summary="Save a new segment (its members follow at once)", status_code=201
+)
+async def create_segment(
+    request: Request, _auth: AdminAuth, body: Annotated[dict[str, Any], Body(examples=[_EXAMPLE])]
+) -> Response:
     ctx = get_context(request)
+    name, tree = _name(body), _condition(body)
+    saved = await run_in_threadpool(
+        lambda: segments.save_segment(ctx.engine, ctx.settings, name, tree, create=True)
+    )
+    return JSONOut(saved.as_json(), status_code=201)
 
-    def run() -> list[dict[str, Any]]:
-        now = clock.now()
-        out = []
-        for name, text in segments.DEFAULT_SEGMENTS.items():
-            found = segments.preview(ctx.engine, ctx.settings, text, now=now, sample=0)
-            out.append({"name": name, "condition": text, "size": found.count, "shipped": True})
-        return out
 
-    return JSONOut({"items": await run_in_threadpool(run)})
+@router.get("/v1/segments/{name}", summary="One segment")
+async def get_segment(request: Request, _auth: AdminAuth, name: str) -> Response:
+    engine = get_context(request).engine
+    return JSONOut((await run_in_threadpool(segments.get_segment, engine, name)).as_json())
+
+
+@router.put("/v1/segments/{name}", summary="Change a segment's condition")
+async def put_segment(
+    request: Request,
+    _auth: AdminAuth,
+    name: str,
+    body: Annotated[dict[str, Any], Body(examples=[{"condition": "mood is positive"}])],
+) -> Response:
+    ctx = get_context(request)
+    tree = _condition(body)
+    saved = await run_in_threadpool(
+        lambda: segments.save_segment(ctx.engine, ctx.settings, name, tree, create=False)
+    )
+    return JSONOut(saved.as_json())
+
+
+@router.delete(
+    "/v1/segments/{name}", summary="Delete a segment (its members exit)", status_code=204
+)
+async def delete_segment(request: Request, _auth: AdminAuth, name: str) -> Response:
+    engine = get_context(request).engine
+    await run_in_threadpool(segments.delete_segment, engine, name)
+    return Response(status_code=204)
 
 
 @router.get("/v1/segments/{name}/members", summary="Members of a segment, paged, with keys")
@@ -62,16 +111,29 @@ async def list_members(
     cursor: str | None = None,
     limit: int = Query(100, ge=1, le=1000),
 ) -> Response:
-    ctx = get_context(request)
-    if name not in segments.DEFAULT_SEGMENTS:
-        raise NotFoundError(f"no segment `{name[:60]}`: see `GET /v1/segments`")
+    engine = get_context(request).engine
     after = _profile_cursor(cursor)
     found = await run_in_threadpool(
-        lambda: segments.members(
-            ctx.engine, ctx.settings, name, now=clock.now(), after=after, limit=limit
-        )
+        lambda: segments.stored_members(engine, name, after=after, limit=limit)
     )
     next_cursor = found[-1]["id"] if len(found) == limit else None
+    return JSONOut({"items": found, "next_cursor": next_cursor})
+
+
+@router.get("/v1/segments/{name}/changes", summary="Entries and exits, newest first, paged")
+async def list_changes(
+    request: Request,
+    _auth: AdminAuth,
+    name: str,
+    cursor: str | None = None,
+    limit: int = Query(100, ge=1, le=1000),
+) -> Response:
+    engine = get_context(request).engine
+    before = _cursor(cursor)
+    found = await run_in_threadpool(
+        lambda: segments.changes(engine, name, before_id=before, limit=limit)
+    )
+    next_cursor = str(found[-1]["id"]) if len(found) == limit else None
     return JSONOut({"items": found, "next_cursor": next_cursor})
 
 

@@ -1,0 +1,50 @@
+"""Tables of the segments domain (created by migration 0005)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from closedloop.store import JSONDocument, UTCDateTime, metadata
+
+_BIGINT_PK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+segments = sa.Table(
+    "segments",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("condition", sa.Text(), nullable=False),
+    sa.Column("tree", JSONDocument, nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("refreshed_at", UTCDateTime(), nullable=True),
+)
+
+# Who is in a segment now, since when.
+segment_members = sa.Table(
+    "segment_members",
+    metadata,
+    sa.Column("segment", sa.String(64), primary_key=True),
+    sa.Column("profile_id", sa.String(40), primary_key=True),
+    sa.Column("entered_at", UTCDateTime(), nullable=False),
+)
+
+# Every entry and exit, for history and for delta feeds.
+segment_changes = sa.Table(
+    "segment_changes",
+    metadata,
+    sa.Column("id", _BIGINT_PK, primary_key=True, autoincrement=True),
+    sa.Column("segment", sa.String(64), nullable=False, index=True),
+    sa.Column("profile_id", sa.String(40), nullable=False, index=True),
+    sa.Column("change", sa.String(8), nullable=False),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False),
+)
+
+# The size of each segment at each refresh that changed it.
+segment_sizes = sa.Table(
+    "segment_sizes",
+    metadata,
+    sa.Column("segment", sa.String(64), primary_key=True),
+    sa.Column("at", UTCDateTime(), primary_key=True),
+    sa.Column("size", sa.Integer(), nullable=False),
+)

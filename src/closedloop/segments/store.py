@@ -1,0 +1,337 @@
+"""Saved segments and their membership: who is in, since when, every entry and exit.
+
+`refresh` evaluates segments (the SQL of their conditions, as of `now`), compares with the
+stored members and records what changed: `segment_members` holds who is in, and
+`segment_changes` every `entered` and `exited` with its time and reason (feeds export deltas
+from it), `segment_sizes` the size after each change. The server refreshes after the
+processor applied events (at most every `SEGMENTS__REFRESH_AFTER_EVENTS_SECONDS`) and on a
+schedule for time windows that pass (`SEGMENTS__REFRESH_SECONDS`, 15 minutes by default).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from closedloop import clock
+from closedloop.config import Settings
+from closedloop.errors import ConflictError, InvalidInputError, NotFoundError
+from closedloop.profiles._tables import profiles
+from closedloop.segments._tables import segment_changes, segment_members, segment_sizes, segments
+from closedloop.segments.compile import compile_condition
+from closedloop.segments.language import to_text, validate_tree
+
+__all__ = [
+    "RefreshReport",
+    "SavedSegment",
+    "SegmentRefresher",
+    "changes",
+    "delete_segment",
+    "get_segment",
+    "list_segments",
+    "refresh",
+    "save_segment",
+    "stored_members",
+    "tree_of",
+]
+
+_log = logging.getLogger(__name__)
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
+_MAX_SEGMENTS = 500
+
+
+@dataclass(frozen=True)
+class SavedSegment:
+    name: str
+    condition: str
+    tree: dict[str, Any]
+    size: int
+    created_at: datetime
+    updated_at: datetime
+    refreshed_at: datetime | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "condition": self.condition,
+            "tree": self.tree,
+            "size": self.size,
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+            "refreshed_at": self.refreshed_at.isoformat() if self.refreshed_at else None,
+        }
+
+
+@dataclass(frozen=True)
+class RefreshReport:
+    segments: int
+    entered: int
+    exited: int
+
+
+def _check_name(name: str) -> None:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidInputError(
+            f"invalid segment name `{str(name)[:64]}`: lower-case letters, digits, `-` and `_`, "
+            "at most 64",
+            field="name",
+        )
+
+
+def tree_of(conn: sa.Connection, name: str) -> dict[str, Any]:
+    tree = conn.execute(sa.select(segments.c.tree).where(segments.c.name == name)).scalar()
+    if tree is None:
+        raise InvalidInputError(f"no segment `{name}`: see `GET /v1/segments`", field="condition")
+    return dict(tree)
+
+
+def _sizes(conn: sa.Connection) -> dict[str, int]:
+    rows = conn.execute(
+        sa.select(segment_members.c.segment, sa.func.count()).group_by(segment_members.c.segment)
+    )
+    return {name: int(count) for name, count in rows}
+
+
+def list_segments(engine: Engine) -> list[SavedSegment]:
+    with engine.connect() as conn:
+        sizes = _sizes(conn)
+        rows = conn.execute(sa.select(segments).order_by(segments.c.name)).all()
+    return [
+        SavedSegment(
+            r.name,
+            r.condition,
+            r.tree,
+            sizes.get(r.name, 0),
+            r.created_at,
+            r.updated_at,
+            r.refreshed_at,
+        )
+        for r in rows
+    ]
+
+
+def get_segment(engine: Engine, name: str) -> SavedSegment:
+    for found in list_segments(engine):
+        if found.name == name:
+            return found
+    raise NotFoundError(f"no segment `{name[:64]}`: see `GET /v1/segments`")
+
+
+def save_segment(
+    engine: Engine, settings: Settings, name: str, tree: dict[str, Any], *, create: bool
+) -> SavedSegment:
+    """Create (or, with `create=False`, replace) a segment; its members follow at once."""
+    _check_name(name)
+    validate_tree(tree)
+    now = clock.now()
+    with engine.begin() as conn:
+        # Compiling checks the segments it refers to exist and do not refer back to it.
+        def resolve(other: str) -> dict[str, Any]:
+            return tree if other == name else tree_of(conn, other)
+
+        compile_condition(
+            {"segment": name}, conn.dialect.name, now=now, mood=settings.mood, segment=resolve
+        )
+        exists = conn.execute(sa.select(segments.c.name).where(segments.c.name == name)).first()
+        values = {"condition": to_text(tree), "tree": tree, "updated_at": now}
+        if create:
+            if exists:
+                raise ConflictError(f"segment `{name}` exists already: change it with PUT")
+            count = conn.execute(sa.select(sa.func.count()).select_from(segments)).scalar_one()
+            if count >= _MAX_SEGMENTS:
+                raise ConflictError(f"at most {_MAX_SEGMENTS} segments")
+            conn.execute(segments.insert().values(name=name, created_at=now, **values))
+        else:
+            if not exists:
+                raise NotFoundError(f"no segment `{name}`: create it with POST /v1/segments")
+            conn.execute(segments.update().where(segments.c.name == name).values(**values))
+    refresh(engine, settings, now=now, names=[name], reason=f"segment `{name}` saved")
+    return get_segment(engine, name)
+
+
+def delete_segment(engine: Engine, name: str) -> None:
+    """Delete a segment: its members exit (recorded), other segments must not refer to it."""
+    now = clock.now()
+    with engine.begin() as conn:
+        if conn.execute(sa.select(segments.c.name).where(segments.c.name == name)).first() is None:
+            raise NotFoundError(f"no segment `{name[:64]}`")
+        for other, text in conn.execute(sa.select(segments.c.name, segments.c.condition)):
+            if other != name and re.search(rf"\bin segment {re.escape(name)}\b", text):
+                raise ConflictError(f"segment `{other}` refers to `{name}`: change it first")
+        members = (
+            conn.execute(
+                sa.select(segment_members.c.profile_id).where(segment_members.c.segment == name)
+            )
+            .scalars()
+            .all()
+        )
+        if members:
+            conn.execute(
+                segment_changes.insert(),
+                [
+                    {
+                        "segment": name,
+                        "profile_id": p,
+                        "change": "exited",
+                        "at": now,
+                        "reason": "segment deleted",
+                    }
+                    for p in members
+                ],
+            )
+        conn.execute(segment_members.delete().where(segment_members.c.segment == name))
+        conn.execute(segments.delete().where(segments.c.name == name))
+
+
+def refresh(
+    engine: Engine,
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    names: list[str] | None = None,
+    reason: str | None = None,
+) -> RefreshReport:
+    """Evaluate segments as of `now` and record who entered and who exited."""
+    now = now or clock.now()
+    entered = exited = 0
+    with engine.begin() as conn:
+        stmt = sa.select(segments.c.name, segments.c.tree, segments.c.condition)
+        if names is not None:
+            stmt = stmt.where(segments.c.name.in_(names))
+        found = conn.execute(stmt.order_by(segments.c.name)).all()
+        for name, tree, condition in found:
+            where = compile_condition(
+                tree,
+                conn.dialect.name,
+                now=now,
+                mood=settings.mood,
+                segment=lambda other: tree_of(conn, other),
+            )
+            current = set(
+                conn.execute(
+                    sa.select(profiles.c.id).where(profiles.c.merged_into.is_(None), where)
+                ).scalars()
+            )
+            stored = set(
+                conn.execute(
+                    sa.select(segment_members.c.profile_id).where(segment_members.c.segment == name)
+                ).scalars()
+            )
+            joined, left = sorted(current - stored), sorted(stored - current)
+            why = reason or condition
+            if joined:
+                conn.execute(
+                    segment_members.insert(),
+                    [{"segment": name, "profile_id": p, "entered_at": now} for p in joined],
+                )
+            for start in range(0, len(left), 500):
+                conn.execute(
+                    segment_members.delete().where(
+                        segment_members.c.segment == name,
+                        segment_members.c.profile_id.in_(left[start : start + 500]),
+                    )
+                )
+            changes_rows = [
+                {"segment": name, "profile_id": p, "change": "entered", "at": now, "reason": why}
+                for p in joined
+            ] + [
+                {"segment": name, "profile_id": p, "change": "exited", "at": now, "reason": why}
+                for p in left
+            ]
+            if changes_rows:
+                conn.execute(segment_changes.insert(), changes_rows)
+                conn.execute(segment_sizes.insert().values(segment=name, at=now, size=len(current)))
+            conn.execute(segments.update().where(segments.c.name == name).values(refreshed_at=now))
+            entered += len(joined)
+            exited += len(left)
+    return RefreshReport(len(found), entered, exited)
+
+
+def stored_members(
+    engine: Engine, name: str, *, after: str | None, limit: int
+) -> list[dict[str, Any]]:
+    get_segment(engine, name)
+    stmt = (
+        sa.select(
+            segment_members.c.profile_id, segment_members.c.entered_at, profiles.c.customer_key
+        )
+        .join(profiles, profiles.c.id == segment_members.c.profile_id)
+        .where(segment_members.c.segment == name)
+    )
+    if after:
+        stmt = stmt.where(segment_members.c.profile_id > after)
+    with engine.connect() as conn:
+        rows = conn.execute(stmt.order_by(segment_members.c.profile_id).limit(limit)).all()
+    return [
+        {"id": r.profile_id, "customer_key": r.customer_key, "entered_at": r.entered_at.isoformat()}
+        for r in rows
+    ]
+
+
+def changes(
+    engine: Engine, name: str, *, before_id: int | None, limit: int
+) -> list[dict[str, Any]]:
+    get_segment(engine, name)
+    stmt = sa.select(segment_changes).where(segment_changes.c.segment == name)
+    if before_id is not None:
+        stmt = stmt.where(segment_changes.c.id < before_id)
+    with engine.connect() as conn:
+        rows = conn.execute(stmt.order_by(segment_changes.c.id.desc()).limit(limit)).all()
+    return [
+        {
+            "id": r.id,
+            "profile_id": r.profile_id,
+            "change": r.change,
+            "at": r.at.isoformat(),
+            "reason": r.reason,
+        }
+        for r in rows
+    ]
+
+
+class SegmentRefresher:
+    """Keeps membership current inside `closedloop serve` and `closedloop worker`: a refresh
+    soon after the processor applied events (its cursor moved) and one on a schedule."""
+
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        self._engine = engine
+        self._settings = settings
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="closedloop-segments", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _cursor(self) -> Any:
+        from closedloop.profiles._tables import processor_cursors
+
+        with self._engine.connect() as conn:
+            return conn.execute(sa.select(processor_cursors.c.seq)).scalar()
+
+    def _loop(self) -> None:
+        config = self._settings.segments
+        seen = None
+        last = 0.0
+        while not self._stop.wait(min(config.refresh_after_events_seconds, 1.0)):
+            try:
+                cursor = self._cursor()
+                due = time.monotonic() - last >= config.refresh_seconds
+                if cursor != seen or due:
+                    refresh(self._engine, self._settings)
+                    seen, last = cursor, time.monotonic()
+            except Exception:  # noqa: BLE001 - keep refreshing; the next pass retries
+                _log.exception("segments: refresh failed; retrying")

@@ -1,0 +1,182 @@
+"""Saved segments: members with entry times, entries and exits recorded, kept current."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from closedloop import clock, ingest, segments
+from closedloop.cli import app
+from tests.helpers import basic
+from tests.profiles.conftest import Log
+from tests.segments.test_sql import _shop
+
+
+def test_saved_segment_records_entries_and_exits(
+    client: TestClient, source: ingest.NewSourceKey, log: Log, admin_headers: dict[str, str]
+) -> None:
+    _shop(client, source, log)
+    made = client.post(
+        "/v1/segments",
+        json={
+            "name": "cancellers",
+            "condition": 'visited page "/account/kuendigung*" within 30 days',
+        },
+        headers=admin_headers,
+    )
+    assert made.status_code == 201, made.text
+    assert made.json()["size"] == 1
+    ben = log.profile_of("user_id", "ben")
+    members = client.get("/v1/segments/cancellers/members", headers=admin_headers).json()["items"]
+    assert [m["id"] for m in members] == [ben]
+    # The window passes: ben exits, with the reason.
+    later = clock.now() + timedelta(days=28)
+    report = segments.refresh(log.engine, log.settings, now=later, names=["cancellers"])
+    assert (report.entered, report.exited) == (0, 1)
+    changes = client.get("/v1/segments/cancellers/changes", headers=admin_headers).json()["items"]
+    assert [(c["profile_id"], c["change"]) for c in changes] == [(ben, "exited"), (ben, "entered")]
+    assert changes[0]["reason"] == 'visited page "/account/kuendigung*" within 30 days'
+    assert client.get("/v1/segments/cancellers", headers=admin_headers).json()["size"] == 0
+    # A new visit: back in.
+    visit = {"type": "page", "userId": "ben", "properties": {"path": "/account/kuendigung"}}
+    client.post("/v1/batch", json={"batch": [visit]}, headers=basic(source.write_key))
+    log.process()
+    assert segments.refresh(log.engine, log.settings, names=["cancellers"]).entered == 1
+
+    changed = client.put(
+        "/v1/segments/cancellers", json={"condition": "mood is positive"}, headers=admin_headers
+    )
+    assert changed.status_code == 200
+    assert changed.json()["condition"] == "mood is positive"
+    assert changed.json()["size"] == 2
+    assert client.delete("/v1/segments/cancellers", headers=admin_headers).status_code == 204
+    assert client.get("/v1/segments/cancellers", headers=admin_headers).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "field_or_text"),
+    [
+        (
+            "post",
+            "/v1/segments",
+            {"name": "Bad Name", "condition": "mood is positive"},
+            400,
+            "name",
+        ),
+        ("post", "/v1/segments", {"condition": "mood is positive"}, 400, "name"),
+        ("post", "/v1/segments", {"name": "x", "condition": "mood is"}, 400, "condition"),
+        (
+            "post",
+            "/v1/segments",
+            {"name": "promoters", "condition": "mood is positive"},
+            409,
+            "exists already",
+        ),
+        (
+            "post",
+            "/v1/segments",
+            {"name": "loop", "condition": "in segment loop"},
+            400,
+            "refers to itself",
+        ),
+        (
+            "post",
+            "/v1/segments",
+            {"name": "x", "condition": "in segment nowhere"},
+            400,
+            "no segment `nowhere`",
+        ),
+        ("put", "/v1/segments/nowhere", {"condition": "mood is positive"}, 404, "no segment"),
+        ("get", "/v1/segments/nowhere/members", None, 404, "no segment"),
+        ("get", "/v1/segments/nowhere/changes", None, 404, "no segment"),
+        ("delete", "/v1/segments/nowhere", None, 404, "no segment"),
+    ],
+)
+def test_segment_changes_that_cannot_be_made(
+    client: TestClient,
+    admin_headers: dict[str, str],
+    method: str,
+    path: str,
+    body: dict[str, Any] | None,
+    status: int,
+    field_or_text: str,
+) -> None:
+    answer = client.request(method.upper(), path, json=body, headers=admin_headers)
+    assert answer.status_code == status, answer.text
+    error = answer.json()["error"]
+    assert (
+        field_or_text in (error.get("field") or "", error["message"])
+        or field_or_text in error["message"]
+    )
+
+
+def test_a_referenced_segment_cannot_be_deleted_and_deleting_records_exits(
+    client: TestClient, source: ingest.NewSourceKey, log: Log, admin_headers: dict[str, str]
+) -> None:
+    _shop(client, source, log)
+    client.post(
+        "/v1/segments",
+        json={"name": "fans", "condition": "in segment promoters"},
+        headers=admin_headers,
+    )
+    refused = client.delete("/v1/segments/promoters", headers=admin_headers)
+    assert refused.status_code == 409
+    assert client.delete("/v1/segments/fans", headers=admin_headers).status_code == 204
+    with log.engine.connect() as conn:
+        from closedloop.segments._tables import segment_changes
+
+        rows = conn.execute(
+            segment_changes.select().where(segment_changes.c.segment == "fans")
+        ).all()
+    assert [(r.change, r.reason) for r in rows] == [
+        ("entered", "segment `fans` saved"),
+        ("exited", "segment deleted"),
+    ]
+
+
+def test_membership_follows_new_events_in_the_server(
+    client: TestClient, source: ingest.NewSourceKey, admin_headers: dict[str, str]
+) -> None:
+    """The server's processor and refresher: ack, then membership, without calling anything."""
+    made = client.post(
+        "/v1/segments",
+        json={"name": "sharers", "condition": 'did "Article Shared"'},
+        headers=admin_headers,
+    )
+    assert made.status_code == 201 and made.json()["size"] == 0
+    shared = {"type": "track", "event": "Article Shared", "anonymousId": "reader-1"}
+    assert client.post("/v1/track", json=shared, headers=basic(source.write_key)).status_code == 200
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if client.get("/v1/segments/sharers", headers=admin_headers).json()["size"] == 1:
+            break
+        time.sleep(0.1)
+    assert client.get("/v1/segments/sharers", headers=admin_headers).json()["size"] == 1
+
+
+def test_apply_a_segment_file(
+    db_url: str, engine: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CLOSEDLOOP_DATABASE_URL", db_url)
+    path = tmp_path / "runners.yaml"
+    path.write_text(
+        "kind: segment\nname: runners\n"
+        'condition: did "Product Viewed" with category = "Laufschuhe"\n',
+        encoding="utf-8",
+    )
+    runner = CliRunner()
+    first = runner.invoke(app, ["apply", str(path)])
+    assert first.exit_code == 0, first.output
+    assert "segment `runners` created: 0 members" in first.output
+    again = runner.invoke(app, ["apply", str(path)])
+    assert "segment `runners` changed" in again.output
+    assert segments.get_segment(engine, "runners").condition.startswith('did "Product Viewed"')
+    refreshed = runner.invoke(app, ["segments", "refresh"])
+    assert refreshed.exit_code == 0 and "6 segments" in refreshed.output
