@@ -6,7 +6,8 @@
 2. Profile updates/s on SQLite with 1,000,000 profiles (target >= 10,000): identify events
    with changed traits for existing customers, vs the append of those events.
 3. Ack-to-profile-visible latency at 1,000 events/s through `closedloop serve` (embedded
-   processor): p50/p95/p99 (target p95 <= 1 s).
+   processor): p50/p95/p99 (target p95 <= 1 s); and ack to segment membership changed
+   (stored members of a saved segment, target p95 <= 5 s).
 
 Run: `.venv/bin/python bench/process_bench.py` (`--postgres-url` for PostgreSQL,
 `--profiles` for the size of case 2).
@@ -274,6 +275,14 @@ def case_latency(workdir: Path, seconds: int, rate: int) -> None:
                 time.sleep(0.1)
         auth = {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
         admin = {"Authorization": f"Bearer {token}"}
+        made = httpx.post(
+            f"{base}/v1/segments",
+            json={"name": "viewers", "condition": 'did "Product Viewed"'},
+            headers=admin,
+        )
+        assert made.status_code == 201, made.text
+        member_latencies: list[float] = []
+        member_probes: list[tuple[int, float]] = []
         latencies: list[float] = []
         lock = threading.Lock()
         probes: list[tuple[str, float]] = []
@@ -296,8 +305,20 @@ def case_latency(workdir: Path, seconds: int, rate: int) -> None:
                     else:
                         time.sleep(0.005)
 
+        def member_poller() -> None:
+            with httpx.Client(base_url=base, headers=admin, timeout=10) as client:
+                while not stop.is_set() or member_probes:
+                    size = client.get("/v1/segments/viewers").json()["size"]
+                    now = time.monotonic()
+                    with lock:
+                        while member_probes and member_probes[0][0] <= size:
+                            member_latencies.append(now - member_probes.pop(0)[1])
+                    time.sleep(0.02)
+
         thread = threading.Thread(target=poller)
         thread.start()
+        members_thread = threading.Thread(target=member_poller)
+        members_thread.start()
         per_request = 10
         interval = per_request / rate
         sent = 0
@@ -320,12 +341,14 @@ def case_latency(workdir: Path, seconds: int, rate: int) -> None:
                 if (sent // per_request) % 10 == 0:  # probe one event a 100
                     with lock:
                         probes.append((batch[-1]["anonymousId"], acked))
+                        member_probes.append((sent + per_request, acked))
                 sent += per_request
                 pause = started + (sent / rate) - time.monotonic()
                 if pause > 0:
                     time.sleep(pause)
         stop.set()
         thread.join(60)
+        members_thread.join(120)
         elapsed = time.monotonic() - started
         latencies.sort()
 
@@ -337,6 +360,21 @@ def case_latency(workdir: Path, seconds: int, rate: int) -> None:
             f"({len(latencies)} probes): p50 {pct(0.5):.0f} ms, p95 {pct(0.95):.0f} ms, "
             f"p99 {pct(0.99):.0f} ms, max {latencies[-1] * 1000:.0f} ms"
         )
+        member_latencies.sort()
+        if member_latencies:
+
+            def mpct(p: float) -> float:
+                return (
+                    member_latencies[min(len(member_latencies) - 1, int(p * len(member_latencies)))]
+                    * 1000
+                )
+
+            print(
+                f'ack to segment membership (`did "Product Viewed"`, stored members, server\'s '
+                f"refresher) ({len(member_latencies)} probes): p50 {mpct(0.5):.0f} ms, "
+                f"p95 {mpct(0.95):.0f} ms, p99 {mpct(0.99):.0f} ms, "
+                f"max {member_latencies[-1] * 1000:.0f} ms"
+            )
         del interval
     finally:
         proc.terminate()

@@ -199,15 +199,22 @@ def refresh(
     names: list[str] | None = None,
     reason: str | None = None,
 ) -> RefreshReport:
-    """Evaluate segments as of `now` and record who entered and who exited."""
+    """Evaluate segments as of `now` and record who entered and who exited.
+
+    Each segment is evaluated in a read transaction (no lock held while the query runs), then
+    its members are updated in a short write transaction that first locks the segment's row
+    and reads the stored members again, so concurrent refreshers (server and workers) and the
+    writers of the event log never wait on an evaluation.
+    """
     now = now or clock.now()
     entered = exited = 0
-    with engine.begin() as conn:
+    with engine.connect() as conn:
         stmt = sa.select(segments.c.name, segments.c.tree, segments.c.condition)
         if names is not None:
             stmt = stmt.where(segments.c.name.in_(names))
         found = conn.execute(stmt.order_by(segments.c.name)).all()
-        for name, tree, condition in found:
+    for name, tree, condition in found:
+        with engine.connect() as conn:
             where = compile_condition(
                 tree,
                 conn.dialect.name,
@@ -220,6 +227,12 @@ def refresh(
                     sa.select(profiles.c.id).where(profiles.c.merged_into.is_(None), where)
                 ).scalars()
             )
+        with engine.begin() as conn:
+            locked = conn.execute(
+                segments.update().where(segments.c.name == name).values(refreshed_at=now)
+            )
+            if locked.rowcount == 0:
+                continue  # deleted meanwhile
             stored = set(
                 conn.execute(
                     sa.select(segment_members.c.profile_id).where(segment_members.c.segment == name)
@@ -249,9 +262,8 @@ def refresh(
             if changes_rows:
                 conn.execute(segment_changes.insert(), changes_rows)
                 conn.execute(segment_sizes.insert().values(segment=name, at=now, size=len(current)))
-            conn.execute(segments.update().where(segments.c.name == name).values(refreshed_at=now))
-            entered += len(joined)
-            exited += len(left)
+        entered += len(joined)
+        exited += len(left)
     return RefreshReport(len(found), entered, exited)
 
 
