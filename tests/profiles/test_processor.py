@@ -25,7 +25,7 @@ NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 
 def snapshot(engine: Engine) -> dict[str, Any]:
-    """Every derived row, without autoincrement ids."""
+    """Every derived row, without autoincrement ids and the batch bookkeeping."""
     out: dict[str, Any] = {}
     with engine.connect() as conn:
         for table, order in (
@@ -40,7 +40,12 @@ def snapshot(engine: Engine) -> dict[str, Any]:
         ):
             rows = conn.execute(sa.select(table).order_by(*order)).mappings().all()
             out[table.name] = [
-                {k: v for k, v in r.items() if k != "id" or table is profiles_table} for r in rows
+                {
+                    k: v
+                    for k, v in r.items()
+                    if (k != "id" or table is profiles_table) and k != "processed_seq"
+                }
+                for r in rows
             ]
     return out
 

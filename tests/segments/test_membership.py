@@ -180,3 +180,35 @@ def test_apply_a_segment_file(
     assert segments.get_segment(engine, "runners").condition.startswith('did "Product Viewed"')
     refreshed = runner.invoke(app, ["segments", "refresh"])
     assert refreshed.exit_code == 0 and "6 segments" in refreshed.output
+
+
+def test_incremental_refresh_agrees_with_a_full_evaluation(
+    client: TestClient, source: ingest.NewSourceKey, log: Log, admin_headers: dict[str, str]
+) -> None:
+    _shop(client, source, log)
+    for name, condition in (("gold", 'trait plan = "gold"'), ("viewers", 'did "Product Viewed"')):
+        made = client.post(
+            "/v1/segments", json={"name": name, "condition": condition}, headers=admin_headers
+        )
+        assert made.status_code == 201
+    segments.refresh(log.engine, log.settings)
+    # ben becomes gold, anna leaves gold, a new visitor views a product, emil merges into dora
+    later = [
+        {"type": "identify", "userId": "ben", "traits": {"plan": "gold"}},
+        {"type": "identify", "userId": "anna", "traits": {"plan": "basic"}},
+        {"type": "track", "event": "Product Viewed", "anonymousId": "new-visitor"},
+        {"type": "identify", "userId": "dora", "anonymousId": "emil"},
+    ]
+    client.post("/v1/batch", json={"batch": later}, headers=basic(source.write_key))
+    log.process()
+    report = segments.refresh(log.engine, log.settings, incremental=True)
+    assert report.entered >= 2 and report.exited >= 1
+    now = clock.now()
+    for saved in segments.list_segments(log.engine):
+        stored = {
+            m["id"] for m in segments.stored_members(log.engine, saved.name, after=None, limit=1000)
+        }
+        evaluated = segments.member_ids(log.engine, log.settings, saved.tree, now=now)
+        assert stored == evaluated, saved.name
+    gold = segments.stored_members(log.engine, "gold", after=None, limit=10)
+    assert [m["id"] for m in gold] == [log.profile_of("user_id", "ben")]

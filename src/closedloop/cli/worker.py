@@ -46,9 +46,11 @@ def worker(
             done = profiles.process_available(engine, config, limit=batch_events, stop=stop)
             total += done
             due = time.monotonic() - last_refresh >= config.segments.refresh_seconds
-            if done or due or once:
+            if due or once:
                 segments.refresh(engine, config)
                 last_refresh = time.monotonic()
+            elif done:
+                segments.refresh(engine, config, incremental=True)
             if done:
                 rate = total / max(time.monotonic() - started, 1e-9)
                 console.print(f"worker: {total} events processed ({rate:.0f}/s)", markup=False)

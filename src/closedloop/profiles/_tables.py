@@ -27,6 +27,9 @@ profiles = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.Column("created_event_id", sa.BigInteger(), nullable=False),
+    # The processor batch that last wrote the row (`processor_cursors.seq`): segment
+    # refreshes look only at profiles written since their last refresh.
+    sa.Column("processed_seq", sa.BigInteger(), nullable=False, server_default="0", index=True),
 )
 
 # Every consent statement that changed a purpose, oldest first: the consent history.

@@ -295,18 +295,21 @@ _PROFILES = (
 )
 _INSERT_PROFILE = (
     "INSERT INTO profiles (id, merged_into, customer_key, user_ids, anonymous_ids, traits, "
-    "computed, consent, derived, masterdata, quality, created_at, updated_at, created_event_id) "
-    "VALUES (?, ?, ?, ?j, ?, ?j, ?j, ?j, ?j, ?j, ?j, ?, ?, ?)"
+    "computed, consent, derived, masterdata, quality, created_at, updated_at, created_event_id, "
+    "processed_seq) VALUES (?, ?, ?, ?j, ?, ?j, ?j, ?j, ?j, ?j, ?j, ?, ?, ?, ?)"
 )
 _UPDATE_PROFILE = (
     "UPDATE profiles SET merged_into = ?, user_ids = ?j, anonymous_ids = ?, traits = ?j, "
-    "computed = ?j, consent = ?j, derived = ?j, created_at = ?, updated_at = ? WHERE id = ?"
+    "computed = ?j, consent = ?j, derived = ?j, created_at = ?, updated_at = ?, "
+    "processed_seq = ? WHERE id = ?"
 )
-_UPDATE_PROFILE_COUNTS = "UPDATE profiles SET computed = ?j, updated_at = ? WHERE id = ?"
+_UPDATE_PROFILE_COUNTS = (
+    "UPDATE profiles SET computed = ?j, updated_at = ?, processed_seq = ? WHERE id = ?"
+)
 _UPDATE_PROFILE_MASTERDATA = (
     "UPDATE profiles SET merged_into = ?, user_ids = ?j, anonymous_ids = ?, traits = ?j, "
     "computed = ?j, consent = ?j, derived = ?j, created_at = ?, updated_at = ?, "
-    "customer_key = ?, masterdata = ?j, quality = ?j WHERE id = ?"
+    "processed_seq = ?, customer_key = ?, masterdata = ?j, quality = ?j WHERE id = ?"
 )
 _INSERT_IDENTITY = (
     "INSERT INTO identities (key, profile_id, first_seen_at, event_id) VALUES (?, ?, ?, ?)"
@@ -318,36 +321,39 @@ _INSERT_IDENTITY = (
 # instead of one per row.
 _COPY_PROFILES = (
     "COPY profiles (id, merged_into, customer_key, user_ids, anonymous_ids, traits, computed, "
-    "consent, derived, masterdata, quality, created_at, updated_at, created_event_id) FROM STDIN"
+    "consent, derived, masterdata, quality, created_at, updated_at, created_event_id, "
+    "processed_seq) FROM STDIN"
 )
 _COPY_IDENTITIES = "COPY identities (key, profile_id, first_seen_at, event_id) FROM STDIN"
 _STAGING = (
     "CREATE TEMPORARY TABLE IF NOT EXISTS closedloop_profile_staging (kind smallint, id text, "
     "merged_into text, user_ids jsonb, anonymous_ids integer, traits jsonb, computed jsonb, "
     "consent jsonb, derived jsonb, created_at timestamptz, updated_at timestamptz, "
-    "customer_key text, "
+    "processed_seq bigint, customer_key text, "
     "masterdata jsonb, quality jsonb) ON COMMIT DELETE ROWS"
 )
 _COPY_STAGING = (
     "COPY closedloop_profile_staging (kind, id, merged_into, user_ids, anonymous_ids, traits, "
-    "computed, consent, derived, created_at, updated_at, customer_key, masterdata, quality) "
+    "computed, consent, derived, created_at, updated_at, processed_seq, customer_key, "
+    "masterdata, quality) "
     "FROM STDIN"
 )
 _FROM_STAGING = (
     # kind 0: counts only
-    "UPDATE profiles AS p SET computed = s.computed, updated_at = s.updated_at "
+    "UPDATE profiles AS p SET computed = s.computed, updated_at = s.updated_at, "
+    "processed_seq = s.processed_seq "
     "FROM closedloop_profile_staging AS s WHERE s.kind = 0 AND p.id = s.id",
     # kind 1: identities, consent, trait times; kind 2: also master data
     "UPDATE profiles AS p SET merged_into = s.merged_into, user_ids = s.user_ids, "
     "anonymous_ids = s.anonymous_ids, traits = s.traits, computed = s.computed, "
     "consent = s.consent, derived = s.derived, created_at = s.created_at, "
-    "updated_at = s.updated_at "
+    "updated_at = s.updated_at, processed_seq = s.processed_seq "
     "FROM closedloop_profile_staging AS s WHERE s.kind = 1 AND p.id = s.id",
     "UPDATE profiles AS p SET merged_into = s.merged_into, user_ids = s.user_ids, "
     "anonymous_ids = s.anonymous_ids, traits = s.traits, computed = s.computed, "
     "consent = s.consent, derived = s.derived, created_at = s.created_at, "
-    "updated_at = s.updated_at, customer_key = s.customer_key, masterdata = s.masterdata, "
-    "quality = s.quality "
+    "updated_at = s.updated_at, processed_seq = s.processed_seq, "
+    "customer_key = s.customer_key, masterdata = s.masterdata, quality = s.quality "
     "FROM closedloop_profile_staging AS s WHERE s.kind = 2 AND p.id = s.id",
 )
 
@@ -371,24 +377,10 @@ def _copy_profiles(
     if not (updates or updates_traits or counts):
         return
     staged: list[tuple[Any, ...]] = []
-    for computed, updated_at, pid in counts:
+    for computed, updated_at, seq, pid in counts:
+        nothing = (None, None, None, None)
         staged.append(
-            (
-                0,
-                pid,
-                None,
-                None,
-                None,
-                None,
-                computed,
-                None,
-                None,
-                None,
-                updated_at,
-                None,
-                None,
-                None,
-            )
+            (0, pid, *nothing, computed, None, None, None, updated_at, seq, None, None, None)
         )
     for row in updates:
         staged.append((1, row[-1], *row[:-1], None, None, None))
@@ -455,6 +447,7 @@ class _Processor:
         self.key_secret = secret.get_secret_value().encode() if secret else b""
         self.cache = _Cache()
         self.sql: _Sql | None = None
+        self.seq = 0  # the batch's sequence number, stamped on every profile it writes
 
     def customer_key(self, email: str | None) -> str | None:
         if not email or not self.key_secret:
@@ -587,6 +580,7 @@ class _Processor:
             _dumps(p.derived),
             sql.time(p.created_at),
             sql.time(p.updated_at),
+            self.seq,
         ]
 
     def _masterdata(self, p: ProfileState) -> tuple[str | None, str, str]:
@@ -614,7 +608,7 @@ class _Processor:
             if not p.dirty:
                 continue
             if not (p.new or p.traits_changed or p.state_changed or p.merged_into):
-                counts.append((_dumps(p.computed), sql.time(p.updated_at), p.id))
+                counts.append((_dumps(p.computed), sql.time(p.updated_at), self.seq, p.id))
                 continue
             if p.new:
                 key, masterdata, quality = self._masterdata(p)
@@ -634,6 +628,7 @@ class _Processor:
                         sql.time(p.created_at),
                         sql.time(p.updated_at),
                         p.created_event_id,
+                        self.seq,
                     )
                 )
             elif p.traits_changed:
@@ -829,6 +824,7 @@ def process_batch(
             rows = proc.read(conn, position, size)
             if not rows:
                 return BatchReport(0, 0, position)
+            proc.seq = seq + 1
             changed = proc.run(conn, rows)
             last = rows[-1]
             end = LogPosition(int(last[1] or 0), int(last[0]))

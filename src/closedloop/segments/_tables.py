@@ -17,6 +17,7 @@ segments = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.Column("refreshed_at", UTCDateTime(), nullable=True),
+    sa.Column("refreshed_seq", sa.BigInteger(), nullable=True),
 )
 
 # Who is in a segment now, since when.

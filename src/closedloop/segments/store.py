@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 from closedloop import clock
 from closedloop.config import Settings
 from closedloop.errors import ConflictError, InvalidInputError, NotFoundError
-from closedloop.profiles._tables import profiles
+from closedloop.profiles._tables import processor_cursors, profiles
 from closedloop.segments._tables import segment_changes, segment_members, segment_sizes, segments
 from closedloop.segments.compile import compile_condition
 from closedloop.segments.language import to_text, validate_tree
@@ -198,8 +198,14 @@ def refresh(
     now: datetime | None = None,
     names: list[str] | None = None,
     reason: str | None = None,
+    incremental: bool = False,
 ) -> RefreshReport:
     """Evaluate segments as of `now` and record who entered and who exited.
+
+    With `incremental`, only profiles the processor wrote since the segment's last refresh
+    are evaluated (their `processed_seq` is newer): the cost follows the new events, not the
+    number of profiles. Time windows and fading mood change membership without events, so a
+    full refresh runs on a schedule too.
 
     Each segment is evaluated in a read transaction (no lock held while the query runs), then
     its members are updated in a short write transaction that first locks the segment's row
@@ -209,11 +215,15 @@ def refresh(
     now = now or clock.now()
     entered = exited = 0
     with engine.connect() as conn:
-        stmt = sa.select(segments.c.name, segments.c.tree, segments.c.condition)
+        seq = conn.execute(sa.select(processor_cursors.c.seq)).scalar() or 0
+        stmt = sa.select(
+            segments.c.name, segments.c.tree, segments.c.condition, segments.c.refreshed_seq
+        )
         if names is not None:
             stmt = stmt.where(segments.c.name.in_(names))
         found = conn.execute(stmt.order_by(segments.c.name)).all()
-    for name, tree, condition in found:
+    for name, tree, condition, since_seq in found:
+        only_new = incremental and since_seq is not None and since_seq <= seq
         with engine.connect() as conn:
             where = compile_condition(
                 tree,
@@ -222,22 +232,26 @@ def refresh(
                 mood=settings.mood,
                 segment=lambda other: tree_of(conn, other),
             )
-            current = set(
-                conn.execute(
-                    sa.select(profiles.c.id).where(profiles.c.merged_into.is_(None), where)
-                ).scalars()
-            )
+            query = sa.select(profiles.c.id).where(profiles.c.merged_into.is_(None), where)
+            if only_new:
+                query = query.where(profiles.c.processed_seq > since_seq)
+            current = set(conn.execute(query).scalars())
         with engine.begin() as conn:
             locked = conn.execute(
-                segments.update().where(segments.c.name == name).values(refreshed_at=now)
+                segments.update()
+                .where(segments.c.name == name)
+                .values(refreshed_at=now, refreshed_seq=seq)
             )
             if locked.rowcount == 0:
                 continue  # deleted meanwhile
-            stored = set(
-                conn.execute(
-                    sa.select(segment_members.c.profile_id).where(segment_members.c.segment == name)
-                ).scalars()
+            members = sa.select(segment_members.c.profile_id).where(
+                segment_members.c.segment == name
             )
+            if only_new:
+                members = members.join(
+                    profiles, profiles.c.id == segment_members.c.profile_id
+                ).where(profiles.c.processed_seq > since_seq)
+            stored = set(conn.execute(members).scalars())
             joined, left = sorted(current - stored), sorted(stored - current)
             why = reason or condition
             if joined:
@@ -342,8 +356,11 @@ class SegmentRefresher:
             try:
                 cursor = self._cursor()
                 due = time.monotonic() - last >= config.refresh_seconds
-                if cursor != seen or due:
+                if due:
                     refresh(self._engine, self._settings)
                     seen, last = cursor, time.monotonic()
+                elif cursor != seen:
+                    refresh(self._engine, self._settings, incremental=True)
+                    seen = cursor
             except Exception:  # noqa: BLE001 - keep refreshing; the next pass retries
                 _log.exception("segments: refresh failed; retrying")

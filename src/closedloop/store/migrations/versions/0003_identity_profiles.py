@@ -79,10 +79,12 @@ def upgrade() -> None:
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.Column("updated_at", UTCDateTime(), nullable=False),
         sa.Column("created_event_id", sa.BigInteger(), nullable=False),
+        sa.Column("processed_seq", sa.BigInteger(), nullable=False, server_default="0"),
         sa.PrimaryKeyConstraint("id", name="pk_profiles"),
     )
     op.create_index("ix_profiles_merged_into", "profiles", ["merged_into"])
     op.create_index("ix_profiles_customer_key", "profiles", ["customer_key"])
+    op.create_index("ix_profiles_processed_seq", "profiles", ["processed_seq"])
     op.create_table(
         "consent_changes",
         sa.Column("id", _BIGINT_PK, primary_key=True, autoincrement=True),

@@ -44,6 +44,7 @@ def upgrade() -> None:
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.Column("updated_at", UTCDateTime(), nullable=False),
         sa.Column("refreshed_at", UTCDateTime(), nullable=True),
+        sa.Column("refreshed_seq", sa.BigInteger(), nullable=True),
         sa.PrimaryKeyConstraint("name", name="pk_segments"),
     )
     op.create_table(
