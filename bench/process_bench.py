@@ -3,6 +3,8 @@
 1. Processing the demo shop's events (identity resolution, trait merge, computed traits,
    master data) vs a plain append of the same events into the same log, same batch size,
    on SQLite and PostgreSQL: events/s and the ratio (target >= 0.5).
+4. Segments: a full refresh of every saved segment vs an incremental one after 10,000 new
+   events (target <= 5 %).
 2. Profile updates/s on SQLite with 1,000,000 profiles (target >= 10,000): identify events
    with changed traits for existing customers, vs the append of those events.
 3. Ack-to-profile-visible latency at 1,000 events/s through `closedloop serve` (embedded
@@ -381,6 +383,48 @@ def case_latency(workdir: Path, seconds: int, rate: int) -> None:
         proc.wait(30)
 
 
+def case_segments(url_base: str | None, workdir: Path, customers: int) -> None:
+    """Full evaluation of every saved segment vs re-evaluation after 10,000 new events."""
+    from closedloop import segments
+
+    label = "PostgreSQL" if url_base else "SQLite"
+    url, engine, schema = fresh(url_base, workdir, "segments")
+    config = settings(url)
+    source_id = ingest.add_source(engine, "bench", kind="web").source.id
+    rows = rows_of(list(generate_shop(customers=customers, days=90, now=NOW)), source_id)
+    append_all(engine, rows)
+    if url_base:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("ANALYZE")
+    profiles.process_available(engine, config)
+    segments.save_segment(
+        engine,
+        config,
+        "runners",
+        segments.parse_condition('did "Product Viewed" with category = "Laufschuhe"'),
+        create=True,
+    )
+    started = time.perf_counter()
+    full = segments.refresh(engine, config)
+    full_s = time.perf_counter() - started
+    more = list(generate_shop(customers=600, days=5, seed=99, now=NOW))[:10_000]
+    append_all(engine, rows_of(more, source_id))
+    profiles.process_available(engine, config)
+    started = time.perf_counter()
+    partial = segments.refresh(engine, config, incremental=True)
+    partial_s = time.perf_counter() - started
+    with engine.connect() as conn:
+        count = conn.execute(sa.text("SELECT count(*) FROM profiles")).scalar_one()
+    engine.dispose()
+    drop(url_base, schema)
+    print(
+        f"{label} segments ({full.segments} saved, {count:,} profiles, {len(rows):,} events): "
+        f"full refresh {full_s * 1000:,.0f} ms ({full.entered:,} entered); after "
+        f"{len(more):,} new events an incremental refresh {partial_s * 1000:,.0f} ms "
+        f"({partial.entered} entered, {partial.exited} exited): {partial_s / full_s:.1%} of full"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -391,7 +435,8 @@ def main() -> None:
     parser.add_argument("--profiles", type=int, default=1_000_000)
     parser.add_argument("--updates", type=int, default=100_000)
     parser.add_argument("--latency-seconds", type=int, default=20)
-    parser.add_argument("--only", choices=["ratio", "million", "latency"], default=None)
+    parser.add_argument("--only", choices=["ratio", "million", "latency", "segments"], default=None)
+    parser.add_argument("--segment-customers", type=int, default=10_000)
     args = parser.parse_args()
     print(
         f"{platform.node()} {platform.processor() or platform.machine()} "
@@ -406,6 +451,10 @@ def main() -> None:
                 case_ratio(args.postgres_url, workdir, args.customers, args.rounds)
         if args.only in (None, "million"):
             case_million(workdir, args.profiles, args.updates)
+        if args.only in (None, "segments"):
+            case_segments(None, workdir, args.segment_customers)
+            if args.postgres_url:
+                case_segments(args.postgres_url, workdir, args.segment_customers)
         if args.only in (None, "latency"):
             case_latency(workdir, args.latency_seconds, 1000)
 

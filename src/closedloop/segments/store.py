@@ -24,9 +24,12 @@ from sqlalchemy.engine import Engine
 from closedloop import clock
 from closedloop.config import Settings
 from closedloop.errors import ConflictError, InvalidInputError, NotFoundError
+from closedloop.identity._tables import identities
+from closedloop.ingest._tables import events
 from closedloop.profiles._tables import processor_cursors, profiles
 from closedloop.segments._tables import segment_changes, segment_members, segment_sizes, segments
 from closedloop.segments.compile import compile_condition
+from closedloop.segments.evaluate import ProfileFacts, evaluate
 from closedloop.segments.language import to_text, validate_tree
 
 __all__ = [
@@ -222,20 +225,40 @@ def refresh(
         if names is not None:
             stmt = stmt.where(segments.c.name.in_(names))
         found = conn.execute(stmt.order_by(segments.c.name)).all()
+    touched: dict[int, dict[str, ProfileFacts]] = {}
+    with engine.connect() as conn:
+        stored_trees = {
+            n: dict(t) for n, t in conn.execute(sa.select(segments.c.name, segments.c.tree))
+        }
+
+    def saved_tree(other: str) -> dict[str, Any]:
+        if other not in stored_trees:
+            raise InvalidInputError(f"no segment `{other}`", field="condition")
+        return stored_trees[other]
+
     for name, tree, condition, since_seq in found:
         only_new = incremental and since_seq is not None and since_seq <= seq
         with engine.connect() as conn:
-            where = compile_condition(
-                tree,
-                conn.dialect.name,
-                now=now,
-                mood=settings.mood,
-                segment=lambda other: tree_of(conn, other),
-            )
-            query = sa.select(profiles.c.id).where(profiles.c.merged_into.is_(None), where)
             if only_new:
-                query = query.where(profiles.c.processed_seq > since_seq)
-            current = set(conn.execute(query).scalars())
+                # Few profiles: load their facts once and use the reference evaluator (the same
+                # semantics as the SQL, checked by the property tests), not a scan of events.
+                if since_seq not in touched:
+                    touched[since_seq] = _facts_of(conn, since_seq)
+                current = {
+                    pid
+                    for pid, facts in touched[since_seq].items()
+                    if evaluate(tree, facts, now=now, mood=settings.mood, segment=saved_tree)
+                }
+            else:
+                where = compile_condition(
+                    tree,
+                    conn.dialect.name,
+                    now=now,
+                    mood=settings.mood,
+                    segment=lambda other: tree_of(conn, other),
+                )
+                query = sa.select(profiles.c.id).where(profiles.c.merged_into.is_(None), where)
+                current = set(conn.execute(query).scalars())
         with engine.begin() as conn:
             locked = conn.execute(
                 segments.update()
@@ -279,6 +302,47 @@ def refresh(
         entered += len(joined)
         exited += len(left)
     return RefreshReport(len(found), entered, exited)
+
+
+def _facts_of(conn: sa.Connection, since_seq: int) -> dict[str, ProfileFacts]:
+    """The live profiles the processor wrote after `since_seq`, with their events."""
+    facts: dict[str, ProfileFacts] = {
+        r.id: ProfileFacts(traits=r.traits, consent=r.consent, derived=r.derived)
+        for r in conn.execute(
+            sa.select(
+                profiles.c.id, profiles.c.traits, profiles.c.consent, profiles.c.derived
+            ).where(profiles.c.processed_seq > since_seq, profiles.c.merged_into.is_(None))
+        )
+    }
+    ids = sorted(facts)
+    owner: dict[str, str] = {}
+    for start in range(0, len(ids), 500):
+        for key, pid in conn.execute(
+            sa.select(identities.c.key, identities.c.profile_id).where(
+                identities.c.profile_id.in_(ids[start : start + 500])
+            )
+        ):
+            owner[key] = pid
+    users = sorted(k[2:] for k in owner if k.startswith("u:"))
+    anonymous = sorted(k[2:] for k in owner if k.startswith("a:"))
+    columns = (events.c.id, events.c.type, events.c.event, events.c.timestamp, events.c.payload)
+    for values, column, prefix, extra in (
+        (users, events.c.user_id, "u:", None),
+        (anonymous, events.c.anonymous_id, "a:", events.c.user_id.is_(None)),
+    ):
+        for start in range(0, len(values), 500):
+            stmt = sa.select(*columns, column.label("by")).where(
+                column.in_(values[start : start + 500])
+            )
+            if extra is not None:
+                stmt = stmt.where(extra)
+            for row in conn.execute(stmt).mappings():
+                pid = owner.get(prefix + row["by"])
+                if pid is not None:
+                    event = dict(row)
+                    del event["by"]
+                    facts[pid].events.append(event)
+    return facts
 
 
 def stored_members(
