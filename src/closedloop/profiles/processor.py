@@ -94,34 +94,18 @@ def _time(us: int) -> datetime:
 
 
 class _Normaliser:
-    """E-mail and phone normalisation with a memo (the same address recurs in a batch)."""
+    """E-mail and phone as identifiers (both normalisers memoise: addresses recur)."""
 
     def __init__(self, region: str) -> None:
         self.region = region
-        self._emails: dict[str, str | None] = {}
-        self._phones: dict[str, str | None] = {}
 
     def email(self, value: object) -> str | None:
-        if not isinstance(value, str) or not value:
-            return None
-        found = self._emails.get(value, self)
-        if found is self:
-            if len(self._emails) > 100_000:
-                self._emails.clear()
-            found = self._emails[value] = normalise_email(value).value
-        return found  # type: ignore[return-value]
+        return normalise_email(value).value if isinstance(value, str) and value else None
 
     def phone(self, value: object) -> str | None:
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = str(value)
-        if not isinstance(value, str) or not value:
+        if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
             return None
-        found = self._phones.get(value, self)
-        if found is self:
-            if len(self._phones) > 100_000:
-                self._phones.clear()
-            found = self._phones[value] = normalise_phone(value, region=self.region).value
-        return found  # type: ignore[return-value]
+        return normalise_phone(value, region=self.region).value
 
 
 def _event_ids(

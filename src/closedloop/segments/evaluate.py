@@ -83,6 +83,18 @@ def _properties(event: dict[str, Any]) -> dict[str, Any]:
     return found if isinstance(found, dict) else {}
 
 
+def _latest_nps(facts: ProfileFacts) -> dict[str, Any] | None:
+    """The newest `NPS Answered` with a numeric score, by (time, id)."""
+    answers = [
+        e
+        for e in facts.events
+        if e["type"] == "track"
+        and e["event"] == "NPS Answered"
+        and _kind(_properties(e).get("score")) == "number"
+    ]
+    return max(answers, key=lambda e: (e["timestamp"], e["id"])) if answers else None
+
+
 def evaluate(
     tree: dict[str, Any],
     facts: ProfileFacts,
@@ -125,16 +137,9 @@ def evaluate(
         if kind == "segment":
             return visit(segment(value))
         if kind == "latest_nps":
-            answers = [
-                e
-                for e in facts.events
-                if e["type"] == "track"
-                and e["event"] == "NPS Answered"
-                and _kind(_properties(e).get("score")) == "number"
-            ]
-            if not answers:
+            latest = _latest_nps(facts)
+            if latest is None:
                 return False
-            latest = max(answers, key=lambda e: (e["timestamp"], e["id"]))
             start = since(value)
             if start is not None and latest["timestamp"] < start:
                 return False
@@ -228,15 +233,8 @@ def explain(
             stored = facts.consent.get(value)
             out["value"] = stored[0] if stored else None
         elif kind == "latest_nps":
-            answers = [
-                e
-                for e in facts.events
-                if e["type"] == "track"
-                and e["event"] == "NPS Answered"
-                and _kind(_properties(e).get("score")) == "number"
-            ]
-            if answers:
-                latest = max(answers, key=lambda e: (e["timestamp"], e["id"]))
+            latest = _latest_nps(facts)
+            if latest is not None:
                 out["value"] = {
                     "score": _properties(latest)["score"],
                     "at": latest["timestamp"].isoformat(),
