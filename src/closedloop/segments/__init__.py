@@ -20,6 +20,7 @@ from closedloop.segments.store import (
     list_segments,
     refresh,
     save_segment,
+    sizes,
     stored_members,
     tree_of,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "preview",
     "refresh",
     "save_segment",
+    "sizes",
     "stored_members",
     "to_text",
     "tree_of",

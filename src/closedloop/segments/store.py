@@ -42,6 +42,7 @@ __all__ = [
     "list_segments",
     "refresh",
     "save_segment",
+    "sizes",
     "stored_members",
     "tree_of",
 ]
@@ -364,6 +365,19 @@ def stored_members(
         {"id": r.profile_id, "customer_key": r.customer_key, "entered_at": r.entered_at.isoformat()}
         for r in rows
     ]
+
+
+def sizes(engine: Engine, name: str, *, limit: int = 100) -> list[dict[str, Any]]:
+    """The segment's size after each change, oldest first (the newest `limit`)."""
+    get_segment(engine, name)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(segment_sizes.c.at, segment_sizes.c.size)
+            .where(segment_sizes.c.segment == name)
+            .order_by(segment_sizes.c.at.desc())
+            .limit(limit)
+        ).all()
+    return [{"at": r.at.isoformat(), "size": r.size} for r in reversed(rows)]
 
 
 def changes(

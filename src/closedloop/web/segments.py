@@ -73,10 +73,16 @@ async def create_segment(
     return JSONOut(saved.as_json(), status_code=201)
 
 
-@router.get("/v1/segments/{name}", summary="One segment")
+@router.get("/v1/segments/{name}", summary="One segment, with its size over time")
 async def get_segment(request: Request, _auth: AdminAuth, name: str) -> Response:
     engine = get_context(request).engine
-    return JSONOut((await run_in_threadpool(segments.get_segment, engine, name)).as_json())
+
+    def run() -> dict[str, Any]:
+        found = segments.get_segment(engine, name).as_json()
+        found["sizes"] = segments.sizes(engine, name)
+        return found
+
+    return JSONOut(await run_in_threadpool(run))
 
 
 @router.put("/v1/segments/{name}", summary="Change a segment's condition")
