@@ -61,3 +61,19 @@ def resolver(engine: Engine) -> Any:
             return tree_of(conn, name)
 
     return resolve
+
+
+@pytest.fixture
+def quiet_client(engine: Engine, db_url: str) -> Any:
+    """The app without its background processor and segment refresher: tests that move the
+    clock or count entries and exits drive processing and refreshes themselves."""
+    from fastapi.testclient import TestClient
+
+    from closedloop.config import ProcessorSettings
+    from closedloop.web import create_app
+
+    settings = make_settings(db_url).model_copy(
+        update={"processor": ProcessorSettings(embedded=False)}
+    )
+    with TestClient(create_app(settings, engine=engine)) as client:
+        yield client

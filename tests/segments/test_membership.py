@@ -19,10 +19,10 @@ from tests.segments.test_sql import _shop
 
 
 def test_saved_segment_records_entries_and_exits(
-    client: TestClient, source: ingest.NewSourceKey, log: Log, admin_headers: dict[str, str]
+    quiet_client: TestClient, source: ingest.NewSourceKey, log: Log, admin_headers: dict[str, str]
 ) -> None:
-    _shop(client, source, log)
-    made = client.post(
+    _shop(quiet_client, source, log)
+    made = quiet_client.post(
         "/v1/segments",
         json={
             "name": "cancellers",
@@ -33,32 +33,36 @@ def test_saved_segment_records_entries_and_exits(
     assert made.status_code == 201, made.text
     assert made.json()["size"] == 1
     ben = log.profile_of("user_id", "ben")
-    members = client.get("/v1/segments/cancellers/members", headers=admin_headers).json()["items"]
+    members = quiet_client.get("/v1/segments/cancellers/members", headers=admin_headers).json()[
+        "items"
+    ]
     assert [m["id"] for m in members] == [ben]
     # The window passes: ben exits, with the reason.
     later = clock.now() + timedelta(days=28)
     report = segments.refresh(log.engine, log.settings, now=later, names=["cancellers"])
     assert (report.entered, report.exited) == (0, 1)
-    changes = client.get("/v1/segments/cancellers/changes", headers=admin_headers).json()["items"]
+    changes = quiet_client.get("/v1/segments/cancellers/changes", headers=admin_headers).json()[
+        "items"
+    ]
     assert [(c["profile_id"], c["change"]) for c in changes] == [(ben, "exited"), (ben, "entered")]
     assert changes[0]["reason"] == 'visited page "/account/kuendigung*" within 30 days'
-    shown = client.get("/v1/segments/cancellers", headers=admin_headers).json()
+    shown = quiet_client.get("/v1/segments/cancellers", headers=admin_headers).json()
     assert shown["size"] == 0
     assert [p["size"] for p in shown["sizes"]] == [1, 0]
     # A new visit: back in.
     visit = {"type": "page", "userId": "ben", "properties": {"path": "/account/kuendigung"}}
-    client.post("/v1/batch", json={"batch": [visit]}, headers=basic(source.write_key))
+    quiet_client.post("/v1/batch", json={"batch": [visit]}, headers=basic(source.write_key))
     log.process()
     assert segments.refresh(log.engine, log.settings, names=["cancellers"]).entered == 1
 
-    changed = client.put(
+    changed = quiet_client.put(
         "/v1/segments/cancellers", json={"condition": "mood is positive"}, headers=admin_headers
     )
     assert changed.status_code == 200
     assert changed.json()["condition"] == "mood is positive"
     assert changed.json()["size"] == 2
-    assert client.delete("/v1/segments/cancellers", headers=admin_headers).status_code == 204
-    assert client.get("/v1/segments/cancellers", headers=admin_headers).status_code == 404
+    assert quiet_client.delete("/v1/segments/cancellers", headers=admin_headers).status_code == 204
+    assert quiet_client.get("/v1/segments/cancellers", headers=admin_headers).status_code == 404
 
 
 @pytest.mark.parametrize(
@@ -119,17 +123,17 @@ def test_segment_changes_that_cannot_be_made(
 
 
 def test_a_referenced_segment_cannot_be_deleted_and_deleting_records_exits(
-    client: TestClient, source: ingest.NewSourceKey, log: Log, admin_headers: dict[str, str]
+    quiet_client: TestClient, source: ingest.NewSourceKey, log: Log, admin_headers: dict[str, str]
 ) -> None:
-    _shop(client, source, log)
-    client.post(
+    _shop(quiet_client, source, log)
+    quiet_client.post(
         "/v1/segments",
         json={"name": "fans", "condition": "in segment promoters"},
         headers=admin_headers,
     )
-    refused = client.delete("/v1/segments/promoters", headers=admin_headers)
+    refused = quiet_client.delete("/v1/segments/promoters", headers=admin_headers)
     assert refused.status_code == 409
-    assert client.delete("/v1/segments/fans", headers=admin_headers).status_code == 204
+    assert quiet_client.delete("/v1/segments/fans", headers=admin_headers).status_code == 204
     with log.engine.connect() as conn:
         from closedloop.segments._tables import segment_changes
 
@@ -185,11 +189,11 @@ def test_apply_a_segment_file(
 
 
 def test_incremental_refresh_agrees_with_a_full_evaluation(
-    client: TestClient, source: ingest.NewSourceKey, log: Log, admin_headers: dict[str, str]
+    quiet_client: TestClient, source: ingest.NewSourceKey, log: Log, admin_headers: dict[str, str]
 ) -> None:
-    _shop(client, source, log)
+    _shop(quiet_client, source, log)
     for name, condition in (("gold", 'trait plan = "gold"'), ("viewers", 'did "Product Viewed"')):
-        made = client.post(
+        made = quiet_client.post(
             "/v1/segments", json={"name": name, "condition": condition}, headers=admin_headers
         )
         assert made.status_code == 201
@@ -201,7 +205,7 @@ def test_incremental_refresh_agrees_with_a_full_evaluation(
         {"type": "track", "event": "Product Viewed", "anonymousId": "new-visitor"},
         {"type": "identify", "userId": "dora", "anonymousId": "emil"},
     ]
-    client.post("/v1/batch", json={"batch": later}, headers=basic(source.write_key))
+    quiet_client.post("/v1/batch", json={"batch": later}, headers=basic(source.write_key))
     log.process()
     report = segments.refresh(log.engine, log.settings, incremental=True)
     assert report.entered >= 2 and report.exited >= 1
