@@ -46,7 +46,6 @@ from closedloop.store._types import to_epoch_us
 
 ROOT = Path(__file__).resolve().parent
 KEY = "wk_bench-" + "k" * 32
-WITH_PROCESSOR = False  # --with-processor: the server also processes what it takes in
 
 
 def free_port() -> int:
@@ -209,7 +208,7 @@ class Hub:
 
 
 @contextmanager
-def hub_server(workdir: Path, name: str) -> Iterator[Hub]:
+def hub_server(workdir: Path, name: str, *, with_processor: bool) -> Iterator[Hub]:
     """`closedloop serve` on a fresh SQLite store with the bench source."""
     url, engine = fresh_sqlite(workdir, name)
     ingest.add_source(engine, "bench", kind="server", write_key=KEY)
@@ -219,7 +218,7 @@ def hub_server(workdir: Path, name: str) -> Iterator[Hub]:
     env["CLOSEDLOOP_LOG_LEVEL"] = "warning"
     # Ingest alone, as a deployment with `closedloop worker` processes runs it; the
     # processor has its own benchmark (bench/process_bench.py).
-    env["CLOSEDLOOP_PROCESSOR__EMBEDDED"] = "true" if WITH_PROCESSOR else "false"
+    env["CLOSEDLOOP_PROCESSOR__EMBEDDED"] = "true" if with_processor else "false"
     server = subprocess.Popen(
         [sys.executable, "-m", "closedloop", "serve", "--port", str(port)], cwd=workdir, env=env
     )
@@ -252,8 +251,6 @@ def main() -> None:
         help="Run the embedded processor in the server (default: ingest alone).",
     )
     args = parser.parse_args()
-    global WITH_PROCESSOR
-    WITH_PROCESSOR = args.with_processor
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
     workdir = Path(tempfile.mkdtemp(prefix="closedloop-bench-"))
@@ -277,7 +274,9 @@ def main() -> None:
     try:
         wait_up(f"http://127.0.0.1:{bare_port}/docs", bare)
         for number in range(args.rounds):
-            with hub_server(workdir, f"round{number}.db") as hub:
+            with hub_server(
+                workdir, f"round{number}.db", with_processor=args.with_processor
+            ) as hub:
                 batch = run_wrk(
                     f"{hub.url}/v1/batch", batch_body, connections=4, seconds=args.seconds
                 )
@@ -326,7 +325,7 @@ def main() -> None:
     # Half the median track load: 8 connections, each pausing between requests; the pause is
     # calibrated in short runs until the achieved rate is within 10 % of the target.
     target = median(r["track_requests_per_s"] for r in rounds) / 2
-    with hub_server(workdir, "half.db") as hub:
+    with hub_server(workdir, "half.db", with_processor=args.with_processor) as hub:
         delay = max(0.0, 8 * 1000 / target - 2.0)
         for _ in range(5):
             probe = run_wrk(

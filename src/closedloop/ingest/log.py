@@ -24,6 +24,7 @@ __all__ = [
     "StoredEvent",
     "append",
     "append_alone",
+    "committed_after",
     "count_events",
     "event_from_row",
     "failed_row",
@@ -187,6 +188,22 @@ class LogPosition:
     id: int = 0
 
 
+def committed_after(stmt: sa.Select[Any], dialect: str, after: LogPosition) -> sa.Select[Any]:
+    """`stmt` over `events` narrowed to the committed events after `after`, in commit order.
+
+    On PostgreSQL only events of transactions older than every open one, by (txid, id); on
+    SQLite by id (one writer at a time, so id order is commit order).
+    """
+    if dialect == "postgresql":
+        visible = sa.text("(pg_snapshot_xmin(pg_current_snapshot())::text)::bigint")
+        return (
+            stmt.where(events.c.txid < visible)
+            .where(sa.tuple_(events.c.txid, events.c.id) > sa.tuple_(after.txid, after.id))
+            .order_by(events.c.txid, events.c.id)
+        )
+    return stmt.where(events.c.id > after.id).order_by(events.c.id)
+
+
 def read_committed(
     conn: sa.Connection, after: LogPosition, *, limit: int = 1000
 ) -> list[tuple[LogPosition, StoredEvent]]:
@@ -202,15 +219,7 @@ def read_committed(
     stmt = sa.select(events, sources.c.name.label("source_name")).join(
         sources, sources.c.id == events.c.source_id
     )
-    if conn.dialect.name == "postgresql":
-        visible = sa.text("(pg_snapshot_xmin(pg_current_snapshot())::text)::bigint")
-        stmt = (
-            stmt.where(events.c.txid < visible)
-            .where(sa.tuple_(events.c.txid, events.c.id) > sa.tuple_(after.txid, after.id))
-            .order_by(events.c.txid, events.c.id)
-        )
-    else:
-        stmt = stmt.where(events.c.id > after.id).order_by(events.c.id)
+    stmt = committed_after(stmt, conn.dialect.name, after)
     found = []
     for row in conn.execute(stmt.limit(limit)):
         event = event_from_row(row)

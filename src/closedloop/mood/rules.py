@@ -28,6 +28,7 @@ __all__ = [
     "MoodRules",
     "RuleSet",
     "current_rules",
+    "glob_matches",
     "parse_rules",
     "store_rules",
 ]
@@ -37,6 +38,25 @@ Scalar = str | int | float | bool
 _LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _PAGE = re.compile(r"^[A-Za-z0-9/_\-.~%*äöüÄÖÜß]{1,200}$")
+
+
+def glob_matches(pattern: str, text: str) -> bool:
+    """Glob match with `*` only, by splitting: linear, no backtracking; ASCII letters match
+    either case (mood rules and segment conditions alike; the SQL of conditions agrees)."""
+    parts = pattern.translate(_LOWER).split("*")
+    text = text.translate(_LOWER)
+    if len(parts) == 1:
+        return text == parts[0]
+    if not text.startswith(parts[0]) or not text.endswith(parts[-1]):
+        return False
+    position = len(parts[0])
+    end = len(text) - len(parts[-1])
+    for middle in parts[1:-1]:
+        found = text.find(middle, position, end)
+        if found < 0:
+            return False
+        position = found + len(middle)
+    return position <= end
 
 
 class Scale(BaseModel):
@@ -123,22 +143,7 @@ class MoodRule(BaseModel):
         return self
 
     def matches_path(self, path: str) -> bool:
-        """Glob match with `*` only, by splitting: linear, no backtracking; ASCII letters
-        match either case (as in segment conditions)."""
-        parts = (self.page or "").translate(_LOWER).split("*")
-        path = path.translate(_LOWER)
-        if len(parts) == 1:
-            return path == parts[0]
-        if not path.startswith(parts[0]) or not path.endswith(parts[-1]):
-            return False
-        position = len(parts[0])
-        end = len(path) - len(parts[-1])
-        for middle in parts[1:-1]:
-            found = path.find(middle, position, end)
-            if found < 0:
-                return False
-            position = found + len(middle)
-        return position <= end
+        return glob_matches(self.page or "", path)
 
 
 class MoodRules(BaseModel):

@@ -10,6 +10,7 @@ a churn-risk signal younger than `churn_risk_days` sets `churn_risk`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,10 +22,11 @@ from closedloop.mood.rules import MoodRule, RuleSet, current_rules
 from closedloop.profiles.state import ProcessedEvent, ProfileState
 from closedloop.store import EPOCH, to_epoch_us
 
-__all__ = ["NAME", "Mood", "MoodHook", "describe", "signal_of"]
+__all__ = ["DAY_US", "NAME", "Mood", "MoodHook", "churn_risk", "decayed", "describe", "signal_of"]
 
 NAME = "mood"
-_DAY_US = 86_400_000_000
+DAY_US = 86_400_000_000
+_LN_HALF = math.log(0.5)
 
 
 @dataclass(frozen=True)
@@ -151,22 +153,36 @@ class MoodHook:
         survivor.derived[NAME] = joined[-limit:]
 
 
+def decayed(signals: list[list[Any]], *, now: datetime, settings: MoodSettings) -> list[float]:
+    """Each signal's contribution at `now`: `value * 0.5 ** (age / half-life)`, computed as
+    `exp(ln 0.5 * age / half-life)` like the SQL of segment conditions, so both agree."""
+    now_us = to_epoch_us(now)
+    half_life_us = settings.half_life_days * DAY_US
+    return [
+        value * math.exp(_LN_HALF * max(0, now_us - at) / half_life_us)
+        for at, value, *_rest in signals
+    ]
+
+
+def churn_risk(signals: list[list[Any]], *, now: datetime, settings: MoodSettings) -> bool:
+    """Whether a churn-risk signal is younger than `churn_risk_days`."""
+    cutoff = to_epoch_us(now) - settings.churn_risk_days * DAY_US
+    return any(s[4] == 1 and s[0] >= cutoff for s in signals)
+
+
 def describe(
     derived: dict[str, Any], settings: MoodSettings, *, now: datetime, rules: RuleSet
 ) -> Mood:
     """The mood at `now` from the profile's signals."""
     signals = derived.get(NAME) or []
-    now_us = to_epoch_us(now)
-    half_life_us = settings.half_life_days * _DAY_US
     labels = {r.name: r.label for r in rules.rules.rules}
-    contributions = []
-    churn = False
-    for at, value, rule, event_id, churn_flag in signals:
-        age = max(0, now_us - at)
-        contribution = value * 0.5 ** (age / half_life_us)
-        contributions.append((contribution, at, value, rule, event_id))
-        if churn_flag and age <= settings.churn_risk_days * _DAY_US:
-            churn = True
+    contributions = [
+        (contribution, at, value, rule, event_id)
+        for contribution, (at, value, rule, event_id, _churn) in zip(
+            decayed(signals, now=now, settings=settings), signals, strict=True
+        )
+    ]
+    churn = churn_risk(signals, now=now, settings=settings)
     score = max(-1.0, min(1.0, sum(c[0] for c in contributions)))
     score = round(score, 4)
     if score >= settings.positive_threshold:

@@ -34,7 +34,7 @@ from closedloop.identity import customer_key, normalise_email, normalise_phone
 from closedloop.identity._tables import identities, identity_conflicts, identity_merges
 from closedloop.identity.graph import ConflictReason, EventIds, Rules, Via, resolve
 from closedloop.ingest._tables import events, sources
-from closedloop.ingest.log import LogPosition
+from closedloop.ingest.log import LogPosition, committed_after
 from closedloop.metrics import Metrics
 from closedloop.profiles._tables import consent_changes, processor_cursors, profiles
 from closedloop.profiles.hooks import ProfileHook, registered
@@ -727,17 +727,6 @@ def _conflict_upsert(dialect: str) -> Any:
     )
 
 
-def _after(stmt: sa.Select[Any], conn: sa.Connection, after: LogPosition) -> sa.Select[Any]:
-    if conn.dialect.name == "postgresql":
-        visible = sa.text("(pg_snapshot_xmin(pg_current_snapshot())::text)::bigint")
-        return (
-            stmt.where(events.c.txid < visible)
-            .where(sa.tuple_(events.c.txid, events.c.id) > sa.tuple_(after.txid, after.id))
-            .order_by(events.c.txid, events.c.id)
-        )
-    return stmt.where(events.c.id > after.id).order_by(events.c.id)
-
-
 def _position(conn: sa.Connection, *, lock: bool) -> tuple[LogPosition, int] | None:
     """The cursor (position, batch sequence); None when another worker holds it."""
     cursor = processor_cursors.c
@@ -760,7 +749,7 @@ def _pending(engine: Engine) -> bool:
         found = _position(conn, lock=False)
         if found is None:
             return False
-        stmt = _after(sa.select(events.c.id), conn, found[0]).limit(1)
+        stmt = committed_after(sa.select(events.c.id), conn.dialect.name, found[0]).limit(1)
         return conn.execute(stmt).first() is not None
 
 
@@ -837,22 +826,33 @@ def process_available(
 ) -> int:
     """Process until no committed event is left (or `stop` is set); answer how many were
     processed here."""
-    proc = _Processor(settings)
+    return _drain(engine, settings, _Processor(settings), limit=limit, metrics=metrics, stop=stop)
+
+
+def _drain(
+    engine: Engine,
+    settings: Settings,
+    proc: _Processor,
+    *,
+    limit: int | None = None,
+    metrics: Metrics | None = None,
+    stop: threading.Event | None = None,
+) -> int:
     total = 0
     while stop is None or not stop.is_set():
         started = time.perf_counter()
         report = process_batch(engine, settings, limit=limit, _proc=proc)
-        if report is None:
+        if report is None:  # another worker's turn: wait while there is work left
             if not _pending(engine):
                 return total
             time.sleep(settings.processor.poll_seconds)
             continue
-        if metrics is not None and report.events:
+        if report.events == 0:
+            return total
+        if metrics is not None:
             metrics.processed_events.inc(report.events)
             metrics.process_seconds.observe(time.perf_counter() - started)
         total += report.events
-        if report.events == 0:
-            return total
     return total
 
 
@@ -876,10 +876,10 @@ def lag(engine: Engine) -> Lag:
     with engine.connect() as conn:
         found = _position(conn, lock=False)
         position = found[0] if found else LogPosition()
-        pending = _after(sa.select(events.c.id), conn, position).subquery()
+        pending = committed_after(sa.select(events.c.id), conn.dialect.name, position).subquery()
         count = int(conn.execute(sa.select(sa.func.count()).select_from(pending)).scalar_one())
         oldest = conn.execute(
-            _after(sa.select(events.c.received_at), conn, position).limit(1)
+            committed_after(sa.select(events.c.received_at), conn.dialect.name, position).limit(1)
         ).scalar()
     age = max(0.0, (clock.now() - oldest).total_seconds()) if oldest is not None else 0.0
     return Lag(count, age, position)
@@ -909,17 +909,13 @@ class ProcessorRunner:
         poll = self._settings.processor.poll_seconds
         while not self._stop.is_set():
             try:
-                if not _pending(self._engine):
-                    self._stop.wait(poll)
-                    continue
-                started = time.perf_counter()
-                report = process_batch(self._engine, self._settings, _proc=proc)
+                # The probe is a read: an idle processor never takes SQLite's write lock.
+                if _pending(self._engine):
+                    _drain(
+                        self._engine, self._settings, proc, metrics=self._metrics, stop=self._stop
+                    )
             except Exception:  # noqa: BLE001 - keep processing; the lag metric shows a stall
                 _log.exception("processor: batch failed; retrying")
                 self._stop.wait(min(5.0, poll * 20))
                 continue
-            if report is None or report.events == 0:
-                self._stop.wait(poll)
-            elif self._metrics is not None:
-                self._metrics.processed_events.inc(report.events)
-                self._metrics.process_seconds.observe(time.perf_counter() - started)
+            self._stop.wait(poll)

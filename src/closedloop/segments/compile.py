@@ -22,6 +22,7 @@ from closedloop.config import MoodSettings
 from closedloop.errors import InvalidInputError
 from closedloop.identity._tables import identities
 from closedloop.ingest._tables import events
+from closedloop.mood.score import DAY_US
 from closedloop.profiles._tables import profiles
 from closedloop.store import UTCDateTime, to_epoch_us
 
@@ -73,22 +74,24 @@ class _Compiler:
             .where(*[c for c in conditions if c is not None])
         )
 
-    def _score(self) -> ColumnElement[float]:
-        now = sa.bindparam(None, to_epoch_us(self.now), sa.BigInteger())
-        half = sa.bindparam(None, self.mood_settings.half_life_days * 86_400_000_000.0, sa.Float())
+    def _signals(self) -> tuple[Any, Callable[[int, Any], Any]]:
+        """The profile's mood signals as rows, and an accessor for a position of a signal
+        (`[time, value, rule, event, churn]`) typed as `type_`."""
         if self.pg:
             signals = sa.func.jsonb_array_elements(
                 sa.func.coalesce(profiles.c.derived.op("->")("mood"), sa.text("'[]'::jsonb"))
             ).table_valued("value")
-            at: Any = signals.c.value.op("->>")(0).cast(sa.BigInteger)
-            value: Any = signals.c.value.op("->>")(1).cast(sa.Float)
-            age = sa.func.greatest(0, now - at)
-        else:
-            signals = sa.func.json_each(profiles.c.derived, "$.mood").table_valued("value")
-            at = sa.func.json_extract(signals.c.value, "$[0]")
-            value = sa.func.json_extract(signals.c.value, "$[1]")
-            age = sa.func.max(0, now - at)
-        contribution = value * sa.func.exp(_LN_HALF * age / half)
+            return signals, lambda i, type_: signals.c.value.op("->>")(i).cast(type_)
+        signals = sa.func.json_each(profiles.c.derived, "$.mood").table_valued("value")
+        return signals, lambda i, _type: sa.func.json_extract(signals.c.value, f"$[{i}]")
+
+    def _score(self) -> ColumnElement[float]:
+        now = sa.bindparam(None, to_epoch_us(self.now), sa.BigInteger())
+        half = sa.bindparam(None, self.mood_settings.half_life_days * float(DAY_US), sa.Float())
+        signals, at = self._signals()
+        greatest = sa.func.greatest if self.pg else sa.func.max
+        age = greatest(0, now - at(0, sa.BigInteger))
+        contribution = at(1, sa.Float) * sa.func.exp(_LN_HALF * age / half)
         return (
             sa.select(sa.func.coalesce(sa.func.sum(contribution), 0.0))
             .select_from(signals)
@@ -98,17 +101,12 @@ class _Compiler:
     def _churn(self) -> ColumnElement[bool]:
         since = to_epoch_us(self.now - timedelta(days=self.mood_settings.churn_risk_days))
         bound = sa.bindparam(None, since, sa.BigInteger())
-        if self.pg:
-            signals = sa.func.jsonb_array_elements(
-                sa.func.coalesce(profiles.c.derived.op("->")("mood"), sa.text("'[]'::jsonb"))
-            ).table_valued("value")
-            at: Any = signals.c.value.op("->>")(0).cast(sa.BigInteger)
-            flag: Any = signals.c.value.op("->>")(4).cast(sa.Integer)
-        else:
-            signals = sa.func.json_each(profiles.c.derived, "$.mood").table_valued("value")
-            at = sa.func.json_extract(signals.c.value, "$[0]")
-            flag = sa.func.json_extract(signals.c.value, "$[4]")
-        return sa.exists(sa.select(1).select_from(signals).where(flag == 1, at >= bound))
+        signals, at = self._signals()
+        return sa.exists(
+            sa.select(1)
+            .select_from(signals)
+            .where(at(4, sa.Integer) == 1, at(0, sa.BigInteger) >= bound)
+        )
 
     # -- nodes
     def node(self, tree: dict[str, Any]) -> ColumnElement[bool]:

@@ -7,18 +7,17 @@ are case-insensitive for ASCII letters only, and a condition on something missin
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from closedloop.config import MoodSettings
-from closedloop.store import to_epoch_us
+from closedloop.mood.rules import glob_matches
+from closedloop.mood.score import churn_risk, decayed
+from closedloop.segments.language import to_text
 
 __all__ = ["ProfileFacts", "evaluate"]
-
-_UPPER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 @dataclass
@@ -60,24 +59,6 @@ def _compare(actual: Any, op: str, expected: Any) -> bool:
     )
 
 
-def _glob(pattern: str, text: str) -> bool:
-    parts = pattern.translate(_UPPER).split("*")
-    text = text.translate(_UPPER)
-    if len(parts) == 1:
-        return text == parts[0]
-    if not text.startswith(parts[0]) or not text.endswith(parts[-1]):
-        return False
-    if len(text) < len(parts[0]) + len(parts[-1]):
-        return False
-    position, end = len(parts[0]), len(text) - len(parts[-1])
-    for middle in parts[1:-1]:
-        found = text.find(middle, position, end)
-        if found < 0:
-            return False
-        position = found + len(middle)
-    return True
-
-
 def _properties(event: dict[str, Any]) -> dict[str, Any]:
     found = event["payload"].get("properties")
     return found if isinstance(found, dict) else {}
@@ -107,11 +88,7 @@ def evaluate(
         return now - timedelta(days=spec["within_days"]) if "within_days" in spec else None
 
     def score() -> float:
-        now_us, half = to_epoch_us(now), mood.half_life_days * 86_400_000_000.0
-        total = 0.0
-        for at, value, *_rest in facts.derived.get("mood") or []:
-            total += value * math.exp(math.log(0.5) * max(0, now_us - at) / half)
-        return total
+        return sum(decayed(facts.derived.get("mood") or [], now=now, settings=mood))
 
     def visit(node: dict[str, Any]) -> bool:
         ((kind, value),) = node.items()
@@ -129,8 +106,7 @@ def evaluate(
                 return s <= mood.negative_threshold
             return mood.negative_threshold < s < mood.positive_threshold
         if kind == "churn_risk":
-            cutoff = to_epoch_us(now - timedelta(days=mood.churn_risk_days))
-            return any(s[4] == 1 and s[0] >= cutoff for s in facts.derived.get("mood") or [])
+            return churn_risk(facts.derived.get("mood") or [], now=now, settings=mood)
         if kind == "consent":
             statement: Any = facts.consent.get(value)
             return bool(statement) and statement[0] is True
@@ -150,7 +126,7 @@ def evaluate(
                 e["type"] in ("page", "screen")
                 and (start is None or e["timestamp"] >= start)
                 and isinstance(_properties(e).get("path"), str)
-                and _glob(value["path"], _properties(e)["path"])
+                and glob_matches(value["path"], _properties(e)["path"])
                 for e in facts.events
             )
         if kind == "did":
@@ -212,7 +188,6 @@ def explain(
     segment: Callable[[str], dict[str, Any]],
 ) -> dict[str, Any]:
     """Which parts of the condition hold for this profile, each with the value it looked at."""
-    from closedloop.segments.language import to_text
 
     def look(node: dict[str, Any]) -> dict[str, Any]:
         ((kind, value),) = node.items()
@@ -242,13 +217,8 @@ def explain(
             else:
                 out["value"] = None
         elif kind == "mood":
-            now_us, half = to_epoch_us(now), mood.half_life_days * 86_400_000_000.0
             out["value"] = round(
-                sum(
-                    v * math.exp(math.log(0.5) * max(0, now_us - at) / half)
-                    for at, v, *_rest in facts.derived.get("mood") or []
-                ),
-                4,
+                sum(decayed(facts.derived.get("mood") or [], now=now, settings=mood)), 4
             )
         return out
 

@@ -25,7 +25,15 @@ from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, Unex
 
 from closedloop.errors import InvalidInputError
 
-__all__ = ["MAX_DEPTH", "MAX_NODES", "MAX_TEXT", "parse_condition", "to_text", "validate_tree"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_NODES",
+    "MAX_TEXT",
+    "parse_condition",
+    "references",
+    "to_text",
+    "validate_tree",
+]
 
 MAX_TEXT = 4000
 MAX_DEPTH = 12
@@ -375,6 +383,16 @@ def _trait(value: Any, where: str) -> None:
         _days(value, "days_ago", where, required=True)
     else:
         raise _fail(f"{where}.op", "expected = != < <= > >= in present absent before after")
+
+
+def references(tree: dict[str, Any]) -> set[str]:
+    """The segments a (validated) tree refers to with `in segment NAME`."""
+    ((kind, value),) = tree.items()
+    if kind in ("and", "or"):
+        return set().union(*(references(c) for c in value))
+    if kind == "not":
+        return references(value)
+    return {value} if kind == "segment" else set()
 
 
 def to_text(tree: dict[str, Any]) -> str:

@@ -11,12 +11,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from closedloop.config import Settings
-from closedloop.errors import InvalidInputError
+from closedloop.errors import InvalidInputError, NotFoundError
 from closedloop.profiles._tables import profiles
-from closedloop.segments._tables import segments
+from closedloop.profiles.read import resolve_profile_id
 from closedloop.segments.compile import compile_condition
+from closedloop.segments.evaluate import explain
 from closedloop.segments.language import parse_condition, to_text, validate_tree
-from closedloop.segments.store import tree_of
+from closedloop.segments.store import load_facts, resolver, saved_trees, tree_of
 
 __all__ = ["Preview", "condition_tree", "explain_profile", "member_ids", "preview"]
 
@@ -89,45 +90,14 @@ def preview(
 def explain_profile(
     engine: Engine, settings: Settings, profile_id: str, *, now: datetime
 ) -> list[dict[str, Any]]:
-    """For each shipped segment: is the profile a member, and why (each condition's value)."""
-    from closedloop.identity._tables import identities
-    from closedloop.ingest._tables import events
-    from closedloop.profiles.read import resolve_profile_id
-    from closedloop.segments.compile import event_profile_key
-    from closedloop.segments.evaluate import ProfileFacts, explain
-
+    """For each saved segment: is the profile a member, and why (each condition's value)."""
     with engine.connect() as conn:
         found = resolve_profile_id(conn, profile_id)
         if found is None:
-            from closedloop.errors import NotFoundError
-
             raise NotFoundError(f"no profile `{profile_id[:60]}`")
-        row = conn.execute(
-            sa.select(profiles.c.traits, profiles.c.consent, profiles.c.derived).where(
-                profiles.c.id == found
-            )
-        ).one()
-        facts = ProfileFacts(traits=row.traits, consent=row.consent, derived=row.derived)
-        recent = conn.execute(
-            sa.select(
-                events.c.id, events.c.type, events.c.event, events.c.timestamp, events.c.payload
-            )
-            .select_from(events.join(identities, identities.c.key == event_profile_key()))
-            .where(identities.c.profile_id == found)
-            .order_by(events.c.id.desc())
-            .limit(10_000)
-        ).mappings()
-        facts.events = [dict(e) for e in recent]
-        saved = conn.execute(
-            sa.select(segments.c.name, segments.c.tree).order_by(segments.c.name)
-        ).all()
-    trees = {name: dict(tree) for name, tree in saved}
-
-    def resolve(name: str) -> dict[str, Any]:
-        if name not in trees:
-            raise InvalidInputError(f"no segment `{name}`", field="condition")
-        return trees[name]
-
+        facts = load_facts(conn, profiles.c.id == found)[found]
+        trees = saved_trees(conn)
+    resolve = resolver(trees)
     return [
         {"segment": name, **explain(tree, facts, now=now, mood=settings.mood, segment=resolve)}
         for name, tree in trees.items()

@@ -14,12 +14,14 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.sql.elements import ColumnElement
 
 from closedloop import clock
 from closedloop.config import Settings
@@ -30,7 +32,7 @@ from closedloop.profiles._tables import processor_cursors, profiles
 from closedloop.segments._tables import segment_changes, segment_members, segment_sizes, segments
 from closedloop.segments.compile import compile_condition
 from closedloop.segments.evaluate import ProfileFacts, evaluate
-from closedloop.segments.language import to_text, validate_tree
+from closedloop.segments.language import references, to_text, validate_tree
 
 __all__ = [
     "RefreshReport",
@@ -40,8 +42,11 @@ __all__ = [
     "delete_segment",
     "get_segment",
     "list_segments",
+    "load_facts",
     "refresh",
+    "resolver",
     "save_segment",
+    "saved_trees",
     "sizes",
     "stored_members",
     "tree_of",
@@ -90,11 +95,32 @@ def _check_name(name: str) -> None:
         )
 
 
+def _unknown(name: str) -> InvalidInputError:
+    return InvalidInputError(f"no segment `{name}`: see `GET /v1/segments`", field="condition")
+
+
 def tree_of(conn: sa.Connection, name: str) -> dict[str, Any]:
     tree = conn.execute(sa.select(segments.c.tree).where(segments.c.name == name)).scalar()
     if tree is None:
-        raise InvalidInputError(f"no segment `{name}`: see `GET /v1/segments`", field="condition")
+        raise _unknown(name)
     return dict(tree)
+
+
+def saved_trees(conn: sa.Connection) -> dict[str, dict[str, Any]]:
+    """Every saved segment's condition tree, by name, in name order."""
+    rows = conn.execute(sa.select(segments.c.name, segments.c.tree).order_by(segments.c.name))
+    return {name: dict(tree) for name, tree in rows}
+
+
+def resolver(trees: dict[str, dict[str, Any]]) -> Callable[[str], dict[str, Any]]:
+    """`in segment NAME` answered from `trees`."""
+
+    def resolve(name: str) -> dict[str, Any]:
+        if name not in trees:
+            raise _unknown(name)
+        return trees[name]
+
+    return resolve
 
 
 def _sizes(conn: sa.Connection) -> dict[str, int]:
@@ -167,8 +193,8 @@ def delete_segment(engine: Engine, name: str) -> None:
     with engine.begin() as conn:
         if conn.execute(sa.select(segments.c.name).where(segments.c.name == name)).first() is None:
             raise NotFoundError(f"no segment `{name[:64]}`")
-        for other, text in conn.execute(sa.select(segments.c.name, segments.c.condition)):
-            if other != name and re.search(rf"\bin segment {re.escape(name)}\b", text):
+        for other, tree in saved_trees(conn).items():
+            if other != name and name in references(tree):
                 raise ConflictError(f"segment `{other}` refers to `{name}`: change it first")
         members = (
             conn.execute(
@@ -226,17 +252,8 @@ def refresh(
         if names is not None:
             stmt = stmt.where(segments.c.name.in_(names))
         found = conn.execute(stmt.order_by(segments.c.name)).all()
+        saved_tree = resolver(saved_trees(conn))
     touched: dict[int, dict[str, ProfileFacts]] = {}
-    with engine.connect() as conn:
-        stored_trees = {
-            n: dict(t) for n, t in conn.execute(sa.select(segments.c.name, segments.c.tree))
-        }
-
-    def saved_tree(other: str) -> dict[str, Any]:
-        if other not in stored_trees:
-            raise InvalidInputError(f"no segment `{other}`", field="condition")
-        return stored_trees[other]
-
     for name, tree, condition, since_seq in found:
         only_new = incremental and since_seq is not None and since_seq <= seq
         with engine.connect() as conn:
@@ -244,7 +261,7 @@ def refresh(
                 # Few profiles: load their facts once and use the reference evaluator (the same
                 # semantics as the SQL, checked by the property tests), not a scan of events.
                 if since_seq not in touched:
-                    touched[since_seq] = _facts_of(conn, since_seq)
+                    touched[since_seq] = load_facts(conn, profiles.c.processed_seq > since_seq)
                 current = {
                     pid
                     for pid, facts in touched[since_seq].items()
@@ -256,7 +273,7 @@ def refresh(
                     conn.dialect.name,
                     now=now,
                     mood=settings.mood,
-                    segment=lambda other: tree_of(conn, other),
+                    segment=saved_tree,
                 )
                 query = sa.select(profiles.c.id).where(profiles.c.merged_into.is_(None), where)
                 current = set(conn.execute(query).scalars())
@@ -305,14 +322,16 @@ def refresh(
     return RefreshReport(len(found), entered, exited)
 
 
-def _facts_of(conn: sa.Connection, since_seq: int) -> dict[str, ProfileFacts]:
-    """The live profiles the processor wrote after `since_seq`, with their events."""
+def load_facts(conn: sa.Connection, which: ColumnElement[bool]) -> dict[str, ProfileFacts]:
+    """The live profiles `which` selects, with their events, for the reference evaluator:
+    events found through the log's user-id and anonymous-id indexes, attributed as the
+    processor does (the user id, else the anonymous id)."""
     facts: dict[str, ProfileFacts] = {
         r.id: ProfileFacts(traits=r.traits, consent=r.consent, derived=r.derived)
         for r in conn.execute(
             sa.select(
                 profiles.c.id, profiles.c.traits, profiles.c.consent, profiles.c.derived
-            ).where(profiles.c.processed_seq > since_seq, profiles.c.merged_into.is_(None))
+            ).where(which, profiles.c.merged_into.is_(None))
         )
     }
     ids = sorted(facts)
@@ -421,8 +440,6 @@ class SegmentRefresher:
             self._thread.join(timeout)
 
     def _cursor(self) -> Any:
-        from closedloop.profiles._tables import processor_cursors
-
         with self._engine.connect() as conn:
             return conn.execute(sa.select(processor_cursors.c.seq)).scalar()
 
