@@ -41,6 +41,7 @@ test-fast: install ## Tests without the slow end-to-end ones
 	$(BIN)/pytest -q -m "not slow"
 
 bench: install ## Run the benchmarks (figures go to docs/benchmarks.md by hand)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/ingest_bench.py
 
 clean: ## Remove the venv and caches (keeps closedloop.db and .env)

@@ -7,12 +7,14 @@ Every field reads from the environment with the prefix `CLOSEDLOOP_` (nested wit
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
+    "FeedSettings",
     "IdentitySettings",
     "IngestSettings",
     "MoodSettings",
@@ -174,6 +176,59 @@ class ProcessorSettings(BaseModel):
     )
 
 
+class FeedSettings(BaseModel):
+    """CRM feeds: where files go, credentials, outbound safety, retries and scheduling."""
+
+    model_config = ConfigDict(frozen=True)
+
+    local_dir: Path = Field(
+        Path("exports"),
+        description="Root of `local` destinations: a feed's `path` is a folder inside it.",
+    )
+    staging_dir: Path = Field(
+        Path("var/feeds"),
+        description="Where a run writes its file before it uploads it to a remote destination.",
+    )
+    secrets: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Credentials by name, referenced by destinations as `password_secret`, "
+        '`key_secret` or `signing_secret`: `CLOSEDLOOP_FEEDS__SECRETS=\'{"crm-ftps": "..."}\'`.',
+    )
+    secrets_file: Path | None = Field(
+        None,
+        description="A YAML or JSON file of `name: value` credentials (read at each run; "
+        "values there win over `secrets`). Keep it readable by the hub's user only.",
+    )
+    allowed_hosts: tuple[str, ...] = Field(
+        (),
+        description="Host names, addresses or networks (`10.0.0.0/8`) a destination may reach "
+        "although they are loopback, private or link-local (refused otherwise).",
+    )
+    allow_plain_http: bool = Field(
+        False, description="Allow `http://` webhooks (only for tests and closed networks)."
+    )
+    timeout_seconds: float = Field(
+        30, gt=0, le=600, description="Connect and read timeout of one destination operation."
+    )
+    retries: int = Field(
+        4, ge=0, le=20, description="Retries of a transient delivery error within a run."
+    )
+    backoff_seconds: float = Field(
+        1.0, ge=0, le=300, description="First retry delay; it doubles with each retry."
+    )
+    lease_seconds: float = Field(
+        300,
+        ge=5,
+        description="A running feed's lease: a run whose worker died is taken over after it.",
+    )
+    poll_seconds: float = Field(
+        30, gt=0, le=3600, description="How often the scheduler looks for due feeds."
+    )
+    batch_rows: int = Field(
+        500, ge=1, le=100_000, description="Rows per webhook request (JSON batch)."
+    )
+
+
 class Settings(BaseSettings):
     """All of closedloop's settings."""
 
@@ -220,6 +275,7 @@ class Settings(BaseSettings):
     processor: ProcessorSettings = Field(
         default_factory=ProcessorSettings, description="The event-log processor."
     )
+    feeds: FeedSettings = Field(default_factory=FeedSettings, description="CRM feeds.")
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -15,6 +15,8 @@ alone maps these to HTTP; the CLI prints the message and exits non-zero.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "ClosedloopError",
     "ConflictError",
@@ -24,6 +26,7 @@ __all__ = [
     "PayloadTooLargeError",
     "PermissionDeniedError",
     "TransientError",
+    "invalid_from_validation",
 ]
 
 
@@ -70,3 +73,15 @@ class TransientError(ClosedloopError):
 
 class OverloadedError(TransientError):
     """The write queue is full: the request was not accepted."""
+
+
+def invalid_from_validation(exc: Any, *, root: str) -> InvalidInputError:
+    """The first error of a pydantic `ValidationError` as an `InvalidInputError` whose field
+    is a path such as `rules[2].weight` (`root` when the document itself is wrong)."""
+    first = exc.errors()[0]
+    field = ""
+    for part in first.get("loc", ()):
+        field += f"[{part}]" if isinstance(part, int) else (f".{part}" if field else str(part))
+    field = field or root
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return InvalidInputError(f"invalid `{field}`: {message}", field=field)

@@ -13,7 +13,7 @@ from closedloop.mood.rules import (
     parse_rules,
     store_rules,
 )
-from closedloop.mood.score import Mood, MoodHook, describe, signal_of
+from closedloop.mood.score import Mood, MoodHook, describe, signal_of, summary
 from closedloop.profiles import hooks as _hooks
 
 _hooks.register(MoodHook())
@@ -30,4 +30,5 @@ __all__ = [
     "parse_rules",
     "signal_of",
     "store_rules",
+    "summary",
 ]

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy.engine import Engine
 
 from closedloop import clock
-from closedloop.errors import InvalidInputError
+from closedloop.errors import InvalidInputError, invalid_from_validation
 from closedloop.mood._tables import mood_rules
 
 __all__ = [
@@ -242,13 +242,6 @@ class RuleSet(BaseModel):
     created_at: datetime | None = None
 
 
-def _field_of(error: dict[str, Any]) -> str:
-    field = ""
-    for part in error.get("loc", ()):
-        field += f"[{part}]" if isinstance(part, int) else (f".{part}" if field else str(part))
-    return field or "rules"
-
-
 def parse_rules(document: Any) -> MoodRules:
     """Validate a rule set; the error names the first bad field (`rules[2].weight`)."""
     if not isinstance(document, dict):
@@ -256,10 +249,7 @@ def parse_rules(document: Any) -> MoodRules:
     try:
         return MoodRules.model_validate(document)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = _field_of(dict(first))
-        message = first["msg"].removeprefix("Value error, ")
-        raise InvalidInputError(f"invalid `{field}`: {message}", field=field) from exc
+        raise invalid_from_validation(exc, root="rules") from exc
 
 
 def current_rules(conn: sa.Connection | Engine) -> RuleSet:

@@ -22,7 +22,17 @@ from closedloop.mood.rules import MoodRule, RuleSet, current_rules
 from closedloop.profiles.state import ProcessedEvent, ProfileState
 from closedloop.store import EPOCH, to_epoch_us
 
-__all__ = ["DAY_US", "NAME", "Mood", "MoodHook", "churn_risk", "decayed", "describe", "signal_of"]
+__all__ = [
+    "DAY_US",
+    "NAME",
+    "Mood",
+    "MoodHook",
+    "churn_risk",
+    "decayed",
+    "describe",
+    "signal_of",
+    "summary",
+]
 
 NAME = "mood"
 DAY_US = 86_400_000_000
@@ -170,6 +180,24 @@ def churn_risk(signals: list[list[Any]], *, now: datetime, settings: MoodSetting
     return any(s[4] == 1 and s[0] >= cutoff for s in signals)
 
 
+def _score_label(total: float, settings: MoodSettings) -> tuple[float, str]:
+    score = round(max(-1.0, min(1.0, total)), 4)
+    if score >= settings.positive_threshold:
+        return score, "positive"
+    if score <= settings.negative_threshold:
+        return score, "negative"
+    return score, "neutral"
+
+
+def summary(
+    derived: dict[str, Any], settings: MoodSettings, *, now: datetime
+) -> tuple[str, float, bool]:
+    """(label, score, churn risk) at `now`, without the reasons (feeds, lists)."""
+    signals = derived.get(NAME) or []
+    score, label = _score_label(sum(decayed(signals, now=now, settings=settings)), settings)
+    return label, score, churn_risk(signals, now=now, settings=settings)
+
+
 def describe(
     derived: dict[str, Any], settings: MoodSettings, *, now: datetime, rules: RuleSet
 ) -> Mood:
@@ -183,14 +211,7 @@ def describe(
         )
     ]
     churn = churn_risk(signals, now=now, settings=settings)
-    score = max(-1.0, min(1.0, sum(c[0] for c in contributions)))
-    score = round(score, 4)
-    if score >= settings.positive_threshold:
-        label = "positive"
-    elif score <= settings.negative_threshold:
-        label = "negative"
-    else:
-        label = "neutral"
+    score, label = _score_label(sum(c[0] for c in contributions), settings)
     strongest = sorted(contributions, key=lambda c: (-abs(c[0]), -c[1]))[: settings.reasons]
     reasons = [
         {

@@ -152,6 +152,8 @@ def _count_event(p: ProfileState, ev: ProcessedEvent) -> None:
     channels = c["channels"]
     if ev.channel not in channels:
         c["channels"] = sorted([*channels, ev.channel])
+    if kind == "track" and ev.name == "NPS Answered":
+        _take_nps(c, ev)
     if kind == "track" and ev.name in _INTEREST_EVENTS:
         properties = ev.payload.get("properties")
         if isinstance(properties, dict):
@@ -162,6 +164,17 @@ def _count_event(p: ProfileState, ev: ProcessedEvent) -> None:
             for category in _interest_categories(properties):
                 if category in interests or len(interests) < _MAX_CATEGORIES:
                     interests[category] = interests.get(category, 0) + 1
+
+
+def _take_nps(c: dict[str, Any], ev: ProcessedEvent) -> None:
+    """The latest NPS answer (0-10) as `computed.nps = [score, at_us, event_id]`."""
+    properties = ev.payload.get("properties")
+    score = properties.get("score") if isinstance(properties, dict) else None
+    if isinstance(score, bool) or not isinstance(score, int | float) or not 0 <= score <= 10:
+        return
+    current = c.get("nps")
+    if current is None or (ev.timestamp, ev.id) >= (current[1], current[2]):
+        c["nps"] = [score, ev.timestamp, ev.id]
 
 
 def _set_trait(p: ProfileState, name: str, value: Any, at: int, source: str, limit: int) -> None:
@@ -280,6 +293,11 @@ def merge_into(survivor: ProfileState, merged: ProfileState) -> None:
         ours["orders"] += theirs["orders"]
         ours["revenue"] = round(ours["revenue"] + theirs["revenue"], 4)
         ours["channels"] = sorted(set(ours["channels"]) | set(theirs["channels"]))
+        if "nps" in theirs and (
+            "nps" not in ours
+            or (theirs["nps"][1], theirs["nps"][2]) > (ours["nps"][1], ours["nps"][2])
+        ):
+            ours["nps"] = theirs["nps"]
         for key in ("by_type", "interests"):
             for name, count in theirs[key].items():
                 ours[key][name] = ours[key].get(name, 0) + count

@@ -6,6 +6,7 @@ from closedloop.segments.language import parse_condition, to_text, validate_tree
 from closedloop.segments.preview import (
     Preview,
     condition_tree,
+    condition_where,
     explain_profile,
     member_ids,
     preview,
@@ -33,6 +34,7 @@ __all__ = [
     "SegmentRefresher",
     "changes",
     "condition_tree",
+    "condition_where",
     "delete_segment",
     "evaluate",
     "explain",

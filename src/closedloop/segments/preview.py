@@ -19,7 +19,14 @@ from closedloop.segments.evaluate import explain
 from closedloop.segments.language import parse_condition, to_text, validate_tree
 from closedloop.segments.store import load_facts, resolver, saved_trees, tree_of
 
-__all__ = ["Preview", "condition_tree", "explain_profile", "member_ids", "preview"]
+__all__ = [
+    "Preview",
+    "condition_tree",
+    "condition_where",
+    "explain_profile",
+    "member_ids",
+    "preview",
+]
 
 
 @dataclass(frozen=True)
@@ -42,7 +49,10 @@ def condition_tree(condition: Any) -> dict[str, Any]:
     )
 
 
-def _where(conn: sa.Connection, settings: Settings, tree: dict[str, Any], now: datetime) -> Any:
+def condition_where(
+    conn: sa.Connection, settings: Settings, tree: dict[str, Any], now: datetime
+) -> Any:
+    """The SQL condition selecting the profiles `tree` selects as of `now` (not merged)."""
     return sa.and_(
         profiles.c.merged_into.is_(None),
         compile_condition(
@@ -60,7 +70,7 @@ def member_ids(
 ) -> set[str]:
     """The profiles the condition selects as of `now` (evaluated, not stored)."""
     with engine.connect() as conn:
-        where = _where(conn, settings, tree, now)
+        where = condition_where(conn, settings, tree, now)
         return set(conn.execute(sa.select(profiles.c.id).where(where)).scalars())
 
 
@@ -69,7 +79,7 @@ def preview(
 ) -> Preview:
     tree = condition_tree(condition)
     with engine.connect() as conn:
-        where = _where(conn, settings, tree, now)
+        where = condition_where(conn, settings, tree, now)
         count = int(
             conn.execute(sa.select(sa.func.count()).select_from(profiles).where(where)).scalar_one()
         )

@@ -22,6 +22,7 @@ def _config(engine: Engine | None = None) -> Config:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the schema of `engine`'s database to `revision` (the newest by default)."""
     # Importing the domain packages registers their tables on `metadata`.
+    import closedloop.feeds
     import closedloop.ingest
     import closedloop.mood
     import closedloop.profiles

@@ -1,0 +1,171 @@
+"""File formats of a feed: CSV (delimiter, quoting, header, line ending, encoding) and JSONL.
+
+Writers take rows of cells as the columns made them and write them to a binary file as they
+come (flat memory), counting bytes and computing the SHA-256 on the way.
+
+CSV cells that a spreadsheet would run as a formula (a first character of `= + - @`, tab,
+carriage return or NUL) get a leading `'` (OWASP's advice), except numbers and E.164 phone
+numbers (`+4935112345`), which a CRM needs as they are. A cell that starts with `'` gets one
+more, so `unneutralise` gives every original value back. A character the encoding cannot
+write (cp1252 has no `ł`) stops the run with the row and column named.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, BinaryIO
+
+import orjson
+
+from closedloop.errors import InvalidInputError
+from closedloop.feeds.definition import CsvFormat, JsonlFormat
+
+__all__ = ["FileWriter", "cell_text", "neutralise", "open_writer", "unneutralise"]
+
+_FORMULA_START = frozenset("=+-@\t\r\0'")
+_NUMBER = re.compile(r"^[+-]?(?:\d+(?:[.,]\d+)?|[.,]\d+)(?:[eE][+-]?\d{1,3})?$")
+_E164 = re.compile(r"^\+[1-9]\d{1,14}$")
+
+
+def neutralise(cell: str) -> str:
+    """`=SUM(A1)` -> `'=SUM(A1)`; numbers and E.164 numbers stay as they are."""
+    if cell and cell[0] in _FORMULA_START and not _NUMBER.match(cell) and not _E164.match(cell):
+        return "'" + cell
+    return cell
+
+
+def unneutralise(cell: str) -> str:
+    """The original value of a neutralised cell (what a careful importer does)."""
+    if len(cell) >= 2 and cell[0] == "'" and cell[1] in _FORMULA_START:
+        return cell[1:]
+    return cell
+
+
+def cell_text(value: Any) -> str:
+    """A cell's text: empty for none, `true`/`false`, ISO 8601 for times, JSON for lists."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value) if value != int(value) or abs(value) >= 1e15 else str(int(value))
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+class FileWriter:
+    """Writes rows to `out`; `bytes` and `sha256` describe what was written."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self.bytes = 0
+        self.rows = 0
+        self._hash = hashlib.sha256()
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+    def _emit(self, data: bytes) -> None:
+        self._out.write(data)
+        self._hash.update(data)
+        self.bytes += len(data)
+
+    def header(self, names: Sequence[str]) -> None:
+        raise NotImplementedError
+
+    def write(self, rows: Sequence[Sequence[Any]]) -> None:
+        raise NotImplementedError
+
+
+class _CsvWriter(FileWriter):
+    def __init__(self, out: BinaryIO, fmt: CsvFormat, names: Sequence[str]) -> None:
+        super().__init__(out)
+        self._fmt = fmt
+        self._names = list(names)
+        self._buffer = io.StringIO()
+        self._csv = csv.writer(
+            self._buffer,
+            delimiter=fmt.delimiter,
+            quoting=csv.QUOTE_ALL if fmt.quoting == "all" else csv.QUOTE_MINIMAL,
+            lineterminator="\r\n" if fmt.line_ending == "crlf" else "\n",
+        )
+        self._encoding = "utf-8" if fmt.encoding == "utf-8-sig" else fmt.encoding
+        if fmt.encoding == "utf-8-sig":
+            self._emit(b"\xef\xbb\xbf")
+
+    def header(self, names: Sequence[str]) -> None:
+        self._csv.writerow([neutralise(n) for n in names])
+        self._flush(None, [list(names)])
+
+    def write(self, rows: Sequence[Sequence[Any]]) -> None:
+        text_rows = [[neutralise(cell_text(v)) for v in row] for row in rows]
+        self._csv.writerows(text_rows)
+        self._flush(self.rows, text_rows)
+        self.rows += len(rows)
+
+    def _flush(self, first_row: int | None, rows: list[list[str]]) -> None:
+        text = self._buffer.getvalue()
+        self._buffer.seek(0)
+        self._buffer.truncate()
+        try:
+            data = text.encode(self._encoding)
+        except UnicodeEncodeError:
+            raise self._locate(first_row, rows) from None
+        self._emit(data)
+
+    def _locate(self, first_row: int | None, rows: list[list[str]]) -> InvalidInputError:
+        for index, row in enumerate(rows):
+            for column, cell in enumerate(row):
+                try:
+                    cell.encode(self._encoding)
+                except UnicodeEncodeError as exc:
+                    char = cell[exc.start]
+                    where = "the header" if first_row is None else f"row {first_row + index + 1}"
+                    return InvalidInputError(
+                        f"{where}, column `{self._names[column]}`: `{char}` (U+{ord(char):04X}) "
+                        f"cannot be written in {self._fmt.encoding}; use `encoding: utf-8` "
+                        "or `utf-8-sig`, or correct the value",
+                        field="format.encoding",
+                    )
+        return InvalidInputError(f"cannot encode in {self._fmt.encoding}", field="format.encoding")
+
+
+class _JsonlWriter(FileWriter):
+    def __init__(self, out: BinaryIO, names: Sequence[str]) -> None:
+        super().__init__(out)
+        self._names = list(names)
+
+    def header(self, names: Sequence[str]) -> None:
+        return None
+
+    def write(self, rows: Sequence[Sequence[Any]]) -> None:
+        names = self._names
+        self._emit(
+            b"".join(
+                orjson.dumps(dict(zip(names, row, strict=True)), option=orjson.OPT_NAIVE_UTC)
+                + b"\n"
+                for row in rows
+            )
+        )
+        self.rows += len(rows)
+
+
+def open_writer(out: BinaryIO, fmt: CsvFormat | JsonlFormat, names: Sequence[str]) -> FileWriter:
+    """A writer for `fmt`; CSV writes its header (when asked) at once."""
+    if isinstance(fmt, JsonlFormat):
+        return _JsonlWriter(out, names)
+    writer = _CsvWriter(out, fmt, names)
+    if fmt.header:
+        writer.header(names)
+    return writer
