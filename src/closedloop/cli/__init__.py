@@ -7,6 +7,7 @@ from closedloop.cli import (  # noqa: F401
     db,
     demo,
     events,
+    feeds,
     importing,
     init,
     mood,

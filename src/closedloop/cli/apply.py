@@ -8,11 +8,11 @@ from pathlib import Path
 import typer
 import yaml
 
-from closedloop import mood, segments, store
+from closedloop import feeds, mood, segments, store
 from closedloop.cli._app import app, console, fail, handle_errors, open_store, settings
 from closedloop.config import Settings
 
-_KINDS = ("mood_rules", "segment")
+_KINDS = ("mood_rules", "segment", "feed")
 _MAX_BYTES = 1024 * 1024
 
 
@@ -23,7 +23,8 @@ def apply(
 ) -> None:
     """Apply a YAML (or JSON) document with a `kind`: `mood_rules` stores a new version of
     the mood rules (events processed from then on use it; `closedloop rebuild` applies it to
-    the whole history); `segment` creates or changes a segment (`name`, `condition`).
+    the whole history); `segment` creates or changes a segment (`name`, `condition`);
+    `feed` creates or changes a feed (see docs/concepts.md, Feeds).
 
     Example: `closedloop apply mood-rules.yaml`
     """
@@ -38,6 +39,9 @@ def apply(
         raise fail(f"`{file}`: expected `kind: {' | '.join(_KINDS)}` at the top")
     if document["kind"] == "segment":
         _apply_segment(config, document, dry_run=dry_run)
+        return
+    if document["kind"] == "feed":
+        _apply_feed(config, document, dry_run=dry_run)
         return
     with handle_errors():
         rules = mood.parse_rules(document)
@@ -73,4 +77,23 @@ def _apply_segment(config: Settings, document: dict[str, object], *, dry_run: bo
     console.print(
         f"segment `{saved.name}` {'changed' if exists else 'created'}: {saved.size} members",
         markup=False,
+    )
+
+
+def _apply_feed(config: Settings, document: dict[str, object], *, dry_run: bool) -> None:
+    with handle_errors():
+        definition = feeds.parse_feed(document)
+        if dry_run:
+            console.print(f"feed `{definition.name}`: valid (not stored)", markup=False)
+            return
+        engine = open_store(config)
+        store.upgrade(engine)
+        exists = any(f.name == definition.name for f in feeds.list_feeds(engine))
+        saved = feeds.save_feed(engine, document, create=None)
+    schedule = saved.definition.schedule
+    when = (
+        f"next run {saved.next_run_at or 'at the next scheduler pass'}" if schedule else "by hand"
+    )
+    console.print(
+        f"feed `{saved.name}` {'changed' if exists else 'created'} ({when})", markup=False
     )

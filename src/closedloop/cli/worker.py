@@ -9,7 +9,7 @@ from types import FrameType
 
 import typer
 
-from closedloop import profiles, segments, store
+from closedloop import feeds, profiles, segments, store
 from closedloop.cli._app import app, console, handle_errors, open_store, settings
 
 
@@ -20,11 +20,13 @@ def worker(
         None, min=1, max=100_000, help="Events per transaction (default: setting)."
     ),
 ) -> None:
-    """Run the processor: derive identities and profiles from the event log, and keep
-    segment membership current.
+    """Run the processor: derive identities and profiles from the event log, keep segment
+    membership current, and run the feeds when their schedules are due (and runs queued
+    through the API).
 
-    Safe to run several on PostgreSQL (they take turns batch by batch) and next to
-    `closedloop serve`. Stops cleanly on Ctrl-C or SIGTERM after the current batch.
+    Safe to run several on PostgreSQL (they take turns batch by batch; a feed runs in one
+    worker at a time) and next to `closedloop serve`. Stops cleanly on Ctrl-C or SIGTERM
+    after the current batch.
 
     Example: `CLOSEDLOOP_PROCESSOR__EMBEDDED=false closedloop serve & closedloop worker`
     """
@@ -42,6 +44,7 @@ def worker(
         total = 0
         started = time.monotonic()
         last_refresh = 0.0
+        last_feeds = float("-inf")
         while not stop.is_set():
             done = profiles.process_available(engine, config, limit=batch_events, stop=stop)
             total += done
@@ -51,6 +54,15 @@ def worker(
                 last_refresh = time.monotonic()
             elif done:
                 segments.refresh(engine, config, incremental=True)
+            if once or time.monotonic() - last_feeds >= config.feeds.poll_seconds:
+                feeds.schedule_due(engine)
+                for run in feeds.execute_due(engine, config, stop=stop):
+                    console.print(
+                        f"worker: feed `{run.feed}` run {run.id} {run.state}"
+                        + (f": {run.error}" if run.error else f", {run.rows} rows"),
+                        markup=False,
+                    )
+                last_feeds = time.monotonic()
             if done:
                 rate = total / max(time.monotonic() - started, 1e-9)
                 console.print(f"worker: {total} events processed ({rate:.0f}/s)", markup=False)

@@ -38,7 +38,13 @@ from closedloop import clock, segments
 from closedloop.config import Settings
 from closedloop.errors import ConflictError, InvalidInputError, NotFoundError
 from closedloop.feeds._tables import feed_rows, feed_runs, feeds
-from closedloop.feeds.definition import FeedDefinition, parse_feed, render_file_name
+from closedloop.feeds.definition import (
+    FeedDefinition,
+    JsonlFormat,
+    WebhookDestination,
+    parse_feed,
+    render_file_name,
+)
 from closedloop.feeds.destinations import DeliveryError, deliver, staging_path
 from closedloop.feeds.formats import cell_text, open_writer
 from closedloop.feeds.rows import FeedRow, RowStats, column_names
@@ -465,7 +471,9 @@ def _write(
     names = column_names(definition)
     delta = definition.mode == "delta"
     counts = _DeltaCounts()
-    fmt = definition.format
+    # A webhook posts rows as JSON objects, whatever the file format says.
+    webhook = isinstance(definition.destination, WebhookDestination)
+    fmt = JsonlFormat() if webhook else definition.format
     header = [definition.delta.action_column, *names] if delta else names
     with engine.connect() as conn:
         check_sources(conn, definition)
@@ -769,11 +777,15 @@ class FeedScheduler:
             self._thread.join(timeout)
 
     def _loop(self) -> None:
-        while not self._stop.is_set():
+        # The first pass waits too: a server that starts does not race its own migrations
+        # and demo load with a feed run.
+        while True:
+            self._wake.wait(self._settings.feeds.poll_seconds)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 schedule_due(self._engine)
                 execute_due(self._engine, self._settings, stop=self._stop)
             except Exception:  # noqa: BLE001 - keep scheduling; the next pass retries
                 _log.exception("feeds: scheduling failed; retrying")
-            self._wake.wait(self._settings.feeds.poll_seconds)
-            self._wake.clear()

@@ -11,12 +11,13 @@ from sqlalchemy.engine import Engine
 
 from closedloop import __version__
 from closedloop.config import Settings
+from closedloop.feeds import FeedScheduler
 from closedloop.ingest import GroupCommitWriter, WriteKeyResolver
 from closedloop.metrics import Metrics
 from closedloop.profiles import ProcessorRunner
 from closedloop.segments import SegmentRefresher
 from closedloop.store import create_store_engine
-from closedloop.web import events, mood, ops, profiles, segments, sources, tracking
+from closedloop.web import events, feeds, mood, ops, profiles, segments, sources, tracking
 from closedloop.web.context import AppContext
 from closedloop.web.errors import install_error_handlers
 
@@ -33,16 +34,19 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     )
     metrics = Metrics()
     writer = GroupCommitWriter(store, settings.ingest, metrics)
+    embedded = settings.processor.embedded
+    scheduler = FeedScheduler(store, settings) if embedded else None
     ctx = AppContext(
         settings=settings,
         engine=store,
         writer=writer,
         keys=WriteKeyResolver(store, cache_seconds=settings.ingest.write_key_cache_seconds),
         metrics=metrics,
+        feed_scheduler=scheduler,
     )
 
-    processor = ProcessorRunner(store, settings, metrics) if settings.processor.embedded else None
-    refresher = SegmentRefresher(store, settings) if settings.processor.embedded else None
+    processor = ProcessorRunner(store, settings, metrics) if embedded else None
+    refresher = SegmentRefresher(store, settings) if embedded else None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -51,9 +55,13 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
             processor.start()
         if refresher is not None:
             refresher.start()
+        if scheduler is not None:
+            scheduler.start()
         try:
             yield
         finally:
+            if scheduler is not None:
+                scheduler.stop()
             if refresher is not None:
                 refresher.stop()
             if processor is not None:
@@ -77,5 +85,6 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     app.include_router(profiles.router)
     app.include_router(mood.router)
     app.include_router(segments.router)
+    app.include_router(feeds.router)
     app.include_router(ops.router)
     return app

@@ -8,6 +8,7 @@ from fastapi import Request
 from sqlalchemy.engine import Engine
 
 from closedloop.config import Settings
+from closedloop.feeds import FeedScheduler
 from closedloop.ingest import GroupCommitWriter, WriteKeyResolver
 from closedloop.metrics import Metrics
 
@@ -21,6 +22,7 @@ class AppContext:
     writer: GroupCommitWriter
     keys: WriteKeyResolver
     metrics: Metrics
+    feed_scheduler: FeedScheduler | None = None
 
 
 def get_context(request: Request) -> AppContext:
