@@ -94,11 +94,17 @@ class _CsvWriter(FileWriter):
         self._fmt = fmt
         self._names = list(names)
         self._buffer = io.StringIO()
+        self._lf = fmt.line_ending == "lf" and fmt.quoting != "all"
         self._csv = csv.writer(
             self._buffer,
             delimiter=fmt.delimiter,
             quoting=csv.QUOTE_ALL if fmt.quoting == "all" else csv.QUOTE_MINIMAL,
             lineterminator="\r\n" if fmt.line_ending == "crlf" else "\n",
+        )
+        # With `\n` line endings the csv module leaves a lone `\r` unquoted, which readers
+        # take for a line break: rows with one are written with every cell quoted.
+        self._quoted = csv.writer(
+            self._buffer, delimiter=fmt.delimiter, quoting=csv.QUOTE_ALL, lineterminator="\n"
         )
         self._encoding = "utf-8" if fmt.encoding == "utf-8-sig" else fmt.encoding
         if fmt.encoding == "utf-8-sig":
@@ -110,7 +116,16 @@ class _CsvWriter(FileWriter):
 
     def write(self, rows: Sequence[Sequence[Any]]) -> None:
         text_rows = [[neutralise(cell_text(v)) for v in row] for row in rows]
-        self._csv.writerows(text_rows)
+        if self._lf:
+            start = 0
+            for index, row in enumerate(text_rows):
+                if any("\r" in cell for cell in row):
+                    self._csv.writerows(text_rows[start:index])
+                    self._quoted.writerow(row)
+                    start = index + 1
+            self._csv.writerows(text_rows[start:])
+        else:
+            self._csv.writerows(text_rows)
         self._flush(self.rows, text_rows)
         self.rows += len(rows)
 
