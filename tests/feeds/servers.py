@@ -9,6 +9,7 @@ import http.server
 import logging
 import ssl
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -67,10 +68,12 @@ def ftp_server(
     *,
     drops: int = 0,
     refuse_prot_p: bool = False,
+    slow: dict[str, float] | None = None,
 ) -> Iterator[FtpServer]:
     """An FTPS server (explicit TLS, TLS required on control and data) or, without
     certificates, a plain FTP server. `drops`: that many uploads lose their connection
-    after the first bytes arrive."""
+    after the first bytes arrive. `slow["delay"]`: seconds the server sleeps per chunk it
+    receives (read at each chunk, so a test can speed it up again)."""
     root.mkdir(parents=True, exist_ok=True)
     authorizer = DummyAuthorizer()
     authorizer.add_user(FTP_USER, FTP_PASSWORD, str(root), perm="elradfmwMT")
@@ -80,6 +83,8 @@ def ftp_server(
     class _DTP(TLS_DTPHandler):  # type: ignore[misc]
         def recv(self, buffer_size: int) -> bytes:
             chunk: bytes = super().recv(buffer_size)
+            if slow and chunk:
+                time.sleep(slow.get("delay", 0.0))
             if state["drops"] > 0 and chunk and self.receive:
                 state["drops"] -= 1  # the connection drops after the first bytes arrived
                 self.cmd_channel.close()

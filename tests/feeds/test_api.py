@@ -11,7 +11,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 from typer.testing import CliRunner
 
-from closedloop import feeds
 from closedloop.cli import app
 from closedloop.web import create_app
 from tests.feeds.conftest import Shop, gold_feed
