@@ -165,3 +165,14 @@ def test_mood_rules_example_in_the_docs_is_valid() -> None:
 
     assert condition_tree(yaml.safe_load(segment)["condition"])["did"]["at_least"] == 2
     assert [r.name for r in rules.rules] == ["nps", "returned_order", "vip"]
+
+
+def test_feed_example_in_the_docs_is_valid() -> None:
+    from closedloop import feeds
+
+    (block,) = _blocks((DOCS / "concepts.md").read_text(), "yaml feed-example")
+    definition = feeds.parse_feed(yaml.safe_load(block))
+    assert definition.mode == "delta" and definition.destination.type == "sftp"
+    assert [c.name for c in definition.columns][:3] == ["kundennummer", "anrede", "vorname"]
+    for shipped in feeds.SHIPPED_FEEDS:
+        assert f"`{shipped['name']}`" in (DOCS / "concepts.md").read_text()
