@@ -43,7 +43,7 @@ def test_create_read_change_run_and_delete(
     assert names == ["crm-masterdata", "gold", "mood-keys"]
     preview = feed_client.get("/v1/feeds/gold/preview?rows=5", headers=admin_headers).json()
     assert preview["columns"][:2] == ["customer_key", "salutation"]
-    assert len(preview["rows"]) == 1 and preview["stats"]["skipped_no_consent"] == 1
+    assert len(preview["rows"]) == 1 and preview["stats"]["skipped_no_consent"] == 1, preview
 
     changed = feed_client.put(
         "/v1/feeds/gold", json=gold_feed(mode="delta", name="ignored"), headers=admin_headers

@@ -115,7 +115,16 @@ class _CsvWriter(FileWriter):
         self._flush(None, [list(names)])
 
     def write(self, rows: Sequence[Sequence[Any]]) -> None:
-        text_rows = [[neutralise(cell_text(v)) for v in row] for row in rows]
+        danger = _FORMULA_START
+        text_rows = [
+            [
+                (v if not v or v[0] not in danger else neutralise(v))
+                if type(v) is str
+                else ("" if v is None else neutralise(cell_text(v)))
+                for v in row
+            ]
+            for row in rows
+        ]
         if self._lf:
             start = 0
             for index, row in enumerate(text_rows):

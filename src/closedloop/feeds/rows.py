@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 from closedloop.config import Settings
@@ -64,18 +65,34 @@ def column_names(definition: FeedDefinition) -> list[str]:
     return [c.name for c in definition.columns]
 
 
-@dataclass(slots=True)
 class _Record:
-    """One selected profile with the documents the columns read."""
+    """One selected profile: its ids and the documents the columns read (decoded once)."""
 
-    id: str
-    customer_key: str | None
-    created_at: datetime
-    updated_at: datetime
-    docs: dict[str, Any]
-    segments: list[str]
-    entered_at: datetime | None
-    mood: tuple[str, float, bool] | None = None
+    __slots__ = (
+        "customer_key",
+        "docs",
+        "entered_at",
+        "id",
+        "masterdata",
+        "mood",
+        "segments",
+    )
+
+    def __init__(
+        self,
+        id: str,
+        customer_key: str | None,
+        docs: dict[str, Any],
+        segments: list[str],
+        entered_at: datetime | None,
+    ) -> None:
+        self.id = id
+        self.customer_key = customer_key
+        self.docs = docs
+        self.masterdata: dict[str, Any] = docs.get("masterdata") or {}
+        self.segments = segments
+        self.entered_at = entered_at
+        self.mood: tuple[str, float, bool] | None = None
 
 
 def _from_us(value: Any) -> datetime | None:
@@ -99,9 +116,9 @@ def _getter(source: str, settings: Settings, now: datetime) -> tuple[Getter, set
     if source == "profile_id":
         return (lambda r: r.id), set()
     if source == "created_at":
-        return (lambda r: r.created_at), set()
+        return (lambda r: r.docs["created_at"]), {"created_at"}
     if source == "updated_at":
-        return (lambda r: r.updated_at), set()
+        return (lambda r: r.docs["updated_at"]), {"updated_at"}
     if source == "segments":
         return (lambda r: "|".join(r.segments)), set()
     if source == "segment.entered_at":
@@ -127,7 +144,7 @@ def _getter(source: str, settings: Settings, now: datetime) -> tuple[Getter, set
         return nps, {"computed"}
     head, _, name = source.partition(".")
     if head == "masterdata":
-        return (lambda r: _doc(r, "masterdata").get(name)), {"masterdata"}
+        return (lambda r: r.masterdata.get(name)), {"masterdata"}
     if head == "computed":
         if name in ("first_seen", "last_seen"):
             return (lambda r: _from_us(_doc(r, "computed").get(name))), {"computed"}
@@ -223,8 +240,11 @@ def _transform(
         words = _SALUTATIONS[argument]
 
         def salute(v: Any, _r: _Record) -> Any:
-            gender = normalise_gender(v).value
-            return words.get(gender or "", "")
+            if v in words:  # master data holds the normalised gender already
+                return words[v]
+            if v is None or v in ("diverse", "unknown"):
+                return ""
+            return words.get(normalise_gender(v).value or "", "")
 
         return salute
     if name == "postal_code":
@@ -232,7 +252,7 @@ def _transform(
         def postal(v: Any, r: _Record) -> Any:
             if v is None or v == "":
                 return v
-            country = argument or _doc(r, "masterdata").get("country") or "DE"
+            country = argument or r.masterdata.get("country") or "DE"
             found = normalise_postal_code(v, country=country).value
             if found is None:
                 invalid()
@@ -240,6 +260,9 @@ def _transform(
 
         return postal
     raise ValueError(f"unknown transform `{name}`")  # the definition validated it
+
+
+_JSON_DOCS = ("computed", "consent", "derived", "masterdata", "traits")
 
 
 def _cell(
@@ -274,26 +297,34 @@ def _select(
     conn: sa.Connection,
     definition: FeedDefinition,
     settings: Settings,
-    docs: set[str],
+    docs: list[str],
     now: datetime,
+    *,
+    with_entry: bool,
 ) -> sa.Select[Any]:
+    """The query: id, customer key, the documents (JSON as text, decoded by the caller; times
+    as stored), then the segment and entry time when the source is segments."""
     p = profiles
-    doc_columns = [p.c[name] for name in sorted(docs)]
-    base = [p.c.id, p.c.customer_key, p.c.created_at, p.c.updated_at, *doc_columns]
-    order = p.c.id.collate("C") if is_postgres(conn.engine) else p.c.id
+    columns: list[Any] = [p.c.id, p.c.customer_key]
+    for name in docs:
+        column = p.c[name]
+        columns.append(sa.cast(column, sa.Text) if name in _JSON_DOCS else column)
+    postgres = is_postgres(conn.engine)
     where: list[Any] = [p.c.merged_into.is_(None)]
     if definition.source.condition is not None:
         tree = condition_tree(definition.source.condition)
         where.append(condition_where(conn, settings, tree, now))
     if definition.source.segments:
         m = segment_members
+        order = m.c.profile_id.collate("C") if postgres else m.c.profile_id
         return (
-            sa.select(*base, m.c.segment, m.c.entered_at)
+            sa.select(*columns, m.c.segment, m.c.entered_at if with_entry else sa.null())
             .select_from(m.join(p, p.c.id == m.c.profile_id))
             .where(m.c.segment.in_(definition.source.segments), *where)
-            .order_by(order, m.c.segment)
+            .order_by(order)
         )
-    return sa.select(*base, sa.null(), sa.null()).where(*where).order_by(order)
+    order = p.c.id.collate("C") if postgres else p.c.id
+    return sa.select(*columns, sa.null(), sa.null()).where(*where).order_by(order)
 
 
 def feed_rows(
@@ -308,50 +339,80 @@ def feed_rows(
     segments), streamed."""
     cells = [_cell(c, settings, now, stats) for c in definition.columns]
     key_get, key_docs = _getter(definition.key, settings, now)
-    docs: set[str] = set(key_docs)
-    for _get, needed in cells:
-        docs |= needed
+    needed: set[str] = set(key_docs)
+    for _get, docs in cells:
+        needed |= docs
     purpose = definition.purpose
     if purpose is not None:
-        docs.add("consent")
-    doc_names = sorted(docs)
-    getters = [get for get, _docs in cells]
+        needed.add("consent")
+    doc_names = sorted(needed)
+    json_docs = [i for i, name in enumerate(doc_names) if name in _JSON_DOCS]
+    # Plain master-data columns are read straight from the decoded document (most columns).
+    plan: list[tuple[str | None, Getter]] = [
+        (
+            c.source.partition(".")[2]
+            if c.source is not None and c.source.startswith("masterdata.") and not c.transforms
+            else None,
+            get,
+        )
+        for c, (get, _docs) in zip(definition.columns, cells, strict=True)
+    ]
     order = {name: index for index, name in enumerate(definition.source.segments)}
-    stmt = _select(conn, definition, settings, docs, now)
+    width = len(doc_names)
+    with_entry = any(c.source == "segment.entered_at" for c in definition.columns)
+    stmt = _select(conn, definition, settings, doc_names, now, with_entry=with_entry)
     result = conn.execution_options(stream_results=True, yield_per=_YIELD).execute(stmt)
+    # The documents come as JSON text, decoded below with orjson (once per profile).
+
+    def raw_rows() -> Iterator[Any]:
+        for partition in result.partitions(_YIELD):
+            yield from partition
+
+    by_customer_key = definition.key == "customer_key"
     pending: _Record | None = None
+    loads = orjson.loads
 
     def finish(record: _Record) -> FeedRow | None:
         stats.selected += 1
         if purpose is not None:
-            statement = _doc(record, "consent").get(purpose)
+            statement = (record.docs.get("consent") or {}).get(purpose)
             if not (isinstance(statement, list) and statement and statement[0] is True):
                 stats.no_consent += 1
                 return None
-        key = key_get(record)
+        key = record.customer_key if by_customer_key else key_get(record)
         if key is None or key == "":
             stats.no_key += 1
             return None
-        record.segments.sort(key=lambda s: order.get(s, 0))
-        return FeedRow(record.id, str(key), [get(record) for get in getters])
+        if len(record.segments) > 1:
+            record.segments.sort(key=lambda s: order.get(s, 0))
+        field = record.masterdata.get
+        return FeedRow(
+            record.id,
+            key if type(key) is str else str(key),
+            [get(record) if name is None else field(name) for name, get in plan],
+        )
 
-    for row in result:
+    for row in raw_rows():
         pid = row[0]
         if pending is not None and pending.id == pid:
             pending.segments.append(row[-2])
-            if row[-1] is not None and (pending.entered_at is None or row[-1] < pending.entered_at):
-                pending.entered_at = row[-1]
+            entered = row[-1]
+            if entered is not None and (pending.entered_at is None or entered < pending.entered_at):
+                pending.entered_at = entered
             continue
         if pending is not None and (done := finish(pending)) is not None:
             yield done
+        values = list(row[2 : 2 + width])
+        for index in json_docs:
+            text = values[index]
+            values[index] = loads(text) if text is not None else None
+        segment, entered = row[-2], row[-1]
         pending = _Record(
-            id=pid,
-            customer_key=row[1],
-            created_at=row[2],
-            updated_at=row[3],
-            docs=dict(zip(doc_names, row[4 : 4 + len(doc_names)], strict=True)),
-            segments=[row[-2]] if row[-2] is not None else [],
-            entered_at=row[-1],
+            pid,
+            row[1],
+            dict(zip(doc_names, values, strict=True)),
+            [segment] if segment is not None else [],
+            entered,
         )
     if pending is not None and (done := finish(pending)) is not None:
         yield done

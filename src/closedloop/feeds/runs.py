@@ -34,7 +34,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from closedloop import clock, segments
+from closedloop import clock
 from closedloop.config import Settings
 from closedloop.errors import ConflictError, InvalidInputError, NotFoundError
 from closedloop.feeds._tables import feed_rows, feed_runs, feeds
@@ -50,6 +50,7 @@ from closedloop.feeds.formats import cell_text, open_writer
 from closedloop.feeds.rows import FeedRow, RowStats, column_names
 from closedloop.feeds.rows import feed_rows as select_rows
 from closedloop.feeds.store import check_sources
+from closedloop.segments._tables import segments as segments_table
 from closedloop.store import is_postgres
 
 __all__ = [
@@ -583,8 +584,6 @@ def _execute(
         with engine.connect() as conn:
             definition = _definition(conn, run.feed)
         now = clock.now()
-        if definition.source.segments or definition.source.condition is not None:
-            segments.refresh(engine, settings, incremental=True, now=now)
         business = _business_time(definition, run.scheduled_for)
         name = (
             render_file_name(definition.file_name, feed=definition.name, run=run.id, at=business)
@@ -636,6 +635,18 @@ def _execute(
             with contextlib.suppress(FileNotFoundError):
                 staged.unlink()
     return get_run(engine, run.feed, run.id)
+
+
+def _members_as_of(engine: Engine, definition: FeedDefinition) -> str | None:
+    """When the source segments' members were last refreshed (the server and workers refresh
+    them seconds after new events, and all of them every `SEGMENTS__REFRESH_SECONDS`)."""
+    with engine.connect() as conn:
+        found = conn.execute(
+            sa.select(sa.func.min(segments_table.c.refreshed_at)).where(
+                segments_table.c.name.in_(definition.source.segments)
+            )
+        ).scalar()
+    return found.isoformat() if found is not None else None
 
 
 def _fail(lease: _Lease, run_id: str, message: str) -> None:

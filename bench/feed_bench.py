@@ -1,0 +1,299 @@
+"""Feed benchmark: 1,000,000 segment members x 8 columns to CSV, against DuckDB's
+`COPY (query) TO` the same CSV format on the same data, measured in the same run.
+
+The store holds 1M profiles with master data and consent, all members of one segment. The
+feed (8 columns: customer key, salutation from the gender, first and last name, street,
+postal code, city, e-mail; `;`-separated, UTF-8) runs with `closedloop feeds run` in a child
+process, whose peak memory (VmHWM) is read when it ends (target: at most 300 MB).
+
+DuckDB gets the same rows (the same JSON documents) in a table of its own, and writes the
+same columns (the salutation by a CASE on the gender) with `COPY (SELECT ...) TO`, once
+with all cores and once with one thread.
+
+Run: `.venv/bin/python bench/feed_bench.py [--rows 1000000] [--postgres-url URL]`
+(`make bench` installs DuckDB; the hub does not need it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from closedloop import feeds, store
+from closedloop.config import Settings
+from closedloop.profiles._tables import profiles
+from closedloop.segments._tables import segment_members
+
+NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
+FIRST = ["Erika", "Max", "Anna", "Jürgen", "Zoë", "Paul", "Lena", "Ömer"]
+LAST = ["Müller", "Schmidt", "Schneider", "Fischer", "Weber", "Meyer", "Wagner", "Becker"]
+CITIES = [("01067", "Dresden"), ("04109", "Leipzig"), ("10115", "Berlin"), ("80331", "München")]
+FEED = {
+    "name": "bench",
+    "source": {"segments": ["bench"]},
+    "columns": [
+        {"name": "customer_key", "source": "customer_key"},
+        {"name": "anrede", "source": "masterdata.gender", "transforms": ["salutation"]},
+        {"name": "vorname", "source": "masterdata.first_name"},
+        {"name": "nachname", "source": "masterdata.last_name"},
+        {"name": "strasse", "source": "masterdata.street"},
+        {"name": "plz", "source": "masterdata.postal_code"},
+        {"name": "ort", "source": "masterdata.city"},
+        {"name": "email", "source": "masterdata.email"},
+    ],
+    "format": {"type": "csv", "delimiter": ";"},
+    "schedule": None,
+    "destination": {"type": "local", "path": "bench"},
+}
+
+
+def _rows(count: int) -> Any:
+    rng = random.Random(7)
+    for n in range(count):
+        postal, city = CITIES[n % len(CITIES)]
+        first, last = rng.choice(FIRST), rng.choice(LAST)
+        gender = ("female", "male", "diverse", None)[n % 4]
+        masterdata = {
+            "email": f"kunde{n}@example.de",
+            "phone": f"+4935112{n:06d}",
+            "first_name": first,
+            "last_name": last,
+            "gender": gender,
+            "street": f"Hauptstr. {n % 200 + 1}",
+            "city": city,
+            "country": "DE",
+            "postal_code": postal,
+        }
+        yield {
+            "id": f"p_{n:024x}",
+            "customer_key": f"v1.{n:064x}",
+            "masterdata": masterdata,
+            "consent": {"crm_sync": [True, 0, "bench"]},
+        }
+
+
+def fill(engine: sa.Engine, count: int) -> None:
+    with engine.begin() as conn:
+        batch: list[dict[str, Any]] = []
+        members: list[dict[str, Any]] = []
+        for row in _rows(count):
+            batch.append(
+                {
+                    "id": row["id"],
+                    "merged_into": None,
+                    "customer_key": row["customer_key"],
+                    "user_ids": [],
+                    "anonymous_ids": 0,
+                    "traits": {},
+                    "computed": {},
+                    "consent": row["consent"],
+                    "masterdata": row["masterdata"],
+                    "quality": [],
+                    "derived": {},
+                    "created_at": NOW,
+                    "updated_at": NOW,
+                    "created_event_id": 0,
+                    "processed_seq": 0,
+                }
+            )
+            members.append({"segment": "bench", "profile_id": row["id"], "entered_at": NOW})
+            if len(batch) >= 20_000:
+                conn.execute(profiles.insert(), batch)
+                conn.execute(segment_members.insert(), members)
+                batch, members = [], []
+        if batch:
+            conn.execute(profiles.insert(), batch)
+            conn.execute(segment_members.insert(), members)
+        conn.execute(
+            sa.text(
+                "INSERT INTO segments (name, condition, tree, created_at, updated_at, "
+                "refreshed_at, refreshed_seq) "
+                "VALUES ('bench', 'consent crm_sync', :tree, :at, :at, :at, 0)"
+            ),
+            {"tree": orjson.dumps({"consent": "crm_sync"}).decode(), "at": NOW},
+        )
+
+
+def settings(url: str, folder: Path) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        database_url=url,
+        secret_key="bench-secret-" + "s" * 20,  # type: ignore[arg-type]
+        feeds={"local_dir": folder / "exports", "staging_dir": folder / "staging"},  # type: ignore[arg-type]
+    )
+
+
+def child(url: str, folder: str) -> None:
+    """Run the feed once; print seconds, rows, bytes and peak memory as JSON."""
+    config = settings(url, Path(folder))
+    engine = store.create_store_engine(url)
+    started = time.perf_counter()
+    run = feeds.run_now(engine, config, "bench")
+    seconds = time.perf_counter() - started
+    status = Path("/proc/self/status").read_text()
+    hwm = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM"))
+    print(
+        json.dumps(
+            {
+                "state": run.state,
+                "error": run.error,
+                "seconds": seconds,
+                "rows": run.rows,
+                "bytes": run.bytes,
+                "peak_mb": hwm / 1024,
+            }
+        )
+    )
+
+
+def duckdb_baseline(count: int, folder: Path, threads: int | None) -> dict[str, Any]:
+    import duckdb
+
+    con = duckdb.connect()
+    if threads is not None:
+        con.execute(f"SET threads = {int(threads)}")
+    con.execute(
+        "CREATE TABLE profiles (id VARCHAR, customer_key VARCHAR, masterdata JSON, consent JSON)"
+    )
+    con.execute("CREATE TABLE segment_members (segment VARCHAR, profile_id VARCHAR)")
+    source = folder / "duckdb-input.csv"
+    with source.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        for row in _rows(count):
+            writer.writerow(
+                [
+                    row["id"],
+                    row["customer_key"],
+                    orjson.dumps(row["masterdata"]).decode(),
+                    orjson.dumps(row["consent"]).decode(),
+                ]
+            )
+    con.execute(
+        "INSERT INTO profiles SELECT * FROM read_csv(?, header = false, "
+        "columns = {'id': 'VARCHAR', 'customer_key': 'VARCHAR', 'masterdata': 'JSON', "
+        "'consent': 'JSON'})",
+        [str(source)],
+    )
+    con.execute("INSERT INTO segment_members SELECT 'bench', id FROM profiles")
+    target = folder / f"duckdb-{threads or 'all'}.csv"
+    query = """
+        COPY (
+          SELECT p.customer_key,
+                 CASE json_extract_string(p.masterdata, '$.gender')
+                   WHEN 'female' THEN 'Frau' WHEN 'male' THEN 'Herr' ELSE '' END AS anrede,
+                 json_extract_string(p.masterdata, '$.first_name') AS vorname,
+                 json_extract_string(p.masterdata, '$.last_name') AS nachname,
+                 json_extract_string(p.masterdata, '$.street') AS strasse,
+                 json_extract_string(p.masterdata, '$.postal_code') AS plz,
+                 json_extract_string(p.masterdata, '$.city') AS ort,
+                 json_extract_string(p.masterdata, '$.email') AS email
+          FROM segment_members m JOIN profiles p ON p.id = m.profile_id
+          WHERE m.segment = 'bench'
+            AND json_extract(p.consent, '$.crm_sync[0]')::BOOLEAN
+          ORDER BY p.id
+        ) TO '{target}' (HEADER, DELIMITER ';')
+    """.replace("{target}", str(target))
+    started = time.perf_counter()
+    con.execute(query)
+    seconds = time.perf_counter() - started
+    lines = sum(1 for _ in target.open("rb")) - 1
+    con.close()
+    return {"seconds": seconds, "rows": lines, "bytes": target.stat().st_size}
+
+
+def run_feed(url: str, folder: Path) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", url, str(folder)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--postgres-url", default=os.environ.get("CLOSEDLOOP_TEST_POSTGRES_URL"))
+    parser.add_argument("--child", nargs=2, metavar=("URL", "FOLDER"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+    print(f"machine: {platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"date: {datetime.now(UTC).isoformat(timespec='seconds')}; rows: {args.rows:,}")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        results: dict[str, Any] = {}
+        backends = [("sqlite", f"sqlite:///{folder}/bench.db")]
+        if args.postgres_url:
+            backends.append(("postgres", args.postgres_url))
+        for name, url in backends:
+            engine = store.create_store_engine(url)
+            if name == "postgres":
+                with engine.begin() as conn:
+                    for table in (
+                        "feed_rows",
+                        "feed_runs",
+                        "feeds",
+                        "segment_members",
+                        "segment_changes",
+                        "segment_sizes",
+                        "segments",
+                        "profiles",
+                    ):
+                        conn.execute(sa.text(f"DROP TABLE IF EXISTS {table} CASCADE"))
+                    conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
+            store.upgrade(engine)
+            started = time.perf_counter()
+            fill(engine, args.rows)
+            feeds.save_feed(engine, FEED, create=True)
+            engine.dispose()
+            print(f"{name}: filled in {time.perf_counter() - started:.1f} s")
+            feed = run_feed(url, folder)
+            assert feed["state"] == "succeeded", feed
+            results[name] = feed
+            print(
+                f"{name}: feed {feed['rows']:,} rows in {feed['seconds']:.2f} s = "
+                f"{feed['rows'] / feed['seconds']:,.0f} rows/s, {feed['bytes'] / 1e6:.1f} MB, "
+                f"peak {feed['peak_mb']:.0f} MB"
+            )
+        for threads in (None, 1):
+            base = duckdb_baseline(args.rows, folder, threads)
+            label = f"duckdb threads={threads or 'all'}"
+            results[label] = base
+            print(
+                f"{label}: {base['rows']:,} rows in {base['seconds']:.2f} s = "
+                f"{base['rows'] / base['seconds']:,.0f} rows/s, {base['bytes'] / 1e6:.1f} MB"
+            )
+        duck = results["duckdb threads=all"]
+        for name, _url in backends:
+            feed = results[name]
+            ratio = (feed["rows"] / feed["seconds"]) / (duck["rows"] / duck["seconds"])
+            single = results["duckdb threads=1"]
+            ratio1 = (feed["rows"] / feed["seconds"]) / (single["rows"] / single["seconds"])
+            print(
+                f"{name}: ratio to DuckDB (all cores) {ratio:.2f}, to DuckDB (1 thread) {ratio1:.2f}"
+            )
+        out = Path(__file__).parent / "results"
+        out.mkdir(exist_ok=True)
+        (out / "feeds.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
