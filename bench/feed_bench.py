@@ -226,6 +226,19 @@ def run_feed(url: str, folder: Path) -> dict[str, Any]:
     return result
 
 
+def fresh_schema(base: str, schema: str) -> str:
+    """A URL whose tables live in `schema`, dropped and created again (never `public`)."""
+    url = sa.make_url(base)
+    admin = sa.create_engine(url)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    admin.dispose()
+    return url.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
+        hide_password=False
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -242,23 +255,9 @@ def main() -> None:
         results: dict[str, Any] = {}
         backends = [("sqlite", f"sqlite:///{folder}/bench.db")]
         if args.postgres_url:
-            backends.append(("postgres", args.postgres_url))
+            backends.append(("postgres", fresh_schema(args.postgres_url, "bench_feeds")))
         for name, url in backends:
             engine = store.create_store_engine(url)
-            if name == "postgres":
-                with engine.begin() as conn:
-                    for table in (
-                        "feed_rows",
-                        "feed_runs",
-                        "feeds",
-                        "segment_members",
-                        "segment_changes",
-                        "segment_sizes",
-                        "segments",
-                        "profiles",
-                    ):
-                        conn.execute(sa.text(f"DROP TABLE IF EXISTS {table} CASCADE"))
-                    conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
             store.upgrade(engine)
             started = time.perf_counter()
             fill(engine, args.rows)
@@ -288,7 +287,8 @@ def main() -> None:
             single = results["duckdb threads=1"]
             ratio1 = (feed["rows"] / feed["seconds"]) / (single["rows"] / single["seconds"])
             print(
-                f"{name}: ratio to DuckDB (all cores) {ratio:.2f}, to DuckDB (1 thread) {ratio1:.2f}"
+                f"{name}: ratio to DuckDB (all cores) {ratio:.2f}, "
+                f"to DuckDB (1 thread) {ratio1:.2f}"
             )
         out = Path(__file__).parent / "results"
         out.mkdir(exist_ok=True)

@@ -99,6 +99,19 @@ class Metrics:
             registry=r,
         )
 
+        self.feed_last_success = Gauge(
+            "closedloop_feed_last_success_timestamp_seconds",
+            "Unix time the feed's newest successful run finished (measured at scrape).",
+            ["feed"],
+            registry=r,
+        )
+        self.feed_failing = Gauge(
+            "closedloop_feed_failing",
+            "1 when the feed's newest finished run failed (measured at scrape).",
+            ["feed"],
+            registry=r,
+        )
+
     def accepted(self, source: str) -> Any:
         """`events_accepted` for `source`, its labelled child cached (one per request)."""
         child = self._accepted.get(source)

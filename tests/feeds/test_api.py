@@ -277,3 +277,21 @@ destination: {type: local, path: crm}
     assert runner.invoke(app, ["feeds", "run", "nope"]).exit_code == 1
     assert runner.invoke(app, ["feeds", "delete", "gold"]).exit_code == 1  # needs --yes
     assert runner.invoke(app, ["feeds", "delete", "gold", "--yes"]).exit_code == 0
+
+
+def test_feed_health_in_metrics(feed_client: TestClient, shop: Shop) -> None:
+    from closedloop import feeds
+
+    shop.customer(1)
+    feeds.save_feed(shop.log.engine, gold_feed(), create=True)
+    assert feeds.run_now(shop.log.engine, shop.settings, "gold").state == "succeeded"
+    broken = gold_feed(
+        destination={"type": "webhook", "url": "https://10.9.9.9/x", "signing_secret": "hook"}
+    )
+    feeds.save_feed(shop.log.engine, broken | {"name": "broken"}, create=True)
+    assert feeds.run_now(shop.log.engine, shop.settings, "broken").state == "failed"
+    text = feed_client.get("/metrics").text
+    assert 'closedloop_feed_failing{feed="broken"} 1.0' in text
+    assert 'closedloop_feed_failing{feed="gold"} 0.0' in text
+    assert 'closedloop_feed_last_success_timestamp_seconds{feed="gold"}' in text
+    assert 'closedloop_feed_last_success_timestamp_seconds{feed="broken"}' not in text

@@ -77,14 +77,14 @@ def preview(
         console.print(json.dumps(document, ensure_ascii=False), markup=False)
         return
     table = Table()
-    for column in found.columns:
-        table.add_column(column, overflow="fold")
+    for column in found.columns:  # long values are cut here; --json shows them whole
+        table.add_column(column, overflow="ellipsis", no_wrap=True, max_width=30)
     for row in found.rows:
         table.add_row(*row)
     console.print(table)
     stats = found.stats
     console.print(
-        f"{len(found.rows)} rows shown; of {stats['selected']} selected customers "
+        f"{len(found.rows)} rows shown; of the {stats['selected']} customers read for them "
         f"{stats['skipped_no_consent']} lack consent and {stats['skipped_no_key']} a key",
         markup=False,
     )

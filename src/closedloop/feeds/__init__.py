@@ -17,12 +17,21 @@ from closedloop.feeds.runs import (
     schedule_due,
 )
 from closedloop.feeds.shipped import SHIPPED_FEEDS
-from closedloop.feeds.store import SavedFeed, delete_feed, get_feed, list_feeds, save_feed
+from closedloop.feeds.store import (
+    FeedHealth,
+    SavedFeed,
+    delete_feed,
+    get_feed,
+    health,
+    list_feeds,
+    save_feed,
+)
 
 __all__ = [
     "SHIPPED_FEEDS",
     "DeliveryError",
     "FeedDefinition",
+    "FeedHealth",
     "FeedRun",
     "FeedScheduler",
     "Preview",
@@ -32,6 +41,7 @@ __all__ = [
     "execute_due",
     "get_feed",
     "get_run",
+    "health",
     "list_feeds",
     "list_runs",
     "neutralise",

@@ -16,7 +16,16 @@ from closedloop.feeds.definition import FeedDefinition, check_name, parse_feed
 from closedloop.segments import condition_tree
 from closedloop.segments._tables import segments
 
-__all__ = ["SavedFeed", "check_sources", "delete_feed", "get_feed", "list_feeds", "save_feed"]
+__all__ = [
+    "FeedHealth",
+    "SavedFeed",
+    "check_sources",
+    "delete_feed",
+    "get_feed",
+    "health",
+    "list_feeds",
+    "save_feed",
+]
 
 _MAX_FEEDS = 200
 
@@ -181,3 +190,35 @@ def delete_feed(engine: Engine, name: str) -> None:
         conn.execute(feed_rows.delete().where(feed_rows.c.feed == name))
         conn.execute(feed_runs.delete().where(feed_runs.c.feed == name))
         conn.execute(feeds.delete().where(feeds.c.name == name))
+
+
+@dataclass(frozen=True)
+class FeedHealth:
+    feed: str
+    last_success_at: datetime | None
+    last_failed: bool  # the newest finished run failed
+
+
+def health(engine: Engine) -> list[FeedHealth]:
+    """Per feed: the newest successful run and whether the newest finished run failed."""
+    with engine.connect() as conn:
+        names = list(conn.execute(sa.select(feeds.c.name).order_by(feeds.c.name)).scalars())
+        success = dict(
+            conn.execute(
+                sa.select(feed_runs.c.feed, sa.func.max(feed_runs.c.finished_at))
+                .where(feed_runs.c.state == "succeeded")
+                .group_by(feed_runs.c.feed)
+            ).all()
+        )
+        failure = dict(
+            conn.execute(
+                sa.select(feed_runs.c.feed, sa.func.max(feed_runs.c.finished_at))
+                .where(feed_runs.c.state == "failed")
+                .group_by(feed_runs.c.feed)
+            ).all()
+        )
+    found = []
+    for name in names:
+        ok, bad = success.get(name), failure.get(name)
+        found.append(FeedHealth(name, ok, bad is not None and (ok is None or bad > ok)))
+    return found

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from closedloop import profiles
+from closedloop import feeds, profiles
 from closedloop.web._json import JSONOut
 from closedloop.web.context import get_context
 
@@ -47,4 +47,12 @@ async def metrics(request: Request) -> Response:
     else:
         ctx.metrics.lag_events.set(lag.events)
         ctx.metrics.lag_seconds.set(lag.oldest_seconds)
+    try:
+        found = await run_in_threadpool(feeds.health, ctx.engine)
+    except sa.exc.SQLAlchemyError:
+        found = []
+    for feed in found:
+        if feed.last_success_at is not None:
+            ctx.metrics.feed_last_success.labels(feed.feed).set(feed.last_success_at.timestamp())
+        ctx.metrics.feed_failing.labels(feed.feed).set(1 if feed.last_failed else 0)
     return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
