@@ -16,15 +16,15 @@ from tests.profiles.conftest import Log, identify
 
 
 def feed_settings(db_url: str, tmp_path: Path, **overrides: Any) -> Settings:
-    feeds = FeedSettings(
-        local_dir=tmp_path / "exports",
-        staging_dir=tmp_path / "staging",
-        allowed_hosts=("127.0.0.1", "::1", "localhost"),
-        secrets={"ftp-pass": "s3cret-ftp", "sftp-pass": "s3cret-sftp", "hook": "hook-key"},  # type: ignore[dict-item]
-        backoff_seconds=0.01,
-        timeout_seconds=10,
-        **overrides,
-    )
+    values: dict[str, Any] = {
+        "local_dir": tmp_path / "exports",
+        "staging_dir": tmp_path / "staging",
+        "allowed_hosts": ("127.0.0.1", "::1", "localhost"),
+        "secrets": {"ftp-pass": "s3cret-ftp", "sftp-pass": "s3cret-sftp", "hook": "hook-key"},
+        "backoff_seconds": 0.01,
+        "timeout_seconds": 10,
+    }
+    feeds = FeedSettings(**{**values, **overrides})
     return make_settings(db_url).model_copy(update={"feeds": feeds})
 
 

@@ -295,3 +295,20 @@ def test_feed_health_in_metrics(feed_client: TestClient, shop: Shop) -> None:
     assert 'closedloop_feed_failing{feed="gold"} 0.0' in text
     assert 'closedloop_feed_last_success_timestamp_seconds{feed="gold"}' in text
     assert 'closedloop_feed_last_success_timestamp_seconds{feed="broken"}' not in text
+
+
+def test_worker_runs_queued_and_due_feeds(
+    shop: Shop, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from closedloop import feeds
+
+    shop.customer(1)
+    feeds.save_feed(shop.log.engine, gold_feed(), create=True)
+    queued = feeds.queue_run(shop.log.engine, "gold")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CLOSEDLOOP_DATABASE_URL", db_url)
+    result = CliRunner().invoke(app, ["worker", "--once"])
+    assert result.exit_code == 0, result.output
+    assert f"feed `gold` run {queued.id} succeeded, 1 rows" in result.output
+    assert feeds.get_run(shop.log.engine, "gold", queued.id).state == "succeeded"
+    assert (tmp_path / "exports" / "crm").is_dir()

@@ -360,3 +360,43 @@ def test_ftps_definition_never_holds_the_password() -> None:
         FtpsDestination.model_validate(
             {"host": "x.example", "user": "u", "password_secret": "pass word!", "type": "ftps"}
         )
+
+
+def test_webhook_timeout_is_retried_then_fails(engine: Any, db_url: str, tmp_path: Path) -> None:
+    import socket
+
+    settings = feed_settings(db_url, tmp_path, timeout_seconds=0.3, retries=1)
+    from tests.profiles.conftest import Log
+
+    shop = Shop(Log(engine, settings), settings)
+    _customers(shop, 1)
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
+    port = silent.getsockname()[1]
+    try:
+        hook = {"type": "webhook", "url": f"https://127.0.0.1:{port}/x", "signing_secret": "hook"}
+        run = _run(shop, hook)
+    finally:
+        silent.close()
+    assert run.state == "failed"
+    assert "Timeout" in str(run.error)
+
+
+def test_secrets_file_and_nothing_secret_in_logs(
+    engine: Any, db_url: str, certs: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    secrets_file = tmp_path / "secrets.yaml"
+    secrets_file.write_text("ftp-pass: from-the-file\n")
+    settings = feed_settings(db_url, tmp_path, secrets_file=secrets_file)
+    from tests.profiles.conftest import Log
+
+    shop = Shop(Log(engine, settings), settings)
+    _customers(shop, 1)
+    with ftp_server(tmp_path / "ftp", certs) as server:
+        refused = _run(shop, _ftps(server.port, certs))  # the file's value wins: wrong password
+        secrets_file.write_text("ftp-pass: s3cret-ftp\n")
+        accepted = _run(shop, _ftps(server.port, certs))
+    assert refused.state == "failed" and "refused" in str(refused.error)
+    assert accepted.state == "succeeded", accepted.error
+    stored = feeds.get_feed(shop.log.engine, "gold").as_json()
+    for text in (caplog.text, str(refused.as_json()), str(stored)):
+        assert "from-the-file" not in text and "s3cret-ftp" not in text

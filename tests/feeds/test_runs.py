@@ -429,3 +429,78 @@ def test_shipped_feeds_run(shop: Shop) -> None:
     assert {r["salutation"] for r in rows} == {"Frau"}
     raw = (Path(shop.settings.feeds.local_dir) / "crm" / str(master.file_name)).read_bytes()
     assert raw.startswith(b"\xef\xbb\xbf")  # utf-8 with BOM for spreadsheets
+
+
+@pytest.mark.parametrize(
+    "source", [{"condition": 'trait plan = "gold"'}, {"segments": ["gold-plan", "all"]}]
+)
+def test_fast_and_general_paths_give_the_same_rows(shop: Shop, source: dict[str, Any]) -> None:
+    from closedloop import segments
+    from closedloop.feeds.rows import RowStats, feed_rows
+
+    for n in range(12):
+        shop.customer(
+            n,
+            consent=n % 5 != 0,
+            gender=("w", "m", "x", "Frau")[n % 4],
+            plan="gold" if n % 3 else "silver",
+            lastName=("=cmd|' /C calc'!A0", "Müller", "'quoted", "+49 30 1")[n % 4],
+            address={
+                "street": f"Weg {n}",
+                "postalCode": "1067" if n % 2 else "80331",
+                "city": "Ort",
+            },
+        )
+    shop.log.send(identify("anon-gold", plan="gold", consent={"crm_sync": True}))  # no key
+    shop.log.process()
+    segments.save_segment(
+        shop.log.engine,
+        shop.settings,
+        "gold-plan",
+        segments.condition_tree('trait plan = "gold"'),
+        create=True,
+    )
+    segments.save_segment(
+        shop.log.engine,
+        shop.settings,
+        "all",
+        segments.condition_tree("trait plan is present"),
+        create=True,
+    )
+    definition = feeds.parse_feed(
+        gold_feed(
+            source=source,
+            columns=[
+                {"name": "key", "source": "customer_key"},
+                {"name": "id", "source": "profile_id"},
+                {"name": "anrede", "source": "masterdata.gender", "transforms": ["salutation"]},
+                {
+                    "name": "name",
+                    "source": "masterdata.last_name",
+                    "transforms": ["upper", {"max_length": 8}],
+                },
+                {
+                    "name": "plz",
+                    "source": "masterdata.postal_code",
+                    "transforms": [{"postal_code": "DE"}],
+                },
+                {"name": "tel", "source": "masterdata.phone", "transforms": [{"default": "-"}]},
+                {"name": "const", "value": "x"},
+            ],
+        )
+    )
+    from closedloop.feeds.rows import _fast_fields
+
+    assert _fast_fields(definition) is not None
+    found = []
+    for fast in (True, False):
+        stats = RowStats()
+        with shop.log.engine.connect() as conn:
+            rows = list(
+                feed_rows(conn, definition, shop.settings, now=clock.now(), stats=stats, fast=fast)
+            )
+        found.append(([(r.profile_id, r.key, r.cells) for r in rows], stats.as_json()))
+    assert found[0] == found[1]
+    rows, stats = found[0]
+    assert stats["skipped_no_consent"] > 0 and stats["skipped_no_key"] == 1
+    assert len(rows) == stats["selected"] - stats["skipped_no_consent"] - stats["skipped_no_key"]

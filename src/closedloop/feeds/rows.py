@@ -21,7 +21,7 @@ from closedloop.identity.normalise import normalise_phone
 from closedloop.mood import summary as mood_summary
 from closedloop.profiles._tables import profiles
 from closedloop.profiles.masterdata import normalise_gender, normalise_postal_code
-from closedloop.segments import condition_tree, condition_where
+from closedloop.segments import condition_tree, condition_where, consent_granted
 from closedloop.segments._tables import segment_members
 from closedloop.store import EPOCH, is_postgres
 
@@ -300,22 +300,29 @@ def _select(
     docs: list[str],
     now: datetime,
     *,
+    per_segment: bool,
     with_entry: bool,
 ) -> sa.Select[Any]:
-    """The query: id, customer key, the documents (JSON as text, decoded by the caller; times
-    as stored), then the segment and entry time when the source is segments."""
+    """The query: id, customer key, whether consent is granted, the documents (JSON as text,
+    decoded by the caller; times as stored), then the segment and entry time.
+
+    With `per_segment` (columns that name the segment or its entry time) a profile comes
+    once per source segment it is in (grouped by the caller); otherwise once.
+    """
     p = profiles
-    columns: list[Any] = [p.c.id, p.c.customer_key]
+    postgres = is_postgres(conn.engine)
+    purpose = definition.purpose
+    granted = consent_granted(postgres, purpose) if purpose is not None else sa.true()
+    columns: list[Any] = [p.c.id, p.c.customer_key, granted]
     for name in docs:
         column = p.c[name]
         columns.append(sa.cast(column, sa.Text) if name in _JSON_DOCS else column)
-    postgres = is_postgres(conn.engine)
     where: list[Any] = [p.c.merged_into.is_(None)]
     if definition.source.condition is not None:
         tree = condition_tree(definition.source.condition)
         where.append(condition_where(conn, settings, tree, now))
-    if definition.source.segments:
-        m = segment_members
+    m = segment_members
+    if definition.source.segments and per_segment:
         order = m.c.profile_id.collate("C") if postgres else m.c.profile_id
         return (
             sa.select(*columns, m.c.segment, m.c.entered_at if with_entry else sa.null())
@@ -323,8 +330,33 @@ def _select(
             .where(m.c.segment.in_(definition.source.segments), *where)
             .order_by(order)
         )
+    if definition.source.segments:
+        members = sa.select(m.c.profile_id).where(m.c.segment.in_(definition.source.segments))
+        where.append(p.c.id.in_(members))
     order = p.c.id.collate("C") if postgres else p.c.id
     return sa.select(*columns, sa.null(), sa.null()).where(*where).order_by(order)
+
+
+def _fast_fields(definition: FeedDefinition) -> list[tuple[str, str | None]] | None:
+    """For a feed whose columns are all the customer key, the profile id, master-data fields
+    or constants (with transforms that need nothing else), each column's (kind, name); None
+    for other feeds. Such rows are built without a record per profile."""
+    if definition.key != "customer_key":
+        return None
+    found: list[tuple[str, str | None]] = []
+    for column in definition.columns:
+        if any("postal_code" in t and t["postal_code"] is None for t in column.transforms):
+            return None
+        source = column.source
+        if source is None:
+            found.append(("value", column.value))
+        elif source in ("customer_key", "profile_id"):
+            found.append((source, None))
+        elif source.startswith("masterdata."):
+            found.append(("masterdata", source.partition(".")[2]))
+        else:
+            return None
+    return found
 
 
 def feed_rows(
@@ -334,17 +366,87 @@ def feed_rows(
     *,
     now: datetime,
     stats: RowStats,
+    fast: bool = True,
 ) -> Iterator[FeedRow]:
     """The feed's rows in profile-id order (one per profile, also when in several of its
-    segments), streamed."""
+    segments), streamed. `fast=False` takes the general path also for simple feeds (tests
+    compare both)."""
+    fields = _fast_fields(definition) if fast else None
+    if fields is not None:
+        yield from _fast_rows(conn, definition, settings, fields, now=now, stats=stats)
+        return
+    yield from _general_rows(conn, definition, settings, now=now, stats=stats)
+
+
+def _fast_rows(
+    conn: sa.Connection,
+    definition: FeedDefinition,
+    settings: Settings,
+    fields: list[tuple[str, str | None]],
+    *,
+    now: datetime,
+    stats: RowStats,
+) -> Iterator[FeedRow]:
+    docs = ["masterdata"] if any(kind == "masterdata" for kind, _ in fields) else []
+    stmt = _select(conn, definition, settings, docs, now, per_segment=False, with_entry=False)
+    result = conn.execution_options(stream_results=True, yield_per=_YIELD).execute(stmt)
+    transforms = [
+        (
+            index,
+            [
+                _transform(name, argument, column.name, settings, stats)
+                for item in column.transforms
+                for name, argument in item.items()
+            ],
+        )
+        for index, column in enumerate(definition.columns)
+        if column.transforms
+    ]
+    loads = orjson.loads
+    empty: dict[str, Any] = {}
+    picks = [(kind == "masterdata", kind, name) for kind, name in fields]
+    for partition in result.partitions(_YIELD):
+        for row in partition:
+            stats.selected += 1
+            if not row[2]:
+                stats.no_consent += 1
+                continue
+            key = row[1]
+            if not key:
+                stats.no_key += 1
+                continue
+            text = row[3] if docs else None
+            md = loads(text) if text is not None else empty
+            get = md.get
+            cells: list[Any] = [
+                get(name)  # type: ignore[arg-type]
+                if from_md
+                else (key if kind == "customer_key" else row[0] if kind == "profile_id" else name)
+                for from_md, kind, name in picks
+            ]
+            if transforms:
+                record = _Record(row[0], key, {"masterdata": md}, [], None)
+                for index, steps in transforms:
+                    value = cells[index]
+                    for step in steps:
+                        value = step(value, record)
+                    cells[index] = value
+            yield FeedRow(row[0], key, cells)
+
+
+def _general_rows(
+    conn: sa.Connection,
+    definition: FeedDefinition,
+    settings: Settings,
+    *,
+    now: datetime,
+    stats: RowStats,
+) -> Iterator[FeedRow]:
     cells = [_cell(c, settings, now, stats) for c in definition.columns]
     key_get, key_docs = _getter(definition.key, settings, now)
     needed: set[str] = set(key_docs)
     for _get, docs in cells:
         needed |= docs
-    purpose = definition.purpose
-    if purpose is not None:
-        needed.add("consent")
     doc_names = sorted(needed)
     json_docs = [i for i, name in enumerate(doc_names) if name in _JSON_DOCS]
     # Plain master-data columns are read straight from the decoded document (most columns).
@@ -360,25 +462,21 @@ def feed_rows(
     order = {name: index for index, name in enumerate(definition.source.segments)}
     width = len(doc_names)
     with_entry = any(c.source == "segment.entered_at" for c in definition.columns)
-    stmt = _select(conn, definition, settings, doc_names, now, with_entry=with_entry)
+    per_segment = with_entry or any(c.source == "segments" for c in definition.columns)
+    stmt = _select(
+        conn, definition, settings, doc_names, now, per_segment=per_segment, with_entry=with_entry
+    )
     result = conn.execution_options(stream_results=True, yield_per=_YIELD).execute(stmt)
-    # The documents come as JSON text, decoded below with orjson (once per profile).
-
-    def raw_rows() -> Iterator[Any]:
-        for partition in result.partitions(_YIELD):
-            yield from partition
-
     by_customer_key = definition.key == "customer_key"
     pending: _Record | None = None
+    granted = False
     loads = orjson.loads
 
-    def finish(record: _Record) -> FeedRow | None:
+    def finish(record: _Record, granted: bool) -> FeedRow | None:
         stats.selected += 1
-        if purpose is not None:
-            statement = (record.docs.get("consent") or {}).get(purpose)
-            if not (isinstance(statement, list) and statement and statement[0] is True):
-                stats.no_consent += 1
-                return None
+        if not granted:
+            stats.no_consent += 1
+            return None
         key = record.customer_key if by_customer_key else key_get(record)
         if key is None or key == "":
             stats.no_key += 1
@@ -392,27 +490,31 @@ def feed_rows(
             [get(record) if name is None else field(name) for name, get in plan],
         )
 
-    for row in raw_rows():
-        pid = row[0]
-        if pending is not None and pending.id == pid:
-            pending.segments.append(row[-2])
-            entered = row[-1]
-            if entered is not None and (pending.entered_at is None or entered < pending.entered_at):
-                pending.entered_at = entered
-            continue
-        if pending is not None and (done := finish(pending)) is not None:
-            yield done
-        values = list(row[2 : 2 + width])
-        for index in json_docs:
-            text = values[index]
-            values[index] = loads(text) if text is not None else None
-        segment, entered = row[-2], row[-1]
-        pending = _Record(
-            pid,
-            row[1],
-            dict(zip(doc_names, values, strict=True)),
-            [segment] if segment is not None else [],
-            entered,
-        )
-    if pending is not None and (done := finish(pending)) is not None:
+    for partition in result.partitions(_YIELD):
+        for row in partition:
+            pid = row[0]
+            if pending is not None and pending.id == pid:
+                pending.segments.append(row[-2])
+                entered = row[-1]
+                if entered is not None and (
+                    pending.entered_at is None or entered < pending.entered_at
+                ):
+                    pending.entered_at = entered
+                continue
+            if pending is not None and (done := finish(pending, granted)) is not None:
+                yield done
+            values = list(row[3 : 3 + width])
+            for index in json_docs:
+                text = values[index]
+                values[index] = loads(text) if text is not None else None
+            segment = row[-2]
+            granted = bool(row[2])
+            pending = _Record(
+                pid,
+                row[1],
+                dict(zip(doc_names, values, strict=True)),
+                [segment] if segment is not None else [],
+                row[-1],
+            )
+    if pending is not None and (done := finish(pending, granted)) is not None:
         yield done

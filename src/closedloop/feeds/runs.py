@@ -51,7 +51,7 @@ from closedloop.feeds.rows import FeedRow, RowStats, column_names
 from closedloop.feeds.rows import feed_rows as select_rows
 from closedloop.feeds.store import check_sources
 from closedloop.segments._tables import segments as segments_table
-from closedloop.store import is_postgres
+from closedloop.store import begin_write, is_postgres
 
 __all__ = [
     "FeedRun",
@@ -177,7 +177,7 @@ def queue_run(engine: Engine, name: str, *, trigger: str = "manual") -> FeedRun:
     """Queue a run now (the scheduler of `serve` or a `worker` takes it)."""
     now = clock.now()
     run_id = _new_run_id()
-    with engine.begin() as conn:
+    with begin_write(engine) as conn:
         _definition(conn, name)
         conn.execute(
             feed_runs.insert().values(
@@ -214,7 +214,7 @@ def schedule_due(engine: Engine, *, now: datetime | None = None) -> int:
         if schedule is None:
             continue
         if next_run_at is None:
-            with engine.begin() as conn:
+            with begin_write(engine) as conn:
                 conn.execute(
                     feeds.update()
                     .where(feeds.c.name == name, feeds.c.next_run_at.is_(None))
@@ -224,7 +224,7 @@ def schedule_due(engine: Engine, *, now: datetime | None = None) -> int:
         if next_run_at > now:
             continue
         following = schedule.next_after(now).astimezone(UTC)
-        with engine.begin() as conn:
+        with begin_write(engine) as conn:
             moved = conn.execute(
                 feeds.update()
                 .where(feeds.c.name == name, feeds.c.next_run_at == next_run_at)
@@ -267,7 +267,7 @@ class _Lease:
     def renew(self, *, force: bool = False) -> None:
         if not force and time.monotonic() - self.renewed < self.seconds / 3:
             return
-        with self.engine.begin() as conn:
+        with begin_write(self.engine) as conn:
             moved = conn.execute(
                 feeds.update()
                 .where(feeds.c.name == self.feed, feeds.c.lease_token == self.token)
@@ -283,7 +283,7 @@ def _take(engine: Engine, settings: Settings, run_id: str, feed: str) -> _Lease 
     now = clock.now()
     token = secrets.token_hex(16)
     until = now + timedelta(seconds=settings.feeds.lease_seconds)
-    with engine.begin() as conn:
+    with begin_write(engine) as conn:
         taken = conn.execute(
             feeds.update()
             .where(
@@ -322,7 +322,7 @@ def _finish(
     *,
     delta_run: str | None = None,
 ) -> None:
-    with lease.engine.begin() as conn:
+    with begin_write(lease.engine) as conn:
         released = conn.execute(
             feeds.update()
             .where(feeds.c.name == lease.feed, feeds.c.lease_token == lease.token)
@@ -428,7 +428,7 @@ class _Snapshot:
         self._feed = feed
         self._run = run_id
         self._pending: list[dict[str, Any]] = []
-        with engine.begin() as conn:  # a run taken over starts its rows again
+        with begin_write(engine) as conn:  # a run taken over starts its rows again
             conn.execute(
                 feed_rows.delete().where(feed_rows.c.feed == feed, feed_rows.c.run_id == run_id)
             )
@@ -448,7 +448,7 @@ class _Snapshot:
 
     def flush(self) -> None:
         if self._pending:
-            with self._engine.begin() as conn:
+            with begin_write(self._engine) as conn:
                 conn.execute(feed_rows.insert(), self._pending)
             self._pending = []
 
@@ -652,7 +652,7 @@ def _members_as_of(engine: Engine, definition: FeedDefinition) -> str | None:
 def _fail(lease: _Lease, run_id: str, message: str) -> None:
     with contextlib.suppress(_LostLeaseError):
         _finish(lease, run_id, {"state": "failed", "error": message[:2000]})
-    with lease.engine.begin() as conn:  # a failed delta run's rows are not the reference
+    with begin_write(lease.engine) as conn:  # a failed delta run's rows are not the reference
         conn.execute(
             feed_rows.delete().where(feed_rows.c.feed == lease.feed, feed_rows.c.run_id == run_id)
         )
@@ -696,7 +696,7 @@ def execute_due(
         if run.feed in busy:
             continue
         if run.state == "running" and run.attempts >= _MAX_ATTEMPTS:
-            with engine.begin() as conn:
+            with begin_write(engine) as conn:
                 conn.execute(
                     feed_runs.update()
                     .where(feed_runs.c.id == run.id, feed_runs.c.state == "running")
@@ -726,7 +726,7 @@ def run_now(
     run = queue_run(engine, name)
     done = execute_due(engine, settings, only=run.id, stop=stop)
     if not done:
-        with engine.begin() as conn:
+        with begin_write(engine) as conn:
             conn.execute(
                 feed_runs.update()
                 .where(feed_runs.c.id == run.id, feed_runs.c.state == "queued")

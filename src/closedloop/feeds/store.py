@@ -15,6 +15,7 @@ from closedloop.feeds._tables import feed_rows, feed_runs, feeds
 from closedloop.feeds.definition import FeedDefinition, check_name, parse_feed
 from closedloop.segments import condition_tree
 from closedloop.segments._tables import segments
+from closedloop.store import begin_write
 
 __all__ = [
     "FeedHealth",
@@ -151,7 +152,7 @@ def save_feed(
     definition = parse_feed(document, name=name)
     now = clock.now()
     stored = definition.as_json()
-    with engine.begin() as conn:
+    with begin_write(engine) as conn:
         check_sources(conn, definition)
         exists = conn.execute(
             sa.select(feeds.c.name).where(feeds.c.name == definition.name)
@@ -181,7 +182,7 @@ def save_feed(
 def delete_feed(engine: Engine, name: str) -> None:
     """Delete a feed with its run log and delta reference (not a running one)."""
     now = clock.now()
-    with engine.begin() as conn:
+    with begin_write(engine) as conn:
         row = conn.execute(sa.select(feeds.c.lease_until).where(feeds.c.name == name)).first()
         if row is None:
             raise NotFoundError(f"no feed `{name[:64]}`")

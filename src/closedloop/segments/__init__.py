@@ -1,6 +1,7 @@
 """Segments: the condition language (text and JSON tree) compiled to SQL, with a reference
 evaluator; saved segments with their members, entries and exits; previews."""
 
+from closedloop.segments.compile import consent_granted
 from closedloop.segments.evaluate import ProfileFacts, evaluate, explain
 from closedloop.segments.language import parse_condition, to_text, validate_tree
 from closedloop.segments.preview import (
@@ -35,6 +36,7 @@ __all__ = [
     "changes",
     "condition_tree",
     "condition_where",
+    "consent_granted",
     "delete_segment",
     "evaluate",
     "explain",

@@ -26,7 +26,7 @@ from closedloop.mood.score import DAY_US
 from closedloop.profiles._tables import profiles
 from closedloop.store import UTCDateTime, to_epoch_us
 
-__all__ = ["compile_condition", "event_profile_key", "glob_to_like"]
+__all__ = ["compile_condition", "consent_granted", "event_profile_key", "glob_to_like"]
 
 _LN_HALF = math.log(0.5)
 
@@ -136,7 +136,7 @@ class _Compiler:
         return self._churn()
 
     def _consent(self, purpose: str) -> ColumnElement[bool]:
-        return sa.func.coalesce(_Json(self.pg, profiles.c.consent, purpose, 0).boolean(), False)
+        return consent_granted(self.pg, purpose)
 
     def _segment(self, name: str) -> ColumnElement[bool]:
         if name in self.stack:
@@ -270,6 +270,11 @@ class _Json:
 
     def present(self) -> ColumnElement[bool]:
         return sa.and_(self.kind.is_not(None), self.kind != "null")
+
+
+def consent_granted(pg: bool, purpose: str) -> ColumnElement[bool]:
+    """Whether the profile's latest statement for `purpose` grants it (false when none)."""
+    return sa.func.coalesce(_Json(pg, profiles.c.consent, purpose, 0).boolean(), False)
 
 
 def _typed_compare(

@@ -5,7 +5,7 @@ define their own tables on `metadata`; Alembic migrations in `store/migrations` 
 """
 
 from closedloop.store._bulk import bulk_insert_ignoring_duplicates, sqlite_insert_autocommit
-from closedloop.store._engine import create_store_engine, is_postgres, is_sqlite
+from closedloop.store._engine import begin_write, create_store_engine, is_postgres, is_sqlite
 from closedloop.store._migrate import current_revision, head_revision, upgrade
 from closedloop.store._types import EPOCH, JSONDocument, UTCDateTime, metadata, to_epoch_us
 
@@ -13,6 +13,7 @@ __all__ = [
     "EPOCH",
     "JSONDocument",
     "UTCDateTime",
+    "begin_write",
     "bulk_insert_ignoring_duplicates",
     "create_store_engine",
     "current_revision",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -9,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-__all__ = ["create_store_engine", "is_postgres", "is_sqlite"]
+__all__ = ["begin_write", "create_store_engine", "is_postgres", "is_sqlite"]
 
 
 def _json_dumps(value: Any) -> str:
@@ -41,7 +43,8 @@ def create_store_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: sa.Connection) -> None:
-            conn.exec_driver_sql("BEGIN")
+            immediate = conn.get_execution_options().get("closedloop_write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
     if parsed.get_backend_name() == "postgresql":
@@ -67,3 +70,14 @@ def is_sqlite(engine_or_conn: Engine | sa.Connection) -> bool:
 
 def is_postgres(engine_or_conn: Engine | sa.Connection) -> bool:
     return engine_or_conn.dialect.name == "postgresql"
+
+
+@contextmanager
+def begin_write(engine: Engine) -> Iterator[sa.Connection]:
+    """A transaction that reads, then writes. On SQLite it takes the write lock at its start
+    (`BEGIN IMMEDIATE`, waiting up to the busy timeout): a plain transaction that read first
+    cannot become a writer once another connection committed, and fails at once."""
+    with engine.connect() as conn:
+        conn.execution_options(closedloop_write=True)
+        with conn.begin():
+            yield conn
