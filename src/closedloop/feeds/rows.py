@@ -182,7 +182,7 @@ def _as_date(value: Any) -> datetime | None:
     return None
 
 
-Transform = Callable[[Any, _Record], Any]
+Transform = Callable[[Any, _Record | None], Any]
 
 
 def _transform(
@@ -202,7 +202,7 @@ def _transform(
         return lambda v, _r: argument if v is None or v == "" else v
     if name == "max_length":
 
-        def cut(v: Any, _r: _Record) -> Any:
+        def cut(v: Any, _r: _Record | None) -> Any:
             if v is None:
                 return v
             text = v if isinstance(v, str) else str(v)
@@ -214,7 +214,7 @@ def _transform(
         return cut
     if name == "date":
 
-        def date(v: Any, _r: _Record) -> Any:
+        def date(v: Any, _r: _Record | None) -> Any:
             if v is None or v == "":
                 return v
             found = _as_date(v)
@@ -227,7 +227,7 @@ def _transform(
     if name == "e164":
         region = settings.identity.default_region
 
-        def phone(v: Any, _r: _Record) -> Any:
+        def phone(v: Any, _r: _Record | None) -> Any:
             if v is None or v == "":
                 return v
             found = normalise_phone(v, region=region).value
@@ -239,7 +239,7 @@ def _transform(
     if name == "salutation":
         words = _SALUTATIONS[argument]
 
-        def salute(v: Any, _r: _Record) -> Any:
+        def salute(v: Any, _r: _Record | None) -> Any:
             if v in words:  # master data holds the normalised gender already
                 return words[v]
             if v is None or v in ("diverse", "unknown"):
@@ -249,10 +249,11 @@ def _transform(
         return salute
     if name == "postal_code":
 
-        def postal(v: Any, r: _Record) -> Any:
+        def postal(v: Any, r: _Record | None) -> Any:
             if v is None or v == "":
                 return v
-            country = argument or r.masterdata.get("country") or "DE"
+            home = r.masterdata.get("country") if r is not None else None
+            country = argument or home or "DE"
             found = normalise_postal_code(v, country=country).value
             if found is None:
                 invalid()
@@ -403,8 +404,24 @@ def _fast_rows(
         if column.transforms
     ]
     loads = orjson.loads
-    empty: dict[str, Any] = {}
-    picks = [(kind == "masterdata", kind, name) for kind, name in fields]
+    md_names = sorted({name for kind, name in fields if kind == "masterdata" and name})
+    # Each cell is picked from (master-data values..., key, profile id, constants...).
+    constants = [name for kind, name in fields if kind == "value"]
+    slots: list[int] = []
+    for kind, name in fields:
+        if kind == "masterdata":
+            slots.append(md_names.index(name or ""))
+        elif kind == "customer_key":
+            slots.append(len(md_names))
+        elif kind == "profile_id":
+            slots.append(len(md_names) + 1)
+        else:
+            slots.append(len(md_names) + 2 + constants.index(name))
+    constant_tail = tuple(constants)
+
+    def pick(values: tuple[Any, ...]) -> list[Any]:
+        return [values[i] for i in slots]
+
     for partition in result.partitions(_YIELD):
         for row in partition:
             stats.selected += 1
@@ -416,21 +433,13 @@ def _fast_rows(
                 stats.no_key += 1
                 continue
             text = row[3] if docs else None
-            md = loads(text) if text is not None else empty
-            get = md.get
-            cells: list[Any] = [
-                get(name)  # type: ignore[arg-type]
-                if from_md
-                else (key if kind == "customer_key" else row[0] if kind == "profile_id" else name)
-                for from_md, kind, name in picks
-            ]
-            if transforms:
-                record = _Record(row[0], key, {"masterdata": md}, [], None)
-                for index, steps in transforms:
-                    value = cells[index]
-                    for step in steps:
-                        value = step(value, record)
-                    cells[index] = value
+            get = (loads(text) if text is not None else {}).get
+            cells = pick((*[get(name) for name in md_names], key, row[0], *constant_tail))
+            for index, steps in transforms:
+                value = cells[index]
+                for step in steps:
+                    value = step(value, None)  # these transforms read only the value
+                cells[index] = value
             yield FeedRow(row[0], key, cells)
 
 
