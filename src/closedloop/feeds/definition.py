@@ -17,6 +17,7 @@ from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from closedloop.errors import InvalidInputError, invalid_from_validation
+from closedloop.profiles.quality import FIELDS
 
 __all__ = [
     "Column",
@@ -49,22 +50,7 @@ _SHA256_HEX = re.compile(r"^(?:[0-9A-Fa-f]{2}:?){31}[0-9A-Fa-f]{2}$")
 _SSH_FINGERPRINT = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}=?$")
 
 # Column sources: exact names, and prefixes followed by a name.
-MASTERDATA_FIELDS = (
-    "email",
-    "phone",
-    "first_name",
-    "last_name",
-    "gender",
-    "salutation_de",
-    "salutation_en",
-    "street",
-    "city",
-    "country",
-    "postal_code",
-    "birthday",
-    "created_at",
-    "company",
-)
+MASTERDATA_FIELDS = FIELDS
 COMPUTED_FIELDS = ("events", "orders", "revenue", "first_seen", "last_seen", "channels")
 EXACT_SOURCES = (
     "customer_key",

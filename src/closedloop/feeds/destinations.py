@@ -368,12 +368,11 @@ def _sftp_upload(
         raise DeliveryError(
             f"`{destination.host}` refused the login of `{destination.user}`", transient=False
         ) from None
-    except (asyncssh.ConnectionLost, asyncssh.SFTPConnectionLost, TimeoutError, OSError) as exc:
+    except asyncssh.SFTPConnectionLost as exc:
         raise DeliveryError(
-            f"connection to `{destination.host}` failed: {type(exc).__name__}: {exc}",
-            transient=True,
+            f"the SFTP session with `{destination.host}` was lost: {exc.reason}", transient=True
         ) from None
-    except asyncssh.DisconnectError as exc:
+    except asyncssh.DisconnectError as exc:  # also a lost connection; OSError: in `deliver`
         raise DeliveryError(
             f"`{destination.host}` disconnected: {exc.reason}", transient=True
         ) from None

@@ -200,24 +200,20 @@ class FeedHealth:
     last_failed: bool  # the newest finished run failed
 
 
+def _newest(conn: sa.Connection, state: str) -> dict[str, datetime]:
+    rows = conn.execute(
+        sa.select(feed_runs.c.feed, sa.func.max(feed_runs.c.finished_at))
+        .where(feed_runs.c.state == state)
+        .group_by(feed_runs.c.feed)
+    )
+    return {feed: at for feed, at in rows if at is not None}
+
+
 def health(engine: Engine) -> list[FeedHealth]:
     """Per feed: the newest successful run and whether the newest finished run failed."""
     with engine.connect() as conn:
         names = list(conn.execute(sa.select(feeds.c.name).order_by(feeds.c.name)).scalars())
-        success = dict(
-            conn.execute(
-                sa.select(feed_runs.c.feed, sa.func.max(feed_runs.c.finished_at))
-                .where(feed_runs.c.state == "succeeded")
-                .group_by(feed_runs.c.feed)
-            ).all()
-        )
-        failure = dict(
-            conn.execute(
-                sa.select(feed_runs.c.feed, sa.func.max(feed_runs.c.finished_at))
-                .where(feed_runs.c.state == "failed")
-                .group_by(feed_runs.c.feed)
-            ).all()
-        )
+        success, failure = (_newest(conn, state) for state in ("succeeded", "failed"))
     found = []
     for name in names:
         ok, bad = success.get(name), failure.get(name)

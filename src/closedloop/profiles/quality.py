@@ -23,7 +23,7 @@ from closedloop.profiles.masterdata import (
     salutation_problem,
 )
 
-__all__ = ["GROUP_INPUTS", "derive_masterdata", "groups_of"]
+__all__ = ["FIELDS", "GROUP_INPUTS", "derive_masterdata", "groups_of"]
 
 GROUP_INPUTS: dict[str, tuple[str, ...]] = {
     "email": ("email",),
@@ -155,7 +155,7 @@ _GROUPS = {
     "dates": _dates,
     "company": _company,
 }
-_FIELD_ORDER = (
+FIELDS = (  # the master-data fields, in the order a profile shows them
     "email",
     "phone",
     "first_name",
@@ -204,7 +204,7 @@ def derive_masterdata(
     for group in _GROUPS:  # in a fixed order, so the problems list is too
         if group in todo:
             _GROUPS[group](traits, found, take, problems, region)
-    out = {name: found[name] if name in found else kept_fields.get(name) for name in _FIELD_ORDER}
+    out = {name: found[name] if name in found else kept_fields.get(name) for name in FIELDS}
     fresh = [{"field": p.field, "problem": p.problem, "value": p.value} for p in problems]
     order = {name: index for index, name in enumerate(_GROUP_OF)}
     quality = sorted(kept_quality + fresh, key=lambda q: order.get(q["field"], len(order)))
