@@ -176,3 +176,11 @@ def test_feed_example_in_the_docs_is_valid() -> None:
     assert [c.name for c in definition.columns][:3] == ["kundennummer", "anrede", "vorname"]
     for shipped in feeds.SHIPPED_FEEDS:
         assert f"`{shipped['name']}`" in (DOCS / "concepts.md").read_text()
+
+
+def test_survey_example_in_the_docs_is_valid() -> None:
+    from closedloop import surveys
+
+    (block,) = _blocks((DOCS / "concepts.md").read_text(), "yaml survey-example")
+    survey = surveys.parse_survey(yaml.safe_load(block))
+    assert (survey.min_delay_days, survey.max_delay_days, survey.interval_weeks) == (3, 14, 26)

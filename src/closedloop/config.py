@@ -22,6 +22,7 @@ __all__ = [
     "ProfileSettings",
     "SegmentSettings",
     "Settings",
+    "SurveySettings",
     "load_settings",
 ]
 
@@ -229,6 +230,46 @@ class FeedSettings(BaseModel):
     )
 
 
+class SurveySettings(BaseModel):
+    """NPS surveys: how invitations are mailed and answered."""
+
+    model_config = ConfigDict(frozen=True)
+
+    base_url: str = Field(
+        "http://127.0.0.1:8000",
+        description="The hub's public address, for the rating links in the mails.",
+    )
+    outbox_dir: Path = Field(
+        Path("outbox"),
+        description="Without `SMTP_HOST`, mails are written here as `.eml` files.",
+    )
+    smtp_host: str | None = Field(None, description="The SMTP server; none: the outbox.")
+    smtp_port: int = Field(587, ge=1, le=65535, description="The SMTP server's port.")
+    smtp_security: Literal["starttls", "tls"] = Field(
+        "starttls", description="STARTTLS on a plain connection, or TLS from the start (465)."
+    )
+    smtp_user: str | None = Field(None, description="SMTP login name, if the server wants one.")
+    smtp_password: SecretStr | None = Field(None, description="SMTP password.")
+    smtp_ca_file: Path | None = Field(
+        None, description="CA file to verify the SMTP server with (the system's CAs if none)."
+    )
+    token_days: int = Field(
+        30, ge=1, le=365, description="How long a rating link can be used (and the answer changed)."
+    )
+    retries: int = Field(5, ge=0, le=20, description="Retries of a mail on a transient error.")
+    backoff_seconds: float = Field(
+        60, ge=0, le=86_400, description="First retry delay of a mail; it doubles each time."
+    )
+    trait_prefix: str = Field(
+        "nps",
+        pattern=r"^[a-z][a-z0-9_]{0,30}$",
+        description="Traits set from an answer: `<prefix>_rating`, `_comment`, `_date`.",
+    )
+    poll_seconds: float = Field(
+        60, gt=0, le=3600, description="How often the worker evaluates identifies and sends."
+    )
+
+
 class Settings(BaseSettings):
     """All of closedloop's settings."""
 
@@ -276,6 +317,7 @@ class Settings(BaseSettings):
         default_factory=ProcessorSettings, description="The event-log processor."
     )
     feeds: FeedSettings = Field(default_factory=FeedSettings, description="CRM feeds.")
+    surveys: SurveySettings = Field(default_factory=SurveySettings, description="NPS surveys.")
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -273,7 +273,7 @@ def test_apply_yaml_and_print_rules(
     path.write_text(printed.output.replace("nps", "nps_survey"), encoding="utf-8")
     applied = runner.invoke(app, ["apply", str(path)])
     assert applied.exit_code == 0, applied.output
-    assert "version 1, 10 rules stored" in applied.output
+    assert "version 1, 11 rules stored" in applied.output
     assert mood.current_rules(engine).rules.rules[0].name == "nps_survey"
     hostile = tmp_path / "hostile.yaml"
     hostile.write_text(
@@ -283,9 +283,9 @@ def test_apply_yaml_and_print_rules(
     assert refused.exit_code == 1
     assert "not valid YAML" in refused.output
     wrong = tmp_path / "wrong.yaml"
-    wrong.write_text("kind: survey\n", encoding="utf-8")
+    wrong.write_text("kind: campaign\n", encoding="utf-8")
     refused_kind = runner.invoke(app, ["apply", str(wrong)]).output
-    assert "expected `kind: mood_rules | segment | feed`" in refused_kind
+    assert "expected `kind: mood_rules | segment | feed | survey`" in refused_kind
     bad = tmp_path / "bad.yaml"
     bad.write_text(
         "kind: mood_rules\nrules:\n  - {name: x, label: x, event: E, weight: 5}\n", encoding="utf-8"

@@ -15,6 +15,7 @@ from closedloop.cli import (  # noqa: F401
     segments,
     serve,
     sources,
+    surveys,
     worker,
 )
 from closedloop.cli._app import app

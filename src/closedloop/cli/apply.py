@@ -8,11 +8,11 @@ from pathlib import Path
 import typer
 import yaml
 
-from closedloop import feeds, mood, segments, store
+from closedloop import feeds, mood, segments, store, surveys
 from closedloop.cli._app import app, console, fail, handle_errors, open_store, settings
 from closedloop.config import Settings
 
-_KINDS = ("mood_rules", "segment", "feed")
+_KINDS = ("mood_rules", "segment", "feed", "survey")
 _MAX_BYTES = 1024 * 1024
 
 
@@ -24,7 +24,8 @@ def apply(
     """Apply a YAML (or JSON) document with a `kind`: `mood_rules` stores a new version of
     the mood rules (events processed from then on use it; `closedloop rebuild` applies it to
     the whole history); `segment` creates or changes a segment (`name`, `condition`);
-    `feed` creates or changes a feed (see docs/concepts.md, Feeds).
+    `feed` creates or changes a feed (see docs/concepts.md, Feeds); `survey` creates or
+    changes an NPS survey.
 
     Example: `closedloop apply mood-rules.yaml`
     """
@@ -42,6 +43,17 @@ def apply(
         return
     if document["kind"] == "feed":
         _apply_feed(config, document, dry_run=dry_run)
+        return
+    if document["kind"] == "survey":
+        with handle_errors():
+            definition = surveys.parse_survey(document)
+            if dry_run:
+                console.print(f"survey `{definition.name}`: valid (not stored)", markup=False)
+                return
+            engine = open_store(config)
+            store.upgrade(engine)
+            surveys.save_survey(engine, document, create=None)
+        console.print(f"survey `{definition.name}` saved", markup=False)
         return
     with handle_errors():
         rules = mood.parse_rules(document)

@@ -9,7 +9,7 @@ from types import FrameType
 
 import typer
 
-from closedloop import feeds, profiles, segments, store
+from closedloop import feeds, profiles, segments, store, surveys
 from closedloop.cli._app import app, console, handle_errors, open_store, settings
 
 
@@ -45,6 +45,7 @@ def worker(
         started = time.monotonic()
         last_refresh = 0.0
         last_feeds = float("-inf")
+        last_surveys = float("-inf")
         while not stop.is_set():
             done = profiles.process_available(engine, config, limit=batch_events, stop=stop)
             total += done
@@ -63,6 +64,15 @@ def worker(
                         markup=False,
                     )
                 last_feeds = time.monotonic()
+            if once or time.monotonic() - last_surveys >= config.surveys.poll_seconds:
+                invited = surveys.evaluate(engine, config)
+                mailed = surveys.send_due(engine, config)
+                if invited or mailed:
+                    console.print(
+                        f"worker: surveys: {invited} invitations queued, {mailed} mailed",
+                        markup=False,
+                    )
+                last_surveys = time.monotonic()
             if done:
                 rate = total / max(time.monotonic() - started, 1e-9)
                 console.print(f"worker: {total} events processed ({rate:.0f}/s)", markup=False)

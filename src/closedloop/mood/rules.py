@@ -171,6 +171,13 @@ DEFAULT_RULES = MoodRules(
     rules=[
         MoodRule(name="nps", label="NPS answer", event="NPS Answered", weight=1.0, scale=_NPS),
         MoodRule(
+            name="nps_survey",
+            label="NPS answer on a closedloop survey",
+            event="NPS Survey Answered",
+            weight=1.0,
+            scale=_NPS,
+        ),
+        MoodRule(
             name="article_rated",
             label="rated an article",
             event="Article Rated",

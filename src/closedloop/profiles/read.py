@@ -74,6 +74,7 @@ def _computed(raw: dict[str, Any]) -> dict[str, Any]:
             "orders": 0,
             "revenue": 0.0,
             "interests": [],
+            "nps": None,
         }
     interests = sorted(raw["interests"].items(), key=lambda item: (-item[1], item[0]))
     return {
@@ -85,6 +86,7 @@ def _computed(raw: dict[str, Any]) -> dict[str, Any]:
         "orders": raw["orders"],
         "revenue": round(raw["revenue"], 2),
         "interests": [{"category": c, "count": n} for c, n in interests[:_TOP_INTERESTS]],
+        "nps": {"score": raw["nps"][0], "at": _iso(raw["nps"][1])} if raw.get("nps") else None,
     }
 
 

@@ -152,7 +152,7 @@ def _count_event(p: ProfileState, ev: ProcessedEvent) -> None:
     channels = c["channels"]
     if ev.channel not in channels:
         c["channels"] = sorted([*channels, ev.channel])
-    if kind == "track" and ev.name == "NPS Answered":
+    if kind == "track" and ev.name in NPS_EVENTS:
         _take_nps(c, ev)
     if kind == "track" and ev.name in _INTEREST_EVENTS:
         properties = ev.payload.get("properties")
@@ -164,6 +164,11 @@ def _count_event(p: ProfileState, ev: ProcessedEvent) -> None:
             for category in _interest_categories(properties):
                 if category in interests or len(interests) < _MAX_CATEGORIES:
                     interests[category] = interests.get(category, 0) + 1
+
+
+# An NPS answer sent by the shop, one given on closedloop's own survey pages, and a change
+# of that answer (the mood counts the first answer only).
+NPS_EVENTS = frozenset(("NPS Answered", "NPS Survey Answered", "NPS Survey Answer Changed"))
 
 
 def _take_nps(c: dict[str, Any], ev: ProcessedEvent) -> None:

@@ -24,6 +24,7 @@ from closedloop.identity._tables import identities
 from closedloop.ingest._tables import events
 from closedloop.mood.score import DAY_US
 from closedloop.profiles._tables import profiles
+from closedloop.profiles.state import NPS_EVENTS
 from closedloop.store import UTCDateTime, to_epoch_us
 
 __all__ = ["compile_condition", "consent_granted", "event_profile_key", "glob_to_like"]
@@ -165,7 +166,11 @@ class _Compiler:
                 .label("n"),
             )
             .select_from(events.join(identities, identities.c.key == event_profile_key()))
-            .where(events.c.type == "track", events.c.event == "NPS Answered", score.is_not(None))
+            .where(
+                events.c.type == "track",
+                events.c.event.in_(sorted(NPS_EVENTS)),
+                score.is_not(None),
+            )
             .subquery()
         )
         conditions = [ranked.c.n == 1, _compare(ranked.c.score, spec["op"], spec["value"])]

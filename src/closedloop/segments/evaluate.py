@@ -15,6 +15,7 @@ from typing import Any
 from closedloop.config import MoodSettings
 from closedloop.mood.rules import glob_matches
 from closedloop.mood.score import churn_risk, decayed
+from closedloop.profiles.state import NPS_EVENTS
 from closedloop.segments.language import to_text
 
 __all__ = ["ProfileFacts", "evaluate"]
@@ -70,7 +71,7 @@ def _latest_nps(facts: ProfileFacts) -> dict[str, Any] | None:
         e
         for e in facts.events
         if e["type"] == "track"
-        and e["event"] == "NPS Answered"
+        and e["event"] in NPS_EVENTS
         and _kind(_properties(e).get("score")) == "number"
     ]
     return max(answers, key=lambda e: (e["timestamp"], e["id"])) if answers else None

@@ -26,7 +26,8 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     import closedloop.ingest
     import closedloop.mood
     import closedloop.profiles
-    import closedloop.segments  # noqa: F401
+    import closedloop.segments
+    import closedloop.surveys  # noqa: F401
 
     command.upgrade(_config(engine), revision)
 

@@ -17,7 +17,18 @@ from closedloop.metrics import Metrics
 from closedloop.profiles import ProcessorRunner
 from closedloop.segments import SegmentRefresher
 from closedloop.store import create_store_engine
-from closedloop.web import events, feeds, mood, ops, profiles, segments, sources, tracking
+from closedloop.surveys import SurveyRunner
+from closedloop.web import (
+    events,
+    feeds,
+    mood,
+    ops,
+    profiles,
+    segments,
+    sources,
+    surveys,
+    tracking,
+)
 from closedloop.web.context import AppContext
 from closedloop.web.errors import install_error_handlers
 
@@ -36,6 +47,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     writer = GroupCommitWriter(store, settings.ingest, metrics)
     embedded = settings.processor.embedded
     scheduler = FeedScheduler(store, settings) if embedded else None
+    survey_runner = SurveyRunner(store, settings) if embedded else None
     ctx = AppContext(
         settings=settings,
         engine=store,
@@ -57,9 +69,13 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
             refresher.start()
         if scheduler is not None:
             scheduler.start()
+        if survey_runner is not None:
+            survey_runner.start()
         try:
             yield
         finally:
+            if survey_runner is not None:
+                survey_runner.stop()
             if scheduler is not None:
                 scheduler.stop()
             if refresher is not None:
@@ -86,5 +102,6 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     app.include_router(mood.router)
     app.include_router(segments.router)
     app.include_router(feeds.router)
+    app.include_router(surveys.router)
     app.include_router(ops.router)
     return app

@@ -1,0 +1,209 @@
+"""A survey end to end on both backends: identifies evaluated, invitations mailed to the
+outbox and to a real SMTP server (aiosmtpd), the rating pages (GET records nothing, POST
+records once, again updates), the answer on the profile and in the stats."""
+
+from __future__ import annotations
+
+import email
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from email.message import Message
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine
+
+from closedloop import clock, surveys
+from closedloop.config import ProcessorSettings, Settings, SurveySettings
+from closedloop.profiles.read import get_profile
+from closedloop.web import create_app
+from tests.conftest import make_settings
+from tests.profiles.conftest import Log, identify
+
+ALWAYS = {
+    "start": "00:00",
+    "end": "23:59",
+    "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+}
+
+
+def _settings(db_url: str, tmp_path: Path, **survey: Any) -> Settings:
+    return make_settings(db_url).model_copy(
+        update={
+            "surveys": SurveySettings(outbox_dir=tmp_path / "outbox", backoff_seconds=0, **survey),
+            "processor": ProcessorSettings(embedded=False),
+        }
+    )
+
+
+@pytest.fixture
+def log(engine: Engine, db_url: str, tmp_path: Path) -> Log:
+    return Log(engine, _settings(db_url, tmp_path))
+
+
+def _customer(log: Log, n: int, *, created: str | None = "2026-11-22", **traits: Any) -> None:
+    values: dict[str, Any] = {
+        "email": f"kunde{n}@example.de",
+        "lastName": f"Muster{n}",
+        "consent": {"surveys": True},
+        **traits,
+    }
+    if created is not None:
+        values["createdAt"] = created
+    log.send(identify(f"cust-{n}", **values))  # at 2026-11-22T10:00Z
+    log.process()
+
+
+def _at(moment: datetime) -> Any:
+    clock.set_clock(lambda: moment)
+
+
+@pytest.fixture(autouse=True)
+def _reset_clock() -> Iterator[None]:
+    yield
+    clock.set_clock(None)
+
+
+def _mails(folder: Path) -> list[Message]:
+    return [email.message_from_bytes(p.read_bytes()) for p in sorted(folder.glob("*.eml"))]
+
+
+def _links(message: Message) -> list[str]:
+    text = next(p for p in message.walk() if p.get_content_type() == "text/plain")
+    body = text.get_payload(decode=True).decode()  # type: ignore[union-attr]
+    return re.findall(r"http://127\.0\.0\.1:8000(/s/[^\s?]+\?score=\d+)", body)
+
+
+def test_identify_to_answer_on_the_profile(log: Log, tmp_path: Path) -> None:
+    engine, settings = log.engine, log.settings
+    surveys.save_survey(
+        engine,
+        {"name": "nps", "min_delay_days": 3, "max_delay_days": 14, "window": ALWAYS},
+        create=True,
+    )
+    _customer(log, 1)  # created 2026-11-22: due 2026-11-25
+    _customer(log, 2, created="2026-10-01")  # 52 days: too old
+    _customer(log, 3, consent={"surveys": False})
+    _customer(log, 4, created=None, locale="en-GB")  # created on the day of the identify
+    assert surveys.evaluate(engine, settings) == 2
+    assert surveys.evaluate(engine, settings) == 0  # each identify is decided once
+    _at(datetime(2026, 11, 24, 12, tzinfo=UTC))
+    assert surveys.send_due(engine, settings) == 0  # not due yet
+    _at(datetime(2026, 11, 25, 12, tzinfo=UTC))
+    assert surveys.send_due(engine, settings) == 2
+    assert surveys.send_due(engine, settings) == 0
+    mails = _mails(tmp_path / "outbox")
+    assert sorted(m["To"] for m in mails) == ["kunde1@example.de", "kunde4@example.de"]
+    by_to = {m["To"]: m for m in mails}
+    german, english = by_to["kunde1@example.de"], by_to["kunde4@example.de"]
+    assert german["Subject"] == "Ihre Meinung ist uns wichtig"
+    assert english["Subject"] == "We would like your opinion"
+    assert {p.get_content_type() for p in german.walk()} >= {"text/plain", "text/html"}
+    assert german["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    links = _links(german)
+    assert len(links) == 11 and links[9].endswith("?score=9")
+
+    pid = log.profile_of("user_id", "cust-1")
+    assert pid is not None
+    reasons = surveys.eligibility(engine, "nps", log.profile_of("user_id", "cust-2") or "")
+    assert reasons["decisions"][0]["reason"].startswith("too old: created 2026-10-01")
+    no_consent = surveys.eligibility(engine, "nps", log.profile_of("user_id", "cust-3") or "")
+    assert no_consent["decisions"][0]["reason"] == "no consent for `surveys`"
+
+    with TestClient(create_app(settings, engine=engine)) as client:
+        for link in links:  # a mail scanner opens every link
+            page = client.get(link)
+            assert page.status_code == 200 and "<form" in page.text
+        assert 'value="9" checked' in client.get(links[9]).text
+        assert surveys.stats(engine, "nps")["answered"] == 0
+        path = links[0].split("?")[0]
+        answered = client.post(path, data={"score": "9", "comment": "Schneller Versand <b>"})
+        assert answered.status_code == 200 and "Danke" in answered.text
+        again = client.post(path, data={"score": "10", "comment": "Noch besser"})
+        assert again.status_code == 200
+        assert client.post(path, data={"score": "11"}).status_code == 400
+        forged = path[:-3] + ("AAA" if not path.endswith("AAA") else "BBB")
+        assert client.get(forged).status_code == 400
+        assert client.post(forged, data={"score": "1"}).status_code == 400
+        assert client.get("/s/not-a-token").status_code == 400
+    found = get_profile(engine, pid, purposes=settings.profiles.consent_purposes)
+    document = found.as_json()
+    traits = document["traits"]
+    assert traits["nps_rating"] == 10 and traits["nps_comment"] == "Noch besser"
+    assert traits["nps_date"] == "2026-11-25"
+    assert document["computed"]["nps"]["score"] == 10
+    # the first answer is the mood signal; the change updates the traits and latest NPS
+    assert [s[2] for s in (found.derived or {})["mood"]] == ["nps_survey"]
+    stats = surveys.stats(engine, "nps")
+    assert (stats["sent"], stats["answered"], stats["n"], stats["nps"]) == (2, 1, 1, 100)
+    assert stats["response_rate"] == 0.5
+    assert stats["comments"] == [
+        {"score": 10, "comment": "Noch besser", "at": stats["comments"][0]["at"]}
+    ]
+
+
+def test_interval_through_the_log(log: Log, tmp_path: Path) -> None:
+    engine, settings = log.engine, log.settings
+    surveys.save_survey(engine, {"name": "nps", "window": ALWAYS}, create=True)
+    _customer(log, 1)
+    assert surveys.evaluate(engine, settings) == 1
+    _customer(log, 1)  # identifies again the same day: within 26 weeks
+    assert surveys.evaluate(engine, settings) == 0
+    pid = log.profile_of("user_id", "cust-1") or ""
+    reasons = [d["reason"] for d in surveys.eligibility(engine, "nps", pid)["decisions"]]
+    assert reasons[0].startswith("interval: last surveyed 2026-11-22")
+
+
+def test_smtp_server_failing_then_recovering(engine: Engine, db_url: str, tmp_path: Path) -> None:
+    from aiosmtpd.controller import Controller
+
+    received: list[bytes] = []
+    failures = {"left": 1}
+
+    class Handler:
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+            if failures["left"]:
+                failures["left"] -= 1
+                return "451 Try again later"
+            received.append(envelope.content)
+            return "250 OK"
+
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    controller = Controller(
+        Handler(), hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True
+    )
+    controller.start()
+    try:
+        settings = _settings(
+            db_url, tmp_path, smtp_host="127.0.0.1", smtp_port=port, smtp_ca_file=ca_file
+        )
+        log = Log(engine, settings)
+        surveys.save_survey(engine, {"name": "nps", "window": ALWAYS}, create=True)
+        _customer(log, 1)
+        _at(datetime.now(UTC))
+        assert surveys.evaluate(engine, settings) == 1
+        assert surveys.send_due(engine, settings) == 0  # 451: queued again
+        assert surveys.send_due(engine, settings) == 1
+        assert surveys.send_due(engine, settings) == 0
+    finally:
+        controller.stop()
+    assert len(received) == 1
+    message = email.message_from_bytes(received[0])
+    assert message["To"] == "kunde1@example.de"
+    assert {p.get_content_type() for p in message.walk()} >= {"text/plain", "text/html"}
