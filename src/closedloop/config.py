@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
     "FeedSettings",
+    "ForwardTarget",
     "IdentitySettings",
     "IngestSettings",
     "MoodSettings",
@@ -230,6 +231,15 @@ class FeedSettings(BaseModel):
     )
 
 
+class ForwardTarget(BaseModel):
+    """A Segment-compatible endpoint (`/v1/identify`) and the name of its write key."""
+
+    model_config = ConfigDict(frozen=True)
+
+    url: str = Field(description="The endpoint, e.g. `https://api.segment.io/v1/identify`.")
+    write_key_secret: str = Field(description="The name of the secret holding the write key.")
+
+
 class SurveySettings(BaseModel):
     """NPS surveys: how invitations are mailed and answered."""
 
@@ -267,6 +277,12 @@ class SurveySettings(BaseModel):
     )
     poll_seconds: float = Field(
         60, gt=0, le=3600, description="How often the worker evaluates identifies and sends."
+    )
+    forward: tuple[ForwardTarget, ...] = Field(
+        (),
+        description="Segment-compatible endpoints that get the answer's identify at once: "
+        '`[{"url": "https://api.segment.io/v1/identify", "write_key_secret": "segment"}]`; '
+        "the write key is a secret in `FEEDS__SECRETS` or the secrets file.",
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email
 import re
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.message import Message
@@ -207,3 +208,91 @@ def test_smtp_server_failing_then_recovering(engine: Engine, db_url: str, tmp_pa
     message = email.message_from_bytes(received[0])
     assert message["To"] == "kunde1@example.de"
     assert {p.get_content_type() for p in message.walk()} >= {"text/plain", "text/html"}
+
+
+def test_crash_between_send_and_record_sends_at_most_once_more(log: Log, tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    from closedloop.surveys._tables import survey_invitations
+
+    engine, settings = log.engine, log.settings
+    surveys.save_survey(engine, {"name": "nps", "window": ALWAYS}, create=True)
+    _customer(log, 1)
+    _at(datetime(2026, 11, 23, 12, tzinfo=UTC))
+    assert surveys.evaluate(engine, settings) == 1
+    with engine.begin() as conn:  # a worker claimed it, sent the mail and died before recording
+        conn.execute(
+            survey_invitations.update().values(
+                state="sending", attempts=1, due_at=datetime(2026, 11, 23, 12, 10, tzinfo=UTC)
+            )
+        )
+    assert surveys.send_due(engine, settings) == 0  # its lease still holds
+    _at(datetime(2026, 11, 23, 12, 11, tzinfo=UTC))
+    assert surveys.send_due(engine, settings) == 1  # sent again: the one duplicate
+    _at(datetime(2026, 11, 23, 13, tzinfo=UTC))
+    assert surveys.send_due(engine, settings) == 0
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(survey_invitations)).one()
+    assert (row.state, row.attempts) == ("sent", 2)
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == 1  # same file name: overwritten
+
+
+def test_answer_is_forwarded_to_segment_compatible_endpoints(
+    engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    import base64
+    import http.server
+    import json
+
+    from closedloop.config import FeedSettings, ForwardTarget
+
+    received: list[tuple[str, dict[str, Any]]] = []
+    statuses = [503]  # the first attempt fails: retried
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.headers["Authorization"], json.loads(body)))
+            self.send_response(statuses.pop(0) if statuses else 200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return None
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1/identify"
+        base = _settings(db_url, tmp_path)
+        settings = base.model_copy(
+            update={
+                "surveys": base.surveys.model_copy(
+                    update={"forward": (ForwardTarget(url=url, write_key_secret="segment"),)}
+                ),
+                "feeds": FeedSettings(
+                    allowed_hosts=("127.0.0.1",),
+                    allow_plain_http=True,
+                    backoff_seconds=0,
+                    secrets={"segment": "wk_forward"},  # type: ignore[dict-item]
+                ),
+            }
+        )
+        log = Log(engine, settings)
+        surveys.save_survey(engine, {"name": "nps", "window": ALWAYS}, create=True)
+        _customer(log, 1)
+        _at(datetime(2026, 11, 23, 12, tzinfo=UTC))
+        surveys.evaluate(engine, settings)
+        surveys.send_due(engine, settings)
+        (mail,) = _mails(tmp_path / "outbox")
+        token = _links(mail)[0].split("/")[2].split("?")[0]
+        surveys.record_answer(engine, settings, token, score=7, comment="ok")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(received) == 2  # 503, then accepted
+    auth, message = received[-1]
+    assert auth == "Basic " + base64.b64encode(b"wk_forward:").decode()
+    assert message["type"] == "identify" and message["userId"] == "cust-1"
+    assert message["traits"] == {"nps_rating": 7, "nps_comment": "ok", "nps_date": "2026-11-23"}

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import hmac
 import logging
@@ -46,6 +47,7 @@ from closedloop.surveys._tables import (
 )
 from closedloop.surveys.definition import SurveyDefinition, parse_survey
 from closedloop.surveys.eligibility import Decision, Facts, decide
+from closedloop.surveys.forward import forward_identify
 from closedloop.surveys.mail import Invitation, MailError, send_mail
 
 __all__ = [
@@ -476,6 +478,7 @@ def record_answer(
             **who,
         },
     ]
+    forwarded = copy.deepcopy(messages[1])  # normalising adds fields of the log's own
     source_id = _source_id(engine)
     normalised = [
         ingest.normalise_message(
@@ -486,6 +489,8 @@ def record_answer(
     with engine.begin() as conn:
         append(conn, normalised)
     process_available(engine, settings)
+    if settings.surveys.forward:
+        forward_identify(settings, forwarded)
     return Answer(row.id, row.survey, score, text, row.locale, bool(updated))
 
 
