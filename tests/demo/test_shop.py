@@ -99,3 +99,23 @@ def _customer_of(call: dict[str, Any]) -> str:
     # call-<seed>-<index> belongs to cust-<index + 1>
     index = int(call["anonymousId"].rsplit("-", 1)[1])
     return f"cust-{index + 1:05d}"
+
+
+def test_demo_survey_mails_answers_and_counts(
+    live_server: LiveServer, engine: Engine, settings: Any, tmp_path: Any
+) -> None:
+    from closedloop import surveys
+    from closedloop.config import SurveySettings
+    from closedloop.demo.surveys import run_demo_survey
+
+    key = ingest.add_source(engine, "demo", kind="web").write_key
+    send_demo(live_server.url, key, customers=60, days=30, seed=5, now=NOW)
+    config = settings.model_copy(update={"surveys": SurveySettings(outbox_dir=tmp_path / "out")})
+    report = run_demo_survey(live_server.url, engine, config, share=0.5)
+    assert report.mailed == report.invited > 0
+    assert len(list((tmp_path / "out").glob("*.eml"))) == report.mailed
+    assert 0 < report.answered < report.mailed
+    stats = surveys.stats(engine, "nps-demo")
+    assert stats["answered"] == report.answered and stats["nps"] == report.nps
+    again = run_demo_survey(live_server.url, engine, config, share=0.0)
+    assert again.invited == 0  # every identify was decided once

@@ -13,11 +13,15 @@ import uvicorn
 
 from closedloop import clock, store
 from closedloop.cli._app import app, console, err_console, handle_errors, open_store, settings
+from closedloop.config import Settings
 from closedloop.demo import send_demo
+from closedloop.demo.surveys import run_demo_survey
+from closedloop.errors import ClosedloopError
+from closedloop.store import create_store_engine
 from closedloop.web import create_app
 
 
-def _load_demo_when_up(url: str, write_key: str, customers: int) -> None:
+def _load_demo_when_up(url: str, write_key: str, customers: int, config: Settings) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -34,6 +38,20 @@ def _load_demo_when_up(url: str, write_key: str, customers: int) -> None:
     console.print(
         f"demo: sent {report.events} events of {report.customers} customers "
         f"through {url}/v1/batch ({report.failed_events} rejected)",
+        markup=False,
+    )
+    engine = create_store_engine(config.database_url)
+    try:
+        found = run_demo_survey(url, engine, config)
+    except (httpx.HTTPError, ClosedloopError) as exc:
+        err_console.print(f"demo: survey not run: {exc}", markup=False)
+        return
+    finally:
+        engine.dispose()
+    console.print(
+        f"demo: survey `nps-demo`: {found.mailed} invitations mailed to "
+        f"{config.surveys.outbox_dir}/, {found.answered} answered on the survey pages, "
+        f"NPS {found.nps}; see `closedloop surveys stats nps-demo`",
         markup=False,
     )
 
@@ -66,7 +84,7 @@ def serve(
             )
             threading.Thread(
                 target=_load_demo_when_up,
-                args=(url, config.demo_write_key.get_secret_value(), demo_customers),
+                args=(url, config.demo_write_key.get_secret_value(), demo_customers, config),
                 daemon=True,
             ).start()
     # The group-commit writer thread hands the GIL back and forth with the event loop on

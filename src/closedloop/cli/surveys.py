@@ -68,6 +68,10 @@ def stats(
     )
     for month in found["by_month"]:
         console.print(f"{month['month']}: NPS {month['nps']:+d} (n={month['n']})", markup=False)
+    for group in found["by_segment"]:
+        console.print(
+            f"segment {group['segment']}: NPS {group['nps']:+d} (n={group['n']})", markup=False
+        )
     for comment in found["comments"][:10]:
         console.print(f"[{comment['score']}] {comment['comment']}", markup=False)
 

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 from closedloop import clock
 from closedloop.errors import ConflictError, NotFoundError
 from closedloop.profiles.read import resolve_profile_id
+from closedloop.segments._tables import segment_members
 from closedloop.store import begin_write
 from closedloop.surveys._tables import (
     survey_answers,
@@ -131,13 +132,29 @@ def stats(engine: Engine, name: str, *, comments: int = 20) -> dict[str, Any]:
             .where(survey_answers.c.survey == name)
             .order_by(survey_answers.c.answered_at.desc())
         ).all()
+        members = conn.execute(
+            sa.select(segment_members.c.segment, segment_members.c.profile_id).where(
+                segment_members.c.profile_id.in_(
+                    sa.select(survey_answers.c.profile_id).where(survey_answers.c.survey == name)
+                )
+            )
+        ).all()
+    in_segments: dict[str, list[str]] = {}
+    for segment, profile_id in members:
+        in_segments.setdefault(profile_id, []).append(segment)
     scores = dict.fromkeys(range(11), 0)
     months: dict[str, dict[int, int]] = {}
+    weeks: dict[str, dict[int, int]] = {}
+    by_segment: dict[str, dict[int, int]] = {}
     with_comment = 0
     for row in answers:
         scores[row.score] += 1
         month = row.answered_at.strftime("%Y-%m")
         months.setdefault(month, dict.fromkeys(range(11), 0))[row.score] += 1
+        year, week, _day = row.answered_at.isocalendar()
+        weeks.setdefault(f"{year}-W{week:02d}", dict.fromkeys(range(11), 0))[row.score] += 1
+        for segment in in_segments.get(row.profile_id, ()):
+            by_segment.setdefault(segment, dict.fromkeys(range(11), 0))[row.score] += 1
         with_comment += 1 if row.comment else 0
     sent = int(states.get("sent", 0))
     answered = len(answers)
@@ -151,6 +168,9 @@ def stats(engine: Engine, name: str, *, comments: int = 20) -> dict[str, Any]:
         "response_rate": round(answered / sent, 4) if sent else None,
         "comment_rate": round(with_comment / answered, 4) if answered else None,
         "by_month": [{"month": m, **_nps(v)} for m, v in sorted(months.items())],
+        "by_week": [{"week": w, **_nps(v)} for w, v in sorted(weeks.items())],
+        # by the segments the customers are in now (membership at answer time: still to come)
+        "by_segment": [{"segment": g, **_nps(v)} for g, v in sorted(by_segment.items())],
         "comments": [
             {"score": r.score, "comment": r.comment, "at": r.answered_at.isoformat()}
             for r in answers
