@@ -270,6 +270,11 @@ class SurveySettings(BaseModel):
     backoff_seconds: float = Field(
         60, ge=0, le=86_400, description="First retry delay of a mail; it doubles each time."
     )
+    templates_dir: Path | None = Field(
+        None,
+        description="A folder with your own `mail.txt`, `mail.html` or `page.html` (Jinja2, "
+        "autoescaped); the shipped ones are used for files it does not have.",
+    )
     trait_prefix: str = Field(
         "nps",
         pattern=r"^[a-z][a-z0-9_]{0,30}$",

@@ -296,3 +296,48 @@ def test_answer_is_forwarded_to_segment_compatible_endpoints(
     assert auth == "Basic " + base64.b64encode(b"wk_forward:").decode()
     assert message["type"] == "identify" and message["userId"] == "cust-1"
     assert message["traits"] == {"nps_rating": 7, "nps_comment": "ok", "nps_date": "2026-11-23"}
+
+
+def test_timing_through_the_tracking_api_with_the_clock_moved(
+    engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    from closedloop import ingest, profiles
+    from tests.helpers import basic
+
+    (tmp_path / "tpl").mkdir()
+    (tmp_path / "tpl" / "mail.txt").write_text(
+        "Eigene Vorlage: {{ question }}\n{{ links[10][1] }}\n"
+    )
+    settings = _settings(db_url, tmp_path, templates_dir=tmp_path / "tpl")
+    key = ingest.add_source(engine, "shop", kind="web").write_key
+    surveys.save_survey(
+        engine,
+        {"name": "nps", "min_delay_days": 3, "max_delay_days": 14, "window": ALWAYS},
+        create=True,
+    )
+    with TestClient(create_app(settings, engine=engine)) as client:
+        for user, created in (("day-1", "2026-11-22"), ("old", "2026-11-03")):
+            answer = client.post(
+                "/v1/identify",
+                json={
+                    "userId": user,
+                    "timestamp": "2026-11-23T09:00:00Z",
+                    "traits": {
+                        "email": f"{user}@example.de",
+                        "createdAt": created,
+                        "consent": {"surveys": True},
+                    },
+                },
+                headers=basic(key),
+            )
+            assert answer.status_code == 200, answer.text
+    profiles.process_available(engine, settings)
+    assert surveys.evaluate(engine, settings) == 1  # `old` was created 20 days before
+    for day, expected in ((24, 0), (25, 1), (26, 0)):
+        _at(datetime(2026, 11, day, 10, tzinfo=UTC))
+        assert surveys.send_due(engine, settings) == expected, day
+    (mail,) = _mails(tmp_path / "outbox")
+    assert mail["To"] == "day-1@example.de"
+    text = next(p for p in mail.walk() if p.get_content_type() == "text/plain")
+    body = text.get_payload(decode=True).decode()  # type: ignore[union-attr]
+    assert body.startswith("Eigene Vorlage: Wie wahrscheinlich") and "?score=10" in body

@@ -9,21 +9,30 @@ import ssl
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
+from functools import cache
 from pathlib import Path
 
-from jinja2 import Environment, PackageLoader, select_autoescape
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, select_autoescape
 
 from closedloop.config import Settings
 from closedloop.surveys.definition import SurveyDefinition
 
 __all__ = ["Invitation", "MailError", "render_mail", "send_mail", "templates"]
 
-templates = Environment(
-    loader=PackageLoader("closedloop.surveys", "templates"),
-    autoescape=select_autoescape(enabled_extensions=("html", "j2"), default_for_string=True),
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
+
+@cache
+def templates(folder: Path | None = None) -> Environment:
+    """The templates: files in `folder` (`SURVEYS__TEMPLATES_DIR`) first, then the shipped
+    ones. Every value put into them is escaped (HTML) or plain text (`mail.txt`)."""
+    shipped = PackageLoader("closedloop.surveys", "templates")
+    loader = ChoiceLoader([FileSystemLoader(str(folder)), shipped]) if folder else shipped
+    return Environment(
+        loader=loader,
+        autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
 
 _SUBJECT = {"de": "Ihre Meinung ist uns wichtig", "en": "We would like your opinion"}
 
@@ -67,8 +76,9 @@ def render_mail(
     message["List-Unsubscribe"] = f"<{context['unsubscribe']}>"
     message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     message["X-Closedloop-Invitation"] = invitation.id
-    message.set_content(templates.get_template("mail.txt").render(context))
-    message.add_alternative(templates.get_template("mail.html").render(context), subtype="html")
+    env = templates(settings.surveys.templates_dir)
+    message.set_content(env.get_template("mail.txt").render(context))
+    message.add_alternative(env.get_template("mail.html").render(context), subtype="html")
     return message
 
 

@@ -106,6 +106,7 @@ async def survey_eligibility(
 
 
 def _page(
+    request: Request,
     status: int,
     *,
     locale: str = "de",
@@ -114,17 +115,20 @@ def _page(
     **context: Any,
 ) -> HTMLResponse:
     title = "Umfrage" if locale == "de" else "Survey"
-    html = templates.get_template("page.html").render(
-        locale=locale, title=title, message=message, form=form, **context
+    folder = get_context(request).settings.surveys.templates_dir
+    html = (
+        templates(folder)
+        .get_template("page.html")
+        .render(locale=locale, title=title, message=message, form=form, **context)
     )
     return HTMLResponse(html, status_code=status, headers=_HEADERS)
 
 
-def _error_page(exc: ClosedloopError) -> HTMLResponse:
+def _error_page(request: Request, exc: ClosedloopError) -> HTMLResponse:
     status = 404 if isinstance(exc, NotFoundError) else 400
     if isinstance(exc, InvalidInputError) and exc.reason == "expired":
         status = 410
-    return _page(status, message=exc.message)
+    return _page(request, status, message=exc.message)
 
 
 @router.get("/s/{token}", include_in_schema=False)
@@ -135,9 +139,10 @@ async def survey_page(request: Request, token: str, score: int | None = None) ->
             surveys.invitation_of, ctx.engine, ctx.settings, token
         )
     except ClosedloopError as exc:
-        return _error_page(exc)
+        return _error_page(request, exc)
     locale = row.locale
     return _page(
+        request,
         200,
         locale=locale,
         form=True,
@@ -163,12 +168,14 @@ async def survey_answer(
             )
         )
     except ClosedloopError as exc:
-        return _error_page(exc)
+        return _error_page(request, exc)
     thanks = {
         "de": "Danke für Ihre Antwort! Sie können sie über denselben Link noch ändern.",
         "en": "Thank you for your answer! You can still change it through the same link.",
     }
-    return _page(200, locale=answer.locale, message=thanks.get(answer.locale, thanks["de"]))
+    return _page(
+        request, 200, locale=answer.locale, message=thanks.get(answer.locale, thanks["de"])
+    )
 
 
 @router.get("/s/{token}/unsubscribe", include_in_schema=False)
@@ -180,8 +187,8 @@ async def unsubscribe_page(request: Request, token: str) -> Response:
             surveys.invitation_of, ctx.engine, ctx.settings, token
         )
     except ClosedloopError as exc:
-        return _error_page(exc)
-    return _page(200, locale=row.locale, unsubscribe=f"/s/{token}/unsubscribe")
+        return _error_page(request, exc)
+    return _page(request, 200, locale=row.locale, unsubscribe=f"/s/{token}/unsubscribe")
 
 
 @router.post("/s/{token}/unsubscribe", include_in_schema=False)
@@ -196,6 +203,6 @@ async def unsubscribe(request: Request, token: str) -> Response:
             set_consent, ctx.engine, ctx.settings, row.profile_id, {definition.purpose: False}
         )
     except ClosedloopError as exc:
-        return _error_page(exc)
+        return _error_page(request, exc)
     done = {"de": "Sie erhalten keine Umfragen mehr.", "en": "You will get no more surveys."}
-    return _page(200, locale=row.locale, message=done.get(row.locale, done["de"]))
+    return _page(request, 200, locale=row.locale, message=done.get(row.locale, done["de"]))
