@@ -341,3 +341,34 @@ def test_timing_through_the_tracking_api_with_the_clock_moved(
     text = next(p for p in mail.walk() if p.get_content_type() == "text/plain")
     body = text.get_payload(decode=True).decode()  # type: ignore[union-attr]
     assert body.startswith("Eigene Vorlage: Wie wahrscheinlich") and "?score=10" in body
+
+
+def test_unsubscribe_needs_a_post_and_withdraws_consent(log: Log, tmp_path: Path) -> None:
+    engine, settings = log.engine, log.settings
+    surveys.save_survey(engine, {"name": "nps", "window": ALWAYS}, create=True)
+    _customer(log, 1)
+    _at(datetime(2026, 11, 23, 12, tzinfo=UTC))
+    surveys.evaluate(engine, settings)
+    surveys.send_due(engine, settings)
+    (mail,) = _mails(tmp_path / "outbox")
+    header = "".join(str(mail["List-Unsubscribe"]).split())  # unfolded
+    target = header.strip("<>").replace("http://127.0.0.1:8000", "")
+    pid = log.profile_of("user_id", "cust-1") or ""
+
+    def consent() -> Any:
+        return get_profile(engine, pid, purposes=settings.profiles.consent_purposes).as_json()[
+            "consent"
+        ]["surveys"]
+
+    with TestClient(create_app(settings, engine=engine)) as client:
+        page = client.get(target)
+        assert page.status_code == 200 and 'method="post"' in page.text
+        assert consent()["granted"] is True  # a GET (a mail scanner) changes nothing
+        done = client.post(target)
+        assert done.status_code == 200 and "keine Umfragen mehr" in done.text
+    assert consent()["granted"] is False
+    log.send(identify("cust-1", email="kunde1@example.de"))  # identifies again
+    log.process()
+    surveys.evaluate(engine, settings)
+    decisions = surveys.eligibility(engine, "nps", pid)["decisions"]
+    assert decisions[0]["reason"] == "no consent for `surveys`"

@@ -4,6 +4,7 @@ written to the outbox folder as `.eml`."""
 
 from __future__ import annotations
 
+import email.policy
 import smtplib
 import ssl
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ def templates(folder: Path | None = None) -> Environment:
     )
 
 
+_POLICY = email.policy.default.clone(max_line_length=998)
 _SUBJECT = {"de": "Ihre Meinung ist uns wichtig", "en": "We would like your opinion"}
 
 
@@ -65,7 +67,9 @@ def render_mail(
         "locale": locale,
         "unsubscribe": f"{base}/s/{invitation.token}/unsubscribe",
     }
-    message = EmailMessage()
+    # Headers up to RFC 5322's 998 characters: a long List-Unsubscribe URL must stay one
+    # plain `<URL>`, not be folded into encoded words that mail clients cannot use.
+    message = EmailMessage(policy=_POLICY)
     message["Subject"] = _SUBJECT[locale]
     message["From"] = definition.sender
     message["To"] = invitation.email
