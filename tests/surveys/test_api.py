@@ -52,7 +52,8 @@ def test_crud_stats_and_eligibility(
         ({"name": "x", "window": {"days": ["someday"]}}, "window.days"),
         ({"name": "x", "sender": "<script>"}, "sender"),
         ({"name": "x", "question": {"de": ""}}, "question.de"),
-        ({"name": "x", "trigger": "segment_entry", "segment": "positive"}, "trigger"),
+        ({"name": "x", "trigger": "segment_entry", "segment": "nope"}, "segment"),
+        ({"name": "x", "audience": "mood is"}, "audience"),
         ({"min_delay_days": 1}, "name"),
     ],
 )

@@ -372,3 +372,40 @@ def test_unsubscribe_needs_a_post_and_withdraws_consent(log: Log, tmp_path: Path
     surveys.evaluate(engine, settings)
     decisions = surveys.eligibility(engine, "nps", pid)["decisions"]
     assert decisions[0]["reason"] == "no consent for `surveys`"
+
+
+def test_segment_entry_trigger_and_audience(log: Log, tmp_path: Path) -> None:
+    from closedloop import segments
+
+    engine, settings = log.engine, log.settings
+    segments.save_segment(
+        engine, settings, "gold", segments.condition_tree('trait plan = "gold"'), create=True
+    )
+    surveys.save_survey(
+        engine,
+        {
+            "name": "welcome-gold",
+            "trigger": "segment_entry",
+            "segment": "gold",
+            "audience": 'trait city = "Dresden"',
+            "window": ALWAYS,
+        },
+        create=True,
+    )
+    surveys.save_survey(
+        engine, {"name": "nps", "audience": 'trait city = "Leipzig"', "window": ALWAYS}, create=True
+    )
+    _customer(log, 1, plan="gold", city="Dresden")
+    _customer(log, 2, plan="gold", city="Leipzig")
+    _customer(log, 3, plan="silver", city="Dresden")
+    segments.refresh(engine, settings)
+    _at(datetime(2026, 11, 23, 12, tzinfo=UTC))
+    assert surveys.evaluate(engine, settings) == 2  # 1 entered gold in Dresden; nps for 2
+    assert surveys.evaluate(engine, settings) == 0
+    p1, p2 = log.profile_of("user_id", "cust-1") or "", log.profile_of("user_id", "cust-2") or ""
+    assert surveys.eligibility(engine, "welcome-gold", p1)["decisions"][0]["invited"] is True
+    assert surveys.eligibility(engine, "welcome-gold", p2)["decisions"][0]["reason"] == (
+        "not in the audience"
+    )
+    assert surveys.eligibility(engine, "nps", p1)["decisions"][0]["reason"] == "not in the audience"
+    assert surveys.send_due(engine, settings) == 2

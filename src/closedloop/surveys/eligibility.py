@@ -40,6 +40,7 @@ class Facts:
     last_invited_at: datetime | None
     sent_this_month: int
     suppressed: bool = False
+    in_audience: bool = True
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,8 @@ def decide(definition: SurveyDefinition, facts: Facts, *, at: datetime) -> Decis
             f"too old: created {created.isoformat()}, more than "
             f"{definition.max_delay_days} days before this trigger",
         )
+    if not facts.in_audience:
+        return Decision(False, "not in the audience")
     if not facts.email:
         return Decision(False, "no e-mail address")
     if not facts.consented:

@@ -38,6 +38,8 @@ from closedloop.ingest._tables import events
 from closedloop.ingest.log import LogPosition, append, committed_after
 from closedloop.profiles import process_available
 from closedloop.profiles._tables import processor_cursors, profiles
+from closedloop.segments import condition_tree, condition_where
+from closedloop.segments._tables import segment_changes
 from closedloop.store import begin_write
 from closedloop.surveys._tables import (
     survey_answers,
@@ -64,7 +66,8 @@ __all__ = [
 ]
 
 SURVEY_SOURCE = "closedloop-surveys"
-_CURSOR = "surveys"
+_CURSOR = "surveys"  # identify events, in the log's commit order
+_ENTRY_CURSOR = "surveys_entries"  # segment entries, by change id
 _SENDING_LEASE = timedelta(minutes=10)
 
 
@@ -119,12 +122,22 @@ class _Profile:
     locale: str
 
 
-def _profile(conn: sa.Connection, key: str) -> _Profile | None:
-    row = conn.execute(
-        sa.select(profiles.c.id, profiles.c.masterdata, profiles.c.traits, profiles.c.consent)
-        .select_from(identities.join(profiles, profiles.c.id == identities.c.profile_id))
-        .where(identities.c.key == key)
-    ).first()
+def _profile(
+    conn: sa.Connection, *, key: str | None = None, profile_id: str | None = None
+) -> _Profile | None:
+    """The profile of an identity key (`u:...`, `a:...`) or with an id."""
+    columns = (profiles.c.id, profiles.c.masterdata, profiles.c.traits, profiles.c.consent)
+    if key is not None:
+        stmt = (
+            sa.select(*columns)
+            .select_from(identities.join(profiles, profiles.c.id == identities.c.profile_id))
+            .where(identities.c.key == key)
+        )
+    else:
+        stmt = sa.select(*columns).where(
+            profiles.c.id == profile_id, profiles.c.merged_into.is_(None)
+        )
+    row = conn.execute(stmt).first()
     if row is None:
         return None
     traits = row.traits or {}
@@ -143,8 +156,27 @@ def _profile(conn: sa.Connection, key: str) -> _Profile | None:
     )
 
 
+def _in_audience(
+    conn: sa.Connection,
+    settings: Settings,
+    definition: SurveyDefinition,
+    profile_id: str,
+    at: datetime,
+) -> bool:
+    if definition.audience is None:
+        return True
+    tree = condition_tree(definition.audience)
+    where = condition_where(conn, settings, tree, at)
+    found = conn.execute(sa.select(profiles.c.id).where(where, profiles.c.id == profile_id))
+    return found.first() is not None
+
+
 def facts_of(
-    conn: sa.Connection, definition: SurveyDefinition, profile: _Profile, at: datetime
+    conn: sa.Connection,
+    settings: Settings,
+    definition: SurveyDefinition,
+    profile: _Profile,
+    at: datetime,
 ) -> Facts:
     statement = profile.consent.get(definition.purpose)
     created = profile.traits.get("createdAt") or profile.traits.get("created_at")
@@ -155,6 +187,7 @@ def facts_of(
         created_at=created[0] if isinstance(created, list) else None,
         last_invited_at=_last_invited(conn, definition.name, profile.id),
         sent_this_month=_this_month(conn, definition.name, at),
+        in_audience=_in_audience(conn, settings, definition, profile.id, at),
     )
 
 
@@ -212,22 +245,51 @@ def _record(
     return True
 
 
+def _lock_cursor(conn: sa.Connection, name: str) -> LogPosition:
+    """The cursor row `name`, made when missing and locked for this transaction."""
+    position, exists = _position(conn, name)
+    if not exists:
+        conn.execute(processor_cursors.insert().values(name=name, txid=0, event_id=0, seq=0))
+    elif conn.dialect.name == "postgresql":
+        conn.execute(
+            sa.select(processor_cursors.c.name)
+            .where(processor_cursors.c.name == name)
+            .with_for_update()
+        )
+    return position
+
+
+def _move_cursor(conn: sa.Connection, name: str, txid: int, event_id: int) -> None:
+    conn.execute(
+        processor_cursors.update()
+        .where(processor_cursors.c.name == name)
+        .values(txid=txid, event_id=event_id, updated_at=clock.now())
+    )
+
+
+def _decide_and_record(
+    conn: sa.Connection,
+    settings: Settings,
+    definition: SurveyDefinition,
+    profile: _Profile,
+    *,
+    trigger_id: int,
+    at: datetime,
+) -> int:
+    decision = decide(definition, facts_of(conn, settings, definition, profile, at), at=at)
+    return int(_record(conn, definition, profile, decision, event_id=trigger_id, at=at))
+
+
 def evaluate(engine: Engine, settings: Settings, *, limit: int = 1000) -> int:
-    """Decide for the identifies the processor applied since the last pass; invitations
-    queued. One pass at a time (the cursor row is written first, which locks it)."""
+    """Decide for the identifies the processor applied, and the segment entries recorded,
+    since the last pass; invitations queued. One pass at a time (the cursor rows are locked).
+    """
     invited = 0
     with begin_write(engine) as conn:
-        position, exists = _position(conn, _CURSOR)
-        if not exists:
-            conn.execute(processor_cursors.insert().values(name=_CURSOR, txid=0, event_id=0, seq=0))
-        elif conn.dialect.name == "postgresql":
-            conn.execute(
-                sa.select(processor_cursors.c.name)
-                .where(processor_cursors.c.name == _CURSOR)
-                .with_for_update()
-            )
+        position = _lock_cursor(conn, _CURSOR)
         processed, _ = _position(conn, "main")
-        definitions = [d for d in _definitions(conn) if d.trigger == "identify"]
+        every = _definitions(conn)
+        on_identify = [d for d in every if d.trigger == "identify"]
         stmt = committed_after(
             sa.select(
                 events.c.id,
@@ -248,20 +310,45 @@ def evaluate(engine: Engine, settings: Settings, *, limit: int = 1000) -> int:
         rows = conn.execute(stmt.limit(limit)).all()
         for row in rows:
             key = f"u:{row.user_id}" if row.user_id else f"a:{row.anonymous_id}"
-            profile = _profile(conn, key) if definitions else None
+            profile = _profile(conn, key=key) if on_identify else None
             if profile is None:
                 continue
-            for definition in definitions:
-                at = row.timestamp
-                decision = decide(definition, facts_of(conn, definition, profile, at), at=at)
-                invited += _record(conn, definition, profile, decision, event_id=row.id, at=at)
+            for definition in on_identify:
+                invited += _decide_and_record(
+                    conn, settings, definition, profile, trigger_id=row.id, at=row.timestamp
+                )
         if rows:
-            last = rows[-1]
-            conn.execute(
-                processor_cursors.update()
-                .where(processor_cursors.c.name == _CURSOR)
-                .values(txid=int(last.txid or 0), event_id=int(last.id), updated_at=clock.now())
-            )
+            _move_cursor(conn, _CURSOR, int(rows[-1].txid or 0), int(rows[-1].id))
+        invited += _evaluate_entries(conn, settings, every, limit=limit)
+    return invited
+
+
+def _evaluate_entries(
+    conn: sa.Connection, settings: Settings, every: list[SurveyDefinition], *, limit: int
+) -> int:
+    """Segment-entry surveys: each `entered` change recorded since the last pass."""
+    by_segment: dict[str, list[SurveyDefinition]] = {}
+    for definition in every:
+        if definition.trigger == "segment_entry" and definition.segment:
+            by_segment.setdefault(definition.segment, []).append(definition)
+    position = _lock_cursor(conn, _ENTRY_CURSOR)
+    changes = segment_changes.c
+    rows = conn.execute(
+        sa.select(changes.id, changes.segment, changes.profile_id, changes.at)
+        .where(changes.id > position.id, changes.change == "entered")
+        .order_by(changes.id)
+        .limit(limit)
+    ).all()
+    invited = 0
+    for row in rows:
+        for definition in by_segment.get(row.segment, ()):
+            profile = _profile(conn, profile_id=row.profile_id)
+            if profile is not None:
+                invited += _decide_and_record(
+                    conn, settings, definition, profile, trigger_id=row.id, at=row.at
+                )
+    if rows:
+        _move_cursor(conn, _ENTRY_CURSOR, 0, int(rows[-1].id))
     return invited
 
 

@@ -9,9 +9,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from closedloop import clock
-from closedloop.errors import ConflictError, NotFoundError
+from closedloop.errors import ConflictError, InvalidInputError, NotFoundError
 from closedloop.profiles.read import resolve_profile_id
-from closedloop.segments._tables import segment_members
+from closedloop.segments import condition_tree
+from closedloop.segments._tables import segment_members, segments
 from closedloop.store import begin_write
 from closedloop.surveys._tables import (
     survey_answers,
@@ -26,23 +27,30 @@ __all__ = ["delete_survey", "eligibility", "get_survey", "list_surveys", "save_s
 _MAX_SURVEYS = 100
 
 
-def _check_supported(definition: SurveyDefinition) -> None:
-    if definition.trigger != "identify":
-        from closedloop.errors import InvalidInputError
-
-        raise InvalidInputError(
-            "only `trigger: identify` is evaluated so far; segment entry is still to come",
-            field="trigger",
-        )
+def _check_references(conn: sa.Connection, definition: SurveyDefinition) -> None:
+    """The trigger segment exists and the audience condition parses."""
+    if definition.segment is not None:
+        known = conn.execute(
+            sa.select(segments.c.name).where(segments.c.name == definition.segment)
+        ).first()
+        if known is None:
+            raise InvalidInputError(
+                f"no segment `{definition.segment}`: see `GET /v1/segments`", field="segment"
+            )
+    if definition.audience is not None:
+        try:
+            condition_tree(definition.audience)
+        except InvalidInputError as exc:
+            raise InvalidInputError(exc.message, field="audience") from exc
 
 
 def save_survey(
     engine: Engine, document: Any, *, name: str | None = None, create: bool | None
 ) -> SurveyDefinition:
     definition = parse_survey(document, name=name)
-    _check_supported(definition)
     now = clock.now()
     with begin_write(engine) as conn:
+        _check_references(conn, definition)
         exists = conn.execute(
             sa.select(surveys.c.name).where(surveys.c.name == definition.name)
         ).first()
