@@ -409,3 +409,22 @@ def test_segment_entry_trigger_and_audience(log: Log, tmp_path: Path) -> None:
     )
     assert surveys.eligibility(engine, "nps", p1)["decisions"][0]["reason"] == "not in the audience"
     assert surveys.send_due(engine, settings) == 2
+
+
+def test_expired_link_is_a_clear_410_page(log: Log, tmp_path: Path) -> None:
+    engine, settings = log.engine, log.settings
+    surveys.save_survey(engine, {"name": "nps", "window": ALWAYS}, create=True)
+    _customer(log, 1)
+    _at(datetime(2026, 11, 23, 12, tzinfo=UTC))
+    surveys.evaluate(engine, settings)
+    surveys.send_due(engine, settings)
+    (mail,) = _mails(tmp_path / "outbox")
+    path = _links(mail)[5].split("?")[0]
+    with TestClient(create_app(settings, engine=engine)) as client:
+        _at(datetime(2026, 12, 22, 12, tzinfo=UTC))  # 29 days: still open
+        assert client.post(path, data={"score": "5"}).status_code == 200
+        _at(datetime(2026, 12, 24, 12, tzinfo=UTC))  # 31 days: expired
+        page = client.get(path)
+        assert page.status_code == 410 and "expired" in page.text
+        assert client.post(path, data={"score": "9"}).status_code == 410
+    assert surveys.stats(engine, "nps")["distribution"]["5"] == 1
