@@ -8,7 +8,7 @@ import email
 import re
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.message import Message
 from pathlib import Path
 from typing import Any
@@ -428,3 +428,31 @@ def test_expired_link_is_a_clear_410_page(log: Log, tmp_path: Path) -> None:
         assert page.status_code == 410 and "expired" in page.text
         assert client.post(path, data={"score": "9"}).status_code == 410
     assert surveys.stats(engine, "nps")["distribution"]["5"] == 1
+
+
+def test_stats_by_segment_as_of_the_answer(log: Log, tmp_path: Path) -> None:
+    from closedloop import segments
+
+    engine, settings = log.engine, log.settings
+    segments.save_segment(
+        engine, settings, "gold", segments.condition_tree('trait plan = "gold"'), create=True
+    )
+    surveys.save_survey(engine, {"name": "nps", "window": ALWAYS}, create=True)
+    _customer(log, 1, plan="gold")
+    _customer(log, 2, plan="silver")
+    segments.refresh(engine, settings)
+    _at(datetime.now(UTC) + timedelta(minutes=1))
+    surveys.evaluate(engine, settings)
+    surveys.send_due(engine, settings)
+    for mail in _mails(tmp_path / "outbox"):
+        token = _links(mail)[0].split("/")[2].split("?")[0]
+        score = 10 if mail["To"] == "kunde1@example.de" else 2
+        surveys.record_answer(engine, settings, token, score=score, comment=None)
+    _at(datetime.now(UTC) + timedelta(minutes=2))
+    log.send(identify("cust-1", plan="silver"))  # leaves gold after answering
+    log.process()
+    segments.refresh(engine, settings)
+    by_segment = {g["segment"]: g for g in surveys.stats(engine, "nps")["by_segment"]}
+    # gold when answering (left it since); the mood segments were entered after the answers
+    assert set(by_segment) == {"gold"}
+    assert by_segment["gold"]["n"] == 1 and by_segment["gold"]["nps"] == 100

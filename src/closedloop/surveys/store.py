@@ -12,7 +12,7 @@ from closedloop import clock
 from closedloop.errors import ConflictError, InvalidInputError, NotFoundError
 from closedloop.profiles.read import resolve_profile_id
 from closedloop.segments import condition_tree
-from closedloop.segments._tables import segment_members, segments
+from closedloop.segments._tables import segment_changes, segments
 from closedloop.store import begin_write
 from closedloop.surveys._tables import (
     survey_answers,
@@ -135,21 +135,32 @@ def stats(engine: Engine, name: str, *, comments: int = 20) -> dict[str, Any]:
                 survey_answers.c.score,
                 survey_answers.c.comment,
                 survey_answers.c.answered_at,
-                survey_answers.c.profile_id,
+                survey_answers.c.invitation_id,
             )
             .where(survey_answers.c.survey == name)
             .order_by(survey_answers.c.answered_at.desc())
         ).all()
-        members = conn.execute(
-            sa.select(segment_members.c.segment, segment_members.c.profile_id).where(
-                segment_members.c.profile_id.in_(
-                    sa.select(survey_answers.c.profile_id).where(survey_answers.c.survey == name)
+        # Each answer's segments at the time of the answer: the last entry or exit recorded
+        # before it, per segment.
+        a, c = survey_answers.c, segment_changes.c
+        history = conn.execute(
+            sa.select(a.invitation_id, c.segment, c.change)
+            .select_from(
+                survey_answers.join(
+                    segment_changes,
+                    sa.and_(c.profile_id == a.profile_id, c.at <= a.answered_at),
                 )
             )
+            .where(a.survey == name)
+            .order_by(c.id)
         ).all()
+    latest: dict[tuple[str, str], str] = {}
+    for invitation_id, segment, change in history:
+        latest[(invitation_id, segment)] = change
     in_segments: dict[str, list[str]] = {}
-    for segment, profile_id in members:
-        in_segments.setdefault(profile_id, []).append(segment)
+    for (invitation_id, segment), change in sorted(latest.items()):
+        if change == "entered":
+            in_segments.setdefault(invitation_id, []).append(segment)
     scores = dict.fromkeys(range(11), 0)
     months: dict[str, dict[int, int]] = {}
     weeks: dict[str, dict[int, int]] = {}
@@ -161,7 +172,7 @@ def stats(engine: Engine, name: str, *, comments: int = 20) -> dict[str, Any]:
         months.setdefault(month, dict.fromkeys(range(11), 0))[row.score] += 1
         year, week, _day = row.answered_at.isocalendar()
         weeks.setdefault(f"{year}-W{week:02d}", dict.fromkeys(range(11), 0))[row.score] += 1
-        for segment in in_segments.get(row.profile_id, ()):
+        for segment in in_segments.get(row.invitation_id, ()):
             by_segment.setdefault(segment, dict.fromkeys(range(11), 0))[row.score] += 1
         with_comment += 1 if row.comment else 0
     sent = int(states.get("sent", 0))
@@ -177,7 +188,7 @@ def stats(engine: Engine, name: str, *, comments: int = 20) -> dict[str, Any]:
         "comment_rate": round(with_comment / answered, 4) if answered else None,
         "by_month": [{"month": m, **_nps(v)} for m, v in sorted(months.items())],
         "by_week": [{"week": w, **_nps(v)} for w, v in sorted(weeks.items())],
-        # by the segments the customers are in now (membership at answer time: still to come)
+        # by the segments the customers were in when they answered
         "by_segment": [{"segment": g, **_nps(v)} for g, v in sorted(by_segment.items())],
         "comments": [
             {"score": r.score, "comment": r.comment, "at": r.answered_at.isoformat()}
