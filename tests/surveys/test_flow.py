@@ -186,13 +186,35 @@ def test_smtp_server_failing_then_recovering(engine: Engine, db_url: str, tmp_pa
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    logins: list[tuple[bytes, bytes]] = []
+
+    def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
+        if isinstance(data, LoginPassword):
+            logins.append((data.login, data.password))
+            return AuthResult(success=data.login == b"nps" and data.password == b"smtp-pw")
+        return AuthResult(success=False)
+
     controller = Controller(
-        Handler(), hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True
+        Handler(),
+        hostname="127.0.0.1",
+        port=port,
+        tls_context=context,
+        require_starttls=True,
+        authenticator=authenticator,
+        auth_require_tls=True,
     )
     controller.start()
     try:
         settings = _settings(
-            db_url, tmp_path, smtp_host="127.0.0.1", smtp_port=port, smtp_ca_file=ca_file
+            db_url,
+            tmp_path,
+            smtp_host="127.0.0.1",
+            smtp_port=port,
+            smtp_ca_file=ca_file,
+            smtp_user="nps",
+            smtp_password="smtp-pw",
         )
         log = Log(engine, settings)
         surveys.save_survey(engine, {"name": "nps", "window": ALWAYS}, create=True)
@@ -208,6 +230,9 @@ def test_smtp_server_failing_then_recovering(engine: Engine, db_url: str, tmp_pa
     message = email.message_from_bytes(received[0])
     assert message["To"] == "kunde1@example.de"
     assert {p.get_content_type() for p in message.walk()} >= {"text/plain", "text/html"}
+    assert message["Subject"] == "Ihre Meinung ist uns wichtig"  # no locale: German
+    assert len(_links(message)) == 11
+    assert logins and all(login == (b"nps", b"smtp-pw") for login in logins)
 
 
 def test_crash_between_send_and_record_sends_at_most_once_more(log: Log, tmp_path: Path) -> None:
