@@ -27,6 +27,7 @@ __all__ = [
     "PermissionDeniedError",
     "TransientError",
     "invalid_from_validation",
+    "parse_definition",
 ]
 
 
@@ -85,3 +86,19 @@ def invalid_from_validation(exc: Any, *, root: str) -> InvalidInputError:
     field = field or root
     message = str(first["msg"]).removeprefix("Value error, ")
     return InvalidInputError(f"invalid `{field}`: {message}", field=field)
+
+
+def parse_definition(model: Any, document: Any, *, name: str | None, root: str, shape: str) -> Any:
+    """`document` (from YAML or JSON, `kind` ignored; `name` from the path wins) validated by
+    the pydantic `model`; the error names the first bad field."""
+    if not isinstance(document, dict):
+        raise InvalidInputError(f"a {root} is {shape}", field=root)
+    body = {k: v for k, v in document.items() if k != "kind"}
+    if name is not None:
+        body["name"] = name
+    try:
+        return model.model_validate(body)
+    except ValueError as exc:  # pydantic's ValidationError
+        if not hasattr(exc, "errors"):
+            raise
+        raise invalid_from_validation(exc, root=root) from exc

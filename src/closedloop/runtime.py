@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import gc
+import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["cyclic_gc_paused"]
+__all__ = ["PeriodicLoop", "cyclic_gc_paused"]
+
+_log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -22,3 +26,48 @@ def cyclic_gc_paused() -> Iterator[None]:
     finally:
         if collecting:
             gc.enable()
+
+
+class PeriodicLoop:
+    """A daemon thread that calls `run_once` every `interval` seconds (the first call after
+    one interval, so a starting server is not raced), sooner when woken; an error is logged
+    and the next pass tries again. `stop` ends it after the current pass."""
+
+    name = "closedloop-loop"
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 30) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def stopping(self) -> threading.Event:
+        return self._stop
+
+    def _loop(self) -> None:
+        while True:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.run_once()
+            except Exception:  # noqa: BLE001 - keep going; the next pass retries
+                _log.exception("%s: a pass failed; retrying", self.name)

@@ -14,9 +14,9 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from closedloop.errors import InvalidInputError, invalid_from_validation
+from closedloop.errors import InvalidInputError, parse_definition
 from closedloop.profiles.quality import FIELDS
 
 __all__ = [
@@ -474,12 +474,11 @@ def render_file_name(template: str, *, feed: str, run: str, at: datetime) -> str
 
 def parse_feed(document: Any, *, name: str | None = None) -> FeedDefinition:
     """Validate a feed definition; the error names the first bad field."""
-    if not isinstance(document, dict):
-        raise InvalidInputError("a feed is an object with `name` and `columns`", field="feed")
-    body = {k: v for k, v in document.items() if k != "kind"}
-    if name is not None:
-        body["name"] = name
-    try:
-        return FeedDefinition.model_validate(body)
-    except ValidationError as exc:
-        raise invalid_from_validation(exc, root="feed") from exc
+    found: FeedDefinition = parse_definition(
+        FeedDefinition,
+        document,
+        name=name,
+        root="feed",
+        shape="an object with `name` and `columns`",
+    )
+    return found

@@ -50,6 +50,7 @@ from closedloop.feeds.formats import cell_text, open_writer
 from closedloop.feeds.rows import FeedRow, RowStats, column_names
 from closedloop.feeds.rows import feed_rows as select_rows
 from closedloop.feeds.store import check_sources
+from closedloop.runtime import PeriodicLoop
 from closedloop.segments._tables import segments as segments_table
 from closedloop.store import begin_write, is_postgres
 
@@ -764,39 +765,17 @@ def preview(engine: Engine, settings: Settings, name: str, *, rows: int = 10) ->
 # The scheduler thread ---------------------------------------------------------------------
 
 
-class FeedScheduler:
-    """Queues due runs and runs them inside `closedloop serve` (and `closedloop worker`)."""
+class FeedScheduler(PeriodicLoop):
+    """Queues due runs and runs them inside `closedloop serve`, every `FEEDS__POLL_SECONDS`
+    or at once when woken (a run queued through the API)."""
+
+    name = "closedloop-feeds"
 
     def __init__(self, engine: Engine, settings: Settings) -> None:
+        super().__init__(settings.feeds.poll_seconds)
         self._engine = engine
         self._settings = settings
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="closedloop-feeds", daemon=True)
-        self._thread.start()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def stop(self, timeout: float = 30) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        # The first pass waits too: a server that starts does not race its own migrations
-        # and demo load with a feed run.
-        while True:
-            self._wake.wait(self._settings.feeds.poll_seconds)
-            self._wake.clear()
-            if self._stop.is_set():
-                return
-            try:
-                schedule_due(self._engine)
-                execute_due(self._engine, self._settings, stop=self._stop)
-            except Exception:  # noqa: BLE001 - keep scheduling; the next pass retries
-                _log.exception("feeds: scheduling failed; retrying")
+    def run_once(self) -> None:
+        schedule_due(self._engine)
+        execute_due(self._engine, self._settings, stop=self.stopping)

@@ -11,9 +11,9 @@ from datetime import time
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from closedloop.errors import InvalidInputError, invalid_from_validation
+from closedloop.errors import parse_definition
 
 __all__ = ["Question", "SurveyDefinition", "Window", "parse_survey"]
 
@@ -114,12 +114,7 @@ class SurveyDefinition(_Model):
 
 def parse_survey(document: Any, *, name: str | None = None) -> SurveyDefinition:
     """Validate a survey definition; the error names the first bad field."""
-    if not isinstance(document, dict):
-        raise InvalidInputError("a survey is an object with `name`", field="survey")
-    body = {k: v for k, v in document.items() if k != "kind"}
-    if name is not None:
-        body["name"] = name
-    try:
-        return SurveyDefinition.model_validate(body)
-    except ValidationError as exc:
-        raise invalid_from_validation(exc, root="survey") from exc
+    found: SurveyDefinition = parse_definition(
+        SurveyDefinition, document, name=name, root="survey", shape="an object with `name`"
+    )
+    return found

@@ -19,9 +19,7 @@ import base64
 import copy
 import hashlib
 import hmac
-import logging
 import secrets
-import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -38,6 +36,7 @@ from closedloop.ingest._tables import events
 from closedloop.ingest.log import LogPosition, append, committed_after
 from closedloop.profiles import process_available
 from closedloop.profiles._tables import processor_cursors, profiles
+from closedloop.runtime import PeriodicLoop
 from closedloop.segments import condition_tree, condition_where
 from closedloop.segments._tables import segment_changes
 from closedloop.store import begin_write
@@ -581,32 +580,17 @@ def record_answer(
     return Answer(row.id, row.survey, score, text, row.locale, bool(updated))
 
 
-_log = logging.getLogger(__name__)
+class SurveyRunner(PeriodicLoop):
+    """Evaluates new identifies and entries and sends due invitations inside `closedloop
+    serve`, every `SURVEYS__POLL_SECONDS`."""
 
-
-class SurveyRunner:
-    """Evaluates new identifies and sends due invitations inside `closedloop serve` (and
-    `closedloop worker`), every `SURVEYS__POLL_SECONDS`."""
+    name = "closedloop-surveys"
 
     def __init__(self, engine: Engine, settings: Settings) -> None:
+        super().__init__(settings.surveys.poll_seconds)
         self._engine = engine
         self._settings = settings
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="closedloop-surveys", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 30) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._settings.surveys.poll_seconds):
-            try:
-                evaluate(self._engine, self._settings)
-                send_due(self._engine, self._settings)
-            except Exception:  # noqa: BLE001 - keep going; the next pass retries
-                _log.exception("surveys: a pass failed; retrying")
+    def run_once(self) -> None:
+        evaluate(self._engine, self._settings)
+        send_due(self._engine, self._settings)
