@@ -167,8 +167,8 @@ class ProcessorSettings(BaseModel):
 
     embedded: bool = Field(
         True,
-        description="Run the processor inside `closedloop serve` (off when `closedloop worker` "
-        "processes run separately).",
+        description="Run the processor, segment refreshes, the feed scheduler and the survey "
+        "runner inside `closedloop serve` (off when `closedloop worker` processes do it).",
     )
     batch_events: int = Field(
         5000, ge=1, le=100_000, description="Most events processed in one transaction."
