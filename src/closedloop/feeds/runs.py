@@ -723,20 +723,31 @@ def execute_due(
 def run_now(
     engine: Engine, settings: Settings, name: str, *, stop: threading.Event | None = None
 ) -> FeedRun:
-    """Queue a run of `name` and run it in this process (`closedloop feeds run`)."""
+    """Queue a run of `name` and run it in this process (`closedloop feeds run`).
+
+    When a server's or worker's scheduler takes the queued run first, this waits for that
+    run and answers it; when the feed is busy with another run, ConflictError.
+    """
     run = queue_run(engine, name)
     done = execute_due(engine, settings, only=run.id, stop=stop)
-    if not done:
-        with begin_write(engine) as conn:
-            conn.execute(
-                feed_runs.update()
-                .where(feed_runs.c.id == run.id, feed_runs.c.state == "queued")
-                .values(state="failed", finished_at=clock.now(), error="the feed was running")
-            )
+    if done:
+        return done[0]
+    with begin_write(engine) as conn:
+        still_queued = conn.execute(
+            feed_runs.update()
+            .where(feed_runs.c.id == run.id, feed_runs.c.state == "queued")
+            .values(state="failed", finished_at=clock.now(), error="the feed was running")
+        ).rowcount
+    if still_queued:
         raise ConflictError(
             f"feed `{name}` is running in another worker: see `closedloop feeds runs {name}`"
         )
-    return done[0]
+    deadline = time.monotonic() + settings.feeds.lease_seconds * 3
+    found = get_run(engine, name, run.id)
+    while found.state == "running" and time.monotonic() < deadline:
+        (stop or threading.Event()).wait(0.1)
+        found = get_run(engine, name, run.id)
+    return found
 
 
 # Preview ----------------------------------------------------------------------------------
