@@ -15,7 +15,7 @@ from closedloop.feeds._tables import feed_rows, feed_runs, feeds
 from closedloop.feeds.definition import FeedDefinition, check_name, parse_feed
 from closedloop.segments import condition_tree
 from closedloop.segments._tables import segments
-from closedloop.store import begin_write
+from closedloop.store import begin_write, store_definition
 
 __all__ = [
     "FeedHealth",
@@ -150,32 +150,18 @@ def save_feed(
     if name is not None:
         check_name(name)
     definition = parse_feed(document, name=name)
-    now = clock.now()
-    stored = definition.as_json()
     with begin_write(engine) as conn:
         check_sources(conn, definition)
-        exists = conn.execute(
-            sa.select(feeds.c.name).where(feeds.c.name == definition.name)
-        ).first()
-        if create is True and exists:
-            raise ConflictError(f"feed `{definition.name}` exists already: change it with PUT")
-        if create is False and not exists:
-            raise NotFoundError(f"no feed `{definition.name}`: create it with POST /v1/feeds")
-        if exists:
-            conn.execute(
-                feeds.update()
-                .where(feeds.c.name == definition.name)
-                .values(definition=stored, updated_at=now, next_run_at=None)
-            )
-        else:
-            count = conn.execute(sa.select(sa.func.count()).select_from(feeds)).scalar_one()
-            if count >= _MAX_FEEDS:
-                raise ConflictError(f"at most {_MAX_FEEDS} feeds")
-            conn.execute(
-                feeds.insert().values(
-                    name=definition.name, definition=stored, created_at=now, updated_at=now
-                )
-            )
+        store_definition(
+            conn,
+            feeds,
+            definition.name,
+            definition.as_json(),
+            create=create,
+            kind="feed",
+            limit=_MAX_FEEDS,
+            on_change={"next_run_at": None},  # scheduled anew
+        )
     return get_feed(engine, definition.name)
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "SourceKind",
     "WriteKeyResolver",
     "add_source",
+    "ensure_source",
     "get_source",
     "hash_write_key",
     "list_sources",
@@ -125,6 +126,18 @@ def add_source(
         )
         row = conn.execute(sa.select(sources).where(sources.c.name == name)).one()
     return NewSourceKey(source=_row_to_source(row), write_key=key)
+
+
+def ensure_source(engine: Engine, name: str, *, kind: str) -> int:
+    """The id of the source `name`, created (without a usable key) when missing; for the
+    hub's own writers such as `closedloop-api` and `closedloop-surveys`."""
+    try:
+        return get_source(engine, name).id
+    except NotFoundError:
+        try:
+            return add_source(engine, name, kind=kind).source.id
+        except ConflictError:  # made meanwhile by another request
+            return get_source(engine, name).id
 
 
 def list_sources(engine: Engine) -> list[Source]:

@@ -16,25 +16,15 @@ from sqlalchemy.engine import Engine
 
 from closedloop import clock, ingest
 from closedloop.config import Settings
-from closedloop.errors import ConflictError, InvalidInputError, NotFoundError
+from closedloop.errors import InvalidInputError, NotFoundError
 from closedloop.identity._tables import identities
 from closedloop.ingest.log import append
 from closedloop.profiles.processor import process_available
 from closedloop.profiles.read import resolve_profile_id
 
-__all__ = ["API_SOURCE", "check_statements", "set_consent"]
+__all__ = ["API_SOURCE", "check_statements", "record_for_profile", "set_consent"]
 
 API_SOURCE = "closedloop-api"
-
-
-def _api_source_id(engine: Engine) -> int:
-    try:
-        return ingest.get_source(engine, API_SOURCE).id
-    except NotFoundError:
-        try:
-            return ingest.add_source(engine, API_SOURCE, kind="server").source.id
-        except ConflictError:  # made meanwhile by another request
-            return ingest.get_source(engine, API_SOURCE).id
 
 
 def check_statements(statements: dict[str, Any], purposes: tuple[str, ...]) -> dict[str, bool]:
@@ -65,6 +55,30 @@ def set_consent(
 ) -> str:
     """Record the consent statements for the profile; answer the (surviving) profile id."""
     checked = check_statements(statements, settings.profiles.consent_purposes)
+    now = clock.now()
+    message: dict[str, Any] = {
+        "type": "track",
+        "event": "Consent Updated",
+        "messageId": "consent-" + secrets.token_hex(12),
+        "timestamp": now.isoformat(),
+        "properties": dict(checked),
+        "context": {"consent": {"categoryPreferences": dict(checked)}},
+    }
+    found, _who = record_for_profile(engine, settings, profile_id, [message], source=API_SOURCE)
+    return found
+
+
+def record_for_profile(
+    engine: Engine,
+    settings: Settings,
+    profile_id: str,
+    messages: list[dict[str, Any]],
+    *,
+    source: str,
+) -> tuple[str, dict[str, str]]:
+    """Append `messages` about the profile (or the one it was merged into) to the event log
+    from the hub's own `source`, under the profile's user id (else an anonymous id), and
+    process the log up to them; answer the profile id and the id fields used."""
     with engine.connect() as conn:
         found = resolve_profile_id(conn, profile_id)
         if found is None:
@@ -81,25 +95,18 @@ def set_consent(
     user = next((k[2:] for k in keys if k.startswith("u:")), None)
     anonymous = next((k[2:] for k in keys if k.startswith("a:")), None)
     if user is None and anonymous is None:
-        raise NotFoundError(f"profile `{found}` has no user or anonymous id to record consent on")
+        raise NotFoundError(f"profile `{found}` has no user or anonymous id to record on")
+    who: dict[str, str] = {"userId": user} if user is not None else {"anonymousId": anonymous or ""}
     now = clock.now()
-    message: dict[str, Any] = {
-        "type": "track",
-        "event": "Consent Updated",
-        "messageId": "consent-" + secrets.token_hex(12),
-        "timestamp": now.isoformat(),
-        "properties": dict(checked),
-        "context": {"consent": {"categoryPreferences": dict(checked)}},
-    }
-    if user is not None:
-        message["userId"] = user
-    else:
-        message["anonymousId"] = anonymous
-    row = ingest.normalise_message(
-        message, call_type=None, limits=settings.ingest, received_at=now, sent_at=None
-    )
-    source_id = _api_source_id(engine)
+    limits = settings.ingest
+    rows = [
+        ingest.normalise_message(
+            {**message, **who}, call_type=None, limits=limits, received_at=now, sent_at=None
+        )
+        for message in messages
+    ]
+    source_id = ingest.ensure_source(engine, source, kind="server")
     with engine.begin() as conn:
-        append(conn, [row.as_tuple(source_id)])
+        append(conn, [row.as_tuple(source_id) for row in rows])
     process_available(engine, settings)
-    return found
+    return found, who

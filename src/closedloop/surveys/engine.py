@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import base64
-import copy
 import hashlib
 import hmac
 import secrets
@@ -28,14 +27,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from closedloop import clock, ingest
+from closedloop import clock
 from closedloop.config import Settings
 from closedloop.errors import ConflictError, InvalidInputError, NotFoundError
 from closedloop.identity._tables import identities
 from closedloop.ingest._tables import events
-from closedloop.ingest.log import LogPosition, append, committed_after
-from closedloop.profiles import process_available
+from closedloop.ingest.log import LogPosition, committed_after
 from closedloop.profiles._tables import processor_cursors, profiles
+from closedloop.profiles.consent import record_for_profile
 from closedloop.runtime import PeriodicLoop
 from closedloop.segments import condition_tree, condition_where
 from closedloop.segments._tables import segment_changes
@@ -482,16 +481,6 @@ def invitation_of(engine: Engine, settings: Settings, token: str) -> tuple[Any, 
     return row, parse_survey(row.definition)
 
 
-def _source_id(engine: Engine) -> int:
-    try:
-        return ingest.get_source(engine, SURVEY_SOURCE).id
-    except NotFoundError:
-        try:
-            return ingest.add_source(engine, SURVEY_SOURCE, kind="server").source.id
-        except ConflictError:
-            return ingest.get_source(engine, SURVEY_SOURCE).id
-
-
 def record_answer(
     engine: Engine, settings: Settings, token: str, *, score: object, comment: object
 ) -> Answer:
@@ -523,22 +512,9 @@ def record_answer(
                     updated_at=now,
                 )
             )
-        user = (
-            conn.execute(
-                sa.select(identities.c.key)
-                .where(identities.c.profile_id == row.profile_id)
-                .order_by(identities.c.key.desc())  # u: before e: and a:
-            )
-            .scalars()
-            .all()
-        )
-    ids = {key[:2]: key[2:] for key in reversed(user)}
-    who: dict[str, Any] = (
-        {"userId": ids["u:"]} if "u:" in ids else {"anonymousId": ids.get("a:", row.profile_id)}
-    )
     prefix = settings.surveys.trait_prefix
     stamp = now.isoformat()
-    messages = [
+    messages: list[dict[str, Any]] = [
         {
             "type": "track",
             "event": "NPS Survey Answer Changed" if updated else "NPS Survey Answered",
@@ -550,7 +526,6 @@ def record_answer(
                 "survey": row.survey,
                 "invitation": row.id,
             },
-            **who,
         },
         {
             "type": "identify",
@@ -561,22 +536,13 @@ def record_answer(
                 f"{prefix}_comment": text,
                 f"{prefix}_date": now.date().isoformat(),
             },
-            **who,
         },
     ]
-    forwarded = copy.deepcopy(messages[1])  # normalising adds fields of the log's own
-    source_id = _source_id(engine)
-    normalised = [
-        ingest.normalise_message(
-            m, call_type=None, limits=settings.ingest, received_at=now, sent_at=None
-        ).as_tuple(source_id)
-        for m in messages
-    ]
-    with engine.begin() as conn:
-        append(conn, normalised)
-    process_available(engine, settings)
+    _found, who = record_for_profile(
+        engine, settings, row.profile_id, messages, source=SURVEY_SOURCE
+    )
     if settings.surveys.forward:
-        forward_identify(settings, forwarded)
+        forward_identify(settings, {**messages[1], **who})
     return Answer(row.id, row.survey, score, text, row.locale, bool(updated))
 
 

@@ -8,12 +8,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from closedloop import clock
-from closedloop.errors import ConflictError, InvalidInputError, NotFoundError
+from closedloop.errors import InvalidInputError, NotFoundError
 from closedloop.profiles.read import resolve_profile_id
 from closedloop.segments import condition_tree
 from closedloop.segments._tables import segment_changes, segments
-from closedloop.store import begin_write
+from closedloop.store import begin_write, store_definition
 from closedloop.surveys._tables import (
     survey_answers,
     survey_decisions,
@@ -48,34 +47,17 @@ def save_survey(
     engine: Engine, document: Any, *, name: str | None = None, create: bool | None
 ) -> SurveyDefinition:
     definition = parse_survey(document, name=name)
-    now = clock.now()
     with begin_write(engine) as conn:
         _check_references(conn, definition)
-        exists = conn.execute(
-            sa.select(surveys.c.name).where(surveys.c.name == definition.name)
-        ).first()
-        if create is True and exists:
-            raise ConflictError(f"survey `{definition.name}` exists already: change it with PUT")
-        if create is False and not exists:
-            raise NotFoundError(f"no survey `{definition.name}`: create it with POST /v1/surveys")
-        if exists:
-            conn.execute(
-                surveys.update()
-                .where(surveys.c.name == definition.name)
-                .values(definition=definition.as_json(), updated_at=now)
-            )
-        else:
-            count = conn.execute(sa.select(sa.func.count()).select_from(surveys)).scalar_one()
-            if count >= _MAX_SURVEYS:
-                raise ConflictError(f"at most {_MAX_SURVEYS} surveys")
-            conn.execute(
-                surveys.insert().values(
-                    name=definition.name,
-                    definition=definition.as_json(),
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
+        store_definition(
+            conn,
+            surveys,
+            definition.name,
+            definition.as_json(),
+            create=create,
+            kind="survey",
+            limit=_MAX_SURVEYS,
+        )
     return definition
 
 
