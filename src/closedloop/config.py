@@ -8,7 +8,7 @@ Every field reads from the environment with the prefix `CLOSEDLOOP_` (nested wit
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -107,6 +107,9 @@ class IdentitySettings(BaseModel):
     )
 
 
+ConsentMode = Literal["opt_in", "opt_out"]
+
+
 class ProfileSettings(BaseModel):
     """Traits and consent on the profile."""
 
@@ -120,6 +123,32 @@ class ProfileSettings(BaseModel):
     max_traits: int = Field(
         500, ge=10, description="Most traits one profile keeps; further new names are ignored."
     )
+    consent_modes: dict[str, ConsentMode] = Field(
+        default_factory=lambda: {  # type: ignore[arg-type] # mypy widens the literals
+            "analytics": "opt_out",
+            "surveys": "opt_in",
+            "crm_sync": "opt_in",
+            "marketing": "opt_in",
+        },
+        description="Per purpose: `opt_in` (nothing without a statement granting it) or "
+        "`opt_out` (granted until withdrawn). A purpose not listed is `opt_in`. JSON in the "
+        'environment: `CLOSEDLOOP_PROFILES__CONSENT_MODES=\'{"analytics": "opt_out"}\'`.',
+    )
+
+    def opt_out(self, purpose: str) -> bool:
+        """Whether `purpose` counts as granted while the customer has said nothing."""
+        return self.consent_modes.get(purpose) == "opt_out"
+
+    def opt_out_purposes(self) -> frozenset[str]:
+        return frozenset(p for p, mode in self.consent_modes.items() if mode == "opt_out")
+
+    def granted(self, consent: dict[str, Any], purpose: str) -> bool:
+        """Whether a profile's consent document grants `purpose` (its latest statement,
+        else the purpose's mode)."""
+        statement = consent.get(purpose)
+        if isinstance(statement, list) and statement and isinstance(statement[0], bool):
+            return statement[0]
+        return self.opt_out(purpose)
 
 
 class MoodSettings(BaseModel):
@@ -291,6 +320,54 @@ class SurveySettings(BaseModel):
     )
 
 
+class PrivacySettings(BaseModel):
+    """Erasure, retention and the privacy job."""
+
+    model_config = ConfigDict(frozen=True)
+
+    events_days: int = Field(
+        730,
+        ge=0,
+        description="Raw events older than this (by arrival) are deleted; 0 keeps them. "
+        "Profiles keep what was derived; a rebuild then starts from the events kept.",
+    )
+    failed_events_days: int = Field(
+        30, ge=0, description="Failed events (kept for inspection) older than this are deleted."
+    )
+    invitations_days: int = Field(
+        365,
+        ge=0,
+        description="Survey invitations and eligibility decisions older than this are deleted "
+        "(the answers stay: see `answers_days`).",
+    )
+    answers_days: int = Field(
+        730, ge=0, description="Survey answers (score and comment) older than this are deleted."
+    )
+    history_days: int = Field(
+        730, ge=0, description="Segment entry and exit history older than this is deleted."
+    )
+    feed_files_days: int = Field(
+        90,
+        ge=0,
+        description="Feed files in `FEEDS__LOCAL_DIR` and `FEEDS__STAGING_DIR` older than this "
+        "are deleted.",
+    )
+    audit_days: int = Field(
+        1095, ge=0, description="Privacy audit entries older than this are deleted."
+    )
+    lease_seconds: int = Field(
+        300,
+        ge=10,
+        description="An erasure whose worker stopped is taken up again after this long.",
+    )
+    poll_seconds: float = Field(
+        60,
+        gt=0,
+        description="How often the privacy job looks for erasures to resume and for the "
+        "daily retention run.",
+    )
+
+
 class Settings(BaseSettings):
     """All of closedloop's settings."""
 
@@ -339,6 +416,9 @@ class Settings(BaseSettings):
     )
     feeds: FeedSettings = Field(default_factory=FeedSettings, description="CRM feeds.")
     surveys: SurveySettings = Field(default_factory=SurveySettings, description="NPS surveys.")
+    privacy: PrivacySettings = Field(
+        default_factory=PrivacySettings, description="Erasure and retention."
+    )
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -49,6 +49,12 @@ class Metrics:
             ["status"],
             registry=r,
         )
+        self.suppressed_events = Counter(
+            "closedloop_suppressed_events",
+            "Events of erased people acknowledged and dropped (where: tracking or processor).",
+            ["where"],
+            registry=r,
+        )
         self.client_retries = Counter(
             "closedloop_tracking_client_retries",
             "Tracking requests that carried `X-Retry-Count` > 0 (an SDK retrying).",

@@ -11,6 +11,7 @@ from closedloop.cli import (  # noqa: F401
     importing,
     init,
     mood,
+    privacy,
     profiles,
     segments,
     serve,

@@ -9,7 +9,7 @@ from types import FrameType
 
 import typer
 
-from closedloop import feeds, profiles, segments, store, surveys
+from closedloop import feeds, privacy, profiles, segments, store, surveys
 from closedloop.cli._app import app, console, handle_errors, open_store, settings
 
 
@@ -21,8 +21,9 @@ def worker(
     ),
 ) -> None:
     """Run the processor: derive identities and profiles from the event log, keep segment
-    membership current, and run the feeds when their schedules are due (and runs queued
-    through the API).
+    membership current, run the feeds when their schedules are due (and runs queued
+    through the API), send due surveys, resume interrupted erasures and, daily, apply
+    retention.
 
     Safe to run several on PostgreSQL (they take turns batch by batch; a feed runs in one
     worker at a time) and next to `closedloop serve`. Stops cleanly on Ctrl-C or SIGTERM
@@ -46,6 +47,7 @@ def worker(
         last_refresh = 0.0
         last_feeds = float("-inf")
         last_surveys = float("-inf")
+        last_privacy = float("-inf")
         while not stop.is_set():
             done = profiles.process_available(engine, config, limit=batch_events, stop=stop)
             total += done
@@ -73,6 +75,9 @@ def worker(
                         markup=False,
                     )
                 last_surveys = time.monotonic()
+            if once or time.monotonic() - last_privacy >= config.privacy.poll_seconds:
+                privacy.run_privacy_once(engine, config)
+                last_privacy = time.monotonic()
             if done:
                 rate = total / max(time.monotonic() - started, 1e-9)
                 console.print(f"worker: {total} events processed ({rate:.0f}/s)", markup=False)

@@ -313,7 +313,11 @@ def _select(
     p = profiles
     postgres = is_postgres(conn.engine)
     purpose = definition.purpose
-    granted = consent_granted(postgres, purpose) if purpose is not None else sa.true()
+    granted = (
+        consent_granted(postgres, purpose, opt_out=settings.profiles.opt_out(purpose))
+        if purpose is not None
+        else sa.true()
+    )
     columns: list[Any] = [p.c.id, p.c.customer_key, granted]
     for name in docs:
         column = p.c[name]

@@ -52,3 +52,13 @@ identity_conflicts = sa.Table(
         name="uq_identity_conflicts_pair",
     ),
 )
+
+# Identifiers of erased people, as keyed hashes (`identity.suppression`): events carrying one
+# are acknowledged and dropped, so an erased person is never re-created.
+suppressions = sa.Table(
+    "suppressions",
+    metadata,
+    sa.Column("hash", sa.String(64), primary_key=True),
+    sa.Column("erasure_id", sa.String(40), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)

@@ -32,6 +32,7 @@ from closedloop.config import Settings
 from closedloop.identity import customer_key, normalise_email, normalise_phone
 from closedloop.identity._tables import identities, identity_conflicts, identity_merges
 from closedloop.identity.graph import ConflictReason, EventIds, Rules, Via, resolve
+from closedloop.identity.suppression import SuppressionList, message_keys
 from closedloop.ingest._tables import events, sources
 from closedloop.ingest.log import LogPosition, committed_after
 from closedloop.metrics import Metrics
@@ -52,6 +53,7 @@ __all__ = [
     "BatchReport",
     "Lag",
     "ProcessorRunner",
+    "hold_derived_state",
     "lag",
     "process_available",
     "process_batch",
@@ -70,6 +72,7 @@ class BatchReport:
     events: int
     profiles_changed: int
     position: LogPosition
+    suppressed: int = 0
 
 
 @dataclass(frozen=True)
@@ -432,6 +435,8 @@ class _Processor:
         self.cache = _Cache()
         self.sql: _Sql | None = None
         self.seq = 0  # the batch's sequence number, stamped on every profile it writes
+        self.suppression = SuppressionList(settings, refresh_seconds=0)
+        self.suppressed = 0  # events of erased people the last batch dropped
 
     def customer_key(self, email: str | None) -> str | None:
         if not email or not self.key_secret:
@@ -463,6 +468,10 @@ class _Processor:
         wanted: set[str] = set()
         loads = orjson.loads
         norm = self.norm
+        suppression = self.suppression
+        suppression.refresh(conn)
+        dropped: list[int] = []
+        region = self.settings.identity.default_region
         for row in rows:
             try:
                 payload = loads(row[9])
@@ -470,6 +479,11 @@ class _Processor:
                 payload = {}
             if payload.__class__ is not dict:
                 payload = {}
+            if not suppression.empty and suppression.suppressed(
+                message_keys(row[3], row[5], row[6], payload, region=region)
+            ):
+                dropped.append(row[0])  # an erased person's event: never applied, not kept
+                continue
             ids = _event_ids(row[3], row[5], row[6], payload, norm, wanted)
             prepared.append((row, payload, ids))
         self._load(conn, wanted)
@@ -516,6 +530,9 @@ class _Processor:
             for hook, context in hooks:
                 if hook.on_event(context, p, ev):
                     p.state_changed = True
+        self.suppressed = len(dropped)
+        for start in range(0, len(dropped), _CHUNK):
+            conn.execute(events.delete().where(events.c.id.in_(dropped[start : start + _CHUNK])))
         return self._flush(conn, batch)
 
     def _load(self, conn: sa.Connection, keys: set[str]) -> None:
@@ -811,7 +828,7 @@ def process_batch(
         proc.cache.clear()  # the states in memory may hold what was rolled back
         raise
     proc.committed(seq + 1)
-    return BatchReport(len(rows), changed, end)
+    return BatchReport(len(rows), changed, end, proc.suppressed)
 
 
 def process_available(
@@ -849,6 +866,8 @@ def _drain(
             return total
         if metrics is not None:
             metrics.processed_events.inc(report.events)
+            if report.suppressed:
+                metrics.suppressed_events.labels("processor").inc(report.suppressed)
             metrics.process_seconds.observe(time.perf_counter() - started)
         total += report.events
     return total
@@ -867,6 +886,19 @@ def rebuild(engine: Engine, settings: Settings, *, limit: int | None = None) -> 
             .values(txid=0, event_id=0, seq=found[1] + 1, updated_at=clock.now())
         )
     return process_available(engine, settings, limit=limit)
+
+
+def hold_derived_state(conn: sa.Connection, settings: Settings) -> None:
+    """In `conn`'s transaction: wait for a running batch, hold the cursor until commit, and
+    bump its sequence so every processor drops the states it keeps in memory. For changes
+    to identities and profiles made outside the processor (erasure, key rotation)."""
+    while (found := _position(conn, lock=True)) is None:  # another worker's batch
+        time.sleep(settings.processor.poll_seconds)
+    conn.execute(
+        processor_cursors.update()
+        .where(processor_cursors.c.name == _CURSOR)
+        .values(seq=found[1] + 1, updated_at=clock.now())
+    )
 
 
 def lag(engine: Engine) -> Lag:

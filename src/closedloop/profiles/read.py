@@ -27,6 +27,7 @@ __all__ = [
     "find_profile",
     "get_profile",
     "list_profiles",
+    "locate",
     "resolve_profile_id",
     "timeline",
 ]
@@ -219,11 +220,12 @@ def _lookup_key(kind: str, value: str, *, region: str) -> str:
     return ("u:" if kind == "user_id" else "a:") + value
 
 
-def find_profile(
-    engine: Engine, kind: str, value: str, *, region: str, purposes: tuple[str, ...]
-) -> Profile | None:
-    """The profile holding the identifier (`email`, `phone` in any format, `user_id`,
-    `anonymous_id`) or the `customer_key`; None when nobody has it."""
+def locate(
+    conn: sa.Connection, kind: str, value: str, *, region: str
+) -> tuple[str | None, str | None]:
+    """Check an identifier (`email`, `phone` in any format, `user_id`, `anonymous_id`,
+    `customer_key`) and find it: (the profile holding it or None, its identity key, None for
+    a customer key)."""
     if kind not in LOOKUP_KINDS:
         raise InvalidInputError(
             f"invalid look-up `{kind[:40]}`: use one of {', '.join(LOOKUP_KINDS)}", field=kind
@@ -232,24 +234,31 @@ def find_profile(
         raise InvalidInputError(f"invalid `{kind}`: expected 1 to {_MAX_ID} characters", field=kind)
     if "\x00" in value:
         raise InvalidInputError(f"invalid `{kind}`: contains a NUL character", field=kind)
+    if kind == "customer_key":
+        if not is_customer_key(value):
+            raise InvalidInputError(
+                f"invalid `customer_key` `{value[:80]}`: expected `v1.` and 64 hex digits",
+                field="customer_key",
+            )
+        found = conn.execute(
+            sa.select(profiles.c.id)
+            .where(profiles.c.customer_key == value, profiles.c.merged_into.is_(None))
+            .order_by(profiles.c.id)
+            .limit(1)
+        ).scalar()
+        return found, None
+    key = _lookup_key(kind, value, region=region)
+    found = conn.execute(sa.select(identities.c.profile_id).where(identities.c.key == key)).scalar()
+    return found, key
+
+
+def find_profile(
+    engine: Engine, kind: str, value: str, *, region: str, purposes: tuple[str, ...]
+) -> Profile | None:
+    """The profile holding the identifier (`email`, `phone` in any format, `user_id`,
+    `anonymous_id`) or the `customer_key`; None when nobody has it."""
     with engine.connect() as conn:
-        if kind == "customer_key":
-            if not is_customer_key(value):
-                raise InvalidInputError(
-                    f"invalid `customer_key` `{value[:80]}`: expected `v1.` and 64 hex digits",
-                    field="customer_key",
-                )
-            found = conn.execute(
-                sa.select(profiles.c.id)
-                .where(profiles.c.customer_key == value, profiles.c.merged_into.is_(None))
-                .order_by(profiles.c.id)
-                .limit(1)
-            ).scalar()
-        else:
-            key = _lookup_key(kind, value, region=region)
-            found = conn.execute(
-                sa.select(identities.c.profile_id).where(identities.c.key == key)
-            ).scalar()
+        found, _key = locate(conn, kind, value, region=region)
         if found is None:
             return None
         return Profile(found, *_document_and_derived(conn, found, purposes))

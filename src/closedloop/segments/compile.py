@@ -60,8 +60,10 @@ class _Compiler:
         now: datetime,
         mood: MoodSettings,
         segment: Callable[[str], dict[str, Any]],
+        opt_out: frozenset[str] = frozenset(),
     ) -> None:
         self.pg = dialect == "postgresql"
+        self.opt_out = opt_out
         self.now = now
         self.mood_settings = mood
         self.segment = segment
@@ -137,7 +139,7 @@ class _Compiler:
         return self._churn()
 
     def _consent(self, purpose: str) -> ColumnElement[bool]:
-        return consent_granted(self.pg, purpose)
+        return consent_granted(self.pg, purpose, opt_out=purpose in self.opt_out)
 
     def _segment(self, name: str) -> ColumnElement[bool]:
         if name in self.stack:
@@ -277,9 +279,10 @@ class _Json:
         return sa.and_(self.kind.is_not(None), self.kind != "null")
 
 
-def consent_granted(pg: bool, purpose: str) -> ColumnElement[bool]:
-    """Whether the profile's latest statement for `purpose` grants it (false when none)."""
-    return sa.func.coalesce(_Json(pg, profiles.c.consent, purpose, 0).boolean(), False)
+def consent_granted(pg: bool, purpose: str, *, opt_out: bool = False) -> ColumnElement[bool]:
+    """Whether the profile's latest statement for `purpose` grants it; without one, whether
+    the purpose is opt-out (`ProfileSettings.consent_modes`)."""
+    return sa.func.coalesce(_Json(pg, profiles.c.consent, purpose, 0).boolean(), opt_out)
 
 
 def _typed_compare(
@@ -303,6 +306,8 @@ def compile_condition(
     now: datetime,
     mood: MoodSettings,
     segment: Callable[[str], dict[str, Any]],
+    opt_out: frozenset[str] = frozenset(),
 ) -> ColumnElement[bool]:
-    """A WHERE clause over `profiles` for the (validated) tree, as of `now`."""
-    return _Compiler(dialect, now=now, mood=mood, segment=segment).node(tree)
+    """A WHERE clause over `profiles` for the (validated) tree, as of `now`; `opt_out` names
+    the purposes granted while a customer has said nothing."""
+    return _Compiler(dialect, now=now, mood=mood, segment=segment, opt_out=opt_out).node(tree)

@@ -61,6 +61,7 @@ def condition_where(
             now=now,
             mood=settings.mood,
             segment=lambda name: tree_of(conn, name),
+            opt_out=settings.profiles.opt_out_purposes(),
         ),
     )
 

@@ -274,6 +274,7 @@ def refresh(
                     now=now,
                     mood=settings.mood,
                     segment=saved_tree,
+                    opt_out=settings.profiles.opt_out_purposes(),
                 )
                 query = sa.select(profiles.c.id).where(profiles.c.merged_into.is_(None), where)
                 current = set(conn.execute(query).scalars())

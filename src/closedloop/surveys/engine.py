@@ -35,6 +35,7 @@ from closedloop.ingest._tables import events
 from closedloop.ingest.log import LogPosition, committed_after
 from closedloop.profiles._tables import processor_cursors, profiles
 from closedloop.profiles.consent import record_for_profile
+from closedloop.profiles.read import resolve_profile_id
 from closedloop.runtime import PeriodicLoop
 from closedloop.segments import condition_tree, condition_where
 from closedloop.segments._tables import segment_changes
@@ -176,12 +177,11 @@ def facts_of(
     profile: _Profile,
     at: datetime,
 ) -> Facts:
-    statement = profile.consent.get(definition.purpose)
     created = profile.traits.get("createdAt") or profile.traits.get("created_at")
     return Facts(
         profile_id=profile.id,
         email=profile.email,
-        consented=isinstance(statement, list) and bool(statement) and statement[0] is True,
+        consented=settings.profiles.granted(profile.consent, definition.purpose),
         created_at=created[0] if isinstance(created, list) else None,
         last_invited_at=_last_invited(conn, definition.name, profile.id),
         sent_this_month=_this_month(conn, definition.name, at),
@@ -386,6 +386,23 @@ def read_token(settings: Settings, token: str, *, now: datetime) -> str:
 # Sending ---------------------------------------------------------------------------------
 
 
+def _consent_gone(
+    conn: sa.Connection, settings: Settings, definition: SurveyDefinition, profile_id: str
+) -> str | None:
+    """Why an invitation must not go out now (checked as it is sent), or None."""
+    found = resolve_profile_id(conn, profile_id)
+    consent = (
+        conn.execute(sa.select(profiles.c.consent).where(profiles.c.id == found)).scalar()
+        if found is not None
+        else None
+    )
+    if consent is None:
+        return "the customer is gone (erased)"
+    if not settings.profiles.granted(consent, definition.purpose):
+        return f"no consent for `{definition.purpose}` when it was due"
+    return None
+
+
 def send_due(engine: Engine, settings: Settings, *, limit: int = 200) -> int:
     """Mail the invitations that are due; the number sent."""
     now = clock.now()
@@ -419,9 +436,17 @@ def send_due(engine: Engine, settings: Settings, *, limit: int = 200) -> int:
                     due_at=now + _SENDING_LEASE,
                 )
             ).rowcount
-        if claimed != 1:
-            continue  # another worker took it
-        definition = parse_survey(row.definition)
+            if claimed != 1:
+                continue  # another worker took it
+            definition = parse_survey(row.definition)
+            withdrawn = _consent_gone(conn, settings, definition, row.profile_id)
+            if withdrawn is not None:  # consent withdrawn (or the person erased) since queued
+                conn.execute(
+                    survey_invitations.update()
+                    .where(survey_invitations.c.id == row.id)
+                    .values(state="cancelled", error=withdrawn)
+                )
+                continue
         mail = Invitation(
             id=row.id,
             email=row.email,

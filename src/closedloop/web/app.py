@@ -12,8 +12,10 @@ from sqlalchemy.engine import Engine
 from closedloop import __version__
 from closedloop.config import Settings
 from closedloop.feeds import FeedScheduler
+from closedloop.identity.suppression import SuppressionList
 from closedloop.ingest import GroupCommitWriter, WriteKeyResolver
 from closedloop.metrics import Metrics
+from closedloop.privacy import PrivacyRunner
 from closedloop.profiles import ProcessorRunner
 from closedloop.segments import SegmentRefresher
 from closedloop.store import create_store_engine
@@ -23,6 +25,7 @@ from closedloop.web import (
     feeds,
     mood,
     ops,
+    privacy,
     profiles,
     segments,
     sources,
@@ -48,6 +51,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     embedded = settings.processor.embedded
     scheduler = FeedScheduler(store, settings) if embedded else None
     survey_runner = SurveyRunner(store, settings) if embedded else None
+    privacy_runner = PrivacyRunner(store, settings) if embedded else None
     ctx = AppContext(
         settings=settings,
         engine=store,
@@ -55,6 +59,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         keys=WriteKeyResolver(store, cache_seconds=settings.ingest.write_key_cache_seconds),
         metrics=metrics,
         feed_scheduler=scheduler,
+        suppression=SuppressionList(settings),
     )
 
     processor = ProcessorRunner(store, settings, metrics) if embedded else None
@@ -71,9 +76,13 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
             scheduler.start()
         if survey_runner is not None:
             survey_runner.start()
+        if privacy_runner is not None:
+            privacy_runner.start()
         try:
             yield
         finally:
+            if privacy_runner is not None:
+                privacy_runner.stop()
             if survey_runner is not None:
                 survey_runner.stop()
             if scheduler is not None:
@@ -103,5 +112,6 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     app.include_router(segments.router)
     app.include_router(feeds.router)
     app.include_router(surveys.router)
+    app.include_router(privacy.router)
     app.include_router(ops.router)
     return app

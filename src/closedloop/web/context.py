@@ -9,6 +9,7 @@ from sqlalchemy.engine import Engine
 
 from closedloop.config import Settings
 from closedloop.feeds import FeedScheduler
+from closedloop.identity.suppression import SuppressionList
 from closedloop.ingest import GroupCommitWriter, WriteKeyResolver
 from closedloop.metrics import Metrics
 
@@ -23,6 +24,7 @@ class AppContext:
     keys: WriteKeyResolver
     metrics: Metrics
     feed_scheduler: FeedScheduler | None = None
+    suppression: SuppressionList | None = None
 
 
 def get_context(request: Request) -> AppContext:

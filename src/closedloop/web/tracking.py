@@ -7,6 +7,7 @@ disabled write key; 503 + Retry-After when overloaded or the store is down (SDKs
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -23,7 +24,7 @@ from closedloop.errors import (
     PermissionDeniedError,
     TransientError,
 )
-from closedloop.ingest import CALL_TYPES, Source, log, prepare, write_key_from_body
+from closedloop.ingest import CALL_TYPES, Prepared, Source, log, prepare, write_key_from_body
 from closedloop.ingest.body import check_headers, parse_json, read_body
 from closedloop.web._json import JSONOut
 from closedloop.web.auth import basic_write_key
@@ -31,6 +32,8 @@ from closedloop.web.context import AppContext, get_context
 from closedloop.web.errors import error_response, status_of
 
 __all__ = ["TrackingFastPath", "router"]
+
+_log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["tracking"])
 
@@ -142,6 +145,7 @@ async def _handle(
                 )
                 await ctx.writer.submit([], [failed])
             raise
+        prepared = await _drop_suppressed(ctx, prepared, source.name)
         if not prepared.rows and not prepared.failed_rows:
             return Response(_SUCCESS, media_type="application/json")
         result = await ctx.writer.submit(prepared.rows, prepared.failed_rows)
@@ -174,6 +178,35 @@ async def _handle(
         )
     failed_list.sort(key=lambda item: int(item["index"]))
     return JSONOut({"success": True, "failed": failed_list})
+
+
+async def _drop_suppressed(ctx: AppContext, prepared: Prepared, source: str) -> Prepared:
+    """Events of erased people are acknowledged (SDKs must not retry them) and dropped."""
+    suppression = ctx.suppression
+    if suppression is None:
+        return prepared
+    if suppression.stale():
+        try:
+            await run_in_threadpool(suppression.refresh, ctx.engine)
+        except sa.exc.SQLAlchemyError as exc:
+            raise TransientError(
+                "the store is unavailable: retry later",
+                retry_after=ctx.settings.ingest.retry_after_seconds,
+            ) from exc
+    if suppression.empty:
+        return prepared
+    keep = [i for i, row in enumerate(prepared.rows) if not suppression.row_suppressed(row)]
+    dropped = len(prepared.rows) - len(keep)
+    if not dropped:
+        return prepared
+    ctx.metrics.suppressed_events.labels("tracking").inc(dropped)
+    _log.debug("tracking: dropped %d events of erased people from source %s", dropped, source)
+    return Prepared(
+        [prepared.rows[i] for i in keep],
+        [prepared.row_indexes[i] for i in keep],
+        prepared.failed_rows,
+        prepared.rejections,
+    )
 
 
 def _make_route(call_type: str) -> Any:
