@@ -54,6 +54,7 @@ MASTERDATA_FIELDS = FIELDS
 COMPUTED_FIELDS = ("events", "orders", "revenue", "first_seen", "last_seen", "channels")
 EXACT_SOURCES = (
     "customer_key",
+    "previous_customer_key",
     "profile_id",
     "created_at",
     "updated_at",

@@ -7,7 +7,7 @@ feed's purpose, or without a value for the feed's key, is skipped and counted.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,7 +16,9 @@ import orjson
 import sqlalchemy as sa
 
 from closedloop.config import Settings
+from closedloop.feeds._tables import feed_runs
 from closedloop.feeds.definition import Column, FeedDefinition
+from closedloop.identity._tables import customer_key_changes
 from closedloop.identity.normalise import normalise_phone
 from closedloop.mood import summary as mood_summary
 from closedloop.profiles._tables import profiles
@@ -109,10 +111,16 @@ def _doc(record: _Record, name: str) -> dict[str, Any]:
 Getter = Callable[[_Record], Any]
 
 
-def _getter(source: str, settings: Settings, now: datetime) -> tuple[Getter, set[str]]:
-    """How to read `source` from a record, and the profile documents it needs."""
+def _getter(
+    source: str, settings: Settings, now: datetime, previous: Mapping[str, str] | None = None
+) -> tuple[Getter, set[str]]:
+    """How to read `source` from a record, and the profile documents it needs; `previous`
+    maps profile ids to their customer key before a rotation since the feed's last run."""
     if source == "customer_key":
         return (lambda r: r.customer_key), set()
+    if source == "previous_customer_key":
+        found = previous or {}
+        return (lambda r: found.get(r.id)), set()
     if source == "profile_id":
         return (lambda r: r.id), set()
     if source == "created_at":
@@ -267,14 +275,18 @@ _JSON_DOCS = ("computed", "consent", "derived", "masterdata", "traits")
 
 
 def _cell(
-    column: Column, settings: Settings, now: datetime, stats: RowStats
+    column: Column,
+    settings: Settings,
+    now: datetime,
+    stats: RowStats,
+    previous: Mapping[str, str] | None = None,
 ) -> tuple[Getter, set[str]]:
     if column.source is None:
         constant = column.value
         get: Getter = lambda _r: constant  # noqa: E731
         docs: set[str] = set()
     else:
-        get, docs = _getter(column.source, settings, now)
+        get, docs = _getter(column.source, settings, now, previous)
     transforms = [
         _transform(name, argument, column.name, settings, stats)
         for item in column.transforms
@@ -358,6 +370,25 @@ def _fast_fields(definition: FeedDefinition) -> list[tuple[str, str | None]] | N
             found.append(("masterdata", source.partition(".")[2]))
         else:
             return None
+    return found
+
+
+def _previous_keys(conn: sa.Connection, feed: str) -> dict[str, str]:
+    """Each re-keyed profile's key before the newest rotation since the feed's last successful
+    run started (all rotations for a feed that never ran): so the pair goes out once."""
+    since = conn.execute(
+        sa.select(feed_runs.c.started_at)
+        .where(feed_runs.c.feed == feed, feed_runs.c.state == "succeeded")
+        .order_by(feed_runs.c.started_at.desc())
+        .limit(1)
+    ).scalar()
+    c = customer_key_changes.c
+    stmt = sa.select(c.profile_id, c.old_key).order_by(c.id)
+    if since is not None:
+        stmt = stmt.where(c.changed_at >= since)
+    found: dict[str, str] = {}
+    for profile_id, old_key in conn.execute(stmt):
+        found.setdefault(profile_id, old_key)  # the key the recipient knew
     return found
 
 
@@ -456,7 +487,12 @@ def _general_rows(
     now: datetime,
     stats: RowStats,
 ) -> Iterator[FeedRow]:
-    cells = [_cell(c, settings, now, stats) for c in definition.columns]
+    previous = (
+        _previous_keys(conn, definition.name)
+        if any(c.source == "previous_customer_key" for c in definition.columns)
+        else None
+    )
+    cells = [_cell(c, settings, now, stats, previous) for c in definition.columns]
     key_get, key_docs = _getter(definition.key, settings, now)
     needed: set[str] = set(key_docs)
     for _get, docs in cells:

@@ -62,3 +62,16 @@ suppressions = sa.Table(
     sa.Column("erasure_id", sa.String(40), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
 )
+
+# Every re-keying of a profile's customer key (`closedloop privacy rotate-key`): a feed with
+# a `previous_customer_key` column delivers the old key next to the new one once.
+customer_key_changes = sa.Table(
+    "customer_key_changes",
+    metadata,
+    sa.Column("id", _BIGINT_PK, primary_key=True, autoincrement=True),
+    sa.Column("profile_id", sa.String(40), nullable=False, index=True),
+    sa.Column("old_key", sa.String(80), nullable=False),
+    sa.Column("new_key", sa.String(80), nullable=False),
+    sa.Column("version", sa.Integer(), nullable=False, index=True),
+    sa.Column("changed_at", UTCDateTime(), nullable=False),
+)

@@ -1,4 +1,5 @@
-"""Tables of the privacy domain (created by migration 0008); `suppressions` is identity's."""
+"""Tables of the privacy domain (created by migration 0008); `suppressions` and
+`customer_key_changes` belong to identity."""
 
 from __future__ import annotations
 
@@ -37,17 +38,4 @@ privacy_audit = sa.Table(
     sa.Column("action", sa.String(32), nullable=False),
     sa.Column("subject", sa.String(80), nullable=True),
     sa.Column("details", JSONDocument, nullable=False),
-)
-
-# Every re-keying of a profile's customer key (`closedloop privacy rotate-key`): feeds with a
-# `key_mapping` column deliver the old-to-new pairs once.
-customer_key_changes = sa.Table(
-    "customer_key_changes",
-    metadata,
-    sa.Column("id", _BIGINT_PK, primary_key=True, autoincrement=True),
-    sa.Column("profile_id", sa.String(40), nullable=False, index=True),
-    sa.Column("old_key", sa.String(80), nullable=False),
-    sa.Column("new_key", sa.String(80), nullable=False),
-    sa.Column("version", sa.Integer(), nullable=False, index=True),
-    sa.Column("changed_at", UTCDateTime(), nullable=False),
 )

@@ -16,7 +16,7 @@ from closedloop import clock
 from closedloop.config import Settings
 from closedloop.errors import InvalidInputError
 from closedloop.identity import customer_key
-from closedloop.privacy._tables import customer_key_changes
+from closedloop.identity._tables import customer_key_changes
 from closedloop.privacy.audit import record
 from closedloop.profiles import hold_derived_state
 from closedloop.profiles._tables import profiles

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from closedloop.feeds._tables import feed_rows, feed_runs, feeds
 from closedloop.identity._tables import (
+    customer_key_changes,
     identities,
     identity_conflicts,
     identity_merges,
@@ -26,7 +27,7 @@ from closedloop.identity._tables import (
 )
 from closedloop.ingest._tables import events, failed_events, sources
 from closedloop.mood._tables import mood_rules
-from closedloop.privacy._tables import customer_key_changes, privacy_audit, privacy_erasures
+from closedloop.privacy._tables import privacy_audit, privacy_erasures
 from closedloop.profiles._tables import consent_changes, processor_cursors, profiles
 from closedloop.segments._tables import segment_changes, segment_members, segment_sizes, segments
 from closedloop.surveys._tables import (
