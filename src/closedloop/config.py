@@ -63,6 +63,17 @@ class IngestSettings(BaseModel):
     retry_after_seconds: int = Field(
         2, ge=1, description="`Retry-After` sent with 503 when overloaded or the store is down."
     )
+    rate_limit_events_per_second: float = Field(
+        0,
+        ge=0,
+        description="Events per second one source may send, per server process; more gets 429 "
+        "with `Retry-After` (SDKs retry it). 0: no limit.",
+    )
+    rate_limit_burst: int = Field(
+        0,
+        ge=0,
+        description="Events a source may send at once above its rate (0: ten seconds' worth).",
+    )
     write_key_cache_seconds: float = Field(
         5.0,
         ge=0,

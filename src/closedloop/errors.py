@@ -8,6 +8,7 @@ ClosedloopError
  +-- PermissionDeniedError  401/403
  +-- TransientError         503, the only kind jobs retry
       +-- OverloadedError   503 (the write queue is full)
+      +-- RateLimitedError  429 (a source sends faster than its limit)
 
 Messages name the field, the value and the fix, with values in backticks. `web/errors.py`
 alone maps these to HTTP; the CLI prints the message and exits non-zero.
@@ -25,6 +26,7 @@ __all__ = [
     "OverloadedError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
+    "RateLimitedError",
     "TransientError",
     "invalid_from_validation",
     "parse_definition",
@@ -74,6 +76,10 @@ class TransientError(ClosedloopError):
 
 class OverloadedError(TransientError):
     """The write queue is full: the request was not accepted."""
+
+
+class RateLimitedError(TransientError):
+    """The source sent more than its rate limit allows: nothing was accepted."""
 
 
 def invalid_from_validation(exc: Any, *, root: str) -> InvalidInputError:

@@ -17,6 +17,7 @@ from closedloop.cli import (  # noqa: F401
     serve,
     sources,
     surveys,
+    tokens,
     worker,
 )
 from closedloop.cli._app import app

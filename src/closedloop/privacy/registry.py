@@ -17,6 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from closedloop.access._tables import admin_tokens
 from closedloop.feeds._tables import feed_rows, feed_runs, feeds
 from closedloop.identity._tables import (
     customer_key_changes,
@@ -260,6 +261,7 @@ REGISTRY: tuple[Entry, ...] = (
     Entry(identities, True, "every identifier of the person", *_identities),
     Entry(profiles, True, "traits, master data, mood, consent", _profiles_erase, _profiles_export),
     Entry(sources, False, "write keys (hashed) of the shop's systems"),
+    Entry(admin_tokens, False, "admin tokens (hashed) of operators' tools"),
     Entry(processor_cursors, False, "positions in the event log"),
     Entry(mood_rules, False, "mood rule definitions"),
     Entry(segments, False, "segment definitions"),

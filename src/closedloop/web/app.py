@@ -10,10 +10,12 @@ from fastapi import FastAPI
 from sqlalchemy.engine import Engine
 
 from closedloop import __version__
+from closedloop.access import TokenChecker
 from closedloop.config import Settings
 from closedloop.feeds import FeedScheduler
 from closedloop.identity.suppression import SuppressionList
 from closedloop.ingest import GroupCommitWriter, WriteKeyResolver
+from closedloop.ingest.ratelimit import RateLimiter
 from closedloop.metrics import Metrics
 from closedloop.privacy import PrivacyRunner
 from closedloop.profiles import ProcessorRunner
@@ -34,6 +36,7 @@ from closedloop.web import (
 )
 from closedloop.web.context import AppContext
 from closedloop.web.errors import install_error_handlers
+from closedloop.web.security import SecurityHeaders
 
 __all__ = ["create_app"]
 
@@ -60,6 +63,8 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         metrics=metrics,
         feed_scheduler=scheduler,
         suppression=SuppressionList(settings),
+        rate_limiter=RateLimiter(settings.ingest),
+        tokens=TokenChecker(store),
     )
 
     processor = ProcessorRunner(store, settings, metrics) if embedded else None
@@ -104,6 +109,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     app.state.ctx = ctx
     install_error_handlers(app)
     app.add_middleware(tracking.TrackingFastPath)
+    app.add_middleware(SecurityHeaders)  # outermost: also on the fast path's answers
     app.include_router(tracking.router)
     app.include_router(sources.router)
     app.include_router(events.router)

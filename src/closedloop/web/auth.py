@@ -38,15 +38,21 @@ def require_admin(request: Request) -> None:
     configured = ctx.settings.admin_token
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    if configured is None:
-        raise PermissionDeniedError(
-            "no admin token is configured: set `CLOSEDLOOP_ADMIN_TOKEN` "
-            "(`closedloop init` makes one)"
-        )
     if scheme.lower() != "bearer" or not token:
         raise PermissionDeniedError("admin routes need `Authorization: Bearer <admin token>`")
-    if not secrets.compare_digest(token.strip().encode(), configured.get_secret_value().encode()):
-        raise PermissionDeniedError("invalid admin token")
+    token = token.strip()
+    if configured is not None and secrets.compare_digest(
+        token.encode(), configured.get_secret_value().encode()
+    ):
+        return
+    if ctx.tokens is not None and ctx.tokens.valid(token):
+        return
+    raise PermissionDeniedError(
+        "invalid admin token"
+        if configured is not None
+        else "invalid admin token (`CLOSEDLOOP_ADMIN_TOKEN` is not set; `closedloop init` "
+        "makes one, `closedloop tokens add NAME` more)"
+    )
 
 
 AdminAuth = Annotated[None, Depends(require_admin)]

@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from fastapi import Request
 from sqlalchemy.engine import Engine
 
+from closedloop.access import TokenChecker
 from closedloop.config import Settings
 from closedloop.feeds import FeedScheduler
 from closedloop.identity.suppression import SuppressionList
 from closedloop.ingest import GroupCommitWriter, WriteKeyResolver
+from closedloop.ingest.ratelimit import RateLimiter
 from closedloop.metrics import Metrics
 
 __all__ = ["AppContext", "get_context"]
@@ -25,6 +27,8 @@ class AppContext:
     metrics: Metrics
     feed_scheduler: FeedScheduler | None = None
     suppression: SuppressionList | None = None
+    rate_limiter: RateLimiter | None = None
+    tokens: TokenChecker | None = None
 
 
 def get_context(request: Request) -> AppContext:

@@ -20,6 +20,7 @@ from closedloop.errors import (
     NotFoundError,
     PayloadTooLargeError,
     PermissionDeniedError,
+    RateLimitedError,
     TransientError,
 )
 from closedloop.ingest.body import UnsupportedMediaError
@@ -43,6 +44,8 @@ def status_of(exc: ClosedloopError) -> int:
         return 404
     if isinstance(exc, ConflictError):
         return 409
+    if isinstance(exc, RateLimitedError):
+        return 429
     if isinstance(exc, TransientError):
         return 503
     return 500
@@ -55,6 +58,7 @@ def _code_of(exc: ClosedloopError) -> str:
         401: "unauthorized",
         404: "not_found",
         409: "conflict",
+        429: "rate_limited",
         503: "unavailable",
     }.get(status_of(exc), "error")
 

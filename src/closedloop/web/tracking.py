@@ -145,6 +145,8 @@ async def _handle(
                 )
                 await ctx.writer.submit([], [failed])
             raise
+        if ctx.rate_limiter is not None:
+            ctx.rate_limiter.take(source.name, len(prepared.rows) + len(prepared.failed_rows))
         prepared = await _drop_suppressed(ctx, prepared, source.name)
         if not prepared.rows and not prepared.failed_rows:
             return Response(_SUCCESS, media_type="application/json")

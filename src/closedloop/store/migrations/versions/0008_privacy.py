@@ -1,4 +1,5 @@
-"""Privacy: suppressed identifiers, erasure requests, the audit log, customer-key changes.
+"""Privacy: suppressed identifiers, erasure requests, the audit log, customer-key changes;
+admin tokens kept hashed.
 
 Revision ID: 0008
 Revises: 0007
@@ -65,7 +66,24 @@ def upgrade() -> None:
     op.create_index("ix_customer_key_changes_profile_id", "customer_key_changes", ["profile_id"])
     op.create_index("ix_customer_key_changes_version", "customer_key_changes", ["version"])
 
+    op.create_table(
+        "admin_tokens",
+        sa.Column("name", sa.String(64), nullable=False),
+        sa.Column("token_hash", sa.String(64), nullable=False),
+        sa.Column("hint", sa.String(16), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("last_used_at", UTCDateTime(), nullable=True),
+        sa.PrimaryKeyConstraint("name", name="pk_admin_tokens"),
+        sa.UniqueConstraint("token_hash", name="uq_admin_tokens_token_hash"),
+    )
+
 
 def downgrade() -> None:
-    for table in ("customer_key_changes", "privacy_audit", "privacy_erasures", "suppressions"):
+    for table in (
+        "admin_tokens",
+        "customer_key_changes",
+        "privacy_audit",
+        "privacy_erasures",
+        "suppressions",
+    ):
         op.drop_table(table)

@@ -1,0 +1,166 @@
+"""Hardening: security headers and CSP on every answer, CORS on tracking only and without
+credentials, a write key reads nothing, rate limits per source (429 + Retry-After), admin
+tokens kept hashed (both backends)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine
+from typer.testing import CliRunner
+
+from closedloop import access, ingest
+from closedloop.cli import app as cli_app
+from closedloop.web import create_app
+from tests.conftest import ADMIN_TOKEN, make_settings
+from tests.helpers import basic, stored, track
+from tests.privacy.test_erasure import _dump
+
+
+def test_headers_csp_and_cors(
+    client: TestClient, source: ingest.NewSourceKey, admin_headers: dict[str, str]
+) -> None:
+    for path, headers in (
+        ("/healthz", {}),
+        ("/v1/sources", admin_headers),
+        ("/v1/sources", {}),  # a 401 too
+        ("/s/not-a-token", {}),
+        ("/docs", {}),
+        ("/openapi.json", {}),
+    ):
+        answer = client.get(path, headers=headers)
+        assert answer.headers["x-content-type-options"] == "nosniff", path
+        assert answer.headers["x-frame-options"] == "DENY", path
+        assert answer.headers["referrer-policy"] == "no-referrer", path
+        csp = answer.headers["content-security-policy"]
+        assert "default-src 'none'" in csp, path
+        assert "access-control-allow-origin" not in answer.headers, path
+    assert client.get("/v1/sources", headers=admin_headers).headers["cache-control"] == "no-store"
+    page = client.get("/s/not-a-token")
+    assert "form-action 'self'" in page.headers["content-security-policy"]
+
+    preflight = client.options(
+        "/v1/batch",
+        headers={
+            "Origin": "https://shop.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type",
+        },
+    )
+    assert preflight.status_code == 204
+    assert preflight.headers["access-control-allow-origin"] == "*"
+    assert "Authorization" in preflight.headers["access-control-allow-headers"]
+    assert "access-control-allow-credentials" not in preflight.headers
+    posted = client.post(
+        "/v1/track",
+        json=track(),
+        headers={**basic(source.write_key), "Origin": "https://x.example"},
+    )
+    assert posted.status_code == 200
+    assert posted.headers["access-control-allow-origin"] == "*"
+    assert "access-control-allow-credentials" not in posted.headers
+    management = client.options(
+        "/v1/sources",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
+    )
+    assert "access-control-allow-origin" not in management.headers
+
+
+def test_a_write_key_reads_nothing(client: TestClient, source: ingest.NewSourceKey) -> None:
+    spec = client.get("/openapi.json").json()
+    tried = 0
+    for path, operations in spec["paths"].items():
+        if not path.startswith("/v1/") or path.split("/")[2] in (
+            "identify",
+            "track",
+            "page",
+            "screen",
+            "group",
+            "alias",
+            "batch",
+            "import",
+        ):
+            continue
+        concrete = re.sub(r"\{[^}]+\}", "x", path)
+        for method in operations:
+            for headers in (
+                basic(source.write_key),
+                {"Authorization": f"Bearer {source.write_key}"},
+            ):
+                answer = client.request(method.upper(), concrete, headers=headers, json={})
+                assert answer.status_code == 401, (method, path, answer.status_code)
+                tried += 1
+    assert tried >= 40
+
+
+def test_rate_limit_per_source(engine: Engine, db_url: str) -> None:
+    settings = make_settings(db_url, rate_limit_events_per_second=5, rate_limit_burst=20)
+    shop = ingest.add_source(engine, "shop", kind="web")
+    pos = ingest.add_source(engine, "pos", kind="pos")
+    with TestClient(create_app(settings, engine=engine)) as client:
+        first = client.post(
+            "/v1/batch", json={"batch": [track() for _ in range(15)]}, headers=basic(shop.write_key)
+        )
+        assert first.status_code == 200
+        second = client.post(
+            "/v1/batch", json={"batch": [track() for _ in range(15)]}, headers=basic(shop.write_key)
+        )
+        assert second.status_code == 429
+        assert 1 <= int(second.headers["retry-after"]) <= 3
+        assert second.json()["error"]["code"] == "rate_limited"
+        other = client.post(
+            "/v1/batch", json={"batch": [track() for _ in range(15)]}, headers=basic(pos.write_key)
+        )
+        assert other.status_code == 200  # each source has its own budget
+        huge = client.post(  # larger than the burst: passes on a full bucket, not for ever 429
+            "/v1/batch", json={"batch": [track() for _ in range(30)]}, headers=basic(pos.write_key)
+        )
+        assert huge.status_code == 429
+    assert len(stored(engine)) == 30  # nothing of the refused requests
+
+
+def test_admin_tokens_are_kept_hashed(engine: Engine, db_url: str) -> None:
+    settings = make_settings(db_url).model_copy(update={"admin_token": None})
+    env = {"CLOSEDLOOP_DATABASE_URL": db_url, "CLOSEDLOOP_SECRET_KEY": "s" * 32}
+    made = CliRunner().invoke(cli_app, ["tokens", "add", "crm-sync", "--json"], env=env)
+    assert made.exit_code == 0, made.output
+    token = made.output.strip().split('"token": "')[1].split('"')[0]
+    assert token.startswith("clat_") and len(token) > 40
+    assert token not in str(_dump(engine))
+    with TestClient(create_app(settings, engine=engine)) as client:
+        auth = {"Authorization": f"Bearer {token}"}
+        assert client.get("/v1/sources", headers=auth).status_code == 200
+        assert (
+            client.get(
+                "/v1/sources", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            ).status_code
+            == 401
+        )
+        assert (
+            client.get("/v1/sources", headers={"Authorization": "Bearer clat_guess"}).status_code
+            == 401
+        )
+    listed = CliRunner().invoke(cli_app, ["tokens", "list"], env=env)
+    assert "crm-sync" in listed.output and token not in listed.output
+    assert access.list_tokens(engine)[0].last_used_at is not None
+    again = CliRunner().invoke(cli_app, ["tokens", "add", "crm-sync"], env=env)
+    assert again.exit_code == 1 and "exists" in again.output
+    bad = CliRunner().invoke(cli_app, ["tokens", "add", "Bad Name"], env=env)
+    assert bad.exit_code == 1 and "invalid token name" in bad.output
+    assert CliRunner().invoke(cli_app, ["tokens", "revoke", "crm-sync"], env=env).exit_code == 0
+    assert not access.TokenChecker(engine, cache_seconds=0).valid(token)
+    with TestClient(create_app(settings, engine=engine)) as client:
+        assert (
+            client.get("/v1/sources", headers={"Authorization": f"Bearer {token}"}).status_code
+            == 401
+        )
+
+
+def test_write_key_in_no_row(engine: Engine, tmp_path: Path) -> None:
+    made = ingest.add_source(engine, "shop", kind="web")
+    with engine.connect() as conn:
+        rows = str(conn.execute(sa.text("SELECT * FROM sources")).all())
+    assert made.write_key not in rows and made.write_key not in str(_dump(engine))
