@@ -25,10 +25,12 @@ run: install ## Set up (secrets, SQLite store, demo source) and serve on :8000 w
 demo: install ## Send the demo shop to a running hub (closedloop demo)
 	$(BIN)/closedloop demo
 
-lint: install ## ruff check, ruff format --check, mypy --strict
+lint: install ## ruff check, ruff format --check, mypy --strict, bandit, pip-audit
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	$(BIN)/bandit -q -r src -ll
+	$(BIN)/pip-audit --skip-editable --progress-spinner off
 
 format: install ## Format the code with ruff
 	$(BIN)/ruff format src tests bench

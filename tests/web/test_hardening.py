@@ -164,3 +164,13 @@ def test_write_key_in_no_row(engine: Engine, tmp_path: Path) -> None:
     with engine.connect() as conn:
         rows = str(conn.execute(sa.text("SELECT * FROM sources")).all())
     assert made.write_key not in rows and made.write_key not in str(_dump(engine))
+
+
+def test_nul_in_a_query_is_refused_by_name(
+    client: TestClient, admin_headers: dict[str, str]
+) -> None:
+    answer = client.get("/v1/events?user_id=a%00b", headers=admin_headers)
+    assert answer.status_code == 400
+    assert answer.json()["error"]["field"] == "user_id"
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    assert client.get("/v1/events?user_id=a%2500b", headers=admin_headers).status_code == 200

@@ -80,7 +80,7 @@ def serve(
             err_console.print("demo: no demo write key: run `closedloop init` first")
         else:
             url = (
-                f"http://{'127.0.0.1' if bind_host in ('0.0.0.0', '::') else bind_host}:{bind_port}"  # noqa: S104
+                f"http://{'127.0.0.1' if bind_host in ('0.0.0.0', '::') else bind_host}:{bind_port}"  # noqa: S104 # nosec B104
             )
             threading.Thread(
                 target=_load_demo_when_up,

@@ -75,7 +75,7 @@ def _time_columns(table: sa.Table, columns: Sequence[str]) -> list[int]:
 def _sqlite_insert(table_sql: str, cols_sql: str, conflict_sql: str, width: int, count: int) -> str:
     one = "(" + ", ".join("?" * width) + ")"
     return (
-        f"INSERT INTO {table_sql} ({cols_sql}) VALUES "  # noqa: S608 - our own names
+        f"INSERT INTO {table_sql} ({cols_sql}) VALUES "  # noqa: S608 # nosec B608
         + ", ".join([one] * count)
         + f" ON CONFLICT ({conflict_sql}) DO NOTHING"
     )
@@ -201,7 +201,7 @@ def _postgres_copy(
             for row in rows:
                 copy.write_row(row)
         cur.execute(
-            f"INSERT INTO {table_sql} ({cols_sql}) "  # noqa: S608
+            f"INSERT INTO {table_sql} ({cols_sql}) "  # noqa: S608 # nosec B608
             f"SELECT {cols_sql} FROM closedloop_bulk_staging "
             f"ON CONFLICT ({conflict_sql}) DO NOTHING"
         )

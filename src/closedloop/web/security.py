@@ -1,6 +1,8 @@
 """Security headers on every response, and CORS for the tracking routes only.
 
-Every answer gets `nosniff`, `frame-ancestors 'none'` (and `X-Frame-Options`), no referrer,
+A NUL character in the path or a query parameter is refused with 400 naming the parameter
+(PostgreSQL cannot store or compare it). Every answer gets `nosniff`, `frame-ancestors
+'none'` (and `X-Frame-Options`), no referrer,
 and a content security policy: HTML pages set their own strict one (the survey pages), the
 API docs one that allows their CDN, everything else `default-src 'none'`. Management answers
 (`/v1/...` other than tracking) are not cached.
@@ -13,7 +15,12 @@ management API even with a token in the browser.
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from closedloop.errors import InvalidInputError
+from closedloop.web.errors import error_response
 
 __all__ = ["TRACKING_PATHS", "SecurityHeaders"]
 
@@ -48,6 +55,18 @@ _PREFLIGHT = [
 ]
 
 
+def _nul_field(path: str, query: bytes) -> str | None:
+    """The query parameter (or `path`) holding a NUL character, if any."""
+    if "\x00" in path:
+        return "path"
+    if b"%00" not in query.lower() and b"\x00" not in query:
+        return None
+    for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if "\x00" in name or "\x00" in value:
+            return name.replace("\x00", "")[:60] or "query"
+    return None
+
+
 class SecurityHeaders:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -80,4 +99,11 @@ class SecurityHeaders:
                 message["headers"] = headers + extra
             await send(message)
 
+        nul = _nul_field(path, scope.get("query_string", b""))
+        if nul is not None:  # PostgreSQL text cannot hold NUL: refuse it here, by name
+            response = error_response(
+                InvalidInputError(f"`{nul}` contains a NUL character", field=nul)
+            )
+            await response(scope, receive, with_headers)
+            return
         await self.app(scope, receive, with_headers)
