@@ -243,8 +243,9 @@ class FeedSettings(BaseModel):
     )
     allowed_hosts: tuple[str, ...] = Field(
         (),
-        description="Host names, addresses or networks (`10.0.0.0/8`) a destination may reach "
-        "although they are loopback, private or link-local (refused otherwise).",
+        description="Host names, addresses or networks (`10.0.0.0/8`) the hub may connect to "
+        "although they are loopback, private or link-local (refused otherwise): feed "
+        "destinations, forwarding and the SMTP server.",
     )
     allow_plain_http: bool = Field(
         False, description="Allow `http://` webhooks (only for tests and closed networks)."

@@ -23,7 +23,7 @@ from aiosmtpd.controller import Controller
 from sqlalchemy.engine import Engine
 
 from closedloop import clock, surveys
-from closedloop.config import SurveySettings
+from closedloop.config import FeedSettings, SurveySettings
 from closedloop.surveys._tables import survey_invitations
 from tests.conftest import make_settings
 from tests.profiles.conftest import Log, identify
@@ -66,7 +66,8 @@ def test_killed_while_mailing_sends_at_most_one_duplicate(
         update={
             "surveys": SurveySettings(
                 smtp_host="127.0.0.1", smtp_port=port, smtp_ca_file=ca_file, backoff_seconds=0
-            )
+            ),
+            "feeds": FeedSettings(allowed_hosts=("127.0.0.1",)),
         }
     )
     try:
@@ -82,6 +83,7 @@ def test_killed_while_mailing_sends_at_most_one_duplicate(
             "CLOSEDLOOP_SURVEYS__SMTP_HOST": "127.0.0.1",
             "CLOSEDLOOP_SURVEYS__SMTP_PORT": str(port),
             "CLOSEDLOOP_SURVEYS__SMTP_CA_FILE": str(ca_file),
+            "CLOSEDLOOP_FEEDS__ALLOWED_HOSTS": '["127.0.0.1"]',
         }
         with (tmp_path / "run.log").open("ab") as errors:
             proc = subprocess.Popen(

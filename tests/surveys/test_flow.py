@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 
 from closedloop import clock, surveys
-from closedloop.config import ProcessorSettings, Settings, SurveySettings
+from closedloop.config import FeedSettings, ProcessorSettings, Settings, SurveySettings
 from closedloop.profiles.read import get_profile
 from closedloop.web import create_app
 from tests.conftest import make_settings
@@ -31,13 +31,30 @@ ALWAYS = {
 }
 
 
-def _settings(db_url: str, tmp_path: Path, **survey: Any) -> Settings:
+def _settings(db_url: str, tmp_path: Path, *, allow: bool = True, **survey: Any) -> Settings:
     return make_settings(db_url).model_copy(
         update={
             "surveys": SurveySettings(outbox_dir=tmp_path / "outbox", backoff_seconds=0, **survey),
             "processor": ProcessorSettings(embedded=False),
+            # the test SMTP servers listen on loopback, which the outbound guard refuses unless
+            # it is allowed
+            "feeds": FeedSettings(allowed_hosts=("127.0.0.1",) if allow else ()),
         }
     )
+
+
+def test_smtp_host_on_a_private_address_is_refused(log: Log, db_url: str, tmp_path: Path) -> None:
+    settings = _settings(db_url, tmp_path, allow=False, smtp_host="127.0.0.1", smtp_port=2525)
+    engine = log.engine
+    surveys.save_survey(engine, {"name": "nps", "window": ALWAYS}, create=True)
+    _customer(log, 1)
+    assert surveys.evaluate(engine, settings) == 1
+    _at(datetime.now(UTC) + timedelta(days=30))
+    assert surveys.send_due(engine, settings) == 0
+    found = surveys.eligibility(engine, "nps", log.profile_of("user_id", "cust-1") or "")
+    (invitation,) = found["invitations"]
+    assert invitation["state"] == "failed"
+    assert "refused" in invitation["error"] and "ALLOWED_HOSTS" in invitation["error"]
 
 
 @pytest.fixture

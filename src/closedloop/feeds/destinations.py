@@ -28,7 +28,6 @@ import ftplib  # nosec B402
 import hashlib
 import hmac
 import io
-import ipaddress
 import os
 import socket
 import ssl
@@ -47,17 +46,9 @@ from closedloop.feeds.definition import (
     SftpDestination,
     WebhookDestination,
 )
+from closedloop.outbound import DeliveryError, check_host
 
 __all__ = ["DeliveryError", "check_host", "deliver", "secret", "staging_path"]
-
-
-class DeliveryError(Exception):
-    """A delivery failed; `transient` ones are retried."""
-
-    def __init__(self, message: str, *, transient: bool) -> None:
-        super().__init__(message)
-        self.message = message
-        self.transient = transient
 
 
 def secret(settings: Settings, name: str) -> str:
@@ -80,42 +71,6 @@ def secret(settings: Settings, name: str) -> str:
             transient=False,
         )
     return value.get_secret_value()
-
-
-def _allowed(
-    host: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address, allowed: Any
-) -> bool:
-    for entry in allowed:
-        if entry == host:
-            return True
-        with contextlib.suppress(ValueError):
-            if address in ipaddress.ip_network(entry, strict=False):
-                return True
-    return False
-
-
-def check_host(host: str, port: int, settings: Settings) -> list[str]:
-    """The host's addresses, each checked: a loopback, private, link-local, multicast or
-    reserved one is refused unless `FEEDS__ALLOWED_HOSTS` allows it."""
-    name = host.strip("[]")
-    try:
-        infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise DeliveryError(f"cannot resolve `{host}`: {exc.strerror}", transient=True) from None
-    addresses: list[str] = []
-    for info in infos:
-        text = str(info[4][0]).split("%", 1)[0]
-        address = ipaddress.ip_address(text)
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        if not address.is_global and not _allowed(name, address, settings.feeds.allowed_hosts):
-            raise DeliveryError(
-                f"`{host}` resolves to {address}, a loopback, private, link-local or reserved "
-                "address: refused (allow it in `CLOSEDLOOP_FEEDS__ALLOWED_HOSTS` if intended)",
-                transient=False,
-            )
-        addresses.append(text)
-    return addresses
 
 
 def staging_path(destination: Destination, settings: Settings, feed: str, run_id: str) -> Path:

@@ -92,7 +92,10 @@ class Committer:
         except sa.exc.SQLAlchemyError as exc:
             if is_transient_db_error(exc):
                 raise self._unavailable(exc) from exc
-            _log.warning("group commit refused by the store (%s); committing one by one", exc)
+            _log.warning(
+                "group commit refused by the store (%s); committing one by one",
+                type(getattr(exc, "orig", None) or exc).__name__,
+            )
             results = [self._commit_alone(rows, failed) for rows, failed in group]
             return CommitOutcome(results, time.perf_counter() - started, len(all_rows))
         seconds = time.perf_counter() - started

@@ -27,6 +27,7 @@ def create_store_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine
             connect_args={"check_same_thread": False, "timeout": 30},
             json_serializer=_json_dumps,
             json_deserializer=orjson.loads,
+            hide_parameters=True,  # errors and logs never show row values (personal data)
         )
         synchronous = "FULL" if sqlite_synchronous.upper() == "FULL" else "NORMAL"
 
@@ -57,6 +58,7 @@ def create_store_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine
             max_overflow=10,
             json_serializer=_json_dumps,
             json_deserializer=orjson.loads,
+            hide_parameters=True,  # errors and logs never show row values (personal data)
         )
     raise ValueError(
         f"unsupported database URL `{parsed.render_as_string(hide_password=True)}`: "

@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 
 from closedloop.config import ForwardTarget, Settings
-from closedloop.feeds.destinations import DeliveryError, check_host, secret
+from closedloop.feeds.destinations import secret
+from closedloop.outbound import DeliveryError, check_host
 
 __all__ = ["forward_identify"]
 

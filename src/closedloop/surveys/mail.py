@@ -16,6 +16,7 @@ from pathlib import Path
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, select_autoescape
 
 from closedloop.config import Settings
+from closedloop.outbound import DeliveryError, check_host
 from closedloop.surveys.definition import SurveyDefinition
 
 __all__ = ["Invitation", "MailError", "render_mail", "send_mail", "templates"]
@@ -101,6 +102,10 @@ def send_mail(settings: Settings, definition: SurveyDefinition, invitation: Invi
         cafile=str(config.smtp_ca_file) if config.smtp_ca_file else None
     )
     timeout = 30
+    try:
+        check_host(config.smtp_host, config.smtp_port, settings)
+    except DeliveryError as exc:
+        raise MailError(f"SMTP server: {exc.message}", transient=exc.transient) from None
     try:
         if config.smtp_security == "tls":
             client: smtplib.SMTP = smtplib.SMTP_SSL(

@@ -199,6 +199,7 @@ def eligibility(engine: Engine, name: str, profile: str) -> dict[str, Any]:
                 survey_invitations.c.state,
                 survey_invitations.c.due_at,
                 survey_invitations.c.sent_at,
+                survey_invitations.c.error,
             )
             .where(survey_invitations.c.survey == name, survey_invitations.c.profile_id == found)
             .order_by(survey_invitations.c.due_at.desc())
@@ -221,7 +222,13 @@ def eligibility(engine: Engine, name: str, profile: str) -> dict[str, Any]:
             for d in decisions
         ],
         "invitations": [
-            {"id": i.id, "state": i.state, "due_at": iso(i.due_at), "sent_at": iso(i.sent_at)}
+            {
+                "id": i.id,
+                "state": i.state,
+                "due_at": iso(i.due_at),
+                "sent_at": iso(i.sent_at),
+                "error": i.error,
+            }
             for i in invitations
         ],
     }
