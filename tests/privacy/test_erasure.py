@@ -317,6 +317,8 @@ def test_erasure_reaches_every_table_and_sticks(
         assert {"erasure_requested", "erasure_done", "export", "key_rotation"} <= set(actions)
         assert all(n.lower() not in str(audit).lower() for n in needles)
         assert any(e["actor"] == "api: ticket 4711" for e in audit)
+        done = next(e for e in audit if e["action"] == "erasure_done")
+        assert done["details"]["recipients"] == {"delta_feeds": ["crm-delta"], "forwarded_to": []}
 
         # replayed and new events carrying her identifiers: 200, dropped, counted
         replay = [m for m in anna if m.get("event") != "Bad"]

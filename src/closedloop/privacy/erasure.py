@@ -19,12 +19,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from closedloop import clock
 from closedloop.config import Settings
 from closedloop.errors import InvalidInputError, NotFoundError
+from closedloop.feeds._tables import feed_rows
 from closedloop.identity._tables import suppressions
 from closedloop.identity.suppression import suppression_hash, suppression_secret
 from closedloop.privacy._tables import privacy_erasures
@@ -33,6 +35,7 @@ from closedloop.privacy.registry import REGISTRY, subject_of
 from closedloop.profiles import hold_derived_state, process_available
 from closedloop.profiles.read import LOOKUP_KINDS, locate, resolve_profile_id
 from closedloop.store import begin_write, bulk_insert_ignoring_duplicates
+from closedloop.surveys._tables import survey_answers
 
 __all__ = [
     "KINDS",
@@ -167,6 +170,34 @@ def request_erasure(
     return run_erasure(engine, settings, erasure_id)
 
 
+def _recipients(
+    conn: sa.Connection, settings: Settings, profile_ids: tuple[str, ...]
+) -> dict[str, list[str]]:
+    """Who got her data and must hear of the erasure (Art. 19): the delta feeds that
+    delivered her (their next run carries the delete) and, if she answered a survey, the
+    tools answers are forwarded to."""
+    feeds_told: set[str] = set()
+    answered = False
+    for start in range(0, len(profile_ids), 500):
+        chunk = list(profile_ids[start : start + 500])
+        feeds_told.update(
+            conn.execute(
+                sa.select(feed_rows.c.feed).where(feed_rows.c.profile_id.in_(chunk)).distinct()
+            ).scalars()
+        )
+        answered = answered or bool(
+            conn.execute(
+                sa.select(survey_answers.c.invitation_id)
+                .where(survey_answers.c.profile_id.in_(chunk))
+                .limit(1)
+            ).first()
+        )
+    forwarded = (
+        sorted({httpx.URL(t.url).host for t in settings.surveys.forward}) if answered else []
+    )
+    return {"delta_feeds": sorted(feeds_told), "forwarded_to": forwarded}
+
+
 def run_erasure(engine: Engine, settings: Settings, erasure_id: str) -> Erasure:
     """Erase what the request names, in one transaction (again after an interruption)."""
     try:
@@ -181,6 +212,7 @@ def run_erasure(engine: Engine, settings: Settings, erasure_id: str) -> Erasure:
                 return _erasure(row)
             subject = subject_of(conn, row.profile_ids or [])
             _suppress(conn, settings, erasure_id, set(subject.keys))  # ids joined meanwhile
+            recipients = _recipients(conn, settings, subject.profile_ids)
             counts: dict[str, int] = {}
             for entry in REGISTRY:
                 if entry.erase is not None:
@@ -198,7 +230,8 @@ def run_erasure(engine: Engine, settings: Settings, erasure_id: str) -> Erasure:
                     error=None,
                 )
             )
-            record(conn, row.requested_by, "erasure_done", erasure_id, {"counts": counts})
+            details = {"counts": counts, "recipients": recipients}
+            record(conn, row.requested_by, "erasure_done", erasure_id, details)
     except (InvalidInputError, NotFoundError):
         raise
     except Exception as exc:  # noqa: BLE001 - recorded; the lease brings it back
