@@ -279,6 +279,10 @@ class ForwardTarget(BaseModel):
 
     url: str = Field(description="The endpoint, e.g. `https://api.segment.io/v1/identify`.")
     write_key_secret: str = Field(description="The name of the secret holding the write key.")
+    purpose: str = Field(
+        "surveys",
+        description="The consent purpose a customer must grant for her answer to go there.",
+    )
 
 
 class SurveySettings(BaseModel):

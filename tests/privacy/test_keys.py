@@ -3,8 +3,11 @@ no row and no log line; a new key version re-keys every profile (both backends).
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import logging
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -87,3 +90,50 @@ def test_secret_in_no_row_or_log_and_rotation_rekeys_all(
     for secret in ("test-secret-", "a-new-secret-"):
         assert secret not in dump
         assert secret not in caplog.text
+
+
+def test_feed_delivers_the_old_to_new_mapping_once(
+    engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    from closedloop import feeds
+    from tests.feeds.conftest import feed_settings
+
+    settings = feed_settings(db_url, tmp_path)
+    log = Log(engine, settings)
+    crm = {"crm_sync": True}
+    log.send(
+        identify("c-1", email="eins@example.de", consent=crm),
+        identify("c-2", email="zwei@example.de", consent=crm),
+    )
+    log.process()
+    feeds.save_feed(
+        engine,
+        {
+            "name": "keys",
+            "columns": [
+                {"name": "key", "source": "customer_key"},
+                {"name": "old_key", "source": "previous_customer_key"},
+            ],
+            "format": {"type": "csv"},
+            "file_name": "keys-{date:%Y%m%d%H%M%S%f}",
+            "destination": {"type": "local", "path": "crm"},
+        },
+        create=True,
+    )
+
+    def rows() -> list[dict[str, str]]:
+        run = feeds.run_now(engine, settings, "keys")
+        assert run.state == "succeeded", run.error
+        path = Path(settings.feeds.local_dir) / "crm" / str(run.file_name)
+        return list(csv.DictReader(io.StringIO(path.read_text("utf-8"))))
+
+    before = rows()
+    assert [r["old_key"] for r in before] == ["", ""]
+    v2 = settings.model_copy(
+        update={"identity": settings.identity.model_copy(update={"customer_key_version": 2})}
+    )
+    assert privacy.rotate_customer_keys(engine, v2, requested_by="test") == 2
+    after = rows()
+    assert {r["old_key"] for r in after} == {r["key"] for r in before}
+    assert all(r["key"].startswith("v2.") and r["key"][3:] == r["old_key"][3:] for r in after)
+    assert [r["old_key"] for r in rows()] == ["", ""]  # delivered once

@@ -294,6 +294,7 @@ def test_answer_is_forwarded_to_segment_compatible_endpoints(
     class Receiver(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
+            assert self.path == "/v1/identify", self.path  # never the marketing tool
             received.append((self.headers["Authorization"], json.loads(body)))
             self.send_response(statuses.pop(0) if statuses else 200)
             self.send_header("Content-Length", "0")
@@ -311,7 +312,16 @@ def test_answer_is_forwarded_to_segment_compatible_endpoints(
         settings = base.model_copy(
             update={
                 "surveys": base.surveys.model_copy(
-                    update={"forward": (ForwardTarget(url=url, write_key_secret="segment"),)}
+                    update={
+                        "forward": (
+                            ForwardTarget(url=url, write_key_secret="segment"),
+                            ForwardTarget(  # she has not consented to marketing: not sent
+                                url=url.replace("/v1/", "/marketing/"),
+                                write_key_secret="segment",
+                                purpose="marketing",
+                            ),
+                        )
+                    }
                 ),
                 "feeds": FeedSettings(
                     allowed_hosts=("127.0.0.1",),

@@ -563,11 +563,15 @@ def record_answer(
             },
         },
     ]
-    _found, who = record_for_profile(
+    found, who = record_for_profile(
         engine, settings, row.profile_id, messages, source=SURVEY_SOURCE
     )
     if settings.surveys.forward:
-        forward_identify(settings, {**messages[1], **who})
+        with engine.connect() as conn:
+            consent = conn.execute(
+                sa.select(profiles.c.consent).where(profiles.c.id == found)
+            ).scalar()
+        forward_identify(settings, {**messages[1], **who}, consent=consent or {})
     return Answer(row.id, row.survey, score, text, row.locale, bool(updated))
 
 

@@ -44,10 +44,16 @@ def _post(target: ForwardTarget, settings: Settings, message: dict[str, Any]) ->
         raise DeliveryError(f"answered {response.status_code}", transient=False)
 
 
-def forward_identify(settings: Settings, message: dict[str, Any]) -> dict[str, str]:
-    """Send `message` to every configured endpoint; per URL `ok` or the error (logged)."""
+def forward_identify(
+    settings: Settings, message: dict[str, Any], *, consent: dict[str, Any]
+) -> dict[str, str]:
+    """Send `message` to every configured endpoint whose purpose the customer's `consent`
+    grants; per URL `ok`, `no consent for ...` or the error (logged)."""
     results: dict[str, str] = {}
     for target in settings.surveys.forward:
+        if not settings.profiles.granted(consent, target.purpose):
+            results[target.url] = f"no consent for `{target.purpose}`"
+            continue
         for attempt in range(_ATTEMPTS):
             try:
                 _post(target, settings, message)
