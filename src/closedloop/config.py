@@ -411,6 +411,10 @@ class Settings(BaseSettings):
     demo_write_key: SecretStr | None = Field(
         None, description="Write key of the `demo` source; `closedloop init` stores it for `demo`."
     )
+    demo_password: SecretStr | None = Field(
+        None,
+        description="Password of the dashboard's `demo` user; `closedloop init` makes one.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level of the server."
     )

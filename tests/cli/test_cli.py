@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 from typer.testing import CliRunner
 
 from closedloop import clock, ingest, store
+from closedloop.access import users as accounts
 from closedloop.cli import app
 from closedloop.config import IngestSettings
 from closedloop.errors import PermissionDeniedError
@@ -179,5 +180,13 @@ def test_init_writes_secrets_once_and_a_working_demo_key(
     try:
         resolver = ingest.WriteKeyResolver(engine, cache_seconds=0)
         assert resolver.resolve(demo_key).name == "demo"
+        password = next(
+            line.split("=", 1)[1]
+            for line in env.splitlines()
+            if line.startswith("CLOSEDLOOP_DEMO_PASSWORD=")
+        )
+        assert f"user `demo`, password {password}" in first.output
+        assert accounts.log_in(engine, "demo", password) is not None
+        assert accounts.list_users(engine)[0].role == "admin"
     finally:
         engine.dispose()

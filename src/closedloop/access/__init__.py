@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 from closedloop import clock
 from closedloop.access._tables import admin_tokens
 from closedloop.errors import ConflictError, InvalidInputError, NotFoundError
+from closedloop.store import begin_write
 
 __all__ = ["AdminToken", "TokenChecker", "add_token", "list_tokens", "revoke_token"]
 
@@ -53,7 +54,7 @@ def add_token(engine: Engine, name: str) -> str:
             field="name",
         )
     token = _PREFIX + secrets.token_urlsafe(32)
-    with engine.begin() as conn:
+    with begin_write(engine) as conn:
         if conn.execute(sa.select(admin_tokens.c.name).where(admin_tokens.c.name == name)).first():
             raise ConflictError(f"a token `{name}` exists already: revoke it first")
         conn.execute(

@@ -18,6 +18,7 @@ from closedloop.cli import (  # noqa: F401
     sources,
     surveys,
     tokens,
+    users,
     worker,
 )
 from closedloop.cli._app import app

@@ -9,11 +9,13 @@ from pathlib import Path
 import typer
 
 from closedloop import ingest, store
+from closedloop.access import users as accounts
 from closedloop.cli._app import app, console, handle_errors, open_store
 from closedloop.config import load_settings
-from closedloop.errors import NotFoundError, PermissionDeniedError
+from closedloop.errors import ConflictError, NotFoundError, PermissionDeniedError
 
 DEMO_SOURCE = "demo"
+DEMO_USER = "demo"
 
 
 def _read_env(path: Path) -> dict[str, str]:
@@ -42,8 +44,9 @@ def init(
     """Prepare a local hub: secrets, store, demo source. Safe to run again.
 
     Writes `CLOSEDLOOP_SECRET_KEY`, `CLOSEDLOOP_ADMIN_TOKEN`, the customer-key secret
-    (`CLOSEDLOOP_IDENTITY__CUSTOMER_KEY_SECRET`) and the demo write key to
-    `.env` (mode 600) when they are missing, upgrades the store, and prints the credentials.
+    (`CLOSEDLOOP_IDENTITY__CUSTOMER_KEY_SECRET`), the demo write key and the password of
+    the dashboard's `demo` user (an admin) to `.env` (mode 600) when they are missing,
+    upgrades the store, and prints the credentials.
 
     Example: `closedloop init && closedloop serve`
     """
@@ -81,6 +84,14 @@ def init(
                     made = ingest.add_source(engine, DEMO_SOURCE, kind="web", write_key=key)
                 values["CLOSEDLOOP_DEMO_WRITE_KEY"] = made.write_key
                 _write_env(env_file, values)
+            if not values.get("CLOSEDLOOP_DEMO_PASSWORD"):
+                values["CLOSEDLOOP_DEMO_PASSWORD"] = secrets.token_urlsafe(12)
+                _write_env(env_file, values)
+            password = values["CLOSEDLOOP_DEMO_PASSWORD"]
+            try:
+                accounts.add_user(engine, DEMO_USER, role="admin", password=password)
+            except ConflictError:
+                accounts.set_password(engine, DEMO_USER, password)
         revision = store.current_revision(engine)
     console.print(
         f"store:       {config.database_url} (revision {revision})",
@@ -90,6 +101,11 @@ def init(
     if demo_source:
         console.print(
             f"demo source: `{DEMO_SOURCE}`, write key {values['CLOSEDLOOP_DEMO_WRITE_KEY']}",
+            markup=False,
+        )
+        console.print(
+            f"dashboard:   http://{config.host}:{config.port}/  user `{DEMO_USER}`, "
+            f"password {values['CLOSEDLOOP_DEMO_PASSWORD']}",
             markup=False,
         )
     console.print(f"secrets kept in {env_file} (mode 600)", markup=False)

@@ -17,7 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from closedloop.access._tables import admin_tokens
+from closedloop.access._tables import admin_tokens, ui_sessions, users
 from closedloop.feeds._tables import feed_rows, feed_runs, feeds
 from closedloop.identity._tables import (
     customer_key_changes,
@@ -262,6 +262,8 @@ REGISTRY: tuple[Entry, ...] = (
     Entry(profiles, True, "traits, master data, mood, consent", _profiles_erase, _profiles_export),
     Entry(sources, False, "write keys (hashed) of the shop's systems"),
     Entry(admin_tokens, False, "admin tokens (hashed) of operators' tools"),
+    Entry(users, False, "staff accounts of the dashboard (no customer data)"),
+    Entry(ui_sessions, False, "dashboard sessions (hashed cookie, staff user)"),
     Entry(processor_cursors, False, "positions in the event log"),
     Entry(mood_rules, False, "mood rule definitions"),
     Entry(segments, False, "segment definitions"),

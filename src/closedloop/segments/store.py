@@ -33,6 +33,7 @@ from closedloop.segments._tables import segment_changes, segment_members, segmen
 from closedloop.segments.compile import compile_condition
 from closedloop.segments.evaluate import ProfileFacts, evaluate
 from closedloop.segments.language import references, to_text, validate_tree
+from closedloop.store import begin_write
 
 __all__ = [
     "RefreshReport",
@@ -162,7 +163,7 @@ def save_segment(
     _check_name(name)
     validate_tree(tree)
     now = clock.now()
-    with engine.begin() as conn:
+    with begin_write(engine) as conn:
         # Compiling checks the segments it refers to exist and do not refer back to it.
         def resolve(other: str) -> dict[str, Any]:
             return tree if other == name else tree_of(conn, other)
@@ -190,7 +191,7 @@ def save_segment(
 def delete_segment(engine: Engine, name: str) -> None:
     """Delete a segment: its members exit (recorded), other segments must not refer to it."""
     now = clock.now()
-    with engine.begin() as conn:
+    with begin_write(engine) as conn:
         if conn.execute(sa.select(segments.c.name).where(segments.c.name == name)).first() is None:
             raise NotFoundError(f"no segment `{name[:64]}`")
         for other, tree in saved_trees(conn).items():
@@ -278,7 +279,7 @@ def refresh(
                 )
                 query = sa.select(profiles.c.id).where(profiles.c.merged_into.is_(None), where)
                 current = set(conn.execute(query).scalars())
-        with engine.begin() as conn:
+        with begin_write(engine) as conn:
             locked = conn.execute(
                 segments.update()
                 .where(segments.c.name == name)

@@ -33,6 +33,7 @@ from closedloop.web import (
     sources,
     surveys,
     tracking,
+    ui,
 )
 from closedloop.web.context import AppContext
 from closedloop.web.errors import install_error_handlers
@@ -120,4 +121,6 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     app.include_router(surveys.router)
     app.include_router(privacy.router)
     app.include_router(ops.router)
+    app.include_router(ui.router)
+    app.mount("/static", ui.static_files(), name="static")
     return app

@@ -1,0 +1,493 @@
+"""The dashboard: server-rendered pages (Jinja2 + htmx) for marketers, CRM managers and the
+call center, behind a login with roles. Routes are not part of the API description."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import RedirectResponse, Response
+from starlette.staticfiles import StaticFiles
+
+from closedloop import clock, feeds, privacy, segments, surveys
+from closedloop.access import users as accounts
+from closedloop.errors import ClosedloopError, InvalidInputError, NotFoundError
+from closedloop.web.context import AppContext, get_context
+from closedloop.web.ui import data
+from closedloop.web.ui.charts import bars
+from closedloop.web.ui.render import page
+
+__all__ = ["COOKIE", "router", "static_files"]
+
+router = APIRouter(include_in_schema=False)
+COOKIE = "closedloop_session"
+_LOGIN_CSRF = "closedloop_login"
+_ALL = ("admin", "marketer", "agent", "viewer")
+_ANALYSTS = ("admin", "marketer", "viewer")
+_EDITORS = ("admin", "marketer")
+_CALLERS = ("admin", "marketer", "agent")
+
+
+def static_files() -> StaticFiles:
+    return StaticFiles(directory=Path(__file__).parent.parent / "static")
+
+
+def _secure(request: Request) -> bool:
+    forwarded = request.headers.get("x-forwarded-proto", "")
+    return request.url.scheme == "https" or forwarded == "https"
+
+
+class _DeniedError(Exception):
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
+def _session(request: Request, roles: tuple[str, ...]) -> accounts.Session:
+    ctx: AppContext = get_context(request)
+    cookie = request.cookies.get(COOKIE, "")
+    found = accounts.session_of(ctx.engine, cookie) if cookie else None
+    if found is None:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        raise _DeniedError(
+            RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
+        )
+    if found.user.role not in roles:
+        raise _DeniedError(
+            page(
+                "error.html",
+                {"session": found, "message": "forbidden", "status": 403, "path": request.url.path},
+                locale=found.user.locale,
+                status=403,
+            )
+        )
+    return found
+
+
+def _csrf(request: Request, session: accounts.Session, form: dict[str, Any]) -> None:
+    given = str(form.get("csrf") or request.headers.get("x-csrf-token") or "")
+    if not secrets.compare_digest(given.encode(), session.csrf_token.encode()):
+        raise _DeniedError(
+            page(
+                "error.html",
+                {"session": session, "message": "csrf", "status": 403, "path": request.url.path},
+                locale=session.user.locale,
+                status=403,
+            )
+        )
+
+
+def _without(view: Callable[..., Any], *names: str) -> inspect.Signature:
+    sig = inspect.signature(view)
+    return sig.replace(parameters=[p for n, p in sig.parameters.items() if n not in names])
+
+
+def _view(roles: tuple[str, ...]) -> Callable[[Callable[..., Response]], Callable[..., Response]]:
+    """A page for `roles`: the view gets the session after the request."""
+
+    def wrap(view: Callable[..., Response]) -> Callable[..., Response]:
+        @functools.wraps(view)
+        def run(request: Request, **kwargs: Any) -> Response:
+            try:
+                return view(request, _session(request, roles), **kwargs)
+            except _DeniedError as denied:
+                return denied.response
+
+        run.__signature__ = _without(view, "session")  # type: ignore[attr-defined]
+        return run
+
+    return wrap
+
+
+def _post(roles: tuple[str, ...]) -> Callable[[Callable[..., Response]], Callable[..., Any]]:
+    """A form post for `roles`, its CSRF token checked; the view gets session and form."""
+
+    def wrap(view: Callable[..., Response]) -> Callable[..., Any]:
+        @functools.wraps(view)
+        async def run(request: Request, **kwargs: Any) -> Response:
+            form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+
+            def call() -> Response:
+                try:
+                    session = _session(request, roles)
+                    _csrf(request, session, form)
+                    return view(request, session, form, **kwargs)
+                except _DeniedError as denied:
+                    return denied.response
+
+            return await run_in_threadpool(call)
+
+        run.__signature__ = _without(view, "session", "form")  # type: ignore[attr-defined]
+        return run
+
+    return wrap
+
+
+def _render(
+    request: Request, session: accounts.Session, template: str, status: int = 200, **context: Any
+) -> Response:
+    context.setdefault("path", request.url.path)
+    return page(
+        template, {"session": session, **context}, locale=session.user.locale, status=status
+    )
+
+
+# Log in and out ---------------------------------------------------------------------------
+
+
+@router.get("/login")
+def login_form(request: Request, next: str = "/") -> Response:
+    token = secrets.token_urlsafe(24)
+    response = page(
+        "login.html",
+        {"csrf": token, "next": next if next.startswith("/") else "/", "error": None},
+        locale=_locale(request),
+    )
+    response.set_cookie(
+        _LOGIN_CSRF, token, httponly=True, samesite="strict", secure=_secure(request)
+    )
+    return response
+
+
+def _locale(request: Request) -> str:
+    wanted = request.headers.get("accept-language", "de")[:2].lower()
+    return "en" if wanted == "en" else "de"
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    form = dict(await request.form())
+    ctx = get_context(request)
+    expected = request.cookies.get(_LOGIN_CSRF, "")
+    given = str(form.get("csrf", ""))
+    target = str(form.get("next", "/"))
+    if not target.startswith("/") or target.startswith("//"):
+        target = "/"
+    if not expected or not secrets.compare_digest(given.encode(), expected.encode()):
+        return page(
+            "login.html",
+            {"csrf": expected, "next": target, "error": "expired"},
+            locale=_locale(request),
+            status=400,
+        )
+    done = await run_in_threadpool(
+        accounts.log_in, ctx.engine, str(form.get("name", "")), str(form.get("password", ""))
+    )
+    if done is None:
+        return page(
+            "login.html",
+            {"csrf": expected, "next": target, "error": "invalid"},
+            locale=_locale(request),
+            status=401,
+        )
+    cookie, session = done
+    if session.user.role == "agent" and target == "/":
+        target = "/customers"
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(
+        COOKIE,
+        cookie,
+        httponly=True,
+        samesite="lax",
+        secure=_secure(request),
+        max_age=accounts.SESSION_HOURS * 3600,
+    )
+    response.delete_cookie(_LOGIN_CSRF)
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    form = dict(await request.form())
+    ctx = get_context(request)
+    cookie = request.cookies.get(COOKIE, "")
+    session = accounts.session_of(ctx.engine, cookie) if cookie else None
+    if session is not None:
+        try:
+            _csrf(request, session, form)
+        except _DeniedError as denied:
+            return denied.response
+        accounts.end_session(ctx.engine, cookie)
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(COOKIE)
+    return response
+
+
+# Overview -------------------------------------------------------------------------------
+
+
+@router.get("/")
+@_view(_ALL)
+def overview(request: Request, session: accounts.Session) -> Response:
+    if session.user.role == "agent":
+        return RedirectResponse("/customers", status_code=303)
+    ctx = get_context(request)
+    facts = data.overview(ctx.engine, ctx.settings, clock.now())
+    total = facts["mood_total"] or 1
+    mood_bars = bars(
+        [(label, facts["mood"][label] / total * 100, f"mood-{label}") for label in facts["mood"]],
+        width=300,
+        height=120,
+    )
+    return _render(request, session, "overview.html", facts=facts, mood_bars=mood_bars)
+
+
+# Customer lookup ----------------------------------------------------------------------------
+
+
+@router.get("/customers")
+@_view(_CALLERS)
+def customers(request: Request, session: accounts.Session, q: str = "") -> Response:
+    ctx = get_context(request)
+    error = None
+    if q:
+        try:
+            found = data.find(ctx.engine, ctx.settings, q[:320])
+        except InvalidInputError as exc:
+            found, error = None, exc.message
+        if found is not None:
+            return RedirectResponse(f"/customers/{quote(found)}", status_code=303)
+        if error is None:
+            error = "not_found"
+    return _render(request, session, "customers.html", q=q, error=error)
+
+
+@router.get("/customers/{profile_id}")
+@_view(_CALLERS)
+def customer(request: Request, session: accounts.Session, profile_id: str) -> Response:
+    ctx = get_context(request)
+    try:
+        facts = data.customer(ctx.engine, ctx.settings, profile_id[:40], clock.now())
+    except NotFoundError:
+        return _render(request, session, "customers.html", q="", error="not_found", status=404)
+    channel = request.query_params.get("channel") or None
+    text = request.query_params.get("text") or None
+    events, more = data.timeline_page(
+        ctx.engine, facts["id"], before=None, channel=channel, text=text
+    )
+    return _render(
+        request,
+        session,
+        "customer.html",
+        c=facts,
+        events=events,
+        more=more,
+        channel=channel or "",
+        text=text or "",
+    )
+
+
+@router.get("/customers/{profile_id}/timeline")
+@_view(_CALLERS)
+def customer_timeline(
+    request: Request, session: accounts.Session, profile_id: str, before: int | None = None
+) -> Response:
+    ctx = get_context(request)
+    channel = request.query_params.get("channel") or None
+    text = request.query_params.get("text") or None
+    try:
+        events, more = data.timeline_page(
+            ctx.engine, profile_id[:40], before=before, channel=channel, text=text
+        )
+    except NotFoundError:
+        return Response(status_code=404)
+    return _render(
+        request,
+        session,
+        "_timeline.html",
+        events=events,
+        more=more,
+        profile_id=profile_id,
+        channel=channel or "",
+        text=text or "",
+    )
+
+
+# Segments --------------------------------------------------------------------------------
+
+
+@router.get("/segments")
+@_view(_ANALYSTS)
+def segment_list(request: Request, session: accounts.Session) -> Response:
+    ctx = get_context(request)
+    return _render(request, session, "segments.html", rows=data.segment_rows(ctx.engine))
+
+
+@router.get("/segments/editor")
+@_view(_EDITORS)
+def segment_editor(request: Request, session: accounts.Session, condition: str = "") -> Response:
+    ctx = get_context(request)
+    result = _preview(ctx, condition)
+    return _render(request, session, "segment_editor.html", condition=condition, result=result)
+
+
+def _preview(ctx: AppContext, condition: str) -> dict[str, Any] | None:
+    if not condition.strip():
+        return None
+    if len(condition) > 4000:
+        return {"error": "the condition is longer than 4,000 characters", "count": None}
+    try:
+        found = segments.preview(ctx.engine, ctx.settings, condition, now=clock.now(), sample=10)
+    except ClosedloopError as exc:
+        return {"error": exc.message, "count": None, "pointer": _pointer(condition, exc.message)}
+    return {"error": None, "count": found.count, "sample": found.sample, "text": found.text}
+
+
+def _pointer(condition: str, message: str) -> str | None:
+    """The line of the condition an error names, with a caret under its column."""
+    found = re.match(r"line (\d+), column (\d+)", message)
+    if found is None:
+        return None
+    line, column = int(found.group(1)), int(found.group(2))
+    lines = condition.splitlines() or [""]
+    if not 1 <= line <= len(lines):
+        return None
+    return lines[line - 1] + "\n" + " " * (column - 1) + "^"
+
+
+@router.get("/segments/count")
+@_view(_EDITORS)
+def segment_count(request: Request, session: accounts.Session, condition: str = "") -> Response:
+    ctx = get_context(request)
+    return _render(request, session, "_count.html", result=_preview(ctx, condition))
+
+
+# Surveys ---------------------------------------------------------------------------------
+
+
+@router.get("/surveys")
+@_view(_ANALYSTS)
+def survey_list(request: Request, session: accounts.Session) -> Response:
+    ctx = get_context(request)
+    found = surveys.list_surveys(ctx.engine)
+    if len(found) == 1:
+        return RedirectResponse(f"/surveys/{quote(found[0].name)}", status_code=303)
+    return _render(request, session, "surveys.html", surveys=found)
+
+
+@router.get("/surveys/{name}")
+@_view(_ANALYSTS)
+def survey(request: Request, session: accounts.Session, name: str) -> Response:
+    ctx = get_context(request)
+    try:
+        stats = surveys.stats(ctx.engine, name[:64], comments=0)
+    except NotFoundError:
+        return _render(request, session, "error.html", message="not_found", status=404)
+    group = request.query_params.get("group") or None
+    group = group if group in data.GROUPS else None
+    text = (request.query_params.get("text") or "")[:200]
+    shown = (
+        data.comments(ctx.engine, name, group=group, text=text or None)
+        if session.user.role != "viewer"
+        else []
+    )
+    distribution = bars(
+        [
+            (
+                score,
+                float(count),
+                next(g for g, (lo, hi) in data.GROUPS.items() if lo <= int(score) <= hi),
+            )
+            for score, count in stats["distribution"].items()
+        ],
+        width=440,
+        height=120,
+    )
+    months = stats["by_month"][-12:]
+    trend = bars(
+        [(m["month"], float(m["nps"]), "nps-up" if m["nps"] >= 0 else "nps-down") for m in months],
+        width=440,
+        height=120,
+    )
+    groups = {
+        g: sum(stats["distribution"][str(s)] for s in range(lo, hi + 1))
+        for g, (lo, hi) in data.GROUPS.items()
+    }
+    why = None
+    who = (request.query_params.get("who") or "").strip()
+    if who and session.user.role != "viewer":
+        try:
+            pid = data.find(ctx.engine, ctx.settings, who[:320])
+            why = surveys.eligibility(ctx.engine, name, pid) if pid else {"error": "not_found"}
+        except ClosedloopError as exc:
+            why = {"error": exc.message}
+    return _render(
+        request,
+        session,
+        "survey.html",
+        name=name,
+        stats=stats,
+        distribution=distribution,
+        trend=trend,
+        months=months,
+        groups=groups,
+        group=group or "",
+        text=text,
+        comments=shown,
+        who=who,
+        why=why,
+    )
+
+
+# Feeds -------------------------------------------------------------------------------------
+
+
+@router.get("/feeds")
+@_view(_ANALYSTS)
+def feed_list(request: Request, session: accounts.Session) -> Response:
+    ctx = get_context(request)
+    found = feeds.list_feeds(ctx.engine)
+    runs = {f.name: feeds.list_runs(ctx.engine, f.name, limit=10) for f in found}
+    health = {h.feed: h for h in feeds.health(ctx.engine)}
+    return _render(request, session, "feeds.html", feeds=found, runs=runs, health=health)
+
+
+@router.post("/feeds/{name}/run")
+@_post(_EDITORS)
+def feed_run(
+    request: Request, session: accounts.Session, form: dict[str, str], name: str
+) -> Response:
+    ctx = get_context(request)
+    try:
+        feeds.queue_run(ctx.engine, name[:64])
+    except ClosedloopError as exc:
+        return _render(request, session, "error.html", message=exc.message, status=409)
+    if ctx.feed_scheduler is not None:
+        ctx.feed_scheduler.wake()
+    return RedirectResponse("/feeds", status_code=303)
+
+
+# Privacy ---------------------------------------------------------------------------------
+
+
+@router.get("/privacy")
+@_view(("admin",))
+def privacy_page(request: Request, session: accounts.Session) -> Response:
+    ctx = get_context(request)
+    return _render(
+        request,
+        session,
+        "privacy.html",
+        erasures=privacy.list_erasures(ctx.engine, limit=100),
+        audit=privacy.list_audit(ctx.engine, limit=100),
+    )
+
+
+@router.post("/settings/locale")
+@_post(_ALL)
+def set_locale(request: Request, session: accounts.Session, form: dict[str, str]) -> Response:
+    ctx = get_context(request)
+    wanted = str(form.get("locale", "de"))
+    if wanted in accounts.LOCALES:
+        accounts.set_locale(ctx.engine, session.user.name, wanted)
+    back = str(form.get("back", "/"))
+    return RedirectResponse(
+        back if back.startswith("/") and not back.startswith("//") else "/", 303
+    )

@@ -1,0 +1,60 @@
+"""Geometry for the server-rendered SVG charts (the templates draw them, with a data table
+beside each): bars and sparklines, plain numbers in, coordinates out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Bar", "bars", "sparkline"]
+
+
+@dataclass(frozen=True)
+class Bar:
+    label: str
+    value: float
+    x: float
+    y: float
+    width: float
+    height: float
+    css: str = ""
+
+
+def bars(
+    items: list[tuple[str, float, str]],
+    *,
+    width: float = 600,
+    height: float = 160,
+    gap: float = 4,
+    baseline: float = 0,
+) -> list[Bar]:
+    """Vertical bars for (label, value, css class); negative values hang below `baseline`
+    when it is given as the share of the height above zero."""
+    if not items:
+        return []
+    top = max([v for _l, v, _c in items] + [0.0])
+    bottom = min([v for _l, v, _c in items] + [0.0])
+    span = (top - bottom) or 1.0
+    zero = height * (top / span)
+    step = width / len(items)
+    out = []
+    for i, (label, value, css) in enumerate(items):
+        h = abs(value) / span * height
+        y = zero - h if value >= 0 else zero
+        out.append(Bar(label, value, i * step + gap / 2, y, max(step - gap, 1), max(h, 0.5), css))
+    return out
+
+
+def sparkline(values: list[float], *, width: float = 120, height: float = 24) -> str:
+    """An SVG path through `values` (oldest first), scaled into the box."""
+    if not values:
+        return ""
+    if len(values) == 1:
+        values = values * 2
+    low, high = min(values), max(values)
+    span = (high - low) or 1.0
+    step = width / (len(values) - 1)
+    points = [
+        f"{i * step:.1f},{height - (v - low) / span * (height - 2) - 1:.1f}"
+        for i, v in enumerate(values)
+    ]
+    return "M" + " L".join(points)

@@ -1,0 +1,167 @@
+"""The dashboard without a browser (both backends): log in, roles, CSRF, every view renders
+the demo-like data, personal data hidden from viewers, trait values escaped."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine
+
+from closedloop import feeds, profiles, segments, surveys
+from closedloop.access import users as accounts
+from closedloop.web import create_app
+from tests.conftest import make_settings
+from tests.profiles.conftest import Log, identify, track
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def shop(engine: Engine, db_url: str) -> Log:
+    log = Log(engine, make_settings(db_url))
+    log.send(
+        identify(
+            "anna",
+            email="anna@example.de",
+            phone="0351 1234567",
+            firstName="Anna",
+            lastName="<script>alert(1)</script>",
+            gender="w",
+            address={"city": "Dresden", "postalCode": "01067"},
+            consent={"surveys": True, "crm_sync": True},
+            bio='<img src=x onerror="alert(2)">',
+        ),
+        track("Order Completed", "anna", properties={"revenue": 10}),
+        track("NPS Answered", "anna", properties={"score": 3, "comment": "zu teuer"}),
+        identify("bob", email="bob@example.de", phone="0341 7654321", lastName="Becker"),
+    )
+    log.process()
+    segments.save_segment(
+        engine,
+        log.settings,
+        "dresden",
+        segments.condition_tree('trait address.city = "Dresden"'),
+        create=True,
+    )
+    for name, role in (("ada", "admin"), ("mia", "marketer"), ("abe", "agent"), ("vic", "viewer")):
+        accounts.add_user(engine, name, role=role, password=PASSWORD, locale="en")
+    return log
+
+
+@pytest.fixture
+def app_client(shop: Log) -> Iterator[TestClient]:
+    with TestClient(create_app(shop.settings, engine=shop.engine)) as client:
+        yield client
+
+
+def login(client: TestClient, name: str, password: str = PASSWORD) -> Any:
+    form = client.get("/login")
+    token = re.search(r'name="csrf" value="([^"]+)"', form.text)
+    assert token is not None
+    return client.post(
+        "/login",
+        data={"name": name, "password": password, "csrf": token.group(1), "next": "/"},
+        follow_redirects=False,
+    )
+
+
+def csrf_of(client: TestClient, path: str = "/") -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', client.get(path).text)
+    assert found is not None
+    return found.group(1)
+
+
+def test_login_roles_and_views(app_client: TestClient, shop: Log) -> None:
+    client = app_client
+    assert client.get("/", follow_redirects=False).headers["location"].startswith("/login")
+    bad = login(client, "ada", "wrong password!")
+    assert bad.status_code == 401 and "Name oder Passwort falsch" in bad.text
+    assert login(client, "nobody", PASSWORD).status_code == 401
+    done = login(client, "ada")
+    assert done.status_code == 303
+    cookie = done.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=lax" in cookie.replace("Lax", "lax")
+    for path in (
+        "/",
+        "/customers",
+        "/segments",
+        "/segments/editor",
+        "/surveys",
+        "/feeds",
+        "/privacy",
+    ):
+        answer = client.get(path)
+        assert answer.status_code == 200, path
+        csp = answer.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp, path
+    found = client.get("/customers", params={"q": "+49 351 1234567"}, follow_redirects=False)
+    assert found.status_code == 303
+    page = client.get(found.headers["location"])
+    assert page.status_code == 200
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text and "<script>alert" not in page.text
+    assert 'onerror="alert' not in page.text
+    assert "Order Completed" in page.text and "anna@example.de" in page.text
+    count = client.get("/segments/count", params={"condition": 'trait address.city = "Dresden"'})
+    assert '<strong id="live-count">1</strong>' in count.text
+    broken = client.get("/segments/count", params={"condition": 'trait city = "x" andd mood'})
+    assert "line 1, column 21" in broken.text
+    assert "trait city = &#34;x&#34; andd mood\n" + " " * 20 + "^" in broken.text
+    assert "Nobody found" in client.get("/customers", params={"q": "nobody@example.de"}).text
+
+
+def test_agent_only_looks_up_customers(app_client: TestClient) -> None:
+    client = app_client
+    assert login(client, "abe").headers["location"] == "/customers"
+    assert client.get("/customers", params={"q": "bob@example.de"}).status_code == 200
+    for path in ("/segments/editor", "/segments", "/surveys", "/feeds", "/privacy"):
+        assert client.get(path).status_code == 403, path
+    assert client.get("/", follow_redirects=False).headers["location"] == "/customers"
+
+
+def test_viewer_sees_no_personal_data(app_client: TestClient, shop: Log) -> None:
+    client = app_client
+    login(client, "vic")
+    assert client.get("/customers").status_code == 403
+    assert client.get("/segments/editor").status_code == 403
+    overview = client.get("/")
+    assert overview.status_code == 200 and "anna" not in overview.text.lower()
+    assert client.get("/privacy").status_code == 403
+
+
+def test_csrf_is_checked_on_every_form(app_client: TestClient, shop: Log) -> None:
+    client = app_client
+    login(client, "mia")
+    feeds.save_feed(
+        shop.engine,
+        {
+            "name": "keys",
+            "columns": [{"name": "key", "source": "customer_key"}],
+            "destination": {"type": "local", "path": "crm"},
+        },
+        create=True,
+    )
+    assert client.post("/feeds/keys/run", data={}).status_code == 403
+    assert client.post("/feeds/keys/run", data={"csrf": "forged"}).status_code == 403
+    assert feeds.list_runs(shop.engine, "keys") == []
+    token = csrf_of(client, "/feeds")
+    queued = client.post("/feeds/keys/run", data={"csrf": token}, follow_redirects=False)
+    assert queued.status_code == 303
+    assert [r.trigger for r in feeds.list_runs(shop.engine, "keys")] == ["manual"]
+    assert client.post("/logout", data={"csrf": "forged"}).status_code == 403
+    out = client.post("/logout", data={"csrf": token}, follow_redirects=False)
+    assert out.status_code == 303
+    assert client.get("/", follow_redirects=False).status_code == 303  # the session ended
+
+
+def test_german_by_user_setting(app_client: TestClient, shop: Log) -> None:
+    client = app_client
+    login(client, "ada")
+    token = csrf_of(client)
+    client.post("/settings/locale", data={"csrf": token, "locale": "de", "back": "/"})
+    page = client.get("/")
+    assert "Übersicht" in page.text and 'lang="de"' in page.text
+    assert profiles is not None and surveys is not None
