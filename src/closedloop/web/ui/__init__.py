@@ -22,7 +22,7 @@ from closedloop.access import users as accounts
 from closedloop.errors import ClosedloopError, InvalidInputError, NotFoundError
 from closedloop.web.context import AppContext, get_context
 from closedloop.web.ui import data
-from closedloop.web.ui.charts import bars
+from closedloop.web.ui.charts import bars, nps_bars
 from closedloop.web.ui.render import page
 
 __all__ = ["COOKIE", "router", "static_files"]
@@ -401,11 +401,7 @@ def survey(request: Request, session: accounts.Session, name: str) -> Response:
         height=120,
     )
     months = stats["by_month"][-12:]
-    trend = bars(
-        [(m["month"], float(m["nps"]), "nps-up" if m["nps"] >= 0 else "nps-down") for m in months],
-        width=440,
-        height=120,
-    )
+    trend = nps_bars([(m["month"], m["nps"], m["n"]) for m in months])
     groups = {
         g: sum(stats["distribution"][str(s)] for s in range(lo, hi + 1))
         for g, (lo, hi) in data.GROUPS.items()

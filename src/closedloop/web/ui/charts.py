@@ -58,3 +58,21 @@ def sparkline(values: list[float], *, width: float = 120, height: float = 24) ->
         for i, v in enumerate(values)
     ]
     return "M" + " L".join(points)
+
+
+def nps_bars(
+    items: list[tuple[str, int, int]], *, width: float = 440, height: float = 120
+) -> list[Bar]:
+    """NPS per period on a fixed scale from -100 to +100 (zero in the middle), so periods
+    and surveys compare; each bar's label is the period, its value the NPS."""
+    if not items:
+        return []
+    middle = height / 2
+    step = width / max(len(items), 1)
+    out = []
+    for i, (label, nps, _n) in enumerate(items):
+        h = max(abs(nps) / 100 * middle, 1.0)
+        y = middle - h if nps >= 0 else middle
+        css = "nps-up" if nps >= 0 else "nps-down"
+        out.append(Bar(label, float(nps), i * step + 3, y, max(step - 6, 1), h, css))
+    return out

@@ -81,7 +81,17 @@ def _filters(locale: str) -> dict[str, Any]:
             value = value.astimezone(_ZONE).date()
         return str(format_date(value, format="full", locale=babel_locale))
 
-    return {"number": number, "signed": signed, "percent": percent, "when": when, "day": day}
+    def show(value: Any) -> Any:
+        return _NONE if value is None or value == "" else value
+
+    return {
+        "number": number,
+        "signed": signed,
+        "percent": percent,
+        "when": when,
+        "day": day,
+        "show": show,
+    }
 
 
 @functools.cache
