@@ -165,3 +165,50 @@ def test_german_by_user_setting(app_client: TestClient, shop: Log) -> None:
     page = client.get("/")
     assert "Übersicht" in page.text and 'lang="de"' in page.text
     assert profiles is not None and surveys is not None
+
+
+def test_csv_exports_follow_the_filters(app_client: TestClient, shop: Log) -> None:
+    from datetime import UTC, datetime
+
+    from closedloop.surveys._tables import survey_answers
+
+    pid = shop.profile_of("user_id", "anna") or ""
+    at = datetime(2026, 11, 20, 10, tzinfo=UTC)
+    with shop.engine.begin() as conn:
+        conn.execute(
+            survey_answers.insert(),
+            [
+                {
+                    "invitation_id": f"inv_{n}",
+                    "survey": "nps",
+                    "profile_id": pid,
+                    "score": score,
+                    "comment": comment,
+                    "answered_at": at,
+                    "updated_at": at,
+                }
+                for n, (score, comment) in enumerate(
+                    [(2, '=HYPERLINK("http://evil")'), (10, "Super"), (5, "zu teuer")]
+                )
+            ],
+        )
+    client = app_client
+    login(client, "mia")
+    answer = client.get("/surveys/nps/comments.csv", params={"group": "detractors"})
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/csv")
+    lines = answer.content.decode("utf-8-sig").splitlines()
+    assert lines[0] == "score;group;answered_at;segments;comment"
+    assert len(lines) == 3 and all(";detractors;" in line for line in lines[1:])
+    assert any(
+        line.endswith(';\'=HYPERLINK(""http://evil"")"') or "'=HYPERLINK" in line for line in lines
+    )
+    searched = client.get("/surveys/nps/comments.csv", params={"text": "TEUER"})
+    assert searched.content.decode("utf-8-sig").count("\r\n") == 2
+    timeline = client.get(f"/customers/{pid}/timeline.csv", params={"text": "order"})
+    rows = timeline.content.decode("utf-8-sig").splitlines()
+    assert len(rows) == 2 and "Order Completed" in rows[1]
+    assert client.get("/segments.csv").status_code == 200
+    assert client.get("/privacy/audit.csv").status_code == 403  # admins only
+    login(client, "vic")
+    assert client.get("/surveys/nps/comments.csv").status_code == 403  # no comments for viewers

@@ -3,8 +3,10 @@ call center, behind a login with roles. Routes are not part of the API descripti
 
 from __future__ import annotations
 
+import csv
 import functools
 import inspect
+import io
 import re
 import secrets
 from collections.abc import Callable
@@ -20,6 +22,7 @@ from starlette.staticfiles import StaticFiles
 from closedloop import clock, feeds, privacy, segments, surveys
 from closedloop.access import users as accounts
 from closedloop.errors import ClosedloopError, InvalidInputError, NotFoundError
+from closedloop.feeds.formats import cell_text, neutralise
 from closedloop.web.context import AppContext, get_context
 from closedloop.web.ui import data
 from closedloop.web.ui.charts import bars, nps_bars
@@ -486,4 +489,119 @@ def set_locale(request: Request, session: accounts.Session, form: dict[str, str]
     back = str(form.get("back", "/"))
     return RedirectResponse(
         back if back.startswith("/") and not back.startswith("//") else "/", 303
+    )
+
+
+# CSV exports: each table as a file, with the filters of its view -----------------------------
+
+
+def _csv(name: str, header: list[str], rows: list[list[Any]]) -> Response:
+    """`;`-separated UTF-8 with BOM (opens in spreadsheets as is); cells that a spreadsheet
+    would run as a formula are neutralised."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter=";", lineterminator="\r\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow(
+            [neutralise(cell_text(c.isoformat() if hasattr(c, "isoformat") else c)) for c in row]
+        )
+    return Response(
+        "\ufeff" + buffer.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="{name}.csv"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+@router.get("/segments.csv")
+@_view(_ANALYSTS)
+def segments_csv(request: Request, session: accounts.Session) -> Response:
+    rows = data.segment_rows(get_context(request).engine)
+    return _csv(
+        "segments",
+        ["segment", "condition", "size", "refreshed_at"],
+        [[r["name"], r["condition"], r["size"], r["refreshed_at"]] for r in rows],
+    )
+
+
+@router.get("/surveys/{name}/comments.csv")
+@_view(_EDITORS)
+def comments_csv(request: Request, session: accounts.Session, name: str) -> Response:
+    group = request.query_params.get("group") or None
+    text = (request.query_params.get("text") or "")[:200] or None
+    found = data.comments(
+        get_context(request).engine,
+        name[:64],
+        group=group if group in data.GROUPS else None,
+        text=text,
+        limit=10_000,
+    )
+    return _csv(
+        f"{name[:64]}-comments",
+        ["score", "group", "answered_at", "segments", "comment"],
+        [[c["score"], c["group"], c["at"], "|".join(c["segments"]), c["comment"]] for c in found],
+    )
+
+
+@router.get("/customers/{profile_id}/timeline.csv")
+@_view(_CALLERS)
+def timeline_csv(request: Request, session: accounts.Session, profile_id: str) -> Response:
+    try:
+        events, _more = data.timeline_page(
+            get_context(request).engine,
+            profile_id[:40],
+            before=None,
+            channel=request.query_params.get("channel") or None,
+            text=request.query_params.get("text") or None,
+            limit=5000,
+        )
+    except NotFoundError:
+        return Response(status_code=404)
+    return _csv(
+        f"{profile_id[:40]}-timeline",
+        ["at", "channel", "source", "type", "event", "properties"],
+        [
+            [e["at"], e["channel"], e["source"], e["type"], e["title"], e["properties"]]
+            for e in events
+        ],
+    )
+
+
+@router.get("/feeds/{name}/runs.csv")
+@_view(_ANALYSTS)
+def runs_csv(request: Request, session: accounts.Session, name: str) -> Response:
+    try:
+        runs = feeds.list_runs(get_context(request).engine, name[:64], limit=1000)
+    except NotFoundError:
+        return Response(status_code=404)
+    return _csv(
+        f"{name[:64]}-runs",
+        ["id", "trigger", "state", "started_at", "finished_at", "rows", "bytes", "file", "error"],
+        [
+            [
+                r.id,
+                r.trigger,
+                r.state,
+                r.started_at,
+                r.finished_at,
+                r.rows,
+                r.bytes,
+                r.file_name,
+                r.error,
+            ]
+            for r in runs
+        ],
+    )
+
+
+@router.get("/privacy/audit.csv")
+@_view(("admin",))
+def audit_csv(request: Request, session: accounts.Session) -> Response:
+    entries = privacy.list_audit(get_context(request).engine, limit=10_000)
+    return _csv(
+        "privacy-audit",
+        ["at", "actor", "action", "subject", "details"],
+        [[e.at, e.actor, e.action, e.subject, e.details] for e in entries],
     )

@@ -1,0 +1,259 @@
+"""Dashboard benchmark: server time of the overview, the customer lookup (search, profile,
+timeline) and the segment editor's live count, with N profiles and N x E events, against
+hand-written queries on the same store in the same run.
+
+The store is filled directly (profiles with master data, mood signals and consent; their
+identities; E track events each), then each page is requested through the app in process
+(FastAPI's test client: routing, session check, queries, rendering; no network) `--repeat`
+times; the median and the slowest are reported. Baselines: a bare `SELECT 1`, the identity
+look-up by phone alone, and `count(*)` over all profiles (the scan a live count cannot beat).
+
+Run: `.venv/bin/python bench/dashboard_bench.py [--profiles 1000000] [--events 10]
+[--postgres-url URL]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import re
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from closedloop import store
+from closedloop.access import users as accounts
+from closedloop.config import ProcessorSettings, Settings
+from closedloop.identity._tables import identities
+from closedloop.ingest import add_source
+from closedloop.ingest._tables import events
+from closedloop.profiles._tables import processor_cursors, profiles
+from closedloop.store import to_epoch_us
+from closedloop.web import create_app
+
+NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
+PASSWORD = "bench password 123"  # noqa: S105 - a throwaway bench user
+RULES = ["nps_survey", "article_rated", "newsletter_cancelled", "cancellation_page"]
+
+
+def _settings(url: str) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        database_url=url,
+        secret_key="bench-secret-" + "s" * 20,  # type: ignore[arg-type]
+        processor=ProcessorSettings(embedded=False),
+    )
+
+
+def fill(engine: sa.Engine, count: int, per_profile: int) -> None:
+    rng = random.Random(7)
+    source = add_source(engine, "bench", kind="web").source.id
+    event_id = 0
+    started = time.perf_counter()
+    with engine.begin() as conn:
+        batch: list[dict[str, Any]] = []
+        ids: list[dict[str, Any]] = []
+        evs: list[dict[str, Any]] = []
+        for n in range(count):
+            pid = f"p_{n:024x}"
+            signals = [
+                [
+                    to_epoch_us(NOW - timedelta(days=rng.randint(0, 200))),
+                    rng.choice([-1.0, -0.5, 0.5, 1.0]),
+                    rng.choice(RULES),
+                    n,
+                    0,
+                ]
+                for _ in range(rng.randint(0, 3))
+            ]
+            batch.append(
+                {
+                    "id": pid,
+                    "merged_into": None,
+                    "customer_key": f"v1.{n:064x}",
+                    "user_ids": [f"cust-{n}"],
+                    "anonymous_ids": 0,
+                    "traits": {"email": [f"kunde{n}@example.de", 0, "bench"]},
+                    "computed": {},
+                    "consent": {"surveys": [True, 0, "bench"]},
+                    "masterdata": {
+                        "email": f"kunde{n}@example.de",
+                        "phone": f"+4935112{n:07d}",
+                        "first_name": "Erika",
+                        "last_name": f"Muster{n}",
+                        "city": "Dresden",
+                        "postal_code": "01067",
+                    },
+                    "quality": [],
+                    "derived": {"mood": signals},
+                    "created_at": NOW,
+                    "updated_at": NOW,
+                    "created_event_id": 0,
+                    "processed_seq": 0,
+                }
+            )
+            ids += [
+                {"key": f"u:cust-{n}", "profile_id": pid, "first_seen_at": NOW, "event_id": 0},
+                {
+                    "key": f"p:+4935112{n:07d}",
+                    "profile_id": pid,
+                    "first_seen_at": NOW,
+                    "event_id": 0,
+                },
+            ]
+            for k in range(per_profile):
+                event_id += 1
+                at = NOW - timedelta(minutes=per_profile - k)
+                evs.append(
+                    {
+                        "source_id": source,
+                        "message_id": f"m{event_id}",
+                        "type": "track",
+                        "event": "Product Viewed",
+                        "user_id": f"cust-{n}",
+                        "anonymous_id": None,
+                        "timestamp": at,
+                        "received_at": at,
+                        "payload": {
+                            "type": "track",
+                            "event": "Product Viewed",
+                            "properties": {"category": "Laufschuhe", "price": 99.5},
+                        },
+                    }
+                )
+            if len(batch) >= 10_000:
+                conn.execute(profiles.insert(), batch)
+                conn.execute(identities.insert(), ids)
+                batch, ids = [], []
+            if len(evs) >= 50_000:
+                conn.execute(events.insert(), evs)
+                evs = []
+        if batch:
+            conn.execute(profiles.insert(), batch)
+            conn.execute(identities.insert(), ids)
+        if evs:
+            conn.execute(events.insert(), evs)
+        last = conn.execute(sa.select(sa.func.max(events.c.id))).scalar() or 0
+        txid = conn.execute(sa.select(sa.func.max(events.c.txid))).scalar() or 0
+        conn.execute(
+            processor_cursors.update()
+            .where(processor_cursors.c.name == "main")
+            .values(event_id=last, txid=txid)
+        )
+    print(
+        f"filled {count:,} profiles, {event_id:,} events in {time.perf_counter() - started:.0f} s"
+    )
+
+
+def _time(action: Callable[[], Any], repeat: int) -> dict[str, float]:
+    action()  # warm
+    seconds = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        action()
+        seconds.append(time.perf_counter() - started)
+    return {"median_ms": statistics.median(seconds) * 1000, "max_ms": max(seconds) * 1000}
+
+
+def measure(url: str, count: int, repeat: int) -> dict[str, dict[str, float]]:
+    settings = _settings(url)
+    engine = store.create_store_engine(url)
+    accounts.add_user(engine, "bench", role="admin", password=PASSWORD)
+    results: dict[str, dict[str, float]] = {}
+    with TestClient(create_app(settings, engine=engine)) as client:
+        form = client.get("/login").text
+        token = re.search(r'name="csrf" value="([^"]+)"', form)
+        assert token is not None
+        client.post("/login", data={"name": "bench", "password": PASSWORD, "csrf": token.group(1)})
+        target = count // 2
+        phone = f"0351 12{target:07d}"
+
+        def ok(path: str, **params: Any) -> None:
+            answer = client.get(path, params=params)
+            assert answer.status_code == 200, (path, answer.status_code, answer.text[:300])
+
+        results["overview page"] = _time(lambda: ok("/"), repeat)
+        results["customer lookup: search"] = _time(
+            lambda: client.get("/customers", params={"q": phone}, follow_redirects=False),
+            repeat,
+        )
+        results["customer lookup: profile page"] = _time(
+            lambda: ok(f"/customers/p_{target:024x}"), repeat
+        )
+        results["live count: mood is positive"] = _time(
+            lambda: ok("/segments/count", condition="mood is positive"), repeat
+        )
+        results["live count: trait city"] = _time(
+            lambda: ok("/segments/count", condition='trait city = "Dresden"'), repeat
+        )
+        with engine.connect() as conn:
+            results["baseline: SELECT 1"] = _time(
+                lambda: conn.execute(sa.text("SELECT 1")).scalar(), repeat
+            )
+            results["baseline: identity by phone"] = _time(
+                lambda: conn.execute(
+                    sa.select(identities.c.profile_id).where(
+                        identities.c.key == f"p:+4935112{target:07d}"
+                    )
+                ).scalar(),
+                repeat,
+            )
+            results["baseline: count(*) of profiles"] = _time(
+                lambda: conn.execute(sa.select(sa.func.count()).select_from(profiles)).scalar(),
+                repeat,
+            )
+    engine.dispose()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--profiles", type=int, default=1_000_000)
+    parser.add_argument("--events", type=int, default=10, help="events per profile")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--postgres-url", default=None)
+    args = parser.parse_args()
+    print(
+        f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, "
+        f"Python {sys.version.split()[0]}, {datetime.now(UTC):%Y-%m-%d}"
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        if args.postgres_url:
+            admin = sa.create_engine(args.postgres_url)
+            with admin.begin() as conn:
+                conn.execute(sa.text("DROP SCHEMA IF EXISTS bench_dashboard CASCADE"))
+                conn.execute(sa.text("CREATE SCHEMA bench_dashboard"))
+            url = (
+                sa.make_url(args.postgres_url)
+                .update_query_dict({"options": "-csearch_path=bench_dashboard"})
+                .render_as_string(hide_password=False)
+            )
+        else:
+            url = f"sqlite:///{Path(folder) / 'bench.db'}"
+        engine = store.create_store_engine(url)
+        store.upgrade(engine)
+        fill(engine, args.profiles, args.events)
+        engine.dispose()
+        results = measure(url, args.profiles, args.repeat)
+    width = max(len(k) for k in results)
+    for name, figures in results.items():
+        print(
+            f"{name:<{width}}  median {figures['median_ms']:9.1f} ms  "
+            f"max {figures['max_ms']:9.1f} ms"
+        )
+    print(orjson.dumps(results).decode())
+
+
+if __name__ == "__main__":
+    main()
