@@ -5,7 +5,8 @@ hand-written queries on the same store in the same run.
 The store is filled directly (profiles with master data, mood signals and consent; their
 identities; E track events each), then each page is requested through the app in process
 (FastAPI's test client: routing, session check, queries, rendering; no network) `--repeat`
-times; the median and the slowest are reported. Baselines: a bare `SELECT 1`, the identity
+times; the median and the slowest are reported. The overview reads the mood counts the
+segment refresher keeps (its one pass over the profiles is timed as well). Baselines: a bare `SELECT 1`, the identity
 look-up by phone alone, and `count(*)` over all profiles (the scan a live count cannot beat).
 
 Run: `.venv/bin/python bench/dashboard_bench.py [--profiles 1000000] [--events 10]
@@ -32,7 +33,7 @@ import orjson
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from closedloop import store
+from closedloop import segments, store
 from closedloop.access import users as accounts
 from closedloop.config import ProcessorSettings, Settings
 from closedloop.identity._tables import identities
@@ -171,6 +172,10 @@ def measure(url: str, count: int, repeat: int) -> dict[str, dict[str, float]]:
     engine = store.create_store_engine(url)
     accounts.add_user(engine, "bench", role="admin", password=PASSWORD)
     results: dict[str, dict[str, float]] = {}
+    # what the segment refresher does in the background once per refresh
+    results["background: mood counts, one pass"] = _time(
+        lambda: segments.record_moods(engine, settings, NOW), 1
+    )
     with TestClient(create_app(settings, engine=engine)) as client:
         form = client.get("/login").text
         token = re.search(r'name="csrf" value="([^"]+)"', form)

@@ -212,3 +212,22 @@ def test_csv_exports_follow_the_filters(app_client: TestClient, shop: Log) -> No
     assert client.get("/privacy/audit.csv").status_code == 403  # admins only
     login(client, "vic")
     assert client.get("/surveys/nps/comments.csv").status_code == 403  # no comments for viewers
+
+
+def test_mood_counts_in_one_pass_match_the_conditions(app_client: TestClient, shop: Log) -> None:
+    from closedloop import clock
+
+    engine, settings = shop.engine, shop.settings
+    now = clock.now()
+    with engine.connect() as conn:
+        counted = segments.count_moods(conn, settings, now)
+    for label in ("positive", "neutral", "negative"):
+        assert (
+            counted[label] == segments.preview(engine, settings, f"mood is {label}", now=now).count
+        )
+    assert sum(counted.values()) == 2
+    recorded = segments.record_moods(engine, settings, now)
+    latest = segments.latest_moods(engine)
+    assert latest is not None and latest[1] == recorded == counted
+    login(app_client, "ada")
+    assert "as of" in app_client.get("/").text

@@ -30,7 +30,13 @@ from closedloop.ingest._tables import events, failed_events, sources
 from closedloop.mood._tables import mood_rules
 from closedloop.privacy._tables import privacy_audit, privacy_erasures
 from closedloop.profiles._tables import consent_changes, processor_cursors, profiles
-from closedloop.segments._tables import segment_changes, segment_members, segment_sizes, segments
+from closedloop.segments._tables import (
+    mood_sizes,
+    segment_changes,
+    segment_members,
+    segment_sizes,
+    segments,
+)
 from closedloop.surveys._tables import (
     survey_answers,
     survey_decisions,
@@ -268,6 +274,7 @@ REGISTRY: tuple[Entry, ...] = (
     Entry(mood_rules, False, "mood rule definitions"),
     Entry(segments, False, "segment definitions"),
     Entry(segment_sizes, False, "segment sizes over time (counts)"),
+    Entry(mood_sizes, False, "customers by mood over time (counts)"),
     Entry(feeds, False, "feed definitions"),
     Entry(feed_runs, False, "run records: counts, file names, errors without row values"),
     Entry(surveys, False, "survey definitions"),

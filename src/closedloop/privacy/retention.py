@@ -20,7 +20,7 @@ from closedloop.config import Settings
 from closedloop.ingest._tables import events, failed_events
 from closedloop.privacy._tables import privacy_audit
 from closedloop.privacy.audit import record
-from closedloop.segments._tables import segment_changes
+from closedloop.segments._tables import mood_sizes, segment_changes
 from closedloop.store import begin_write
 from closedloop.surveys._tables import survey_answers, survey_decisions, survey_invitations
 
@@ -43,6 +43,7 @@ def _classes(settings: Settings) -> list[tuple[str, sa.Table, sa.Column[Any], in
         ("survey_decisions", survey_decisions, survey_decisions.c.at, r.invitations_days),
         ("survey_answers", survey_answers, survey_answers.c.answered_at, r.answers_days),
         ("segment_changes", segment_changes, segment_changes.c.at, r.history_days),
+        ("mood_sizes", mood_sizes, mood_sizes.c.at, r.history_days),
         ("privacy_audit", privacy_audit, privacy_audit.c.at, r.audit_days),
     ]
 

@@ -49,3 +49,14 @@ segment_sizes = sa.Table(
     sa.Column("at", UTCDateTime(), primary_key=True),
     sa.Column("size", sa.Integer(), nullable=False),
 )
+
+# Customers by mood label, counted at each full segment refresh (the overview shows the
+# newest; the rows make the mood trend).
+mood_sizes = sa.Table(
+    "mood_sizes",
+    metadata,
+    sa.Column("at", UTCDateTime(), primary_key=True),
+    sa.Column("positive", sa.Integer(), nullable=False),
+    sa.Column("neutral", sa.Integer(), nullable=False),
+    sa.Column("negative", sa.Integer(), nullable=False),
+)

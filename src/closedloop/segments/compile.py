@@ -27,7 +27,13 @@ from closedloop.profiles._tables import profiles
 from closedloop.profiles.state import NPS_EVENTS
 from closedloop.store import UTCDateTime, to_epoch_us
 
-__all__ = ["compile_condition", "consent_granted", "event_profile_key", "glob_to_like"]
+__all__ = [
+    "compile_condition",
+    "consent_granted",
+    "event_profile_key",
+    "glob_to_like",
+    "mood_score",
+]
 
 _LN_HALF = math.log(0.5)
 
@@ -297,6 +303,11 @@ def _typed_compare(
         return _compare(value.number(), op, float(expected))
     text: Any = value.text()
     return _compare(text.collate("C") if pg else text, op, expected)
+
+
+def mood_score(dialect: str, *, now: datetime, mood: MoodSettings) -> ColumnElement[float]:
+    """A profile's mood score as of `now`, as a column expression over `profiles`."""
+    return _Compiler(dialect, now=now, mood=mood, segment=lambda _name: {})._score()
 
 
 def compile_condition(

@@ -29,8 +29,14 @@ from closedloop.errors import ConflictError, InvalidInputError, NotFoundError
 from closedloop.identity._tables import identities
 from closedloop.ingest._tables import events
 from closedloop.profiles._tables import processor_cursors, profiles
-from closedloop.segments._tables import segment_changes, segment_members, segment_sizes, segments
-from closedloop.segments.compile import compile_condition
+from closedloop.segments._tables import (
+    mood_sizes,
+    segment_changes,
+    segment_members,
+    segment_sizes,
+    segments,
+)
+from closedloop.segments.compile import compile_condition, mood_score
 from closedloop.segments.evaluate import ProfileFacts, evaluate
 from closedloop.segments.language import references, to_text, validate_tree
 from closedloop.store import begin_write
@@ -422,6 +428,45 @@ def changes(
     ]
 
 
+def count_moods(conn: sa.Connection, settings: Settings, now: datetime) -> dict[str, int]:
+    """Customers by mood label as of `now`, in one pass over the profiles."""
+    score = mood_score(conn.dialect.name, now=now, mood=settings.mood).label("score")
+    scores = sa.select(score).where(profiles.c.merged_into.is_(None)).subquery()
+    positive = settings.mood.positive_threshold
+    negative = settings.mood.negative_threshold
+
+    def total(condition: Any) -> Any:
+        return sa.func.coalesce(sa.func.sum(sa.case((condition, 1), else_=0)), 0)
+
+    row = conn.execute(
+        sa.select(
+            total(scores.c.score >= positive),
+            total(sa.and_(scores.c.score > negative, scores.c.score < positive)),
+            total(scores.c.score <= negative),
+        )
+    ).one()
+    return {"positive": int(row[0]), "neutral": int(row[1]), "negative": int(row[2])}
+
+
+def record_moods(engine: Engine, settings: Settings, now: datetime) -> dict[str, int]:
+    """Count customers by mood and keep the counts (done by every full refresh)."""
+    with engine.connect() as conn:
+        counts = count_moods(conn, settings, now)
+    with begin_write(engine) as conn:
+        conn.execute(mood_sizes.delete().where(mood_sizes.c.at == now))
+        conn.execute(mood_sizes.insert().values(at=now, **counts))
+    return counts
+
+
+def latest_moods(engine: Engine) -> tuple[datetime, dict[str, int]] | None:
+    """The newest mood counts and when they were made, or None."""
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(mood_sizes).order_by(mood_sizes.c.at.desc()).limit(1)).first()
+    if row is None:
+        return None
+    return row.at, {"positive": row.positive, "neutral": row.neutral, "negative": row.negative}
+
+
 class SegmentRefresher:
     """Keeps membership current inside `closedloop serve` and `closedloop worker`: a refresh
     soon after the processor applied events (its cursor moved) and one on a schedule."""
@@ -455,6 +500,7 @@ class SegmentRefresher:
                 due = time.monotonic() - last >= config.refresh_seconds
                 if due:
                     refresh(self._engine, self._settings)
+                    record_moods(self._engine, self._settings, clock.now())
                     seen, last = cursor, time.monotonic()
                 elif cursor != seen:
                     refresh(self._engine, self._settings, incremental=True)

@@ -13,7 +13,6 @@ from closedloop import feeds, mood, profiles, segments
 from closedloop.config import Settings
 from closedloop.errors import InvalidInputError
 from closedloop.identity import is_customer_key
-from closedloop.profiles._tables import profiles as profiles_table
 from closedloop.profiles.read import find_profile, get_profile, timeline
 from closedloop.segments._tables import segment_changes, segment_sizes
 from closedloop.surveys._tables import survey_answers
@@ -43,16 +42,17 @@ def nps_of(scores: list[int]) -> int | None:
     return round(100 * (promoters - detractors) / len(scores))
 
 
-def mood_counts(engine: Engine, settings: Settings, now: datetime) -> dict[str, int]:
-    counts: dict[str, int] = {}
+def mood_counts(
+    engine: Engine, settings: Settings, now: datetime
+) -> tuple[dict[str, int], datetime]:
+    """Customers by mood: the counts of the newest segment refresh when recent, else counted
+    now (one pass over the profiles)."""
+    latest = segments.latest_moods(engine)
+    fresh = timedelta(seconds=max(2 * settings.segments.refresh_seconds, 300))
+    if latest is not None and now - latest[0] <= fresh:
+        return latest[1], latest[0]
     with engine.connect() as conn:
-        for label in ("positive", "neutral", "negative"):
-            where = segments.condition_where(
-                conn, settings, segments.condition_tree(f"mood is {label}"), now
-            )
-            stmt = sa.select(sa.func.count()).select_from(profiles_table).where(where)
-            counts[label] = int(conn.execute(stmt).scalar_one())
-    return counts
+        return segments.count_moods(conn, settings, now), now
 
 
 def _nps_period(engine: Engine, start: datetime, end: datetime) -> list[int]:
@@ -71,7 +71,7 @@ def overview(engine: Engine, settings: Settings, now: datetime) -> dict[str, Any
     current = _nps_period(engine, now - days, now + timedelta(seconds=1))
     previous = _nps_period(engine, now - 2 * days, now - days)
     nps, before = nps_of(current), nps_of(previous)
-    moods = mood_counts(engine, settings, now)
+    moods, moods_at = mood_counts(engine, settings, now)
     lag = profiles.lag(engine)
     health = {h.feed: h for h in feeds.health(engine)}
     feed_rows = []
@@ -94,6 +94,7 @@ def overview(engine: Engine, settings: Settings, now: datetime) -> dict[str, Any
             "delta": (nps - before) if nps is not None and before is not None else None,
         },
         "mood": moods,
+        "mood_at": moods_at,
         "mood_total": sum(moods.values()),
         "segments": segment_rows(engine),
         "feeds": feed_rows,

@@ -1,4 +1,4 @@
-"""Dashboard users and their sessions.
+"""Dashboard users and their sessions; customers by mood at each segment refresh.
 
 Revision ID: 0009
 Revises: 0008
@@ -39,8 +39,17 @@ def upgrade() -> None:
     )
     op.create_index("ix_ui_sessions_user_name", "ui_sessions", ["user_name"])
     op.create_index("ix_ui_sessions_expires_at", "ui_sessions", ["expires_at"])
+    op.create_table(
+        "mood_sizes",
+        sa.Column("at", UTCDateTime(), nullable=False),
+        sa.Column("positive", sa.Integer(), nullable=False),
+        sa.Column("neutral", sa.Integer(), nullable=False),
+        sa.Column("negative", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("at", name="pk_mood_sizes"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("mood_sizes")
     op.drop_table("ui_sessions")
     op.drop_table("users")
