@@ -6,8 +6,8 @@ The store is filled directly (profiles with master data, mood signals and consen
 identities; E track events each), then each page is requested through the app in process
 (FastAPI's test client: routing, session check, queries, rendering; no network) `--repeat`
 times; the median and the slowest are reported. The overview reads the mood counts the
-segment refresher keeps (its one pass over the profiles is timed as well). Baselines: a bare `SELECT 1`, the identity
-look-up by phone alone, and `count(*)` over all profiles (the scan a live count cannot beat).
+segment refresher keeps (its one pass over the profiles is timed as well). Baselines: a
+bare `SELECT 1`, the identity look-up by phone alone, and `count(*)` over all profiles.
 
 Run: `.venv/bin/python bench/dashboard_bench.py [--profiles 1000000] [--events 10]
 [--postgres-url URL]`.
