@@ -133,3 +133,62 @@ def test_bad_definitions_name_the_field(change: dict[str, Any], field: str) -> N
     with pytest.raises(InvalidInputError) as caught:
         parse_survey({"name": "nps", **change})
     assert caught.value.field == field
+
+
+def test_checks_name_every_rule_and_the_next_eligible_date() -> None:
+    from closedloop.surveys.eligibility import checks
+
+    survey = _survey(min_delay_days=3, max_delay_days=14, interval_weeks=26, monthly_budget=5)
+    created = (NOW - timedelta(days=1)).date().isoformat()
+    found, next_at = checks(survey, _facts(created_at=created), at=NOW)
+    by_rule = {c.rule: c for c in found}
+    assert [c.rule for c in found] == [
+        "max_delay_days",
+        "audience",
+        "email",
+        "consent",
+        "min_delay_days",
+        "interval_weeks",
+        "sample_percent",
+        "monthly_budget",
+    ]
+    assert not by_rule["min_delay_days"].passed and by_rule["max_delay_days"].passed
+    assert next_at == datetime(2026, 11, 25, tzinfo=UTC)
+    last = NOW - timedelta(weeks=2)
+    found, next_at = checks(survey, _facts(last_invited_at=last), at=NOW)
+    interval = next(c for c in found if c.rule == "interval_weeks")
+    assert not interval.passed and "again from 2027-05-10" in interval.value
+    assert next_at == last + timedelta(weeks=26)
+    found, next_at = checks(survey, _facts(consented=False), at=NOW)
+    assert next_at is None and not next(c for c in found if c.rule == "consent").passed
+    found, next_at = checks(survey, _facts(sent_this_month=5), at=NOW)
+    assert next_at == datetime(2026, 12, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_checks_agree_with_decide(seed: int) -> None:
+    import random
+
+    from closedloop.surveys.eligibility import checks
+
+    rng = random.Random(seed)
+    survey = _survey(
+        min_delay_days=rng.choice([0, 3]),
+        max_delay_days=rng.choice([0, 14]),
+        interval_weeks=rng.choice([0, 26]),
+        sample_percent=rng.choice([100, 50]),
+        monthly_budget=rng.choice([None, 3]),
+    )
+    facts = _facts(
+        profile_id=f"p_{seed}",
+        email=rng.choice([None, "a@example.de"]),
+        consented=rng.random() < 0.8,
+        created_at=(NOW - timedelta(days=rng.randint(0, 30))).date().isoformat(),
+        last_invited_at=rng.choice([None, NOW - timedelta(weeks=rng.randint(1, 40))]),
+        sent_this_month=rng.randint(0, 4),
+        in_audience=rng.random() < 0.9,
+    )
+    found, _next = checks(survey, facts, at=NOW)
+    decision = decide(survey, facts, at=NOW)
+    lasting_or_timing_ok = all(c.passed for c in found if c.rule != "min_delay_days")
+    assert decision.invite == lasting_or_timing_ok, (found, decision)

@@ -231,3 +231,27 @@ def test_mood_counts_in_one_pass_match_the_conditions(app_client: TestClient, sh
     assert latest is not None and latest[1] == recorded == counted
     login(app_client, "ada")
     assert "as of" in app_client.get("/").text
+
+
+def test_why_not_surveyed_names_each_rule(app_client: TestClient, shop: Log) -> None:
+    surveys.save_survey(
+        shop.engine,
+        {
+            "name": "nps",
+            "max_delay_days": 14,
+            "window": {
+                "start": "00:00",
+                "end": "23:59",
+                "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+            },
+        },
+        create=True,
+    )
+    login(app_client, "mia")
+    page = app_client.get("/surveys/nps", params={"who": "bob@example.de"})
+    assert page.status_code == 200 and 'id="why-now"' in page.text
+    for rule in ("max_delay_days", "consent", "interval_weeks", "monthly_budget"):
+        assert f"<code>{rule}</code>" in page.text
+    assert "`surveys` not granted" in page.text  # bob gave no consent: surveys are opt-in
+    assert "not while a lasting rule fails" in page.text
+    assert "Nobody found" in app_client.get("/surveys/nps", params={"who": "x@y.de"}).text

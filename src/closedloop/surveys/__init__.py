@@ -13,6 +13,7 @@ from closedloop.surveys.engine import (
     record_answer,
     send_due,
     token_for,
+    why,
 )
 from closedloop.surveys.store import (
     delete_survey,
@@ -45,4 +46,5 @@ __all__ = [
     "send_due",
     "stats",
     "token_for",
+    "why",
 ]

@@ -24,7 +24,16 @@ from zoneinfo import ZoneInfo
 
 from closedloop.surveys.definition import SurveyDefinition, Window
 
-__all__ = ["Decision", "Facts", "created_day", "decide", "in_sample", "next_in_window"]
+__all__ = [
+    "Check",
+    "Decision",
+    "Facts",
+    "checks",
+    "created_day",
+    "decide",
+    "in_sample",
+    "next_in_window",
+]
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -124,3 +133,85 @@ def decide(definition: SurveyDefinition, facts: Facts, *, at: datetime) -> Decis
     if due > at:
         return Decision(True, f"due {due.isoformat(timespec='minutes')}", due)
     return Decision(True, "due now", due)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One timing rule for one customer: what it looked at, and whether it passes."""
+
+    rule: str
+    value: str
+    passed: bool
+
+
+def checks(
+    definition: SurveyDefinition, facts: Facts, *, at: datetime
+) -> tuple[list[Check], datetime | None]:
+    """Every rule of `decide` with its value and pass or fail (not stopping at the first
+    failure), and the next moment the customer could be invited (None: not while a rule
+    that time does not change fails)."""
+    today = at.astimezone(UTC).date()
+    created = created_day(facts.created_at, fallback=today)
+    age = (today - created).days
+    found: list[Check] = []
+    limit = definition.max_delay_days
+    found.append(
+        Check(
+            "max_delay_days",
+            f"created {created.isoformat()} ({age} days ago; at most {limit or '-'})",
+            not limit or age <= limit,
+        )
+    )
+    found.append(
+        Check(
+            "audience", "in the audience" if facts.in_audience else "not in it", facts.in_audience
+        )
+    )
+    found.append(Check("email", "present" if facts.email else "missing", bool(facts.email)))
+    found.append(
+        Check(
+            "consent",
+            f"`{definition.purpose}` " + ("granted" if facts.consented else "not granted"),
+            facts.consented,
+        )
+    )
+    due_day = created + timedelta(days=definition.min_delay_days)
+    due = at if due_day <= today else datetime.combine(due_day, datetime.min.time(), UTC)
+    found.append(
+        Check(
+            "min_delay_days",
+            f"from {due_day.isoformat()} ({definition.min_delay_days} days)",
+            due_day <= today,
+        )
+    )
+    free = None
+    last = facts.last_invited_at
+    interval = "never surveyed"
+    if last is not None and definition.interval_weeks:
+        free = last + timedelta(weeks=definition.interval_weeks)
+        interval = f"last surveyed {last.date().isoformat()}, again from {free.date().isoformat()}"
+    found.append(
+        Check(
+            "interval_weeks",
+            interval,
+            free is None or due >= free,
+        )
+    )
+    sampled = in_sample(definition.name, facts.profile_id, definition.sample_percent)
+    found.append(Check("sample_percent", f"{definition.sample_percent:g} % are asked", sampled))
+    budget = definition.monthly_budget
+    found.append(
+        Check(
+            "monthly_budget",
+            f"{facts.sent_this_month} sent this month" + (f" of {budget}" if budget else ""),
+            budget is None or facts.sent_this_month < budget,
+        )
+    )
+    lasting = {"max_delay_days", "audience", "email", "consent", "sample_percent"}
+    if any(not c.passed for c in found if c.rule in lasting):
+        return found, None
+    moment = max([due, *([free] if free else [])])
+    if budget is not None and facts.sent_this_month >= budget:
+        first = (at.astimezone(UTC).replace(day=1) + timedelta(days=32)).replace(day=1)
+        moment = max(moment, first.replace(hour=0, minute=0, second=0, microsecond=0))
+    return found, next_in_window(moment, definition.window)

@@ -47,7 +47,7 @@ from closedloop.surveys._tables import (
     surveys,
 )
 from closedloop.surveys.definition import SurveyDefinition, parse_survey
-from closedloop.surveys.eligibility import Decision, Facts, decide
+from closedloop.surveys.eligibility import Decision, Facts, checks, decide
 from closedloop.surveys.forward import forward_identify
 from closedloop.surveys.mail import Invitation, MailError, send_mail
 
@@ -187,6 +187,30 @@ def facts_of(
         sent_this_month=_this_month(conn, definition.name, at),
         in_audience=_in_audience(conn, settings, definition, profile.id, at),
     )
+
+
+def why(
+    engine: Engine, settings: Settings, name: str, profile_id: str, *, at: datetime
+) -> dict[str, Any]:
+    """Why a customer would (not) be invited now: each timing rule with the value it looks
+    at and pass or fail, and the next moment she could be invited."""
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(surveys.c.definition).where(surveys.c.name == name)).first()
+        if row is None:
+            raise NotFoundError(f"no survey `{name[:64]}`")
+        definition = parse_survey(row.definition)
+        found = resolve_profile_id(conn, profile_id)
+        profile = _profile(conn, profile_id=found) if found else None
+        if profile is None:
+            raise NotFoundError(f"no profile `{profile_id[:60]}`")
+        facts = facts_of(conn, settings, definition, profile, at)
+    found_checks, next_at = checks(definition, facts, at=at)
+    return {
+        "profile": profile.id,
+        "checks": [{"rule": c.rule, "value": c.value, "passed": c.passed} for c in found_checks],
+        "next_eligible_at": next_at.isoformat() if next_at else None,
+        "decision": decide(definition, facts, at=at).reason,
+    }
 
 
 def _period(definition: SurveyDefinition, due: datetime) -> int:

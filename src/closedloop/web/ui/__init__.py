@@ -414,7 +414,11 @@ def survey(request: Request, session: accounts.Session, name: str) -> Response:
     if who and session.user.role != "viewer":
         try:
             pid = data.find(ctx.engine, ctx.settings, who[:320])
-            why = surveys.eligibility(ctx.engine, name, pid) if pid else {"error": "not_found"}
+            if pid:
+                why = surveys.eligibility(ctx.engine, name, pid)
+                why["now"] = surveys.why(ctx.engine, ctx.settings, name, pid, at=clock.now())
+            else:
+                why = {"error": "not_found"}
         except ClosedloopError as exc:
             why = {"error": exc.message}
     return _render(
