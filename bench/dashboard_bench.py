@@ -33,7 +33,7 @@ import orjson
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from closedloop import segments, store
+from closedloop import clock, segments, store
 from closedloop.access import users as accounts
 from closedloop.config import ProcessorSettings, Settings
 from closedloop.identity._tables import identities
@@ -174,7 +174,7 @@ def measure(url: str, count: int, repeat: int) -> dict[str, dict[str, float]]:
     results: dict[str, dict[str, float]] = {}
     # what the segment refresher does in the background once per refresh
     results["background: mood counts, one pass"] = _time(
-        lambda: segments.record_moods(engine, settings, NOW), 1
+        lambda: segments.record_moods(engine, settings, clock.now()), 1
     )
     with TestClient(create_app(settings, engine=engine)) as client:
         form = client.get("/login").text
@@ -228,6 +228,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=10, help="events per profile")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--postgres-url", default=None)
+    parser.add_argument(
+        "--sqlite-file", type=Path, default=None, help="keep the SQLite store here; reuse it"
+    )
     args = parser.parse_args()
     print(
         f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, "
@@ -245,10 +248,16 @@ def main() -> None:
                 .render_as_string(hide_password=False)
             )
         else:
-            url = f"sqlite:///{Path(folder) / 'bench.db'}"
+            url = f"sqlite:///{args.sqlite_file or Path(folder) / 'bench.db'}"
         engine = store.create_store_engine(url)
         store.upgrade(engine)
-        fill(engine, args.profiles, args.events)
+        with engine.connect() as conn:
+            filled = conn.execute(sa.select(sa.func.count()).select_from(profiles)).scalar()
+        if not filled:
+            fill(engine, args.profiles, args.events)
+        with engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM users"))
+            conn.execute(sa.text("DELETE FROM mood_sizes"))
         engine.dispose()
         results = measure(url, args.profiles, args.repeat)
     width = max(len(k) for k in results)
