@@ -255,3 +255,18 @@ def test_why_not_surveyed_names_each_rule(app_client: TestClient, shop: Log) -> 
     assert "`surveys` not granted" in page.text  # bob gave no consent: surveys are opt-in
     assert "not while a lasting rule fails" in page.text
     assert "Nobody found" in app_client.get("/surveys/nps", params={"who": "x@y.de"}).text
+
+
+@pytest.mark.parametrize("target", ["//evil.example/x", "/\\evil.example", "https://evil.example"])
+def test_login_never_redirects_off_the_hub(app_client: TestClient, target: str) -> None:
+    form = app_client.get("/login", params={"next": target}).text
+    token = re.search(r'name="csrf" value="([^"]+)"', form)
+    assert token is not None and f'value="{target}"' not in form
+    done = app_client.post(
+        "/login",
+        data={"name": "ada", "password": PASSWORD, "csrf": token.group(1), "next": target},
+        follow_redirects=False,
+    )
+    assert done.status_code == 303 and done.headers["location"] == "/"
+    good = app_client.get("/login", params={"next": "/segments?x=1"}).text
+    assert 'value="/segments?x=1"' in good

@@ -150,13 +150,26 @@ def login_form(request: Request, next: str = "/") -> Response:
     token = secrets.token_urlsafe(24)
     response = page(
         "login.html",
-        {"csrf": token, "next": next if next.startswith("/") else "/", "error": None},
+        {"csrf": token, "next": _local(next), "error": None},
         locale=_locale(request),
     )
     response.set_cookie(
         _LOGIN_CSRF, token, httponly=True, samesite="strict", secure=_secure(request)
     )
     return response
+
+
+def _local(target: str) -> str:
+    """`target` when it is a path on this hub, else `/` (no open redirect: `//host`,
+    `/\\host` and schemes are refused)."""
+    if (
+        not target.startswith("/")
+        or target[1:2] in ("/", "\\")
+        or any(ch in target for ch in "\r\n\t")
+        or len(target) > 2000
+    ):
+        return "/"
+    return target
 
 
 def _locale(request: Request) -> str:
@@ -171,8 +184,7 @@ async def login(request: Request) -> Response:
     expected = request.cookies.get(_LOGIN_CSRF, "")
     given = str(form.get("csrf", ""))
     target = str(form.get("next", "/"))
-    if not target.startswith("/") or target.startswith("//"):
-        target = "/"
+    target = _local(target)
     if not expected or not secrets.compare_digest(given.encode(), expected.encode()):
         return page(
             "login.html",
@@ -491,9 +503,7 @@ def set_locale(request: Request, session: accounts.Session, form: dict[str, str]
     if wanted in accounts.LOCALES:
         accounts.set_locale(ctx.engine, session.user.name, wanted)
     back = str(form.get("back", "/"))
-    return RedirectResponse(
-        back if back.startswith("/") and not back.startswith("//") else "/", 303
-    )
+    return RedirectResponse(_local(back), 303)
 
 
 # CSV exports: each table as a file, with the filters of its view -----------------------------
