@@ -229,6 +229,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--postgres-url", default=None)
     parser.add_argument(
+        "--fresh", action="store_true", help="PostgreSQL: drop the bench schema first"
+    )
+    parser.add_argument(
         "--sqlite-file", type=Path, default=None, help="keep the SQLite store here; reuse it"
     )
     args = parser.parse_args()
@@ -240,8 +243,9 @@ def main() -> None:
         if args.postgres_url:
             admin = sa.create_engine(args.postgres_url)
             with admin.begin() as conn:
-                conn.execute(sa.text("DROP SCHEMA IF EXISTS bench_dashboard CASCADE"))
-                conn.execute(sa.text("CREATE SCHEMA bench_dashboard"))
+                if args.fresh:
+                    conn.execute(sa.text("DROP SCHEMA IF EXISTS bench_dashboard CASCADE"))
+                conn.execute(sa.text("CREATE SCHEMA IF NOT EXISTS bench_dashboard"))
             url = (
                 sa.make_url(args.postgres_url)
                 .update_query_dict({"options": "-csearch_path=bench_dashboard"})
@@ -255,6 +259,8 @@ def main() -> None:
             filled = conn.execute(sa.select(sa.func.count()).select_from(profiles)).scalar()
         if not filled:
             fill(engine, args.profiles, args.events)
+            with engine.begin() as conn:  # what autovacuum does after a load
+                conn.execute(sa.text("ANALYZE"))
         with engine.begin() as conn:
             conn.execute(sa.text("DELETE FROM users"))
             conn.execute(sa.text("DELETE FROM mood_sizes"))
