@@ -229,6 +229,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--postgres-url", default=None)
     parser.add_argument(
+        "--no-analyze", action="store_true", help="measure right after the load, no statistics"
+    )
+    parser.add_argument(
         "--fresh", action="store_true", help="PostgreSQL: drop the bench schema first"
     )
     parser.add_argument(
@@ -259,8 +262,9 @@ def main() -> None:
             filled = conn.execute(sa.select(sa.func.count()).select_from(profiles)).scalar()
         if not filled:
             fill(engine, args.profiles, args.events)
-            with engine.begin() as conn:  # what autovacuum does after a load
-                conn.execute(sa.text("ANALYZE"))
+            if not args.no_analyze:
+                with engine.begin() as conn:  # what autovacuum does after a load
+                    conn.execute(sa.text("ANALYZE"))
         with engine.begin() as conn:
             conn.execute(sa.text("DELETE FROM users"))
             conn.execute(sa.text("DELETE FROM mood_sizes"))

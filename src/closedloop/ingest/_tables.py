@@ -29,8 +29,8 @@ events = sa.Table(
     sa.Column("message_id", sa.String(100), nullable=False),
     sa.Column("type", sa.String(16), nullable=False),
     sa.Column("event", sa.Text(), nullable=True),
-    sa.Column("user_id", sa.String(255), nullable=True, index=True),
-    sa.Column("anonymous_id", sa.String(255), nullable=True, index=True),
+    sa.Column("user_id", sa.String(255), nullable=True),
+    sa.Column("anonymous_id", sa.String(255), nullable=True),
     sa.Column("timestamp", UTCDateTime(), nullable=False),
     sa.Column("original_timestamp", UTCDateTime(), nullable=True),
     sa.Column("sent_at", UTCDateTime(), nullable=True),
@@ -40,6 +40,9 @@ events = sa.Table(
     # SQLite: empty (one writer at a time, so id order is commit order). Migration 0002.
     sa.Column("txid", sa.BigInteger(), nullable=True),
     sa.UniqueConstraint("source_id", "message_id"),
+    # A customer's events newest first, by each of her ids (migration 0010).
+    sa.Index("ix_events_user_id_id", "user_id", "id"),
+    sa.Index("ix_events_anonymous_id_id", "anonymous_id", "id"),
 )
 
 failed_events = sa.Table(

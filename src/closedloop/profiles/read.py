@@ -296,17 +296,31 @@ def timeline(
                 anonymous_ids.append(key[2:])
         if not user_ids and not anonymous_ids:
             return found, []
-        stmt = sa.select(events, sources.c.name.label("source_name")).join(
-            sources, sources.c.id == events.c.source_id
+        # One index range per identifier, newest first (indexes on (user_id, id) and
+        # (anonymous_id, id)): the cost follows the customer's own events, whatever the
+        # size of the log or the planner's statistics.
+        before = [events.c.id < before_id] if before_id is not None else []
+        parts = [
+            sa.select(events.c.id)
+            .where(events.c.user_id == uid, *before)
+            .order_by(events.c.id.desc())
+            .limit(limit)
+            .subquery()
+            for uid in user_ids
+        ] + [
+            sa.select(events.c.id)
+            .where(events.c.anonymous_id == aid, events.c.user_id.is_(None), *before)
+            .order_by(events.c.id.desc())
+            .limit(limit)
+            .subquery()
+            for aid in anonymous_ids
+        ]
+        newest = sa.union_all(*[sa.select(part.c.id) for part in parts]).subquery()
+        stmt = (
+            sa.select(events, sources.c.name.label("source_name"))
+            .join(sources, sources.c.id == events.c.source_id)
+            .where(events.c.id.in_(sa.select(newest.c.id)))
         )
-        stmt = stmt.where(
-            sa.or_(
-                events.c.user_id.in_(user_ids),
-                sa.and_(events.c.user_id.is_(None), events.c.anonymous_id.in_(anonymous_ids)),
-            )
-        )
-        if before_id is not None:
-            stmt = stmt.where(events.c.id < before_id)
         rows = conn.execute(stmt.order_by(events.c.id.desc()).limit(limit)).all()
     return found, [event_from_row(r) for r in rows]
 
