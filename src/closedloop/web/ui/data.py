@@ -262,26 +262,29 @@ def comments(
         stmt = stmt.where(sa.func.lower(a.comment).like(f"%{escaped.lower()}%", escape="\\"))
     with engine.connect() as conn:
         rows = conn.execute(stmt).all()
-        out = []
-        for row in rows:
-            changes = conn.execute(
-                sa.select(segment_changes.c.segment, segment_changes.c.change)
-                .where(
-                    segment_changes.c.profile_id == row.profile_id,
-                    segment_changes.c.at <= row.answered_at,
-                )
-                .order_by(segment_changes.c.id)
-            ).all()
-            state: dict[str, str] = {}
-            for segment, change in changes:
-                state[segment] = change
-            out.append(
-                {
-                    "score": row.score,
-                    "comment": row.comment,
-                    "at": row.answered_at,
-                    "segments": sorted(s for s, c in state.items() if c == "entered"),
-                    "group": next(g for g, (lo, hi) in GROUPS.items() if lo <= row.score <= hi),
-                }
-            )
+        history: dict[str, list[Any]] = {}
+        people = sorted({row.profile_id for row in rows})
+        for start in range(0, len(people), 500):
+            c = segment_changes.c
+            for change in conn.execute(
+                sa.select(c.profile_id, c.segment, c.change, c.at)
+                .where(c.profile_id.in_(people[start : start + 500]))
+                .order_by(c.id)
+            ):
+                history.setdefault(change.profile_id, []).append(change)
+    out = []
+    for row in rows:
+        state: dict[str, str] = {}
+        for change in history.get(row.profile_id, ()):
+            if change.at <= row.answered_at:  # the segments as of the answer
+                state[change.segment] = change.change
+        out.append(
+            {
+                "score": row.score,
+                "comment": row.comment,
+                "at": row.answered_at,
+                "segments": sorted(s for s, c in state.items() if c == "entered"),
+                "group": next(g for g, (lo, hi) in GROUPS.items() if lo <= row.score <= hi),
+            }
+        )
     return out
