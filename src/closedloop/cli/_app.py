@@ -33,6 +33,17 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
+def one_identifier(given: dict[str, str | None]) -> tuple[str, str]:
+    """The one identifier option given (`{"email": ..., "user_id": None, ...}`), or exit
+    naming the options (`user_id` is `--user-id`)."""
+    found = {k: v for k, v in given.items() if v is not None}
+    if len(found) != 1:
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise fail(f"give exactly one of {flags}")
+    ((kind, value),) = found.items()
+    return kind, value
+
+
 # Engines a command opened with `open_store`; `handle_errors` closes them when it ends.
 _open_engines: list[Engine] = []
 

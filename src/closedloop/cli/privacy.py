@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from closedloop import privacy, store
-from closedloop.cli._app import app, console, fail, handle_errors, open_store, settings
+from closedloop.cli._app import app, console, handle_errors, one_identifier, open_store, settings
 
 privacy_app = typer.Typer(
     help="Erasure, subject export, retention, key rotation and the audit log.\n\n"
@@ -35,24 +35,16 @@ def _one(
     customer_key: str | None,
     profile_id: str | None,
 ) -> tuple[str, str]:
-    given = {
-        k: v
-        for k, v in {
+    return one_identifier(
+        {
             "email": email,
             "phone": phone,
             "user_id": user_id,
             "anonymous_id": anonymous_id,
             "customer_key": customer_key,
             "profile_id": profile_id,
-        }.items()
-        if v is not None
-    }
-    if len(given) != 1:
-        raise fail(
-            "give exactly one of --email, --phone, --user-id, --anonymous-id, "
-            "--customer-key, --profile-id"
-        )
-    return next(iter(given.items()))
+        }
+    )
 
 
 def _actor(by: str | None) -> str:

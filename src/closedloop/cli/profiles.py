@@ -9,7 +9,15 @@ import typer
 from rich.table import Table
 
 from closedloop import clock, mood
-from closedloop.cli._app import app, console, fail, handle_errors, open_store, settings
+from closedloop.cli._app import (
+    app,
+    console,
+    fail,
+    handle_errors,
+    one_identifier,
+    open_store,
+    settings,
+)
 from closedloop.profiles import read
 
 profiles_app = typer.Typer(
@@ -112,23 +120,16 @@ def show(
     Example: `closedloop profiles show --email anna@example.com --events 20`
     """
     config = settings()
-    given = {
-        k: v
-        for k, v in {
+    kind, value = one_identifier(
+        {
             "email": email,
             "phone": phone,
             "user_id": user_id,
             "anonymous_id": anonymous_id,
             "customer_key": customer_key,
             "id": profile_id,
-        }.items()
-        if v is not None
-    }
-    if len(given) != 1:
-        raise fail(
-            "give exactly one of --email, --phone, --user-id, --anonymous-id, --customer-key, --id"
-        )
-    ((kind, value),) = given.items()
+        }
+    )
     purposes = config.profiles.consent_purposes
     with handle_errors():
         engine = open_store(config)
