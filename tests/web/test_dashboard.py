@@ -229,8 +229,12 @@ def test_mood_counts_in_one_pass_match_the_conditions(app_client: TestClient, sh
     recorded = segments.record_moods(engine, settings, now)
     latest = segments.latest_moods(engine)
     assert latest is not None and latest[1] == recorded == counted
+    from datetime import timedelta
+
+    segments.record_moods(engine, settings, now + timedelta(minutes=1))
     login(app_client, "ada")
-    assert "as of" in app_client.get("/").text
+    page = app_client.get("/").text
+    assert "as of" in page and 'aria-label="share over time' in page
 
 
 def test_why_not_surveyed_names_each_rule(app_client: TestClient, shop: Log) -> None:

@@ -14,7 +14,7 @@ from closedloop.config import Settings
 from closedloop.errors import InvalidInputError
 from closedloop.identity import is_customer_key
 from closedloop.profiles.read import find_profile, get_profile, timeline
-from closedloop.segments._tables import segment_changes, segment_sizes
+from closedloop.segments._tables import mood_sizes, segment_changes, segment_sizes
 from closedloop.surveys._tables import survey_answers
 from closedloop.web.ui.charts import sparkline
 
@@ -86,7 +86,21 @@ def overview(engine: Engine, settings: Settings, now: datetime) -> dict[str, Any
                 "next_run_at": saved.next_run_at,
             }
         )
+    with engine.connect() as conn:
+        trend = conn.execute(
+            sa.select(mood_sizes).order_by(mood_sizes.c.at.desc()).limit(60)
+        ).all()[::-1]
+    shares: dict[str, list[float]] = {"positive": [], "negative": []}
+    for row in trend:
+        total = (row.positive + row.neutral + row.negative) or 1
+        shares["positive"].append(row.positive / total * 100)
+        shares["negative"].append(row.negative / total * 100)
     return {
+        "mood_trend": {
+            label: {"spark": sparkline(values), "first": values[0], "last": values[-1]}
+            for label, values in shares.items()
+            if len(values) >= 2
+        },
         "nps": {
             "value": nps,
             "n": len(current),
