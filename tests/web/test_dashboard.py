@@ -274,3 +274,36 @@ def test_login_never_redirects_off_the_hub(app_client: TestClient, target: str) 
     assert done.status_code == 303 and done.headers["location"] == "/"
     good = app_client.get("/login", params={"next": "/segments?x=1"}).text
     assert 'value="/segments?x=1"' in good
+
+
+def test_comments_by_segment_as_of_the_answer(app_client: TestClient, shop: Log) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from closedloop.surveys._tables import survey_answers
+
+    later = datetime.now(UTC) + timedelta(minutes=1)  # after anna entered `dresden`
+    rows = [("anna", 3, "Lieferung zu spät"), ("bob", 4, "Preis zu hoch"), ("anna", 9, "Toll")]
+    with shop.engine.begin() as conn:
+        conn.execute(
+            survey_answers.insert(),
+            [
+                {
+                    "invitation_id": f"seg_{n}",
+                    "survey": "nps",
+                    "profile_id": shop.profile_of("user_id", who) or "",
+                    "score": score,
+                    "comment": comment,
+                    "answered_at": later,
+                    "updated_at": later,
+                }
+                for n, (who, score, comment) in enumerate(rows)
+            ],
+        )
+    login(app_client, "mia")
+    exported = app_client.get("/surveys/nps/comments.csv", params={"segment": "dresden"})
+    text = exported.content.decode("utf-8-sig")
+    assert "Lieferung zu spät" in text and "Toll" in text and "Preis zu hoch" not in text
+    both = app_client.get(
+        "/surveys/nps/comments.csv", params={"segment": "dresden", "group": "detractors"}
+    ).content.decode("utf-8-sig")
+    assert both.count("\r\n") == 2 and "Lieferung zu spät" in both

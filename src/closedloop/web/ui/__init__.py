@@ -398,8 +398,9 @@ def survey(request: Request, session: accounts.Session, name: str) -> Response:
     group = request.query_params.get("group") or None
     group = group if group in data.GROUPS else None
     text = (request.query_params.get("text") or "")[:200]
+    segment = (request.query_params.get("segment") or "")[:64]
     shown = (
-        data.comments(ctx.engine, name, group=group, text=text or None)
+        data.comments(ctx.engine, name, group=group, text=text or None, segment=segment or None)
         if session.user.role != "viewer"
         else []
     )
@@ -445,6 +446,8 @@ def survey(request: Request, session: accounts.Session, name: str) -> Response:
         groups=groups,
         group=group or "",
         text=text,
+        segment=segment,
+        segments=[s["segment"] for s in stats["by_segment"]],
         comments=shown,
         who=who,
         why=why,
@@ -550,6 +553,7 @@ def comments_csv(request: Request, session: accounts.Session, name: str) -> Resp
         name[:64],
         group=group if group in data.GROUPS else None,
         text=text,
+        segment=(request.query_params.get("segment") or "")[:64] or None,
         limit=10_000,
     )
     return _csv(

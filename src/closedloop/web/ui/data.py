@@ -257,16 +257,17 @@ def comments(
     *,
     group: str | None,
     text: str | None,
+    segment: str | None = None,
     limit: int = 50,
 ) -> list[dict[str, Any]]:
-    """Answers with a comment, newest first, by NPS group and text; each with the segments
-    the customer was in when answering."""
+    """Answers with a comment, newest first, by NPS group, text and segment (as of the
+    answer); each with the segments the customer was in when answering."""
     a = survey_answers.c
     stmt = (
         sa.select(a.invitation_id, a.profile_id, a.score, a.comment, a.answered_at)
         .where(a.survey == survey, a.comment.is_not(None), a.comment != "")
         .order_by(a.answered_at.desc(), a.invitation_id)
-        .limit(limit)
+        .limit(limit if segment is None else max(limit * 20, 1000))
     )
     if group in GROUPS:
         low, high = GROUPS[group]
@@ -286,18 +287,23 @@ def comments(
                 .order_by(c.id)
             ):
                 history.setdefault(change.profile_id, []).append(change)
-    out = []
+    out: list[dict[str, Any]] = []
     for row in rows:
+        if len(out) >= limit:
+            break
         state: dict[str, str] = {}
         for change in history.get(row.profile_id, ()):
             if change.at <= row.answered_at:  # the segments as of the answer
                 state[change.segment] = change.change
+        member_of = sorted(s for s, c in state.items() if c == "entered")
+        if segment is not None and segment not in member_of:
+            continue
         out.append(
             {
                 "score": row.score,
                 "comment": row.comment,
                 "at": row.answered_at,
-                "segments": sorted(s for s, c in state.items() if c == "entered"),
+                "segments": member_of,
                 "group": next(g for g, (lo, hi) in GROUPS.items() if lo <= row.score <= hi),
             }
         )
