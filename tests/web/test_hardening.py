@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
@@ -174,3 +175,18 @@ def test_nul_in_a_query_is_refused_by_name(
     assert answer.json()["error"]["field"] == "user_id"
     assert answer.headers["x-content-type-options"] == "nosniff"
     assert client.get("/v1/events?user_id=a%2500b", headers=admin_headers).status_code == 200
+
+
+def test_a_locked_store_is_503_not_500(
+    client: TestClient, admin_headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from closedloop import feeds
+
+    def locked(*_args: object, **_kwargs: object) -> None:
+        raise sa.exc.OperationalError("INSERT ...", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(feeds, "list_feeds", locked)
+    answer = client.get("/v1/feeds", headers=admin_headers)
+    assert answer.status_code == 503
+    assert answer.headers["retry-after"] == "2"
+    assert "database is locked" not in answer.text

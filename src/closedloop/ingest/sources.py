@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 from closedloop import clock
 from closedloop.errors import ConflictError, InvalidInputError, NotFoundError, PermissionDeniedError
 from closedloop.ingest._tables import sources
+from closedloop.store import begin_write
 
 __all__ = [
     "SOURCE_KINDS",
@@ -111,7 +112,7 @@ def add_source(
         raise InvalidInputError(
             "write key too short: use at least 16 characters", field="write_key", reason="too_short"
         )
-    with engine.begin() as conn:
+    with begin_write(engine) as conn:  # reads, then writes: take SQLite's write lock first
         if conn.execute(sa.select(sources.c.id).where(sources.c.name == name)).first():
             raise ConflictError(f"source `{name}` exists already: rotate its key instead")
         conn.execute(

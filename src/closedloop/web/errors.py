@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -101,6 +102,17 @@ def install_error_handlers(app: FastAPI) -> None:
             headers=dict(exc.headers or {}),
         )
 
+    async def on_store_error(_request: Request, exc: Exception) -> JSONOut:
+        # The store was locked or unreachable mid-request (SQLite busy, PostgreSQL down):
+        # a transient fault, answered 503 with Retry-After, never a 500.
+        if not isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+            raise exc
+        return error_response(
+            TransientError("the store is busy or unavailable: retry shortly", retry_after=2)
+        )
+
     app.add_exception_handler(ClosedloopError, on_closedloop_error)
+    app.add_exception_handler(sa.exc.OperationalError, on_store_error)
+    app.add_exception_handler(sa.exc.InterfaceError, on_store_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
