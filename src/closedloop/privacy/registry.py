@@ -37,6 +37,7 @@ from closedloop.segments._tables import (
     segment_sizes,
     segments,
 )
+from closedloop.segments.compile import escape_like
 from closedloop.surveys._tables import (
     survey_answers,
     survey_decisions,
@@ -191,11 +192,6 @@ def _export_events(conn: sa.Connection, subject: Subject) -> list[dict[str, Any]
     return [found[i] for i in sorted(found)]
 
 
-def _like(value: str) -> str:
-    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
 def _failed_conditions(subject: Subject) -> list[Any]:
     """Failed events keep the message as JSON text: look for her ids under their field names
     and her e-mail and phone (as sent or normalised) as JSON strings, ignoring case."""
@@ -208,7 +204,7 @@ def _failed_conditions(subject: Subject) -> list[Any]:
                 patterns.add(f'"{name.lower()}":{text.lower()}')
     for value in subject.contact_values:
         patterns.add(json.dumps(value, ensure_ascii=False).lower())
-    return [payload.like(_like(p), escape="\\") for p in sorted(patterns)]
+    return [payload.like(f"%{escape_like(p)}%", escape="\\") for p in sorted(patterns)]
 
 
 def _erase_failed(conn: sa.Connection, subject: Subject) -> int:

@@ -30,6 +30,7 @@ from closedloop.store import UTCDateTime, to_epoch_us
 __all__ = [
     "compile_condition",
     "consent_granted",
+    "escape_like",
     "event_profile_key",
     "glob_to_like",
     "mood_score",
@@ -38,10 +39,14 @@ __all__ = [
 _LN_HALF = math.log(0.5)
 
 
+def escape_like(text: str) -> str:
+    """`text` for a LIKE pattern with `escape="\\"`: `%`, `_` and `\\` match themselves."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def glob_to_like(pattern: str) -> str:
     """`/account/kuendigung*` -> `/account/kuendigung%`, with `%` `_` `\\` escaped."""
-    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped.replace("*", "%")
+    return escape_like(pattern).replace("*", "%")
 
 
 def event_profile_key() -> ColumnElement[str]:

@@ -63,28 +63,14 @@ def _session(request: Request, roles: tuple[str, ...]) -> accounts.Session:
             RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
         )
     if found.user.role not in roles:
-        raise _DeniedError(
-            page(
-                "error.html",
-                {"session": found, "message": "forbidden", "status": 403, "path": request.url.path},
-                locale=found.user.locale,
-                status=403,
-            )
-        )
+        raise _DeniedError(_render(request, found, "error.html", 403, message="forbidden"))
     return found
 
 
 def _csrf(request: Request, session: accounts.Session, form: dict[str, Any]) -> None:
     given = str(form.get("csrf") or request.headers.get("x-csrf-token") or "")
     if not secrets.compare_digest(given.encode(), session.csrf_token.encode()):
-        raise _DeniedError(
-            page(
-                "error.html",
-                {"session": session, "message": "csrf", "status": 403, "path": request.url.path},
-                locale=session.user.locale,
-                status=403,
-            )
-        )
+        raise _DeniedError(_render(request, session, "error.html", 403, message="csrf"))
 
 
 def _without(view: Callable[..., Any], *names: str) -> inspect.Signature:
@@ -137,6 +123,7 @@ def _render(
     request: Request, session: accounts.Session, template: str, status: int = 200, **context: Any
 ) -> Response:
     context.setdefault("path", request.url.path)
+    context.setdefault("status", status)
     return page(
         template, {"session": session, **context}, locale=session.user.locale, status=status
     )

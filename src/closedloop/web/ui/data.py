@@ -15,6 +15,7 @@ from closedloop.errors import InvalidInputError
 from closedloop.identity import is_customer_key
 from closedloop.profiles.read import find_profile, get_profile, timeline
 from closedloop.segments._tables import mood_sizes, segment_changes, segment_sizes
+from closedloop.segments.compile import escape_like
 from closedloop.surveys._tables import survey_answers
 from closedloop.web.ui.charts import sparkline
 
@@ -186,21 +187,17 @@ def find(engine: Engine, settings: Settings, query: str) -> str | None:
     if not text:
         raise InvalidInputError("type an e-mail, phone, customer key or user id", field="q")
     kind = guess_kind(text)
-    found = find_profile(
-        engine,
-        kind,
-        text,
-        region=settings.identity.default_region,
-        purposes=settings.profiles.consent_purposes,
-    )
-    if found is None and kind == "user_id":
+    # a text that is no e-mail, key or phone may be a user id or an anonymous id
+    for candidate in (kind, "anonymous_id") if kind == "user_id" else (kind,):
         found = find_profile(
             engine,
-            "anonymous_id",
+            candidate,
             text,
             region=settings.identity.default_region,
             purposes=settings.profiles.consent_purposes,
         )
+        if found is not None:
+            break
     return found.id if found is not None else None
 
 
@@ -273,8 +270,8 @@ def comments(
         low, high = GROUPS[group]
         stmt = stmt.where(a.score >= low, a.score <= high)
     if text:
-        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        stmt = stmt.where(sa.func.lower(a.comment).like(f"%{escaped.lower()}%", escape="\\"))
+        pattern = f"%{escape_like(text.lower())}%"
+        stmt = stmt.where(sa.func.lower(a.comment).like(pattern, escape="\\"))
     with engine.connect() as conn:
         rows = conn.execute(stmt).all()
         history: dict[str, list[Any]] = {}
