@@ -9,7 +9,7 @@ from types import FrameType
 
 import typer
 
-from closedloop import clock, feeds, privacy, profiles, segments, store, surveys
+from closedloop import clock, feeds, mood, privacy, profiles, segments, store, surveys
 from closedloop.cli._app import app, console, handle_errors, open_store, settings
 
 
@@ -53,6 +53,7 @@ def worker(
             total += done
             due = time.monotonic() - last_refresh >= config.segments.refresh_seconds
             if due or once:
+                mood.ensure_basis(engine, config)
                 segments.refresh(engine, config)
                 segments.record_moods(engine, config, clock.now())
                 last_refresh = time.monotonic()

@@ -4,6 +4,7 @@ mood (positive, neutral, negative), a churn-risk flag and the reasons.
 Importing this package registers its hook with the processor (`profiles.hooks`).
 """
 
+from closedloop.mood.index import ensure_basis, usable_basis
 from closedloop.mood.rules import (
     DEFAULT_RULES,
     MoodRule,
@@ -27,8 +28,10 @@ __all__ = [
     "RuleSet",
     "current_rules",
     "describe",
+    "ensure_basis",
     "parse_rules",
     "signal_of",
     "store_rules",
     "summary",
+    "usable_basis",
 ]

@@ -16,3 +16,15 @@ mood_rules = sa.Table(
     sa.Column("document", JSONDocument, nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
 )
+
+# The basis of the mood index numbers each profile carries (`closedloop.mood.index`): the
+# anchor time and the half-life they were computed with. One row, id 1; none until the
+# numbers of every profile were computed once.
+mood_basis = sa.Table(
+    "mood_basis",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("anchor_us", sa.BigInteger(), nullable=False),
+    sa.Column("half_life_days", sa.Float(), nullable=False),
+    sa.Column("computed_at", UTCDateTime(), nullable=False),
+)

@@ -17,7 +17,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from closedloop import clock
 from closedloop.config import MoodSettings, Settings
+from closedloop.mood.index import DAY_US, MoodBasis, index_numbers, read_basis
 from closedloop.mood.rules import MoodRule, RuleSet, current_rules
 from closedloop.profiles.state import ProcessedEvent, ProfileState
 from closedloop.store import EPOCH, to_epoch_us
@@ -35,7 +37,6 @@ __all__ = [
 ]
 
 NAME = "mood"
-DAY_US = 86_400_000_000
 _LN_HALF = math.log(0.5)
 
 
@@ -128,10 +129,15 @@ class MoodHook:
                 pages.append(rule)
             else:
                 traits.append(rule)
-        return by_event, pages, traits, settings.mood.max_signals
+        # The index numbers follow the stored basis; before there is one, any will do:
+        # `ensure_basis` computes every profile's numbers when it writes the first.
+        basis = read_basis(conn) or MoodBasis(
+            to_epoch_us(clock.now()) // DAY_US * DAY_US, settings.mood.half_life_days
+        )
+        return by_event, pages, traits, settings.mood.max_signals, basis
 
     def on_event(self, context: Any, p: ProfileState, ev: ProcessedEvent) -> bool:
-        by_event, pages, traits, limit = context
+        by_event, pages, traits, limit, basis = context
         if ev.type == "track":
             candidates = by_event.get(ev.name or "", ())
         elif ev.type in ("page", "screen"):
@@ -152,15 +158,18 @@ class MoodHook:
             if len(signals) > limit:
                 del signals[: len(signals) - limit]
             changed = True
+        if changed:
+            p.derived.update(index_numbers(p.derived[NAME], basis))
         return changed
 
     def on_merge(self, context: Any, survivor: ProfileState, merged: ProfileState) -> None:
         theirs = merged.derived.get(NAME)
         if not theirs:
             return
-        limit = context[3]
+        limit, basis = context[3], context[4]
         joined = sorted([*survivor.derived.get(NAME, []), *theirs], key=lambda s: (s[0], s[3]))
         survivor.derived[NAME] = joined[-limit:]
+        survivor.derived.update(index_numbers(survivor.derived[NAME], basis))
 
 
 def decayed(signals: list[list[Any]], *, now: datetime, settings: MoodSettings) -> list[float]:

@@ -27,7 +27,7 @@ from closedloop.identity._tables import (
     suppressions,
 )
 from closedloop.ingest._tables import events, failed_events, sources
-from closedloop.mood._tables import mood_rules
+from closedloop.mood._tables import mood_basis, mood_rules
 from closedloop.privacy._tables import privacy_audit, privacy_erasures
 from closedloop.profiles._tables import consent_changes, processor_cursors, profiles
 from closedloop.segments._tables import (
@@ -268,6 +268,7 @@ REGISTRY: tuple[Entry, ...] = (
     Entry(ui_sessions, False, "dashboard sessions (hashed cookie, staff user)"),
     Entry(processor_cursors, False, "positions in the event log"),
     Entry(mood_rules, False, "mood rule definitions"),
+    Entry(mood_basis, False, "anchor and half-life of the mood index numbers"),
     Entry(segments, False, "segment definitions"),
     Entry(segment_sizes, False, "segment sizes over time (counts)"),
     Entry(mood_sizes, False, "customers by mood over time (counts)"),

@@ -7,7 +7,6 @@ from closedloop.segments.language import parse_condition, to_text, validate_tree
 from closedloop.segments.preview import (
     Preview,
     condition_tree,
-    condition_where,
     explain_profile,
     member_ids,
     preview,
@@ -17,6 +16,7 @@ from closedloop.segments.store import (
     SavedSegment,
     SegmentRefresher,
     changes,
+    condition_where,
     count_moods,
     delete_segment,
     get_segment,

@@ -4,7 +4,8 @@ Every value from a condition is a bound parameter; names (traits, properties) ad
 SQLAlchemy's JSON index operators, also bound. An event belongs to the profile of its user id,
 else of its anonymous id (as the processor attributes it), so events join profiles through
 one identity key. Mood is computed from the stored signals for the time asked, as the profile
-API does: `value * 0.5 ** (age / half-life)`, summed.
+API does: `value * 0.5 ** (age / half-life)`, summed; with a usable basis
+(`closedloop.mood.index`) as a range of the index on each profile's factorised sum instead.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from closedloop.config import MoodSettings
 from closedloop.errors import InvalidInputError
 from closedloop.identity._tables import identities
 from closedloop.ingest._tables import events
+from closedloop.mood.index import CHURN_KEY, K_KEY, LAST_KEY, MoodBasis, signal_rows
 from closedloop.mood.score import DAY_US
 from closedloop.profiles._tables import profiles
 from closedloop.profiles.state import NPS_EVENTS
@@ -72,8 +74,10 @@ class _Compiler:
         mood: MoodSettings,
         segment: Callable[[str], dict[str, Any]],
         opt_out: frozenset[str] = frozenset(),
+        basis: MoodBasis | None = None,
     ) -> None:
         self.pg = dialect == "postgresql"
+        self.basis = basis
         self.opt_out = opt_out
         self.now = now
         self.mood_settings = mood
@@ -88,21 +92,10 @@ class _Compiler:
             .where(*[c for c in conditions if c is not None])
         )
 
-    def _signals(self) -> tuple[Any, Callable[[int, Any], Any]]:
-        """The profile's mood signals as rows, and an accessor for a position of a signal
-        (`[time, value, rule, event, churn]`) typed as `type_`."""
-        if self.pg:
-            signals = sa.func.jsonb_array_elements(
-                sa.func.coalesce(profiles.c.derived.op("->")("mood"), sa.text("'[]'::jsonb"))
-            ).table_valued("value")
-            return signals, lambda i, type_: signals.c.value.op("->>")(i).cast(type_)
-        signals = sa.func.json_each(profiles.c.derived, "$.mood").table_valued("value")
-        return signals, lambda i, _type: sa.func.json_extract(signals.c.value, f"$[{i}]")
-
     def _score(self) -> ColumnElement[float]:
         now = sa.bindparam(None, to_epoch_us(self.now), sa.BigInteger())
         half = sa.bindparam(None, self.mood_settings.half_life_days * float(DAY_US), sa.Float())
-        signals, at = self._signals()
+        signals, at = signal_rows(self.pg)
         greatest = sa.func.greatest if self.pg else sa.func.max
         age = greatest(0, now - at(0, sa.BigInteger))
         contribution = at(1, sa.Float) * sa.func.exp(_LN_HALF * age / half)
@@ -112,10 +105,21 @@ class _Compiler:
             .scalar_subquery()
         )
 
+    def _number(self, key: str) -> ColumnElement[Any]:
+        """A mood index number of the profile, written exactly as migration 0011 indexes it
+        (a literal path: SQLite matches indexed expressions literally)."""
+        path: Any = sa.literal_column(f"'{key}'" if self.pg else f"'$.{key}'")
+        if self.pg:
+            type_: Any = sa.Float() if key == K_KEY else sa.BigInteger()
+            return sa.cast(profiles.c.derived.op("->>", return_type=sa.Text())(path), type_)
+        return sa.func.json_extract(profiles.c.derived, path)
+
     def _churn(self) -> ColumnElement[bool]:
         since = to_epoch_us(self.now - timedelta(days=self.mood_settings.churn_risk_days))
         bound = sa.bindparam(None, since, sa.BigInteger())
-        signals, at = self._signals()
+        if self.basis is not None:
+            return self._number(CHURN_KEY) >= bound
+        signals, at = signal_rows(self.pg)
         return sa.exists(
             sa.select(1)
             .select_from(signals)
@@ -135,15 +139,35 @@ class _Compiler:
         method: Callable[[Any], ColumnElement[bool]] = getattr(self, f"_{kind}")
         return method(value)
 
-    def _mood(self, label: str) -> ColumnElement[bool]:
-        score = self._score()
+    def _label(self, score: Any, label: str, high: Any, low: Any) -> ColumnElement[bool]:
         if label == "positive":
-            return score >= self.mood_settings.positive_threshold
+            return score >= high  # type: ignore[no-any-return]
         if label == "negative":
-            return score <= self.mood_settings.negative_threshold
-        return sa.and_(
-            score > self.mood_settings.negative_threshold,
-            score < self.mood_settings.positive_threshold,
+            return score <= low  # type: ignore[no-any-return]
+        return sa.and_(score > low, score < high)
+
+    def _mood(self, label: str) -> ColumnElement[bool]:
+        settings = self.mood_settings
+        high, low = settings.positive_threshold, settings.negative_threshold
+        exact = self._label(self._score(), label, high, low)
+        if self.basis is None:
+            return exact
+        # score = K / 2^((now - a)/h) for profiles without a signal after `now`: a range of K.
+        now = to_epoch_us(self.now)
+        power = self.basis.power(now)
+        k, last = self._number(K_KEY), self._number(LAST_KEY)
+        fast = self._label(
+            k,
+            label,
+            sa.bindparam(None, high * power, sa.Float()),
+            sa.bindparam(None, low * power, sa.Float()),
+        )
+        if label == "neutral":  # no signals: score 0, neutral (the thresholds straddle 0)
+            fast = sa.or_(fast, k.is_(None))
+        now_bound = sa.bindparam(None, now, sa.BigInteger())
+        return sa.or_(
+            sa.and_(fast, sa.or_(last.is_(None), last <= now_bound)),
+            sa.and_(last > now_bound, exact),
         )
 
     def _churn_risk(self, _value: bool) -> ColumnElement[bool]:
@@ -237,7 +261,7 @@ class _Compiler:
             bound = sa.bindparam(None, cutoff, sa.String())
             iso = day.like("____-__-__")  # only ISO dates compare as dates
             return sa.and_(iso, day < bound if op == "before" else day > bound)
-        return _typed_compare(value, op, spec["value"], pg=self.pg)
+        return _typed_compare(value, op, spec["value"])
 
 
 def _compare(column: Any, op: str, value: Any) -> ColumnElement[bool]:
@@ -296,18 +320,23 @@ def consent_granted(pg: bool, purpose: str, *, opt_out: bool = False) -> ColumnE
     return sa.func.coalesce(_Json(pg, profiles.c.consent, purpose, 0).boolean(), opt_out)
 
 
-def _typed_compare(
-    value: _Json, op: str, expected: Any, *, pg: bool = False
-) -> ColumnElement[bool]:
+def _typed_compare(value: _Json, op: str, expected: Any) -> ColumnElement[bool]:
     """Compare a JSON value with a literal of the same JSON type; other types never match."""
     if isinstance(expected, bool):
         if op not in ("=", "!="):
             raise InvalidInputError(f"`{op}` does not compare true or false", field="condition")
         return _compare(value.boolean(), op, expected)
     if isinstance(expected, int | float):
-        return _compare(value.number(), op, float(expected))
-    text: Any = value.text()
-    return _compare(text.collate("C") if pg else text, op, expected)
+        if value.pg:
+            return _compare(value.number(), op, float(expected))
+        # SQLite: compare first, check the type only where it holds (each JSON function
+        # parses the document again; most rows fail the comparison).
+        return sa.and_(
+            _compare(value.raw, op, float(expected)), value.kind.in_(("integer", "real"))
+        )
+    if value.pg:
+        return _compare(value.text().collate("C"), op, expected)
+    return sa.and_(_compare(value.raw, op, expected), value.kind == "text")
 
 
 def mood_score(dialect: str, *, now: datetime, mood: MoodSettings) -> ColumnElement[float]:
@@ -323,7 +352,11 @@ def compile_condition(
     mood: MoodSettings,
     segment: Callable[[str], dict[str, Any]],
     opt_out: frozenset[str] = frozenset(),
+    basis: MoodBasis | None = None,
 ) -> ColumnElement[bool]:
     """A WHERE clause over `profiles` for the (validated) tree, as of `now`; `opt_out` names
-    the purposes granted while a customer has said nothing."""
-    return _Compiler(dialect, now=now, mood=mood, segment=segment, opt_out=opt_out).node(tree)
+    the purposes granted while a customer has said nothing; with `basis` (the usable one of
+    `closedloop.mood.index`), mood conditions read the mood index."""
+    return _Compiler(
+        dialect, now=now, mood=mood, segment=segment, opt_out=opt_out, basis=basis
+    ).node(tree)

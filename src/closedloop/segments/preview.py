@@ -14,15 +14,18 @@ from closedloop.config import Settings
 from closedloop.errors import InvalidInputError, NotFoundError
 from closedloop.profiles._tables import profiles
 from closedloop.profiles.read import resolve_profile_id
-from closedloop.segments.compile import compile_condition
 from closedloop.segments.evaluate import explain
 from closedloop.segments.language import parse_condition, to_text, validate_tree
-from closedloop.segments.store import load_facts, resolver, saved_trees, tree_of
+from closedloop.segments.store import (
+    condition_where,
+    load_facts,
+    resolver,
+    saved_trees,
+)
 
 __all__ = [
     "Preview",
     "condition_tree",
-    "condition_where",
     "explain_profile",
     "member_ids",
     "preview",
@@ -46,23 +49,6 @@ def condition_tree(condition: Any) -> dict[str, Any]:
     raise InvalidInputError(
         'give `condition` as text (`mood is positive`) or a tree (`{"mood": "positive"}`)',
         field="condition",
-    )
-
-
-def condition_where(
-    conn: sa.Connection, settings: Settings, tree: dict[str, Any], now: datetime
-) -> Any:
-    """The SQL condition selecting the profiles `tree` selects as of `now` (not merged)."""
-    return sa.and_(
-        profiles.c.merged_into.is_(None),
-        compile_condition(
-            tree,
-            conn.dialect.name,
-            now=now,
-            mood=settings.mood,
-            segment=lambda name: tree_of(conn, name),
-            opt_out=settings.profiles.opt_out_purposes(),
-        ),
     )
 
 

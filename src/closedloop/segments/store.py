@@ -28,6 +28,7 @@ from closedloop.config import Settings
 from closedloop.errors import ConflictError, InvalidInputError, NotFoundError
 from closedloop.identity._tables import identities
 from closedloop.ingest._tables import events
+from closedloop.mood.index import ensure_basis, usable_basis
 from closedloop.profiles._tables import processor_cursors, profiles
 from closedloop.segments._tables import (
     mood_sizes,
@@ -275,16 +276,8 @@ def refresh(
                     if evaluate(tree, facts, now=now, mood=settings.mood, segment=saved_tree)
                 }
             else:
-                where = compile_condition(
-                    tree,
-                    conn.dialect.name,
-                    now=now,
-                    mood=settings.mood,
-                    segment=saved_tree,
-                    opt_out=settings.profiles.opt_out_purposes(),
-                )
-                query = sa.select(profiles.c.id).where(profiles.c.merged_into.is_(None), where)
-                current = set(conn.execute(query).scalars())
+                where = condition_where(conn, settings, tree, now, segment=saved_tree)
+                current = set(conn.execute(sa.select(profiles.c.id).where(where)).scalars())
         with begin_write(engine) as conn:
             locked = conn.execute(
                 segments.update()
@@ -428,21 +421,56 @@ def changes(
     ]
 
 
+def condition_where(
+    conn: sa.Connection,
+    settings: Settings,
+    tree: dict[str, Any],
+    now: datetime,
+    *,
+    segment: Callable[[str], dict[str, Any]] | None = None,
+) -> ColumnElement[bool]:
+    """The SQL condition selecting the live (not merged) profiles `tree` selects as of `now`;
+    mood conditions read the mood index when its basis is usable."""
+    return sa.and_(
+        profiles.c.merged_into.is_(None),
+        compile_condition(
+            tree,
+            conn.dialect.name,
+            now=now,
+            mood=settings.mood,
+            segment=segment or (lambda name: tree_of(conn, name)),
+            opt_out=settings.profiles.opt_out_purposes(),
+            basis=usable_basis(conn, settings.mood, now),
+        ),
+    )
+
+
 def count_moods(conn: sa.Connection, settings: Settings, now: datetime) -> dict[str, int]:
-    """Customers by mood label as of `now`, in one pass over the profiles."""
+    """Customers by mood label as of `now`: two ranges of the mood index and the total, or
+    without a usable index one pass over the profiles."""
+
+    def count(where: Any) -> int:
+        query = sa.select(sa.func.count()).select_from(profiles).where(where)
+        return int(conn.execute(query).scalar_one())
+
+    if usable_basis(conn, settings.mood, now) is not None:
+        positive = count(condition_where(conn, settings, {"mood": "positive"}, now))
+        negative = count(condition_where(conn, settings, {"mood": "negative"}, now))
+        live = count(profiles.c.merged_into.is_(None))
+        return {"positive": positive, "neutral": live - positive - negative, "negative": negative}
     score = mood_score(conn.dialect.name, now=now, mood=settings.mood).label("score")
     scores = sa.select(score).where(profiles.c.merged_into.is_(None)).subquery()
-    positive = settings.mood.positive_threshold
-    negative = settings.mood.negative_threshold
+    high = settings.mood.positive_threshold
+    low = settings.mood.negative_threshold
 
     def total(condition: Any) -> Any:
         return sa.func.coalesce(sa.func.sum(sa.case((condition, 1), else_=0)), 0)
 
     row = conn.execute(
         sa.select(
-            total(scores.c.score >= positive),
-            total(sa.and_(scores.c.score > negative, scores.c.score < positive)),
-            total(scores.c.score <= negative),
+            total(scores.c.score >= high),
+            total(sa.and_(scores.c.score > low, scores.c.score < high)),
+            total(scores.c.score <= low),
         )
     ).one()
     return {"positive": int(row[0]), "neutral": int(row[1]), "negative": int(row[2])}
@@ -499,6 +527,7 @@ class SegmentRefresher:
                 cursor = self._cursor()
                 due = time.monotonic() - last >= config.refresh_seconds
                 if due:
+                    ensure_basis(self._engine, self._settings)
                     refresh(self._engine, self._settings)
                     record_moods(self._engine, self._settings, clock.now())
                     seen, last = cursor, time.monotonic()

@@ -1,0 +1,183 @@
+"""Numbers that turn `mood is ...` and `churn risk` into index ranges.
+
+A mood score sums decaying signals, `sum(v * 2^-((now - t) / h))`, so it changes with `now`
+and no stored label stays true. But it factorises: for an anchor time `a`,
+
+    score(now) = 2^-((now - a) / h) * K,    K = sum(v * 2^((t - a) / h)),
+
+and K does not depend on `now`. The processor keeps K in each profile's derived document
+(`mood_k`), with the time of the newest signal (`mood_last`) and of the newest churn-risk
+signal (`mood_churn`); migration 0011 indexes all three. Then, for profiles whose signals
+all lie in the past, `score >= threshold` is `K >= threshold * 2^((now - a) / h)`: one range
+of an index. Profiles with a signal in the future (rare: imported future dates) are summed
+exactly, found through `mood_last`.
+
+The basis (`a`, `h`) is the one row of `mood_basis`. It changes when the half-life setting
+changes, or when `now` drifts so far from the anchor that the powers would leave floating
+point; `ensure_basis` then computes every profile's numbers again in one statement, holding
+the processor's cursor, and only after that do conditions use the index (`usable_basis`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.sql.elements import ColumnElement
+
+from closedloop import clock
+from closedloop.config import MoodSettings, Settings
+from closedloop.mood._tables import mood_basis
+from closedloop.profiles import hold_derived_state
+from closedloop.profiles._tables import profiles
+from closedloop.store import begin_write, to_epoch_us
+
+__all__ = [
+    "CHURN_KEY",
+    "K_KEY",
+    "LAST_KEY",
+    "MoodBasis",
+    "ensure_basis",
+    "index_numbers",
+    "read_basis",
+    "signal_rows",
+    "usable_basis",
+]
+
+K_KEY = "mood_k"
+LAST_KEY = "mood_last"
+CHURN_KEY = "mood_churn"
+DAY_US = 86_400_000_000
+_LN2 = math.log(2.0)
+# exp() of more than about 709 overflows a double; PostgreSQL raises on overflow and on
+# underflow. Exponents are clamped to this; a basis is used only while `now` is within
+# `_USE_LIMIT` of its anchor and replaced once beyond `_REBASE_AT`.
+_CLAMP = 700.0
+_USE_LIMIT = 600.0
+_REBASE_AT = 300.0
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MoodBasis:
+    anchor_us: int
+    half_life_days: float
+
+    def exponent(self, at_us: int) -> float:
+        return _LN2 * (at_us - self.anchor_us) / (self.half_life_days * DAY_US)
+
+    def power(self, at_us: int) -> float:
+        """`2^((at - a) / h)`, as the stored numbers use it."""
+        return math.exp(max(-_CLAMP, min(_CLAMP, self.exponent(at_us))))
+
+
+def index_numbers(signals: Sequence[Sequence[Any]], basis: MoodBasis) -> dict[str, Any]:
+    """The derived-document entries for a profile's signals `[time, value, rule, event,
+    churn]`: K, the newest signal's time and the newest churn-risk signal's time."""
+    return {
+        K_KEY: math.fsum(s[1] * basis.power(s[0]) for s in signals),
+        LAST_KEY: max((s[0] for s in signals), default=None),
+        CHURN_KEY: max((s[0] for s in signals if s[4] == 1), default=None),
+    }
+
+
+def read_basis(conn: sa.Connection) -> MoodBasis | None:
+    row = conn.execute(
+        sa.select(mood_basis.c.anchor_us, mood_basis.c.half_life_days).where(mood_basis.c.id == 1)
+    ).first()
+    return None if row is None else MoodBasis(int(row[0]), float(row[1]))
+
+
+def _fits(basis: MoodBasis | None, settings: MoodSettings, now: datetime, limit: float) -> bool:
+    return (
+        basis is not None
+        and basis.half_life_days == settings.half_life_days
+        and abs(basis.exponent(to_epoch_us(now))) <= limit
+    )
+
+
+def usable_basis(conn: sa.Connection, settings: MoodSettings, now: datetime) -> MoodBasis | None:
+    """The basis, when every profile's numbers follow it and it suits `settings` at `now`."""
+    basis = read_basis(conn)
+    return basis if _fits(basis, settings, now, _USE_LIMIT) else None
+
+
+def ensure_basis(engine: Engine, settings: Settings, now: datetime | None = None) -> bool:
+    """Compute every profile's numbers again when the basis is missing, has another
+    half-life or lies too far from `now`; answer whether it did."""
+    now = now or clock.now()
+    with engine.connect() as conn:
+        if _fits(read_basis(conn), settings.mood, now, _REBASE_AT):
+            return False
+    day = to_epoch_us(now) // DAY_US * DAY_US
+    basis = MoodBasis(day, settings.mood.half_life_days)
+    with begin_write(engine) as conn:
+        if _fits(read_basis(conn), settings.mood, now, _REBASE_AT):
+            return False  # another process did it meanwhile
+        hold_derived_state(conn, settings)
+        changed = conn.execute(_recompute(conn.dialect.name, basis)).rowcount
+        values = {
+            "anchor_us": basis.anchor_us,
+            "half_life_days": basis.half_life_days,
+            "computed_at": clock.now(),
+        }
+        conn.execute(mood_basis.delete())
+        conn.execute(mood_basis.insert().values(id=1, **values))
+    _log.info("mood: index numbers of %d profiles computed for basis %s", changed, basis)
+    return True
+
+
+def signal_rows(pg: bool) -> tuple[Any, Callable[[int, Any], ColumnElement[Any]]]:
+    """A profile's mood signals as rows (correlated with `profiles`), and an accessor for a
+    position of a signal (`[time, value, rule, event, churn]`) typed as `type_`."""
+    if pg:
+        elements = sa.func.jsonb_array_elements(
+            sa.func.coalesce(profiles.c.derived.op("->")("mood"), sa.text("'[]'::jsonb"))
+        ).table_valued("value")
+        return elements, lambda i, type_: elements.c.value.op("->>")(i).cast(type_)
+    rows = sa.func.json_each(profiles.c.derived, "$.mood").table_valued("value")
+    return rows, lambda i, _type: sa.func.json_extract(rows.c.value, f"$[{i}]")
+
+
+def _recompute(dialect: str, basis: MoodBasis) -> sa.Update:
+    """One UPDATE setting every profile's numbers from its signals, as `index_numbers`."""
+    anchor = sa.bindparam("anchor", basis.anchor_us, sa.BigInteger())
+    rate = sa.bindparam("rate", _LN2 / (basis.half_life_days * DAY_US), sa.Float())
+    clamp = sa.bindparam("clamp", _CLAMP, sa.Float())
+    pg = dialect == "postgresql"
+    signals, at = signal_rows(pg)
+    least: Any = sa.func.least if pg else sa.func.min
+    greatest: Any = sa.func.greatest if pg else sa.func.max
+    exponent = greatest(-clamp, least(clamp, (at(0, sa.BigInteger) - anchor) * rate))
+    k = (
+        sa.select(sa.func.coalesce(sa.func.sum(at(1, sa.Float) * sa.func.exp(exponent)), 0.0))
+        .select_from(signals)
+        .scalar_subquery()
+    )
+    last = sa.select(sa.func.max(at(0, sa.BigInteger))).select_from(signals).scalar_subquery()
+    churn = (
+        sa.select(sa.func.max(at(0, sa.BigInteger)))
+        .select_from(signals)
+        .where(at(4, sa.Integer) == 1)
+        .scalar_subquery()
+    )
+    document: Any
+    has_signals: Any
+    if pg:
+        document = profiles.c.derived.op("||")(
+            sa.func.jsonb_build_object(K_KEY, k, LAST_KEY, last, CHURN_KEY, churn)
+        )
+        has_signals = profiles.c.derived.op("?")("mood")
+    else:
+        document = sa.func.json_set(
+            profiles.c.derived, f"$.{K_KEY}", k, f"$.{LAST_KEY}", last, f"$.{CHURN_KEY}", churn
+        )
+        has_signals = sa.func.json_type(profiles.c.derived, "$.mood") == "array"
+    return profiles.update().where(has_signals).values(derived=document)
