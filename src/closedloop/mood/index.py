@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -45,6 +45,7 @@ __all__ = [
     "MoodBasis",
     "ensure_basis",
     "index_numbers",
+    "number",
     "read_basis",
     "signal_rows",
     "usable_basis",
@@ -69,6 +70,9 @@ _log = logging.getLogger(__name__)
 class MoodBasis:
     anchor_us: int
     half_life_days: float
+    # The newest signal of any profile, when read by `usable_basis`: a condition as of a
+    # later time needs no check for signals after it.
+    latest_us: int | None = None
 
     def exponent(self, at_us: int) -> float:
         return _LN2 * (at_us - self.anchor_us) / (self.half_life_days * DAY_US)
@@ -104,9 +108,24 @@ def _fits(basis: MoodBasis | None, settings: MoodSettings, now: datetime, limit:
 
 
 def usable_basis(conn: sa.Connection, settings: MoodSettings, now: datetime) -> MoodBasis | None:
-    """The basis, when every profile's numbers follow it and it suits `settings` at `now`."""
+    """The basis, when every profile's numbers follow it and it suits `settings` at `now`,
+    with the time of the newest signal (the end of an index)."""
     basis = read_basis(conn)
-    return basis if _fits(basis, settings, now, _USE_LIMIT) else None
+    if basis is None or not _fits(basis, settings, now, _USE_LIMIT):
+        return None
+    pg = conn.dialect.name == "postgresql"
+    latest = conn.execute(sa.select(sa.func.max(number(LAST_KEY, pg)))).scalar()
+    return replace(basis, latest_us=None if latest is None else int(latest))
+
+
+def number(key: str, pg: bool) -> ColumnElement[Any]:
+    """A profile's index number, written exactly as migration 0011 indexes it (a literal
+    path: SQLite matches indexed expressions literally)."""
+    path: Any = sa.literal_column(f"'{key}'" if pg else f"'$.{key}'")
+    if pg:
+        type_: Any = sa.Float() if key == K_KEY else sa.BigInteger()
+        return sa.cast(profiles.c.derived.op("->>", return_type=sa.Text())(path), type_)
+    return sa.func.json_extract(profiles.c.derived, path)
 
 
 def ensure_basis(engine: Engine, settings: Settings, now: datetime | None = None) -> bool:

@@ -14,7 +14,7 @@ profiles = sa.Table(
     "profiles",
     metadata,
     sa.Column("id", sa.String(40), primary_key=True),
-    sa.Column("merged_into", sa.String(40), nullable=True, index=True),
+    sa.Column("merged_into", sa.String(40), nullable=True),
     sa.Column("customer_key", sa.String(80), nullable=True, index=True),
     sa.Column("user_ids", JSONDocument, nullable=False),
     sa.Column("anonymous_ids", sa.Integer(), nullable=False),
@@ -30,6 +30,13 @@ profiles = sa.Table(
     # The processor batch that last wrote the row (`processor_cursors.seq`): segment
     # refreshes look only at profiles written since their last refresh.
     sa.Column("processed_seq", sa.BigInteger(), nullable=False, server_default="0", index=True),
+    # Only merged profiles (migration 0011): the rest are NULL.
+    sa.Index(
+        "ix_profiles_merged_into",
+        "merged_into",
+        sqlite_where=sa.text("merged_into IS NOT NULL"),
+        postgresql_where=sa.text("merged_into IS NOT NULL"),
+    ),
 )
 
 # Every consent statement that changed a purpose, oldest first: the consent history.

@@ -23,7 +23,7 @@ from closedloop.config import MoodSettings
 from closedloop.errors import InvalidInputError
 from closedloop.identity._tables import identities
 from closedloop.ingest._tables import events
-from closedloop.mood.index import CHURN_KEY, K_KEY, LAST_KEY, MoodBasis, signal_rows
+from closedloop.mood.index import CHURN_KEY, K_KEY, LAST_KEY, MoodBasis, number, signal_rows
 from closedloop.mood.score import DAY_US
 from closedloop.profiles._tables import profiles
 from closedloop.profiles.state import NPS_EVENTS
@@ -105,20 +105,11 @@ class _Compiler:
             .scalar_subquery()
         )
 
-    def _number(self, key: str) -> ColumnElement[Any]:
-        """A mood index number of the profile, written exactly as migration 0011 indexes it
-        (a literal path: SQLite matches indexed expressions literally)."""
-        path: Any = sa.literal_column(f"'{key}'" if self.pg else f"'$.{key}'")
-        if self.pg:
-            type_: Any = sa.Float() if key == K_KEY else sa.BigInteger()
-            return sa.cast(profiles.c.derived.op("->>", return_type=sa.Text())(path), type_)
-        return sa.func.json_extract(profiles.c.derived, path)
-
     def _churn(self) -> ColumnElement[bool]:
         since = to_epoch_us(self.now - timedelta(days=self.mood_settings.churn_risk_days))
         bound = sa.bindparam(None, since, sa.BigInteger())
         if self.basis is not None:
-            return self._number(CHURN_KEY) >= bound
+            return number(CHURN_KEY, self.pg) >= bound
         signals, at = signal_rows(self.pg)
         return sa.exists(
             sa.select(1)
@@ -155,7 +146,7 @@ class _Compiler:
         # score = K / 2^((now - a)/h) for profiles without a signal after `now`: a range of K.
         now = to_epoch_us(self.now)
         power = self.basis.power(now)
-        k, last = self._number(K_KEY), self._number(LAST_KEY)
+        k, last = number(K_KEY, self.pg), number(LAST_KEY, self.pg)
         fast = self._label(
             k,
             label,
@@ -164,9 +155,13 @@ class _Compiler:
         )
         if label == "neutral":  # no signals: score 0, neutral (the thresholds straddle 0)
             fast = sa.or_(fast, k.is_(None))
+        latest = self.basis.latest_us
+        if latest is None or latest <= now:
+            return fast  # no signal after `now`: the formula holds for every profile
         now_bound = sa.bindparam(None, now, sa.BigInteger())
         return sa.or_(
-            sa.and_(fast, sa.or_(last.is_(None), last <= now_bound)),
+            # (a residual, not a second index range for the planner to take instead of K's)
+            sa.and_(fast, sa.func.coalesce(last, 0) <= now_bound),
             sa.and_(last > now_bound, exact),
         )
 
