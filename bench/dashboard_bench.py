@@ -198,15 +198,23 @@ def measure(url: str, count: int, repeat: int) -> dict[str, dict[str, float]]:
     accounts.add_user(engine, "bench", role="admin", password=PASSWORD)
     results: dict[str, dict[str, float]] = {}
     # Once, after the upgrade (and when the half-life changes): every profile's mood index
-    # numbers (the fill wrote signals only). Then what autovacuum does after such an update.
+    # numbers (the fill wrote signals only).
     with store.begin_write(engine) as conn:
         conn.execute(sa.delete(mood_basis))
     results["background: mood index numbers of every profile (once)"] = _once(
         lambda: mood.ensure_basis(engine, settings, clock.now())
     )
-    if engine.dialect.name == "postgresql":
-        with engine.begin() as conn:
-            conn.execute(sa.text("ANALYZE profiles"))
+    # Once, when the setting names new traits (SQLite): their indexes.
+    for index in sorted(segments.trait_index.PREFIX + t for t in settings.segments.indexed_traits):
+        with store.begin_write(engine) as conn:
+            conn.exec_driver_sql(f'DROP INDEX IF EXISTS "{index}"')
+    results["background: trait indexes created (once)"] = _once(
+        lambda: segments.ensure_trait_indexes(engine, settings)
+    )
+    with engine.begin() as conn:  # what autovacuum does after such an update
+        conn.execute(
+            sa.text("ANALYZE profiles" if engine.dialect.name == "postgresql" else "ANALYZE")
+        )
     # what the segment refresher does in the background once per refresh
     results["background: mood counts, one pass"] = _time(
         lambda: segments.record_moods(engine, settings, clock.now()), 1

@@ -8,9 +8,9 @@ Every field reads from the environment with the prefix `CLOSEDLOOP_` (nested wit
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
@@ -197,6 +197,15 @@ class SegmentSettings(BaseModel):
         2,
         ge=0.1,
         description="After the processor applied new events, segments are refreshed this soon.",
+    )
+    indexed_traits: tuple[
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")], ...
+    ] = Field(
+        ("city", "postalCode", "country", "gender"),
+        max_length=20,
+        description="SQLite: traits with an index for conditions comparing them with text "
+        '(`trait city = "Dresden"`, `in [...]`), so a count does not read every profile. '
+        "The server creates and drops the indexes to match at its next full refresh.",
     )
 
 

@@ -54,6 +54,7 @@ def worker(
             due = time.monotonic() - last_refresh >= config.segments.refresh_seconds
             if due or once:
                 mood.ensure_basis(engine, config)
+                segments.ensure_trait_indexes(engine, config)
                 segments.refresh(engine, config)
                 segments.record_moods(engine, config, clock.now())
                 last_refresh = time.monotonic()

@@ -29,6 +29,7 @@ from closedloop.segments.store import (
     stored_members,
     tree_of,
 )
+from closedloop.segments.trait_index import ensure_trait_indexes
 
 __all__ = [
     "Preview",
@@ -42,6 +43,7 @@ __all__ = [
     "consent_granted",
     "count_moods",
     "delete_segment",
+    "ensure_trait_indexes",
     "evaluate",
     "explain",
     "explain_profile",

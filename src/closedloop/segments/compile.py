@@ -27,6 +27,7 @@ from closedloop.mood.index import CHURN_KEY, K_KEY, LAST_KEY, MoodBasis, number,
 from closedloop.mood.score import DAY_US
 from closedloop.profiles._tables import profiles
 from closedloop.profiles.state import NPS_EVENTS
+from closedloop.segments.trait_index import trait_value
 from closedloop.store import UTCDateTime, to_epoch_us
 
 __all__ = [
@@ -75,9 +76,11 @@ class _Compiler:
         segment: Callable[[str], dict[str, Any]],
         opt_out: frozenset[str] = frozenset(),
         basis: MoodBasis | None = None,
+        indexed_traits: frozenset[str] = frozenset(),
     ) -> None:
         self.pg = dialect == "postgresql"
         self.basis = basis
+        self.indexed_traits = frozenset() if self.pg else indexed_traits
         self.opt_out = opt_out
         self.now = now
         self.mood_settings = mood
@@ -239,9 +242,20 @@ class _Compiler:
             query = query.group_by(identities.c.profile_id).having(sa.func.count() >= times)
         return profiles.c.id.in_(query)
 
+    def _indexed_equal(self, name: str, value: _Json, expected: Any) -> ColumnElement[bool]:
+        """`trait = expected` through the trait's index where that is exact: a text the
+        index's `json_extract` returns only for that JSON string (numbers come back as
+        numbers; arrays and objects as JSON text, which starts with `[` or `{`)."""
+        if isinstance(expected, str) and not expected.startswith(("[", "{")):
+            return trait_value(name) == sa.bindparam(None, expected, sa.String())
+        return _typed_compare(value, "=", expected)
+
     def _trait(self, spec: dict[str, Any]) -> ColumnElement[bool]:
         value = _Json(self.pg, profiles.c.traits, spec["name"], 0)
         op = spec["op"]
+        if spec["name"] in self.indexed_traits and op in ("=", "in"):
+            items = spec["value"] if op == "in" else [spec["value"]]
+            return sa.or_(*[self._indexed_equal(spec["name"], value, item) for item in items])
         if op == "present":
             return value.present()
         if op == "absent":
@@ -348,10 +362,18 @@ def compile_condition(
     segment: Callable[[str], dict[str, Any]],
     opt_out: frozenset[str] = frozenset(),
     basis: MoodBasis | None = None,
+    indexed_traits: frozenset[str] = frozenset(),
 ) -> ColumnElement[bool]:
     """A WHERE clause over `profiles` for the (validated) tree, as of `now`; `opt_out` names
     the purposes granted while a customer has said nothing; with `basis` (the usable one of
-    `closedloop.mood.index`), mood conditions read the mood index."""
+    `closedloop.mood.index`), mood conditions read the mood index; text equality on an
+    `indexed_traits` trait reads its index (SQLite, `segments.trait_index`)."""
     return _Compiler(
-        dialect, now=now, mood=mood, segment=segment, opt_out=opt_out, basis=basis
+        dialect,
+        now=now,
+        mood=mood,
+        segment=segment,
+        opt_out=opt_out,
+        basis=basis,
+        indexed_traits=indexed_traits,
     ).node(tree)

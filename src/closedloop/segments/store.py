@@ -40,6 +40,7 @@ from closedloop.segments._tables import (
 from closedloop.segments.compile import compile_condition, mood_score
 from closedloop.segments.evaluate import ProfileFacts, evaluate
 from closedloop.segments.language import references, to_text, validate_tree
+from closedloop.segments.trait_index import ensure_trait_indexes
 from closedloop.store import begin_write
 
 __all__ = [
@@ -441,6 +442,7 @@ def condition_where(
             segment=segment or (lambda name: tree_of(conn, name)),
             opt_out=settings.profiles.opt_out_purposes(),
             basis=usable_basis(conn, settings.mood, now),
+            indexed_traits=frozenset(settings.segments.indexed_traits),
         ),
     )
 
@@ -528,6 +530,7 @@ class SegmentRefresher:
                 due = time.monotonic() - last >= config.refresh_seconds
                 if due:
                     ensure_basis(self._engine, self._settings)
+                    ensure_trait_indexes(self._engine, self._settings)
                     refresh(self._engine, self._settings)
                     record_moods(self._engine, self._settings, clock.now())
                     seen, last = cursor, time.monotonic()
