@@ -199,9 +199,15 @@ class SegmentSettings(BaseModel):
         description="After the processor applied new events, segments are refreshed this soon.",
     )
     indexed_traits: tuple[
-        Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")], ...
+        Annotated[
+            str,
+            StringConstraints(
+                pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}(\.[A-Za-z_][A-Za-z0-9_]{0,63})?$"
+            ),
+        ],
+        ...,
     ] = Field(
-        ("city", "postalCode", "country", "gender"),
+        ("address.city", "address.postalCode", "address.country", "city", "gender"),
         max_length=20,
         description="SQLite: traits with an index for conditions comparing them with text "
         '(`trait city = "Dresden"`, `in [...]`), so a count does not read every profile. '

@@ -51,12 +51,13 @@ def _fill(engine: Engine) -> None:
 def test_indexed_and_typed_comparisons_agree(engine: Engine, db_url: str) -> None:
     settings = make_settings(db_url)
     _fill(engine)
-    assert ensure_trait_indexes(engine, settings) == (
-        [] if engine.dialect.name == "postgresql" else [
-            "created ix_profiles_trait_city", "created ix_profiles_trait_country",
-            "created ix_profiles_trait_gender", "created ix_profiles_trait_postalCode",
+    created = ensure_trait_indexes(engine, settings)
+    if engine.dialect.name == "postgresql":
+        assert created == []
+    else:
+        assert created == [
+            f"created ix_profiles_trait_{name}" for name in sorted(settings.segments.indexed_traits)
         ]
-    )  # fmt: skip
     with engine.connect() as conn:
         facts = {
             r.id: ProfileFacts(traits=r.traits, consent={}, derived={})
@@ -117,9 +118,11 @@ def test_the_indexes_follow_the_setting(engine: Engine, db_url: str) -> None:
         update={"segments": SegmentSettings(indexed_traits=("city", "plan"))}
     )
     assert ensure_trait_indexes(engine, other) == [
-        "dropped ix_profiles_trait_country",
-        "dropped ix_profiles_trait_gender",
-        "dropped ix_profiles_trait_postalCode",
+        *(
+            f"dropped ix_profiles_trait_{name}"
+            for name in sorted(settings.segments.indexed_traits)
+            if name != "city"
+        ),
         "created ix_profiles_trait_plan",
     ]
     with engine.connect() as conn:
@@ -133,6 +136,6 @@ def test_the_indexes_follow_the_setting(engine: Engine, db_url: str) -> None:
 
 
 def test_trait_names_are_checked() -> None:
-    for bad in ("ci ty", "city'); DROP TABLE profiles; --", "", "x" * 65, 'a"b'):
+    for bad in ("ci ty", "city'); DROP TABLE profiles; --", "", "x" * 65, 'a"b', "a..b", "a.b.c"):
         with pytest.raises(ValueError, match="indexed_traits"):
             SegmentSettings(indexed_traits=(bad,))

@@ -107,6 +107,7 @@ def test_login_roles_and_views(app_client: TestClient, shop: Log) -> None:
     assert "Order Completed" in page.text and "anna@example.de" in page.text
     count = client.get("/segments/count", params={"condition": 'trait address.city = "Dresden"'})
     assert '<strong id="live-count">1</strong>' in count.text
+    assert re.search(r'<a href="/customers/[^"]+">Anna [^<]+</a>', count.text), count.text
     broken = client.get("/segments/count", params={"condition": 'trait city = "x" andd mood'})
     assert "line 1, column 21" in broken.text
     assert "trait city = &#34;x&#34; andd mood\n" + " " * 20 + "^" in broken.text

@@ -62,6 +62,7 @@ _LN2 = math.log(2.0)
 _CLAMP = 700.0
 _USE_LIMIT = 600.0
 _REBASE_AT = 300.0
+_PAGE = 2_000
 
 _log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ def ensure_basis(engine: Engine, settings: Settings, now: datetime | None = None
         if _fits(read_basis(conn), settings.mood, now, _REBASE_AT):
             return False  # another process did it meanwhile
         hold_derived_state(conn, settings)
-        changed = conn.execute(_recompute(conn.dialect.name, basis)).rowcount
+        changed = _recompute(conn, basis)
         values = {
             "anchor_us": basis.anchor_us,
             "half_life_days": basis.half_life_days,
@@ -165,38 +166,34 @@ def signal_rows(pg: bool) -> tuple[Any, Callable[[int, Any], ColumnElement[Any]]
     return rows, lambda i, _type: sa.func.json_extract(rows.c.value, f"$[{i}]")
 
 
-def _recompute(dialect: str, basis: MoodBasis) -> sa.Update:
-    """One UPDATE setting every profile's numbers from its signals, as `index_numbers`."""
-    anchor = sa.bindparam("anchor", basis.anchor_us, sa.BigInteger())
-    rate = sa.bindparam("rate", _LN2 / (basis.half_life_days * DAY_US), sa.Float())
-    clamp = sa.bindparam("clamp", _CLAMP, sa.Float())
-    pg = dialect == "postgresql"
-    signals, at = signal_rows(pg)
-    least: Any = sa.func.least if pg else sa.func.min
-    greatest: Any = sa.func.greatest if pg else sa.func.max
-    exponent = greatest(-clamp, least(clamp, (at(0, sa.BigInteger) - anchor) * rate))
-    k = (
-        sa.select(sa.func.coalesce(sa.func.sum(at(1, sa.Float) * sa.func.exp(exponent)), 0.0))
-        .select_from(signals)
-        .scalar_subquery()
+def _recompute(conn: sa.Connection, basis: MoodBasis) -> int:
+    """Every profile's numbers from its signals, by `index_numbers` itself (not in SQL: the
+    floating-point sums must be the ones the processor writes, so that a rebuild gives the
+    same documents), in pages of profiles by id."""
+    has_signals: Any = (
+        profiles.c.derived.op("?")("mood")
+        if conn.dialect.name == "postgresql"
+        else sa.func.json_type(profiles.c.derived, "$.mood") == "array"
     )
-    last = sa.select(sa.func.max(at(0, sa.BigInteger))).select_from(signals).scalar_subquery()
-    churn = (
-        sa.select(sa.func.max(at(0, sa.BigInteger)))
-        .select_from(signals)
-        .where(at(4, sa.Integer) == 1)
-        .scalar_subquery()
+    update = (
+        profiles.update()
+        .where(profiles.c.id == sa.bindparam("pid"))
+        .values(derived=sa.bindparam("doc", type_=profiles.c.derived.type))
     )
-    document: Any
-    has_signals: Any
-    if pg:
-        document = profiles.c.derived.op("||")(
-            sa.func.jsonb_build_object(K_KEY, k, LAST_KEY, last, CHURN_KEY, churn)
-        )
-        has_signals = profiles.c.derived.op("?")("mood")
-    else:
-        document = sa.func.json_set(
-            profiles.c.derived, f"$.{K_KEY}", k, f"$.{LAST_KEY}", last, f"$.{CHURN_KEY}", churn
-        )
-        has_signals = sa.func.json_type(profiles.c.derived, "$.mood") == "array"
-    return profiles.update().where(has_signals).values(derived=document)
+    changed, after = 0, ""
+    while True:
+        page = conn.execute(
+            sa.select(profiles.c.id, profiles.c.derived)
+            .where(has_signals, profiles.c.id > after)
+            .order_by(profiles.c.id)
+            .limit(_PAGE)
+        ).all()
+        if not page:
+            return changed
+        rows = [
+            {"pid": pid, "doc": {**doc, **index_numbers(doc["mood"] or [], basis)}}
+            for pid, doc in page
+        ]
+        conn.execute(update, rows)
+        changed += len(rows)
+        after = page[-1][0]

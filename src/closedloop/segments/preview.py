@@ -71,17 +71,26 @@ def preview(
             conn.execute(sa.select(sa.func.count()).select_from(profiles).where(where)).scalar_one()
         )
         rows = conn.execute(
-            sa.select(profiles.c.id, profiles.c.customer_key)
+            sa.select(profiles.c.id, profiles.c.customer_key, profiles.c.masterdata)
             .where(where)
             .order_by(profiles.c.id)
             .limit(sample)
         ).all()
     return Preview(
         count=count,
-        sample=[{"id": r.id, "customer_key": r.customer_key} for r in rows],
+        sample=[
+            {"id": r.id, "customer_key": r.customer_key, "name": _name(r.masterdata)} for r in rows
+        ],
         tree=tree,
         text=to_text(tree),
     )
+
+
+def _name(masterdata: dict[str, Any]) -> str | None:
+    """The customer's name from her master data, or None when unknown."""
+    parts = [masterdata.get(k) for k in ("first_name", "last_name")]
+    name = " ".join(p for p in parts if isinstance(p, str) and p)
+    return name or None
 
 
 def explain_profile(
