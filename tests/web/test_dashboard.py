@@ -308,3 +308,43 @@ def test_comments_by_segment_as_of_the_answer(app_client: TestClient, shop: Log)
         "/surveys/nps/comments.csv", params={"segment": "dresden", "group": "detractors"}
     ).content.decode("utf-8-sig")
     assert both.count("\r\n") == 2 and "Lieferung zu spät" in both
+
+
+def test_an_admin_erases_a_person_from_the_privacy_page(app_client: TestClient, shop: Log) -> None:
+    client = app_client
+    login(client, "ada")
+    token = csrf_of(client, "/privacy")
+    good = {"kind": "email", "value": "bob@example.de", "reference": "ticket 4711"}
+    # bad input: named field, 400, nothing erased, the form keeps what was typed
+    for form, field in (
+        ({**good, "kind": "shoe size"}, "kind"),
+        ({**good, "value": " "}, "value"),
+        ({**good, "value": "x" * 321}, "value"),
+        ({**good, "reference": ""}, "reference"),
+        (good, "confirm"),  # no confirmation
+        ({**good, "kind": "phone", "value": "not a phone", "confirm": "yes"}, "value"),
+        ({**good, "kind": "email", "value": "<script>@x", "confirm": "yes"}, "value"),
+    ):
+        answer = client.post("/privacy/erasures", data={**form, "csrf": token})
+        assert answer.status_code == 400, (form, answer.text[:300])
+        assert f'id="erase-{field}" name="{field}"' in answer.text or field == "confirm"
+        assert 'aria-invalid="true"' in answer.text and 'role="alert"' in answer.text
+        assert "<script>@x" not in answer.text
+    assert shop.profile_of("email", "bob@example.de") is not None
+    forged = client.post("/privacy/erasures", data={**good, "confirm": "yes", "csrf": "forged"})
+    assert forged.status_code == 403
+    done = client.post(
+        "/privacy/erasures", data={**good, "confirm": "yes", "csrf": token}, follow_redirects=False
+    )
+    assert done.status_code == 303 and done.headers["location"].startswith("/privacy?done=er_")
+    page = client.get(done.headers["location"])
+    assert "recorded" in page.text and "dashboard: ada (ticket 4711)" in page.text
+    assert shop.profile_of("email", "bob@example.de") is None
+    assert shop.profile_of("email", "anna@example.de") is not None
+    # only admins
+    client.post("/logout", data={"csrf": csrf_of(client)})
+    login(client, "mia")
+    denied = client.post(
+        "/privacy/erasures", data={**good, "confirm": "yes", "csrf": csrf_of(client)}
+    )
+    assert denied.status_code == 403

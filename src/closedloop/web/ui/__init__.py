@@ -472,16 +472,69 @@ def feed_run(
 # Privacy ---------------------------------------------------------------------------------
 
 
-@router.get("/privacy")
-@_view(("admin",))
-def privacy_page(request: Request, session: accounts.Session) -> Response:
+def _privacy(
+    request: Request, session: accounts.Session, status: int = 200, **context: Any
+) -> Response:
     ctx = get_context(request)
     return _render(
         request,
         session,
         "privacy.html",
+        status,
+        kinds=privacy.KINDS,
         erasures=privacy.list_erasures(ctx.engine, limit=100),
         audit=privacy.list_audit(ctx.engine, limit=100),
+        **context,
+    )
+
+
+@router.get("/privacy")
+@_view(("admin",))
+def privacy_page(request: Request, session: accounts.Session, done: str = "") -> Response:
+    return _privacy(request, session, done=done[:40])
+
+
+@router.post("/privacy/erasures")
+@_post(("admin",))
+def privacy_erase(request: Request, session: accounts.Session, form: dict[str, str]) -> Response:
+    """Erase a person from the dashboard: an identifier, a reference (ticket) and an explicit
+    confirmation; the request is recorded as the signed-in admin's."""
+    ctx = get_context(request)
+    kind, value = form.get("kind", ""), form.get("value", "").strip()
+    reference = form.get("reference", "").strip()
+    problem: tuple[str, str] | None = None
+    ours = True  # a message of this view (translated), else the store's (quotes the input)
+    if kind not in privacy.KINDS:
+        problem = ("kind", "choose what identifies the person")
+    elif not value or len(value) > 320:
+        problem = ("value", "give the identifier (at most 320 characters)")
+    elif not reference or len(reference) > 100:
+        problem = ("reference", "give a reference such as the ticket (at most 100 characters)")
+    elif form.get("confirm") != "yes":
+        problem = ("confirm", "confirm that every record of this person is to be erased")
+    if problem is None:
+        try:
+            done = privacy.request_erasure(
+                ctx.engine,
+                ctx.settings,
+                kind=kind,
+                value=value,
+                requested_by=f"dashboard: {session.user.name} ({reference})",
+            )
+        except ClosedloopError as exc:
+            problem, ours = ("value", exc.message), False  # the identifier is malformed
+        else:
+            if ctx.suppression is not None:
+                ctx.suppression.refresh(ctx.engine)
+            return RedirectResponse(f"/privacy?done={done.id}", status_code=303)
+    field, message = problem
+    form_values = {"kind": kind, "value": value[:320], "reference": reference[:100]}
+    return _privacy(
+        request,
+        session,
+        400,
+        error={"field": field, "message": message, "ours": ours},
+        form=form_values,
     )
 
 
