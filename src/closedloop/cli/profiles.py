@@ -19,6 +19,7 @@ from closedloop.cli._app import (
     settings,
 )
 from closedloop.profiles import read
+from closedloop.profiles.masterdata import full_name
 
 profiles_app = typer.Typer(
     help="Look customers up.\n\nExample: `closedloop profiles show --phone '0351 1234567'`",
@@ -33,7 +34,7 @@ def _summary(doc: dict[str, Any]) -> Table:
     table = Table(show_header=False, box=None)
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
-    name = " ".join(p for p in (md.get("first_name"), md.get("last_name")) if p) or "-"
+    name = full_name(md) or "-"
     rows = [
         ("profile", doc["id"]),
         (

@@ -14,15 +14,16 @@ exactly, found through `mood_last`.
 
 The basis (`a`, `h`) is the one row of `mood_basis`. It changes when the half-life setting
 changes, or when `now` drifts so far from the anchor that the powers would leave floating
-point; `ensure_basis` then computes every profile's numbers again in one statement, holding
-the processor's cursor, and only after that do conditions use the index (`usable_basis`).
+point; `ensure_basis` then computes every profile's numbers again (with `index_numbers`, as
+the processor does), holding the processor's cursor, and only after that do conditions use
+the index (`usable_basis`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -47,7 +48,6 @@ __all__ = [
     "index_numbers",
     "number",
     "read_basis",
-    "signal_rows",
     "usable_basis",
 ]
 
@@ -74,6 +74,11 @@ class MoodBasis:
     # The newest signal of any profile, when read by `usable_basis`: a condition as of a
     # later time needs no check for signals after it.
     latest_us: int | None = None
+
+    @classmethod
+    def starting(cls, now: datetime, half_life_days: float) -> MoodBasis:
+        """A new basis anchored at the start of `now`'s day (UTC)."""
+        return cls(to_epoch_us(now) // DAY_US * DAY_US, half_life_days)
 
     def exponent(self, at_us: int) -> float:
         return _LN2 * (at_us - self.anchor_us) / (self.half_life_days * DAY_US)
@@ -136,8 +141,7 @@ def ensure_basis(engine: Engine, settings: Settings, now: datetime | None = None
     with engine.connect() as conn:
         if _fits(read_basis(conn), settings.mood, now, _REBASE_AT):
             return False
-    day = to_epoch_us(now) // DAY_US * DAY_US
-    basis = MoodBasis(day, settings.mood.half_life_days)
+    basis = MoodBasis.starting(now, settings.mood.half_life_days)
     with begin_write(engine) as conn:
         if _fits(read_basis(conn), settings.mood, now, _REBASE_AT):
             return False  # another process did it meanwhile
@@ -152,18 +156,6 @@ def ensure_basis(engine: Engine, settings: Settings, now: datetime | None = None
         conn.execute(mood_basis.insert().values(id=1, **values))
     _log.info("mood: index numbers of %d profiles computed for basis %s", changed, basis)
     return True
-
-
-def signal_rows(pg: bool) -> tuple[Any, Callable[[int, Any], ColumnElement[Any]]]:
-    """A profile's mood signals as rows (correlated with `profiles`), and an accessor for a
-    position of a signal (`[time, value, rule, event, churn]`) typed as `type_`."""
-    if pg:
-        elements = sa.func.jsonb_array_elements(
-            sa.func.coalesce(profiles.c.derived.op("->")("mood"), sa.text("'[]'::jsonb"))
-        ).table_valued("value")
-        return elements, lambda i, type_: elements.c.value.op("->>")(i).cast(type_)
-    rows = sa.func.json_each(profiles.c.derived, "$.mood").table_valued("value")
-    return rows, lambda i, _type: sa.func.json_extract(rows.c.value, f"$[{i}]")
 
 
 def _recompute(conn: sa.Connection, basis: MoodBasis) -> int:

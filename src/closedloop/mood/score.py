@@ -131,9 +131,7 @@ class MoodHook:
                 traits.append(rule)
         # The index numbers follow the stored basis; before there is one, any will do:
         # `ensure_basis` computes every profile's numbers when it writes the first.
-        basis = read_basis(conn) or MoodBasis(
-            to_epoch_us(clock.now()) // DAY_US * DAY_US, settings.mood.half_life_days
-        )
+        basis = read_basis(conn) or MoodBasis.starting(clock.now(), settings.mood.half_life_days)
         return by_event, pages, traits, settings.mood.max_signals, basis
 
     def on_event(self, context: Any, p: ProfileState, ev: ProcessedEvent) -> bool:

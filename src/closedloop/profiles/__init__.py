@@ -5,6 +5,7 @@ the read side (look-up, timeline)."""
 from closedloop.profiles.masterdata import (
     Gender,
     Language,
+    full_name,
     normalise_country,
     normalise_date,
     normalise_gender,
@@ -29,6 +30,7 @@ __all__ = [
     "Lag",
     "Language",
     "ProcessorRunner",
+    "full_name",
     "hold_derived_state",
     "lag",
     "normalise_country",

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from closedloop.identity.normalise import Normalised, Problem
 
 __all__ = [
     "Gender",
     "Language",
+    "full_name",
     "normalise_country",
     "normalise_date",
     "normalise_gender",
@@ -230,3 +231,9 @@ def normalise_date(value: object, *, field: str = "birthday") -> Normalised:
     return Normalised(
         None, Problem(field, "not a date: use ISO `YYYY-MM-DD` or `DD.MM.YYYY`", _show(text))
     )
+
+
+def full_name(masterdata: dict[str, Any]) -> str | None:
+    """First and last name from master data, as far as known; None when neither is."""
+    parts = (masterdata.get("first_name"), masterdata.get("last_name"))
+    return " ".join(p for p in parts if isinstance(p, str) and p) or None

@@ -23,7 +23,7 @@ from closedloop.config import MoodSettings
 from closedloop.errors import InvalidInputError
 from closedloop.identity._tables import identities
 from closedloop.ingest._tables import events
-from closedloop.mood.index import CHURN_KEY, K_KEY, LAST_KEY, MoodBasis, number, signal_rows
+from closedloop.mood.index import CHURN_KEY, K_KEY, LAST_KEY, MoodBasis, number
 from closedloop.mood.score import DAY_US
 from closedloop.profiles._tables import profiles
 from closedloop.profiles.state import NPS_EVENTS
@@ -95,10 +95,21 @@ class _Compiler:
             .where(*[c for c in conditions if c is not None])
         )
 
+    def _signals(self) -> tuple[Any, Callable[[int, Any], Any]]:
+        """The profile's mood signals as rows, and an accessor for a position of a signal
+        (`[time, value, rule, event, churn]`) typed as `type_`."""
+        if self.pg:
+            signals = sa.func.jsonb_array_elements(
+                sa.func.coalesce(profiles.c.derived.op("->")("mood"), sa.text("'[]'::jsonb"))
+            ).table_valued("value")
+            return signals, lambda i, type_: signals.c.value.op("->>")(i).cast(type_)
+        signals = sa.func.json_each(profiles.c.derived, "$.mood").table_valued("value")
+        return signals, lambda i, _type: sa.func.json_extract(signals.c.value, f"$[{i}]")
+
     def _score(self) -> ColumnElement[float]:
         now = sa.bindparam(None, to_epoch_us(self.now), sa.BigInteger())
         half = sa.bindparam(None, self.mood_settings.half_life_days * float(DAY_US), sa.Float())
-        signals, at = signal_rows(self.pg)
+        signals, at = self._signals()
         greatest = sa.func.greatest if self.pg else sa.func.max
         age = greatest(0, now - at(0, sa.BigInteger))
         contribution = at(1, sa.Float) * sa.func.exp(_LN_HALF * age / half)
@@ -113,7 +124,7 @@ class _Compiler:
         bound = sa.bindparam(None, since, sa.BigInteger())
         if self.basis is not None:
             return number(CHURN_KEY, self.pg) >= bound
-        signals, at = signal_rows(self.pg)
+        signals, at = self._signals()
         return sa.exists(
             sa.select(1)
             .select_from(signals)
@@ -143,9 +154,8 @@ class _Compiler:
     def _mood(self, label: str) -> ColumnElement[bool]:
         settings = self.mood_settings
         high, low = settings.positive_threshold, settings.negative_threshold
-        exact = self._label(self._score(), label, high, low)
         if self.basis is None:
-            return exact
+            return self._label(self._score(), label, high, low)
         # score = K / 2^((now - a)/h) for profiles without a signal after `now`: a range of K.
         now = to_epoch_us(self.now)
         power = self.basis.power(now)
@@ -165,7 +175,7 @@ class _Compiler:
         return sa.or_(
             # (a residual, not a second index range for the planner to take instead of K's)
             sa.and_(fast, sa.func.coalesce(last, 0) <= now_bound),
-            sa.and_(last > now_bound, exact),
+            sa.and_(last > now_bound, self._label(self._score(), label, high, low)),
         )
 
     def _churn_risk(self, _value: bool) -> ColumnElement[bool]:

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 from closedloop.config import Settings
 from closedloop.errors import InvalidInputError, NotFoundError
 from closedloop.profiles._tables import profiles
+from closedloop.profiles.masterdata import full_name
 from closedloop.profiles.read import resolve_profile_id
 from closedloop.segments.evaluate import explain
 from closedloop.segments.language import parse_condition, to_text, validate_tree
@@ -79,18 +80,12 @@ def preview(
     return Preview(
         count=count,
         sample=[
-            {"id": r.id, "customer_key": r.customer_key, "name": _name(r.masterdata)} for r in rows
+            {"id": r.id, "customer_key": r.customer_key, "name": full_name(r.masterdata)}
+            for r in rows
         ],
         tree=tree,
         text=to_text(tree),
     )
-
-
-def _name(masterdata: dict[str, Any]) -> str | None:
-    """The customer's name from her master data, or None when unknown."""
-    parts = [masterdata.get(k) for k in ("first_name", "last_name")]
-    name = " ".join(p for p in parts if isinstance(p, str) and p)
-    return name or None
 
 
 def explain_profile(
