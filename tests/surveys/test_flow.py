@@ -450,8 +450,9 @@ def test_segment_entry_trigger_and_audience(log: Log, tmp_path: Path) -> None:
     _customer(log, 1, plan="gold", city="Dresden")
     _customer(log, 2, plan="gold", city="Leipzig")
     _customer(log, 3, plan="silver", city="Dresden")
-    segments.refresh(engine, settings)
+    # the clock first: the entry time must not depend on when the test runs
     _at(datetime(2026, 11, 23, 12, tzinfo=UTC))
+    segments.refresh(engine, settings)
     assert surveys.evaluate(engine, settings) == 2  # 1 entered gold in Dresden; nps for 2
     assert surveys.evaluate(engine, settings) == 0
     p1, p2 = log.profile_of("user_id", "cust-1") or "", log.profile_of("user_id", "cust-2") or ""
