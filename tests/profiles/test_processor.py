@@ -17,7 +17,7 @@ from closedloop.demo import generate_shop
 from closedloop.identity._tables import identities, identity_conflicts, identity_merges
 from closedloop.ingest._tables import events
 from closedloop.profiles import processor
-from closedloop.profiles._tables import consent_changes, processor_cursors
+from closedloop.profiles._tables import consent_changes, event_tallies, processor_cursors
 from closedloop.profiles._tables import profiles as profiles_table
 from tests.profiles.conftest import Log, identify, track
 
@@ -37,6 +37,7 @@ def snapshot(engine: Engine) -> dict[str, Any]:
                 [identity_conflicts.c.profile_id, identity_conflicts.c.identity_key],
             ),
             (consent_changes, [consent_changes.c.event_id, consent_changes.c.purpose]),
+            (event_tallies, [event_tallies.c.profile_id, event_tallies.c.event]),
         ):
             rows = conn.execute(sa.select(table).order_by(*order)).mappings().all()
             out[table.name] = [

@@ -3,17 +3,20 @@ backends: the examples against profiles built through the tracking API, and rand
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from closedloop import clock, ingest
 from closedloop.config import Settings
+from closedloop.profiles._tables import profiles
 from closedloop.segments import evaluate, member_ids, parse_condition, preview
+from closedloop.segments.compile import compile_condition
 from tests.helpers import basic
 from tests.profiles.conftest import Log
 from tests.segments.conftest import all_facts, resolver
@@ -107,6 +110,14 @@ def _user_ids(log: Log, pid: str) -> list[str]:
             {"anna"},
         ),
         ('did "Product Viewed" with category = "Laufschuhe" within 365 days', {"anna", "cleo"}),
+        # without property conditions: from the event tallies
+        ('did "Product Viewed" at least 2 times within 365 days', {"anna"}),
+        ('did "Product Viewed" within 30 days', {"anna", "cleo"}),
+        ('did "Product Viewed" at least 3 times', {"anna"}),
+        ('did "Product Viewed" at least 4 times', set()),
+        ('did "Article Shared" at least 2 times within 3 days', {"emil"}),
+        ('did "Article Shared" at least 2 times within 1 days', set()),
+        ('did "product viewed"', set()),
         ('trait plan = "gold"', {"anna"}),
         ('trait city in ["Dresden", "Leipzig"]', {"anna", "ben"}),
         ("trait createdAt before 30 days ago", {"anna"}),
@@ -202,7 +213,7 @@ LEAVES = st.one_of(
         },
         st.sampled_from(["Product Viewed", "Article Shared", "NPS Answered"]),
         st.none() | st.dictionaries(st.sampled_from(["category", "score"]), VALUES, max_size=1),
-        st.integers(1, 3),
+        st.integers(1, 12),  # above RECENT (10) from the log
         st.none() | DAYS,
     ),
     st.builds(
@@ -333,6 +344,18 @@ def _random_shop(log: Log, seed: int) -> None:
                         **who,
                     }
                 )
+        if i % 6 == 0:  # more views than the tallies keep times of
+            for _ in range(12):
+                who = {"userId": uid} if rng.random() < 0.5 else {"anonymousId": anon}
+                messages.append(
+                    {
+                        "type": "track",
+                        "event": "Product Viewed",
+                        "properties": {"category": "Socken"},
+                        "timestamp": _days_ago(rng.uniform(0, 400)),
+                        **who,
+                    }
+                )
     log.send(*messages)
     log.process()
 
@@ -382,3 +405,35 @@ def test_every_comparison_at_its_boundary_matches_the_evaluator(
     assert member_ids(log.engine, log.settings, tree, now=now) == expected
     negated = {"not": tree}
     assert member_ids(log.engine, log.settings, negated, now=now) == set(facts) - expected
+
+
+@pytest.mark.parametrize("times", [1, 2, 3, 10, 11])
+def test_did_at_its_window_boundary_tallies_equal_the_log(log: Log, times: int) -> None:
+    """An event exactly `within_days` old counts (`>=`), one microsecond later not; the
+    tallies (N up to RECENT) and the log (N above) agree with the evaluator either way."""
+    now = datetime(2026, 11, 22, 12, tzinfo=UTC)
+    edge = now - timedelta(days=30)
+    log.send(
+        *[
+            {"type": "track", "userId": "u", "event": "Seen", "timestamp": (edge + timedelta(
+                days=k)).isoformat()}
+            for k in range(times)
+        ]
+    )  # fmt: skip
+    log.process()
+    tree = {"did": {"event": "Seen", "at_least": times, "within_days": 30}}
+    for at, members in ((now, 1), (now + timedelta(microseconds=1), 0)):
+        with log.engine.connect() as conn:
+            by_log = compile_condition(
+                tree, conn.dialect.name, now=at, mood=log.settings.mood,
+                segment=lambda _n: {}, tallies=False,
+            )  # fmt: skip
+            found_by_log = set(conn.execute(sa.select(profiles.c.id).where(by_log)).scalars())
+        facts = all_facts(log.engine)
+        expected = {
+            pid
+            for pid, f in facts.items()
+            if evaluate(tree, f, now=at, mood=log.settings.mood, segment=resolver(log.engine))
+        }
+        assert len(expected) == members
+        assert member_ids(log.engine, log.settings, tree, now=at) == expected == found_by_log

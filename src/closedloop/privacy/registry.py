@@ -29,7 +29,12 @@ from closedloop.identity._tables import (
 from closedloop.ingest._tables import events, failed_events, sources
 from closedloop.mood._tables import mood_basis, mood_rules
 from closedloop.privacy._tables import privacy_audit, privacy_erasures
-from closedloop.profiles._tables import consent_changes, processor_cursors, profiles
+from closedloop.profiles._tables import (
+    consent_changes,
+    event_tallies,
+    processor_cursors,
+    profiles,
+)
 from closedloop.segments._tables import (
     mood_sizes,
     segment_changes,
@@ -236,6 +241,7 @@ _profiles_erase, _profiles_export = _by_profile(profiles, "id", "merged_into")
 _merges = _by_profile(identity_merges, "survivor_id", "merged_id")
 _conflicts = _by_profile(identity_conflicts, "profile_id", "other_profile_id")
 _consent = _by_profile(consent_changes)
+_tallies = _by_profile(event_tallies)
 _members = _by_profile(segment_members)
 _changes = _by_profile(segment_changes)
 _feed_rows = _by_profile(feed_rows)
@@ -257,6 +263,7 @@ REGISTRY: tuple[Entry, ...] = (
     Entry(segment_changes, True, "membership history with reasons", *_changes),
     Entry(feed_rows, True, "customer key a delta feed delivered", _keep_feed_rows, _feed_rows[1]),
     Entry(consent_changes, True, "consent statements", *_consent),
+    Entry(event_tallies, True, "how often and when she did each tracked event", *_tallies),
     Entry(customer_key_changes, True, "old and new customer keys", *_key_changes),
     Entry(identity_conflicts, True, "refused joins with the identifier", *_conflicts),
     Entry(identity_merges, True, "which profiles joined", *_merges),

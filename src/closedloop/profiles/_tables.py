@@ -65,3 +65,19 @@ processor_cursors = sa.Table(
     sa.Column("seq", sa.BigInteger(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=True),
 )
+
+# Per live profile and track event name: how many such events the profile has, and the
+# times of the newest `tallies.RECENT` of them (epoch microseconds, newest first). Kept by
+# the processor (migration 0012 filled it from the log): `did "X" at least N times within D
+# days` is then one row per profile, `recent[N-1] >= now - D`, read from the index by event.
+event_tallies = sa.Table(
+    "event_tallies",
+    metadata,
+    sa.Column("profile_id", sa.String(40), nullable=False),
+    sa.Column("event", sa.Text(), nullable=False),
+    sa.Column("total", sa.BigInteger(), nullable=False),
+    sa.Column("recent", JSONDocument, nullable=False),
+    sa.PrimaryKeyConstraint("profile_id", "event", name="pk_event_tallies"),
+    sa.Index("ix_event_tallies_event", "event", "total", "recent"),
+    sqlite_with_rowid=False,
+)

@@ -36,7 +36,12 @@ from closedloop.identity.suppression import SuppressionList, message_keys
 from closedloop.ingest._tables import events, sources
 from closedloop.ingest.log import LogPosition, committed_after
 from closedloop.metrics import Metrics
-from closedloop.profiles._tables import consent_changes, processor_cursors, profiles
+from closedloop.profiles._tables import (
+    consent_changes,
+    event_tallies,
+    processor_cursors,
+    profiles,
+)
 from closedloop.profiles.hooks import ProfileHook, registered
 from closedloop.profiles.quality import derive_masterdata, groups_of
 from closedloop.profiles.state import (
@@ -46,6 +51,7 @@ from closedloop.profiles.state import (
     apply_event,
     merge_into,
 )
+from closedloop.profiles.tallies import TallyWriter
 from closedloop.runtime import cyclic_gc_paused
 from closedloop.store import EPOCH, to_epoch_us
 
@@ -179,6 +185,7 @@ class _Batch:
         self.touched: dict[str, ProfileState] = {}
         self.new_identities: dict[str, tuple[str, int, int]] = {}  # key -> (pid, at, event)
         self.moves: list[tuple[str, str]] = []
+        self.tallies: dict[tuple[str, str], list[int]] = {}  # (pid, track event) -> times
         self.merges: list[dict[str, Any]] = []
         self.conflicts: dict[tuple[str, str, str, str], list[int]] = {}
         self.consent: list[ConsentChange] = []
@@ -401,6 +408,7 @@ class _Sql:
         self.update_profile_counts = self._native(_UPDATE_PROFILE_COUNTS)
         self.update_profile_masterdata = self._native(_UPDATE_PROFILE_MASTERDATA)
         self.insert_identity = self._native(_INSERT_IDENTITY)
+        self.tallies = TallyWriter(self._native, self.in_list)
 
     def _native(self, statement: str) -> str:
         if self.pg:
@@ -494,6 +502,7 @@ class _Processor:
         states = batch.profiles
         touched = batch.touched
         consent = batch.consent
+        tallies = batch.tallies
         for row, payload, ids in prepared:
             source, kind = channels.get(row[2], ("unknown", "server"))
             context = payload.get("context")
@@ -530,6 +539,12 @@ class _Processor:
             for hook, context in hooks:
                 if hook.on_event(context, p, ev):
                     p.state_changed = True
+            if ev.type == "track" and ev.name:
+                times = tallies.get((pid, ev.name))
+                if times is None:
+                    tallies[(pid, ev.name)] = [ev.timestamp]
+                else:
+                    times.append(ev.timestamp)
         self.suppressed = len(dropped)
         for start in range(0, len(dropped), _CHUNK):
             conn.execute(events.delete().where(events.c.id.in_(dropped[start : start + _CHUNK])))
@@ -665,6 +680,7 @@ class _Processor:
                 .where(consent_changes.c.profile_id == merged_id)
                 .values(profile_id=survivor_id)
             )
+        sql.tallies.write(conn, batch.tallies, batch.moves, batch._final)
         if batch.new_identities:
             rows = [
                 (key, batch._final(pid), sql.time(at), event_id)
@@ -878,7 +894,14 @@ def rebuild(engine: Engine, settings: Settings, *, limit: int | None = None) -> 
     with engine.begin() as conn:
         while (found := _position(conn, lock=True)) is None:  # another worker's batch
             time.sleep(settings.processor.poll_seconds)
-        for table in (identities, identity_merges, identity_conflicts, consent_changes, profiles):
+        for table in (
+            identities,
+            identity_merges,
+            identity_conflicts,
+            consent_changes,
+            event_tallies,
+            profiles,
+        ):
             conn.execute(table.delete())
         conn.execute(
             processor_cursors.update()

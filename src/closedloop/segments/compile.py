@@ -25,8 +25,9 @@ from closedloop.identity._tables import identities
 from closedloop.ingest._tables import events
 from closedloop.mood.index import CHURN_KEY, K_KEY, LAST_KEY, MoodBasis, number
 from closedloop.mood.score import DAY_US
-from closedloop.profiles._tables import profiles
+from closedloop.profiles._tables import event_tallies, profiles
 from closedloop.profiles.state import NPS_EVENTS
+from closedloop.profiles.tallies import RECENT
 from closedloop.segments.trait_index import trait_value
 from closedloop.store import UTCDateTime, to_epoch_us
 
@@ -77,8 +78,10 @@ class _Compiler:
         opt_out: frozenset[str] = frozenset(),
         basis: MoodBasis | None = None,
         indexed_traits: frozenset[str] = frozenset(),
+        tallies: bool = True,
     ) -> None:
         self.pg = dialect == "postgresql"
+        self.tallies = tallies
         self.basis = basis
         self.indexed_traits = frozenset() if self.pg else indexed_traits
         self.opt_out = opt_out
@@ -238,6 +241,10 @@ class _Compiler:
         )
 
     def _did(self, spec: dict[str, Any]) -> ColumnElement[bool]:
+        times = spec.get("at_least", 1)
+        days = spec.get("within_days")
+        if self.tallies and not spec.get("with") and (days is None or times <= RECENT):
+            return self._tallied(spec["event"], times, days)
         conditions: list[ColumnElement[bool] | None] = [
             events.c.type == "track",
             events.c.event == sa.bindparam(None, spec["event"], sa.String()),
@@ -247,10 +254,31 @@ class _Compiler:
             prop = _Json(self.pg, events.c.payload, "properties", name)
             conditions.append(_typed_compare(prop, "=", expected))
         query = self._events_of(*conditions)
-        times = spec.get("at_least", 1)
         if times > 1:
             query = query.group_by(identities.c.profile_id).having(sa.func.count() >= times)
         return profiles.c.id.in_(query)
+
+    def _tallied(self, event: str, times: int, days: int | None) -> ColumnElement[bool]:
+        """`did` from the event tallies: the profile's count of `event`, or the time of
+        its `times`-th newest one (`profiles.tallies`), read by event from their index."""
+        tally = event_tallies.c
+        if days is None:
+            holds = tally.total >= sa.bindparam(None, times, sa.BigInteger())
+        else:
+            nth: Any = (
+                tally.recent.op("->>")(sa.bindparam(None, times - 1, sa.Integer())).cast(
+                    sa.BigInteger
+                )
+                if self.pg
+                else sa.func.json_extract(tally.recent, sa.bindparam(None, f"$[{times - 1}]"))
+            )
+            since = to_epoch_us(self.now - timedelta(days=days))
+            holds = nth >= sa.bindparam(None, since, sa.BigInteger())
+        return profiles.c.id.in_(
+            sa.select(tally.profile_id).where(
+                tally.event == sa.bindparam(None, event, sa.String()), holds
+            )
+        )
 
     def _indexed_equal(self, name: str, value: _Json, expected: Any) -> ColumnElement[bool]:
         """`trait = expected` through the trait's index where that is exact: a text the
@@ -373,11 +401,14 @@ def compile_condition(
     opt_out: frozenset[str] = frozenset(),
     basis: MoodBasis | None = None,
     indexed_traits: frozenset[str] = frozenset(),
+    tallies: bool = True,
 ) -> ColumnElement[bool]:
     """A WHERE clause over `profiles` for the (validated) tree, as of `now`; `opt_out` names
     the purposes granted while a customer has said nothing; with `basis` (the usable one of
     `closedloop.mood.index`), mood conditions read the mood index; text equality on an
-    `indexed_traits` trait reads its index (SQLite, `segments.trait_index`)."""
+    `indexed_traits` trait reads its index (SQLite, `segments.trait_index`); `did` without
+    property conditions reads the event tallies (`profiles.tallies`) unless `tallies` is
+    false (the log itself, for events the processor has not applied yet)."""
     return _Compiler(
         dialect,
         now=now,
@@ -386,4 +417,5 @@ def compile_condition(
         opt_out=opt_out,
         basis=basis,
         indexed_traits=indexed_traits,
+        tallies=tallies,
     ).node(tree)
