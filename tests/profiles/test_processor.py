@@ -37,7 +37,10 @@ def snapshot(engine: Engine) -> dict[str, Any]:
                 [identity_conflicts.c.profile_id, identity_conflicts.c.identity_key],
             ),
             (consent_changes, [consent_changes.c.event_id, consent_changes.c.purpose]),
-            (event_tallies, [event_tallies.c.profile_id, event_tallies.c.event]),
+            (
+                event_tallies,
+                [event_tallies.c.profile_id, event_tallies.c.event, event_tallies.c.facet],
+            ),
         ):
             rows = conn.execute(sa.select(table).order_by(*order)).mappings().all()
             out[table.name] = [

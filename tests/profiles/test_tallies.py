@@ -17,7 +17,7 @@ from closedloop import profiles, store
 from closedloop.identity._tables import identities
 from closedloop.ingest._tables import events
 from closedloop.profiles._tables import event_tallies
-from closedloop.profiles.tallies import RECENT, newest
+from closedloop.profiles.tallies import MAX_TEXT, RECENT, facet, newest
 from closedloop.store import to_epoch_us
 from closedloop.store._migrate import _config
 from tests.profiles.conftest import Log, identify, track
@@ -26,29 +26,37 @@ from tests.profiles.test_processor import _shop
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 
-def stored(log: Log) -> dict[tuple[str, str], tuple[int, list[int]]]:
+Tallies = dict[tuple[str, str, str], tuple[int, list[int]]]
+
+
+def stored(log: Log) -> Tallies:
     with log.engine.connect() as conn:
         return {
-            (r.profile_id, r.event): (r.total, r.recent)
+            (r.profile_id, r.event, r.facet): (r.total, r.recent)
             for r in conn.execute(sa.select(event_tallies))
         }
 
 
-def recount(log: Log) -> dict[tuple[str, str], tuple[int, list[int]]]:
+def recount(log: Log) -> Tallies:
     """The tallies counted again from the log: each track event under the profile that
-    owns its user id, else its anonymous id, today."""
+    owns its user id, else its anonymous id, today; with its category's facet too."""
     with log.engine.connect() as conn:
         owner = dict(conn.execute(sa.select(identities.c.key, identities.c.profile_id)).all())
-        found: dict[tuple[str, str], list[int]] = defaultdict(list)
-        for e in conn.execute(
-            sa.select(
-                events.c.event, events.c.user_id, events.c.anonymous_id, events.c.timestamp
-            ).where(events.c.type == "track")
-        ):
+        found: dict[tuple[str, str, str], list[int]] = defaultdict(list)
+        for e in conn.execute(sa.select(events).where(events.c.type == "track")):
             key = f"u:{e.user_id}" if e.user_id is not None else f"a:{e.anonymous_id}"
-            if key in owner and e.event:
-                found[(owner[key], e.event)].append(to_epoch_us(e.timestamp))
+            if key in owner and e.event and len(e.event) <= MAX_TEXT:
+                at = to_epoch_us(e.timestamp)
+                found[(owner[key], e.event, "")].append(at)
+                properties = e.payload.get("properties") or {}
+                if "category" in properties:
+                    kind = facet("category", properties["category"])
+                    if kind is not None:
+                        found[(owner[key], e.event, kind)].append(at)
     return {k: (len(v), newest(v)) for k, v in found.items()}
+
+
+CATEGORIES: list[Any] = ["Laufschuhe", 5, 5.0, -0.0, 0, True, "x" * 201, ["a"], None, "5"]
 
 
 def _views(user: str | None, anonymous: str | None, days: list[int]) -> list[dict[str, Any]]:
@@ -58,7 +66,7 @@ def _views(user: str | None, anonymous: str | None, days: list[int]) -> list[dic
             user,
             anonymous,
             timestamp=(NOW - timedelta(days=d, seconds=i)).isoformat(),
-            properties={"category": "Laufschuhe"},
+            properties={"category": CATEGORIES[(d + i) % len(CATEGORIES)]},
         )
         for i, d in enumerate(days)
     ]
@@ -80,6 +88,7 @@ def _history(log: Log) -> None:
     log.send(identify("twin-a", None, email="twin@example.com"), *_views("twin-a", None, [3, 9]))
     log.send(*_views(None, "tb", [2, 2]), identify(None, "tb", email="TWIN@example.com"))
     log.send(*_views("late", None, [0, 1]), *_views("late", None, [300, 200, 100]))
+    log.send(track("x" * 201, "late"), track("Seen", "late"))  # a name too long to tally
 
 
 def test_processor_keeps_tallies_equal_to_a_recount(log: Log) -> None:
@@ -89,14 +98,22 @@ def test_processor_keeps_tallies_equal_to_a_recount(log: Log) -> None:
     found = stored(log)
     assert found == recount(log)
     runner = log.profile_of("user_id", "runner")
-    total, recent = found[(runner, "Product Viewed")]
+    total, recent = found[(runner, "Product Viewed", "")]
     assert total == RECENT * 3 + 3 + 2
     assert len(recent) == RECENT and recent == sorted(recent, reverse=True)
     # merged profiles keep no rows; every row belongs to a live profile
-    assert {pid for pid, _ in found} <= set(log.live_profiles())
+    assert {pid for pid, _, _ in found} <= set(log.live_profiles())
     twin = log.profile_of("user_id", "twin-a")
     assert log.profile_of("anonymous_id", "tb") == twin  # joined by e-mail
-    assert found[(twin, "Product Viewed")][0] == 4
+    assert found[(twin, "Product Viewed", "")][0] == 4
+    facets = {kind for _, _, kind in found}
+    # 5, 5.0 and 0/-0.0 are one number each; text "5" and true apart; long text, lists,
+    # null and long event names not tallied
+    assert {"", "category=s:Laufschuhe", "category=n:5.0", "category=n:0.0"} <= facets
+    assert {"category=b:true", "category=s:5"} <= facets
+    assert "category=s:" + "x" * 201 not in facets and "category=n:-0.0" not in facets
+    assert not any("[" in kind or "None" in kind or "null" in kind for kind in facets)
+    assert not any(len(name) > MAX_TEXT for _, name, _ in found)
 
 
 def test_rebuild_writes_the_same_tallies(log: Log) -> None:
@@ -131,4 +148,4 @@ def test_merge_in_the_same_batch_as_the_events(log: Log, batch: int) -> None:
         pass
     pid = log.profile_of("user_id", "u1")
     assert stored(log) == recount(log)
-    assert stored(log)[(pid, "Product Viewed")][0] == 4
+    assert stored(log)[(pid, "Product Viewed", "")][0] == 4

@@ -176,7 +176,7 @@ def test_preview_counts_and_samples(
 NAMES = st.sampled_from(["plan", "city", "age", "vip", "createdAt"])
 VALUES = st.one_of(
     st.sampled_from(["gold", "basic", "Dresden", "41", "", "2026-01-01"]),
-    st.sampled_from([41, 12.5, 0, 3, 9, 10, "Laufschuhe"]),  # values the shop holds
+    st.sampled_from([41, 12.5, 0, 3, 5, 9, 10, "Laufschuhe", "5"]),  # values the shop holds
     st.integers(-5, 60),
     st.floats(-5, 60, allow_nan=False).map(lambda f: round(f, 2)),
     st.booleans(),
@@ -310,7 +310,9 @@ def _random_shop(log: Log, seed: int) -> None:
                         "type": "track",
                         "event": "Product Viewed",
                         "properties": {
-                            "category": rng.choice(["Laufschuhe", "laufschuhe", "Socken", 5])
+                            "category": rng.choice(
+                                ["Laufschuhe", "laufschuhe", "Socken", 5, 5.0, "5", True, [5]]
+                            )
                         },
                         "timestamp": _days_ago(days),
                         **who,

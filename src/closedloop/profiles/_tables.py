@@ -66,7 +66,7 @@ processor_cursors = sa.Table(
     sa.Column("updated_at", UTCDateTime(), nullable=True),
 )
 
-# Per live profile and track event name: how many such events the profile has, and the
+# Per live profile, track event name and facet: how many such events the profile has, the
 # times of the newest `tallies.RECENT` of them (epoch microseconds, newest first). Kept by
 # the processor (migration 0012 filled it from the log): `did "X" at least N times within D
 # days` is then one row per profile, `recent[N-1] >= now - D`, read from the index by event.
@@ -75,9 +75,12 @@ event_tallies = sa.Table(
     metadata,
     sa.Column("profile_id", sa.String(40), nullable=False),
     sa.Column("event", sa.Text(), nullable=False),
+    # "" for every event of the name; `category=s:Laufschuhe` for those with that property
+    # value (`tallies.facet`).
+    sa.Column("facet", sa.Text(), nullable=False),
     sa.Column("total", sa.BigInteger(), nullable=False),
     sa.Column("recent", JSONDocument, nullable=False),
-    sa.PrimaryKeyConstraint("profile_id", "event", name="pk_event_tallies"),
-    sa.Index("ix_event_tallies_event", "event", "total", "recent"),
+    sa.PrimaryKeyConstraint("profile_id", "event", "facet", name="pk_event_tallies"),
+    sa.Index("ix_event_tallies_event", "event", "facet", "total", "recent"),
     sqlite_with_rowid=False,
 )

@@ -51,7 +51,7 @@ from closedloop.profiles.state import (
     apply_event,
     merge_into,
 )
-from closedloop.profiles.tallies import TallyWriter
+from closedloop.profiles.tallies import MAX_TEXT, TallyWriter, facets
 from closedloop.runtime import cyclic_gc_paused
 from closedloop.store import EPOCH, to_epoch_us
 
@@ -185,7 +185,7 @@ class _Batch:
         self.touched: dict[str, ProfileState] = {}
         self.new_identities: dict[str, tuple[str, int, int]] = {}  # key -> (pid, at, event)
         self.moves: list[tuple[str, str]] = []
-        self.tallies: dict[tuple[str, str], list[int]] = {}  # (pid, track event) -> times
+        self.tallies: dict[tuple[str, str, str], list[int]] = {}  # (pid, event, facet)
         self.merges: list[dict[str, Any]] = []
         self.conflicts: dict[tuple[str, str, str, str], list[int]] = {}
         self.consent: list[ConsentChange] = []
@@ -539,12 +539,13 @@ class _Processor:
             for hook, context in hooks:
                 if hook.on_event(context, p, ev):
                     p.state_changed = True
-            if ev.type == "track" and ev.name:
-                times = tallies.get((pid, ev.name))
-                if times is None:
-                    tallies[(pid, ev.name)] = [ev.timestamp]
-                else:
-                    times.append(ev.timestamp)
+            if ev.type == "track" and ev.name and len(ev.name) <= MAX_TEXT:
+                for kind in ("", *facets(payload)):
+                    times = tallies.get((pid, ev.name, kind))
+                    if times is None:
+                        tallies[(pid, ev.name, kind)] = [ev.timestamp]
+                    else:
+                        times.append(ev.timestamp)
         self.suppressed = len(dropped)
         for start in range(0, len(dropped), _CHUNK):
             conn.execute(events.delete().where(events.c.id.in_(dropped[start : start + _CHUNK])))

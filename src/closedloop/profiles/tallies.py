@@ -2,36 +2,48 @@
 
 `did "Product Viewed" at least 2 times within 365 days` asks, per profile, whether the
 second-newest such event lies within the window. Counted from the log that is a join of
-every matching event with its identity and a group by profile (16 s for 10M events); a row
+every matching event with its identity and a group by profile (17 s for 10M events); a row
 per profile and event name holding the count and the newest `RECENT` times answers it from
-one index range (ADR 0009). The processor keeps the rows in the batch's transaction: the
-events it applied, added under the profile they went to; a merge moves the merged profile's
-rows onto the survivor. Both are sums of counts and unions of times, so the order of events
-and merges within a batch does not matter, and a rebuild writes the same rows.
+one index range (ADR 0009). Besides the row for all events of a name (facet `""`), each
+value of a `TALLIED_PROPERTIES` property has a row of its own (facet `category=s:Laufschuhe`),
+for `did "Product Viewed" with category = "Laufschuhe" ...`.
+
+The processor keeps the rows in the batch's transaction: the events it applied, added under
+the profile they went to; a merge moves the merged profile's rows onto the survivor. Both
+are sums of counts and unions of times, so the order of events and merges within a batch
+does not matter, and a rebuild writes the same rows.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
 
-__all__ = ["RECENT", "TallyWriter", "newest"]
+__all__ = ["MAX_TEXT", "RECENT", "TALLIED_PROPERTIES", "TallyWriter", "facet", "facets", "newest"]
 
 # How many of the newest times a row keeps: `at least N times within D days` is answered
 # from the tallies for N up to this, from the log above it.
 RECENT = 10
+# Properties whose values get rows of their own (Segment's e-commerce events carry the
+# product's `category`).
+TALLIED_PROPERTIES = ("category",)
+# Longer event names and text values are not tallied (conditions on them read the log).
+MAX_TEXT = 200
 
 _CHUNK = 500
 _MAX_NAMES_FILTER = 200  # more names than this in a batch: load the profiles' rows whole
 
-_LOAD = "SELECT profile_id, event, total, recent::t FROM event_tallies WHERE profile_id IN (?*)"
+_LOAD = (
+    "SELECT profile_id, event, facet, total, recent::t FROM event_tallies WHERE profile_id IN (?*)"
+)
 _UPSERT = (
-    "INSERT INTO event_tallies (profile_id, event, total, recent) VALUES (?, ?, ?, ?j) "
-    "ON CONFLICT (profile_id, event) DO UPDATE SET total = excluded.total, "
-    "recent = excluded.recent"
+    "INSERT INTO event_tallies (profile_id, event, facet, total, recent) "
+    "VALUES (?, ?, ?, ?, ?j) ON CONFLICT (profile_id, event, facet) "
+    "DO UPDATE SET total = excluded.total, recent = excluded.recent"
 )
 _DELETE = "DELETE FROM event_tallies WHERE profile_id IN (?*)"
 
@@ -39,6 +51,34 @@ _DELETE = "DELETE FROM event_tallies WHERE profile_id IN (?*)"
 def newest(times: Iterable[int]) -> list[int]:
     """The newest `RECENT` of `times`, newest first (equal times each count)."""
     return sorted(times, reverse=True)[:RECENT]
+
+
+def facet(name: str, value: Any) -> str | None:
+    """The facet of a property value, typed as segment conditions compare: text, number
+    (5 and 5.0 are one) and true/false stay apart; None for what is not tallied (lists,
+    objects, null, long text)."""
+    if isinstance(value, bool):
+        return f"{name}=b:{'true' if value else 'false'}"
+    if isinstance(value, int | float):
+        number = float(value)
+        if not math.isfinite(number):
+            return None
+        return f"{name}=n:{0.0 if number == 0 else number!r}"
+    if isinstance(value, str) and len(value) <= MAX_TEXT:
+        return f"{name}=s:{value}"
+    return None
+
+
+def facets(payload: dict[str, Any]) -> list[str]:
+    """The rows a track event counts in besides its name's: one per tallied property."""
+    properties = payload.get("properties")
+    if properties.__class__ is not dict:
+        return []
+    found = []
+    for name in TALLIED_PROPERTIES:
+        if name in properties and (f := facet(name, properties[name])) is not None:
+            found.append(f)
+    return found
 
 
 class TallyWriter:
@@ -53,30 +93,31 @@ class TallyWriter:
 
     def _rows(
         self, conn: sa.Connection, pids: list[str], names: set[str] | None
-    ) -> Iterable[tuple[str, str, int, list[int]]]:
+    ) -> Iterable[tuple[str, str, str, int, list[int]]]:
         for start in range(0, len(pids), _CHUNK):
             chunk = pids[start : start + _CHUNK]
             statement = self.in_list(self.load, len(chunk))
-            for pid, name, total, recent in conn.exec_driver_sql(statement, tuple(chunk)):
+            for pid, name, kind, total, recent in conn.exec_driver_sql(statement, tuple(chunk)):
                 if names is None or name in names:
-                    yield pid, name, total, orjson.loads(recent)
+                    yield pid, name, kind, total, orjson.loads(recent)
 
     def write(
         self,
         conn: sa.Connection,
-        added: dict[tuple[str, str], list[int]],
+        added: dict[tuple[str, str, str], list[int]],
         moves: list[tuple[str, str]],
         final: Callable[[str], str],
     ) -> None:
-        """Add the batch's events (`added`: times by profile at the time and event name) and
+        """Add the batch's events (`added`: times by profile at the time, event name and
+        facet) and
         its merges (`moves`: merged, survivor) to the stored rows; `final` is the profile a
         profile id ended in at the end of the batch."""
         if not added and not moves:
             return
-        rows: dict[tuple[str, str], list[Any]] = {}  # (profile, name) -> [total, recent]
+        rows: dict[tuple[str, str, str], list[Any]] = {}  # (pid, name, facet) -> [total, recent]
 
-        def take(pid: str, name: str, total: int, recent: list[int]) -> None:
-            key = (final(pid), name)
+        def take(pid: str, name: str, kind: str, total: int, recent: list[int]) -> None:
+            key = (final(pid), name, kind)
             row = rows.get(key)
             if row is None:
                 rows[key] = [total, newest(recent)]
@@ -84,8 +125,8 @@ class TallyWriter:
                 row[0] += total
                 row[1] = newest(row[1] + recent)
 
-        for (pid, name), times in added.items():
-            take(pid, name, len(times), times)
+        for (pid, name, kind), times in added.items():
+            take(pid, name, kind, len(times), times)
         merged = sorted({m for m, _ in moves})
         if merged:
             for found in list(self._rows(conn, merged, None)):
@@ -95,18 +136,18 @@ class TallyWriter:
                 conn.exec_driver_sql(self.in_list(self.delete, len(chunk)), tuple(chunk))
         if not rows:
             return
-        names = {name for _, name in rows}
+        names = {name for _, name, _ in rows}
         wanted = names if len(names) <= _MAX_NAMES_FILTER else None
-        targets = sorted({pid for pid, _ in rows})
-        for pid, name, total, recent in list(self._rows(conn, targets, wanted)):
-            entry = rows.get((pid, name))
+        targets = sorted({pid for pid, _, _ in rows})
+        for pid, name, kind, total, recent in list(self._rows(conn, targets, wanted)):
+            entry = rows.get((pid, name, kind))
             if entry is not None:
                 entry[0] += total
                 entry[1] = newest(entry[1] + recent)
         conn.exec_driver_sql(
             self.upsert,
             [
-                (pid, name, total, orjson.dumps(recent).decode())
-                for (pid, name), (total, recent) in rows.items()
+                (pid, name, kind, total, orjson.dumps(recent).decode())
+                for (pid, name, kind), (total, recent) in rows.items()
             ],
         )

@@ -27,7 +27,7 @@ from closedloop.mood.index import CHURN_KEY, K_KEY, LAST_KEY, MoodBasis, number
 from closedloop.mood.score import DAY_US
 from closedloop.profiles._tables import event_tallies, profiles
 from closedloop.profiles.state import NPS_EVENTS
-from closedloop.profiles.tallies import RECENT
+from closedloop.profiles.tallies import RECENT, TALLIED_PROPERTIES, facet
 from closedloop.segments.trait_index import trait_value
 from closedloop.store import UTCDateTime, to_epoch_us
 
@@ -243,8 +243,9 @@ class _Compiler:
     def _did(self, spec: dict[str, Any]) -> ColumnElement[bool]:
         times = spec.get("at_least", 1)
         days = spec.get("within_days")
-        if self.tallies and not spec.get("with") and (days is None or times <= RECENT):
-            return self._tallied(spec["event"], times, days)
+        kind = _tally_facet(spec.get("with", {}))
+        if self.tallies and kind is not None and (days is None or times <= RECENT):
+            return self._tallied(spec["event"], kind, times, days)
         conditions: list[ColumnElement[bool] | None] = [
             events.c.type == "track",
             events.c.event == sa.bindparam(None, spec["event"], sa.String()),
@@ -258,9 +259,10 @@ class _Compiler:
             query = query.group_by(identities.c.profile_id).having(sa.func.count() >= times)
         return profiles.c.id.in_(query)
 
-    def _tallied(self, event: str, times: int, days: int | None) -> ColumnElement[bool]:
-        """`did` from the event tallies: the profile's count of `event`, or the time of
-        its `times`-th newest one (`profiles.tallies`), read by event from their index."""
+    def _tallied(self, event: str, kind: str, times: int, days: int | None) -> ColumnElement[bool]:
+        """`did` from the event tallies: the profile's count of `event` (with the property
+        value `kind` names), or the time of its `times`-th newest one (`profiles.tallies`),
+        read by event and facet from their index."""
         tally = event_tallies.c
         if days is None:
             holds = tally.total >= sa.bindparam(None, times, sa.BigInteger())
@@ -276,7 +278,9 @@ class _Compiler:
             holds = nth >= sa.bindparam(None, since, sa.BigInteger())
         return profiles.c.id.in_(
             sa.select(tally.profile_id).where(
-                tally.event == sa.bindparam(None, event, sa.String()), holds
+                tally.event == sa.bindparam(None, event, sa.String()),
+                tally.facet == sa.bindparam(None, kind, sa.String()),
+                holds,
             )
         )
 
@@ -309,6 +313,18 @@ class _Compiler:
             iso = day.like("____-__-__")  # only ISO dates compare as dates
             return sa.and_(iso, day < bound if op == "before" else day > bound)
         return _typed_compare(value, op, spec["value"])
+
+
+def _tally_facet(conditions: dict[str, Any]) -> str | None:
+    """The tally rows that answer `did` with these property conditions: `""` for none, the
+    facet of one condition on a tallied property; None when only the log can."""
+    if not conditions:
+        return ""
+    if len(conditions) == 1:
+        ((name, value),) = conditions.items()
+        if name in TALLIED_PROPERTIES:
+            return facet(name, value)
+    return None
 
 
 def _compare(column: Any, op: str, value: Any) -> ColumnElement[bool]:
