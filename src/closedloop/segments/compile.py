@@ -241,11 +241,10 @@ class _Compiler:
         )
 
     def _did(self, spec: dict[str, Any]) -> ColumnElement[bool]:
+        tallied = self.tallied(spec)
+        if tallied is not None:
+            return profiles.c.id.in_(tallied)
         times = spec.get("at_least", 1)
-        days = spec.get("within_days")
-        kind = _tally_facet(spec.get("with", {}))
-        if self.tallies and kind is not None and (days is None or times <= RECENT):
-            return self._tallied(spec["event"], kind, times, days)
         conditions: list[ColumnElement[bool] | None] = [
             events.c.type == "track",
             events.c.event == sa.bindparam(None, spec["event"], sa.String()),
@@ -259,7 +258,17 @@ class _Compiler:
             query = query.group_by(identities.c.profile_id).having(sa.func.count() >= times)
         return profiles.c.id.in_(query)
 
-    def _tallied(self, event: str, kind: str, times: int, days: int | None) -> ColumnElement[bool]:
+    def tallied(self, spec: dict[str, Any]) -> sa.Select[Any] | None:
+        """The profiles a `did` selects, from the event tallies; None when only the log
+        can answer it."""
+        times = spec.get("at_least", 1)
+        days = spec.get("within_days")
+        kind = _tally_facet(spec.get("with", {}))
+        if not self.tallies or kind is None or (days is not None and times > RECENT):
+            return None
+        return self._tallied(spec["event"], kind, times, days)
+
+    def _tallied(self, event: str, kind: str, times: int, days: int | None) -> sa.Select[Any]:
         """`did` from the event tallies: the profile's count of `event` (with the property
         value `kind` names), or the time of its `times`-th newest one (`profiles.tallies`),
         read by event and facet from their index."""
@@ -276,12 +285,10 @@ class _Compiler:
             )
             since = to_epoch_us(self.now - timedelta(days=days))
             holds = nth >= sa.bindparam(None, since, sa.BigInteger())
-        return profiles.c.id.in_(
-            sa.select(tally.profile_id).where(
-                tally.event == sa.bindparam(None, event, sa.String()),
-                tally.facet == sa.bindparam(None, kind, sa.String()),
-                holds,
-            )
+        return sa.select(tally.profile_id).where(
+            tally.event == sa.bindparam(None, event, sa.String()),
+            tally.facet == sa.bindparam(None, kind, sa.String()),
+            holds,
         )
 
     def _indexed_equal(self, name: str, value: _Json, expected: Any) -> ColumnElement[bool]:
@@ -405,6 +412,17 @@ def _typed_compare(value: _Json, op: str, expected: Any) -> ColumnElement[bool]:
 def mood_score(dialect: str, *, now: datetime, mood: MoodSettings) -> ColumnElement[float]:
     """A profile's mood score as of `now`, as a column expression over `profiles`."""
     return _Compiler(dialect, now=now, mood=mood, segment=lambda _name: {})._score()
+
+
+def tallied_members(
+    tree: dict[str, Any], dialect: str, *, now: datetime, mood: MoodSettings
+) -> sa.Select[Any] | None:
+    """When `tree` is one `did` the event tallies answer: the ids of the live profiles it
+    selects, one row each (tally rows belong to live profiles only: merges move them,
+    erasure deletes them), so a count need not look at `profiles`; else None."""
+    if set(tree) != {"did"}:
+        return None
+    return _Compiler(dialect, now=now, mood=mood, segment=lambda _name: {}).tallied(tree["did"])
 
 
 def compile_condition(

@@ -15,6 +15,7 @@ from closedloop.errors import InvalidInputError, NotFoundError
 from closedloop.profiles._tables import profiles
 from closedloop.profiles.masterdata import full_name
 from closedloop.profiles.read import resolve_profile_id
+from closedloop.segments.compile import tallied_members
 from closedloop.segments.evaluate import explain
 from closedloop.segments.language import parse_condition, to_text, validate_tree
 from closedloop.segments.store import (
@@ -68,9 +69,13 @@ def preview(
     tree = condition_tree(condition)
     with engine.connect() as conn:
         where = condition_where(conn, settings, tree, now)
-        count = int(
-            conn.execute(sa.select(sa.func.count()).select_from(profiles).where(where)).scalar_one()
+        tallied = tallied_members(tree, conn.dialect.name, now=now, mood=settings.mood)
+        counted = (
+            sa.select(sa.func.count()).select_from(profiles).where(where)
+            if tallied is None
+            else sa.select(sa.func.count()).select_from(tallied.subquery())
         )
+        count = int(conn.execute(counted).scalar_one())
         rows = conn.execute(
             sa.select(profiles.c.id, profiles.c.customer_key, profiles.c.masterdata)
             .where(where)
