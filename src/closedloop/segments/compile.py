@@ -243,7 +243,13 @@ class _Compiler:
     def _did(self, spec: dict[str, Any]) -> ColumnElement[bool]:
         tallied = self.tallied(spec)
         if tallied is not None:
-            return profiles.c.id.in_(tallied)
+            # Correlated: a refresh of the few profiles a batch wrote probes their rows by
+            # primary key instead of first collecting every member.
+            return sa.exists(
+                tallied.with_only_columns(sa.literal(1)).where(
+                    event_tallies.c.profile_id == profiles.c.id
+                )
+            )
         times = spec.get("at_least", 1)
         conditions: list[ColumnElement[bool] | None] = [
             events.c.type == "track",
@@ -440,9 +446,9 @@ def compile_condition(
     """A WHERE clause over `profiles` for the (validated) tree, as of `now`; `opt_out` names
     the purposes granted while a customer has said nothing; with `basis` (the usable one of
     `closedloop.mood.index`), mood conditions read the mood index; text equality on an
-    `indexed_traits` trait reads its index (SQLite, `segments.trait_index`); `did` without
-    property conditions reads the event tallies (`profiles.tallies`) unless `tallies` is
-    false (the log itself, for events the processor has not applied yet)."""
+    `indexed_traits` trait reads its index (SQLite, `segments.trait_index`); `did` reads the
+    event tallies (`profiles.tallies`) where they answer it, unless `tallies` is false (the
+    log itself, for events the processor has not applied yet)."""
     return _Compiler(
         dialect,
         now=now,

@@ -76,9 +76,12 @@ def preview(
             else sa.select(sa.func.count()).select_from(tallied.subquery())
         )
         count = int(conn.execute(counted).scalar_one())
+        # A tallied condition samples the first members in its index, not the first ids:
+        # the first ids would need every member first (a million probes for a million).
+        chosen = where if tallied is None else profiles.c.id.in_(tallied.limit(sample))
         rows = conn.execute(
             sa.select(profiles.c.id, profiles.c.customer_key, profiles.c.masterdata)
-            .where(where)
+            .where(chosen)
             .order_by(profiles.c.id)
             .limit(sample)
         ).all()
