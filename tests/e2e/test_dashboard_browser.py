@@ -271,3 +271,54 @@ def test_agent_cannot_open_the_segment_editor(hub: Hub, browser: Any, tmp_path: 
     expect(admin.page.get_by_role("heading", name="Löschanträge")).to_be_visible()
     admin.shot("privacy")
     admin.clean()
+
+
+def test_every_view_passes_axe(hub: Hub, browser: Any, tmp_path: Path) -> None:
+    """axe-core's WCAG 2.1 A and AA rules on every view, as the admin (who sees them all)
+    and on the login page; and the main navigation is reachable by keyboard alone."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    axe = Axe()
+    options = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}}
+    w = Watch(browser, hub, _shots(tmp_path))
+    page = w.page
+    found: dict[str, str] = {}
+
+    def check(path: str) -> None:
+        page.goto(f"{hub.url}{path}")
+        page.wait_for_load_state("networkidle")
+        result = axe.run(page, options=options)
+        if result.violations_count:
+            found[path] = result.generate_snapshot()
+
+    check("/login")
+    w.login("admin")
+    for path in (
+        "/",
+        "/customers",
+        f"/customers/{hub.caller_id}",
+        "/segments",
+        "/segments/editor?condition=mood+is+positive",
+        "/segments/editor?condition=mood+is",  # with the error shown at its position
+        "/surveys",
+        "/surveys/nps-demo",
+        "/feeds",
+        "/privacy",
+    ):
+        check(path)
+    assert found == {}, "\n".join(f"{path}:\n{text}" for path, text in found.items())
+    # axe does look: an input without a label on the same page is found
+    page.evaluate("document.querySelector('main').append(document.createElement('input'))")
+    assert "label" in axe.run(page, options=options).generate_snapshot()
+
+    # keyboard: Tab from the top of the overview reaches the navigation's links in order
+    page.goto(f"{hub.url}/")
+    reached = []
+    for _ in range(12):
+        page.keyboard.press("Tab")
+        reached.append(
+            page.evaluate("document.activeElement && document.activeElement.textContent")
+        )
+    assert any("Kunden" in (text or "") for text in reached), reached
+    assert any("Segmente" in (text or "") for text in reached), reached
+    w.clean()
