@@ -41,7 +41,7 @@ from closedloop.ingest import add_source
 from closedloop.ingest._tables import events
 from closedloop.mood._tables import mood_basis
 from closedloop.profiles._tables import event_tallies, processor_cursors, profiles
-from closedloop.profiles.tallies import newest
+from closedloop.profiles.tallies import facet, newest
 from closedloop.segments.compile import compile_condition
 from closedloop.store import UTCDateTime, to_epoch_us
 from closedloop.web import create_app
@@ -134,18 +134,20 @@ def fill(engine: sa.Engine, count: int, per_profile: int) -> None:
                 },
             ]
             if per_profile:  # what the processor keeps for them (profiles.tallies)
-                times = [
+                times = newest(
                     to_epoch_us(NOW - timedelta(minutes=per_profile - k))
                     for k in range(per_profile)
-                ]
-                tallies.append(
-                    {
-                        "profile_id": pid,
-                        "event": "Product Viewed",
-                        "total": per_profile,
-                        "recent": newest(times),
-                    }
                 )
+                for kind in ("", facet("category", "Laufschuhe")):
+                    tallies.append(
+                        {
+                            "profile_id": pid,
+                            "event": "Product Viewed",
+                            "facet": kind,
+                            "total": per_profile,
+                            "recent": times,
+                        }
+                    )
             for k in range(per_profile):
                 event_id += 1
                 at = NOW - timedelta(minutes=per_profile - k)
