@@ -109,15 +109,13 @@ class TallyWriter:
         final: Callable[[str], str],
     ) -> None:
         """Add the batch's events (`added`: times by profile at the time, event name and
-        facet) and
-        its merges (`moves`: merged, survivor) to the stored rows; `final` is the profile a
-        profile id ended in at the end of the batch."""
+        facet) and its merges (`moves`: merged, survivor) to the stored rows; `final` is the
+        profile a profile id ended in at the end of the batch."""
         if not added and not moves:
             return
         rows: dict[tuple[str, str, str], list[Any]] = {}  # (pid, name, facet) -> [total, recent]
 
-        def take(pid: str, name: str, kind: str, total: int, recent: list[int]) -> None:
-            key = (final(pid), name, kind)
+        def take(key: tuple[str, str, str], total: int, recent: list[int]) -> None:
             row = rows.get(key)
             if row is None:
                 rows[key] = [total, newest(recent)]
@@ -126,11 +124,11 @@ class TallyWriter:
                 row[1] = newest(row[1] + recent)
 
         for (pid, name, kind), times in added.items():
-            take(pid, name, kind, len(times), times)
+            take((final(pid), name, kind), len(times), times)
         merged = sorted({m for m, _ in moves})
         if merged:
-            for found in list(self._rows(conn, merged, None)):
-                take(*found)
+            for pid, name, kind, total, recent in self._rows(conn, merged, None):
+                take((final(pid), name, kind), total, recent)
             for start in range(0, len(merged), _CHUNK):
                 chunk = merged[start : start + _CHUNK]
                 conn.exec_driver_sql(self.in_list(self.delete, len(chunk)), tuple(chunk))
@@ -139,11 +137,9 @@ class TallyWriter:
         names = {name for _, name, _ in rows}
         wanted = names if len(names) <= _MAX_NAMES_FILTER else None
         targets = sorted({pid for pid, _, _ in rows})
-        for pid, name, kind, total, recent in list(self._rows(conn, targets, wanted)):
-            entry = rows.get((pid, name, kind))
-            if entry is not None:
-                entry[0] += total
-                entry[1] = newest(entry[1] + recent)
+        for pid, name, kind, total, recent in self._rows(conn, targets, wanted):
+            if (pid, name, kind) in rows:  # the stored part of a row this batch changes
+                take((pid, name, kind), total, recent)
         conn.exec_driver_sql(
             self.upsert,
             [

@@ -265,19 +265,15 @@ class _Compiler:
         return profiles.c.id.in_(query)
 
     def tallied(self, spec: dict[str, Any]) -> sa.Select[Any] | None:
-        """The profiles a `did` selects, from the event tallies; None when only the log
-        can answer it."""
+        """The profiles a `did` selects, from the event tallies: the profile's count of the
+        event (with the property value the facet names), or the time of its N-th newest one
+        (`profiles.tallies`), read by event and facet from their index; None when only the
+        log can answer it."""
         times = spec.get("at_least", 1)
         days = spec.get("within_days")
         kind = _tally_facet(spec.get("with", {}))
         if not self.tallies or kind is None or (days is not None and times > RECENT):
             return None
-        return self._tallied(spec["event"], kind, times, days)
-
-    def _tallied(self, event: str, kind: str, times: int, days: int | None) -> sa.Select[Any]:
-        """`did` from the event tallies: the profile's count of `event` (with the property
-        value `kind` names), or the time of its `times`-th newest one (`profiles.tallies`),
-        read by event and facet from their index."""
         tally = event_tallies.c
         if days is None:
             holds = tally.total >= sa.bindparam(None, times, sa.BigInteger())
@@ -292,7 +288,7 @@ class _Compiler:
             since = to_epoch_us(self.now - timedelta(days=days))
             holds = nth >= sa.bindparam(None, since, sa.BigInteger())
         return sa.select(tally.profile_id).where(
-            tally.event == sa.bindparam(None, event, sa.String()),
+            tally.event == sa.bindparam(None, spec["event"], sa.String()),
             tally.facet == sa.bindparam(None, kind, sa.String()),
             holds,
         )

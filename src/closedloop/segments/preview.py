@@ -68,17 +68,16 @@ def preview(
 ) -> Preview:
     tree = condition_tree(condition)
     with engine.connect() as conn:
-        where = condition_where(conn, settings, tree, now)
         tallied = tallied_members(tree, conn.dialect.name, now=now, mood=settings.mood)
-        counted = (
-            sa.select(sa.func.count()).select_from(profiles).where(where)
-            if tallied is None
-            else sa.select(sa.func.count()).select_from(tallied.subquery())
-        )
+        if tallied is None:
+            chosen = condition_where(conn, settings, tree, now)
+            counted = sa.select(sa.func.count()).select_from(profiles).where(chosen)
+        else:
+            # One tallied condition: counted from its index alone, sampled from its first
+            # members there (the first ids would need every member first).
+            counted = sa.select(sa.func.count()).select_from(tallied.subquery())
+            chosen = profiles.c.id.in_(tallied.limit(sample))
         count = int(conn.execute(counted).scalar_one())
-        # A tallied condition samples the first members in its index, not the first ids:
-        # the first ids would need every member first (a million probes for a million).
-        chosen = where if tallied is None else profiles.c.id.in_(tallied.limit(sample))
         rows = conn.execute(
             sa.select(profiles.c.id, profiles.c.customer_key, profiles.c.masterdata)
             .where(chosen)

@@ -109,7 +109,12 @@ def _fill(conn: sa.Connection) -> None:
             current, found = (pid, event), {}
         kinds = [""]
         for n, name in enumerate(TALLIED_PROPERTIES):
-            value = _value(values[n]) if pg else _sqlite_value(*values[2 * n : 2 * n + 2])
+            # PostgreSQL: psycopg's value of the `jsonb` (None when absent or null)
+            value = (
+                (_ABSENT if values[n] is None else values[n])
+                if pg
+                else _sqlite_value(*values[2 * n : 2 * n + 2])
+            )
             if value is not _ABSENT and (kind := facet(name, value)) is not None:
                 kinds.append(kind)
         for kind in kinds:
@@ -124,11 +129,6 @@ def _fill(conn: sa.Connection) -> None:
 
 
 _ABSENT = object()
-
-
-def _value(element: Any) -> Any:
-    """PostgreSQL: the property as psycopg gives a `jsonb` (None when absent or null)."""
-    return _ABSENT if element is None else element
 
 
 def _sqlite_value(kind: str | None, value: Any) -> Any:
