@@ -26,7 +26,6 @@ from closedloop.ingest._tables import events
 from closedloop.mood.index import CHURN_KEY, K_KEY, LAST_KEY, MoodBasis, number
 from closedloop.mood.score import DAY_US
 from closedloop.profiles._tables import event_tallies, profiles
-from closedloop.profiles.state import NPS_EVENTS
 from closedloop.profiles.tallies import RECENT, TALLIED_PROPERTIES, facet
 from closedloop.segments.trait_index import trait_value
 from closedloop.store import UTCDateTime, to_epoch_us
@@ -38,6 +37,8 @@ __all__ = [
     "event_profile_key",
     "glob_to_like",
     "mood_score",
+    "nps_number",
+    "reads_log",
 ]
 
 _LN_HALF = math.log(0.5)
@@ -59,6 +60,20 @@ def event_profile_key() -> ColumnElement[str]:
         (events.c.user_id.is_not(None), sa.literal("u:") + events.c.user_id),
         else_=sa.literal("a:") + events.c.anonymous_id,
     )
+
+
+def nps_number(position: int, pg: bool) -> ColumnElement[Any]:
+    """A number of the latest NPS answer the processor keeps on the profile
+    (`computed.nps = [score, at_us, event_id]`; `profiles.state`): 0 the score, 1 its time,
+    written exactly as migration 0013 indexes them (SQLite matches indexed expressions
+    literally)."""
+    if pg:
+        answer = profiles.c.computed.op("->", return_type=postgresql.JSONB())(
+            sa.literal_column("'nps'")
+        )
+        value = answer.op("->>", return_type=sa.Text())(sa.literal_column(str(position)))
+        return sa.cast(value, sa.Float() if position == 0 else sa.BigInteger())
+    return sa.func.json_extract(profiles.c.computed, sa.literal_column(f"'$.nps[{position}]'"))
 
 
 def _since(now: datetime, days: int | None) -> ColumnElement[Any] | None:
@@ -200,32 +215,12 @@ class _Compiler:
             self.stack.pop()
 
     def _latest_nps(self, spec: dict[str, Any]) -> ColumnElement[bool]:
-        score = _Json(self.pg, events.c.payload, "properties", "score").number()
-        ranked = (
-            sa.select(
-                identities.c.profile_id,
-                score.label("score"),
-                events.c.timestamp,
-                sa.func.row_number()
-                .over(
-                    partition_by=identities.c.profile_id,
-                    order_by=(events.c.timestamp.desc(), events.c.id.desc()),
-                )
-                .label("n"),
-            )
-            .select_from(events.join(identities, identities.c.key == event_profile_key()))
-            .where(
-                events.c.type == "track",
-                events.c.event.in_(sorted(NPS_EVENTS)),
-                score.is_not(None),
-            )
-            .subquery()
-        )
-        conditions = [ranked.c.n == 1, _compare(ranked.c.score, spec["op"], spec["value"])]
+        # The answer the processor keeps (`computed.nps`): one range of migration 0013's index.
+        conditions = [_compare(nps_number(0, self.pg), spec["op"], float(spec["value"]))]
         if "within_days" in spec:
-            since = self.now - timedelta(days=spec["within_days"])
-            conditions.append(ranked.c.timestamp >= sa.bindparam(None, since, UTCDateTime()))
-        return profiles.c.id.in_(sa.select(ranked.c.profile_id).where(*conditions))
+            since = to_epoch_us(self.now - timedelta(days=spec["within_days"]))
+            conditions.append(nps_number(1, self.pg) >= sa.bindparam(None, since, sa.BigInteger()))
+        return sa.and_(*conditions)
 
     def _visited_page(self, spec: dict[str, Any]) -> ColumnElement[bool]:
         path = _Json(self.pg, events.c.payload, "properties", "path").text()
@@ -271,8 +266,8 @@ class _Compiler:
         log can answer it."""
         times = spec.get("at_least", 1)
         days = spec.get("within_days")
-        kind = _tally_facet(spec.get("with", {}))
-        if not self.tallies or kind is None or (days is not None and times > RECENT):
+        kind = _tally_kind(spec)
+        if not self.tallies or kind is None:
             return None
         tally = event_tallies.c
         if days is None:
@@ -322,6 +317,15 @@ class _Compiler:
             iso = day.like("____-__-__")  # only ISO dates compare as dates
             return sa.and_(iso, day < bound if op == "before" else day > bound)
         return _typed_compare(value, op, spec["value"])
+
+
+def _tally_kind(spec: dict[str, Any]) -> str | None:
+    """The facet of the tally rows that answer this `did`; None when only the log can (a
+    property condition without a facet, or more times within a window than a row keeps)."""
+    kind = _tally_facet(spec.get("with", {}))
+    if kind is None or ("within_days" in spec and spec.get("at_least", 1) > RECENT):
+        return None
+    return kind
 
 
 def _tally_facet(conditions: dict[str, Any]) -> str | None:
@@ -425,6 +429,21 @@ def tallied_members(
     if set(tree) != {"did"}:
         return None
     return _Compiler(dialect, now=now, mood=mood, segment=lambda _name: {}).tallied(tree["did"])
+
+
+def reads_log(tree: dict[str, Any], *, segment: Callable[[str], dict[str, Any]]) -> bool:
+    """Whether the compiled tree reads the event log (a page visit, or a `did` the event
+    tallies cannot answer) rather than only each profile's own rows."""
+    ((kind, value),) = tree.items()
+    if kind in ("and", "or"):
+        return any(reads_log(child, segment=segment) for child in value)
+    if kind == "not":
+        return reads_log(value, segment=segment)
+    if kind == "segment":
+        return reads_log(segment(value), segment=segment)
+    if kind == "visited_page":
+        return True
+    return kind == "did" and _tally_kind(value) is None
 
 
 def compile_condition(

@@ -65,14 +65,18 @@ def _properties(event: dict[str, Any]) -> dict[str, Any]:
     return found if isinstance(found, dict) else {}
 
 
+def _nps_score(event: dict[str, Any]) -> bool:
+    score: Any = _properties(event).get("score")
+    return _kind(score) == "number" and 0 <= score <= 10
+
+
 def _latest_nps(facts: ProfileFacts) -> dict[str, Any] | None:
-    """The newest `NPS Answered` with a numeric score, by (time, id)."""
+    """The newest NPS answer (`NPS_EVENTS`) with a score from 0 to 10, by (time, id): the
+    answer the processor keeps as `computed.nps`."""
     answers = [
         e
         for e in facts.events
-        if e["type"] == "track"
-        and e["event"] in NPS_EVENTS
-        and _kind(_properties(e).get("score")) == "number"
+        if e["type"] == "track" and e["event"] in NPS_EVENTS and _nps_score(e)
     ]
     return max(answers, key=lambda e: (e["timestamp"], e["id"])) if answers else None
 

@@ -37,7 +37,7 @@ from closedloop.segments._tables import (
     segment_sizes,
     segments,
 )
-from closedloop.segments.compile import compile_condition, mood_score
+from closedloop.segments.compile import compile_condition, mood_score, reads_log
 from closedloop.segments.evaluate import ProfileFacts, evaluate
 from closedloop.segments.language import references, to_text, validate_tree
 from closedloop.segments.trait_index import ensure_trait_indexes
@@ -263,12 +263,26 @@ def refresh(
         found = conn.execute(stmt.order_by(segments.c.name)).all()
         saved_tree = resolver(saved_trees(conn))
     touched: dict[int, dict[str, ProfileFacts]] = {}
+    touched_ids: dict[int, list[str]] = {}
     for name, tree, condition, since_seq in found:
         only_new = incremental and since_seq is not None and since_seq <= seq
         with engine.connect() as conn:
-            if only_new:
-                # Few profiles: load their facts once and use the reference evaluator (the same
-                # semantics as the SQL, checked by the property tests), not a scan of events.
+            if only_new and not reads_log(tree, segment=saved_tree):
+                # The profiles written since, found by `processed_seq`, then the condition
+                # on them by primary key: the cost follows the new events.
+                if since_seq not in touched_ids:
+                    touched_ids[since_seq] = _written_since(conn, since_seq)
+                where = condition_where(conn, settings, tree, now, segment=saved_tree)
+                current: set[str] = set()
+                ids = touched_ids[since_seq]
+                for start in range(0, len(ids), 500):
+                    chunk = profiles.c.id.in_(ids[start : start + 500])
+                    query = sa.select(profiles.c.id).where(chunk, where)
+                    current.update(conn.execute(query).scalars())
+            elif only_new:
+                # A condition on the log: load the few profiles' facts once and use the
+                # reference evaluator (the same semantics as the SQL, checked by the
+                # property tests), not a scan of events.
                 if since_seq not in touched:
                     touched[since_seq] = load_facts(conn, profiles.c.processed_seq > since_seq)
                 current = {
@@ -322,6 +336,14 @@ def refresh(
         entered += len(joined)
         exited += len(left)
     return RefreshReport(len(found), entered, exited)
+
+
+def _written_since(conn: sa.Connection, seq: int) -> list[str]:
+    """The live profiles the processor wrote after its batch `seq`, by id."""
+    query = sa.select(profiles.c.id).where(
+        profiles.c.processed_seq > seq, profiles.c.merged_into.is_(None)
+    )
+    return sorted(conn.execute(query).scalars())
 
 
 def load_facts(conn: sa.Connection, which: ColumnElement[bool]) -> dict[str, ProfileFacts]:
