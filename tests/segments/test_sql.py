@@ -490,16 +490,18 @@ def test_incremental_refresh_equals_a_full_evaluation(
 
     if not log.live_profiles():
         _random_shop(log, seed=11)
-    now = clock.now()
     name = f"random-{seed}"
     with log.engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM segments WHERE name LIKE 'random-%'"))
     segments.save_segment(log.engine, log.settings, name, tree, create=True)
+    now = clock.now()
     segments.refresh(log.engine, log.settings, now=now, names=[name])
     _more_events(log, seed)
     segments.refresh(log.engine, log.settings, now=now, names=[name], incremental=True)
     stored = {m["id"] for m in segments.stored_members(log.engine, name, after=None, limit=1000)}
     assert stored == member_ids(log.engine, log.settings, tree, now=now), tree
+    recorded = segments.sizes(log.engine, name)
+    assert not recorded or recorded[-1]["size"] == len(stored)
 
 
 def test_latest_nps_is_the_newest_answer_from_0_to_10(log: Log) -> None:

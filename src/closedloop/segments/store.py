@@ -14,7 +14,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -263,21 +263,21 @@ def refresh(
         found = conn.execute(stmt.order_by(segments.c.name)).all()
         saved_tree = resolver(saved_trees(conn))
     touched: dict[int, dict[str, ProfileFacts]] = {}
-    touched_ids: dict[int, list[str]] = {}
+    written: dict[int, list[str]] = {}
     for name, tree, condition, since_seq in found:
         only_new = incremental and since_seq is not None and since_seq <= seq
+        ids: list[str] = []
         with engine.connect() as conn:
+            if only_new:
+                if since_seq not in written:
+                    written[since_seq] = _written_since(conn, since_seq)
+                ids = written[since_seq]
             if only_new and not reads_log(tree, segment=saved_tree):
-                # The profiles written since, found by `processed_seq`, then the condition
-                # on them by primary key: the cost follows the new events.
-                if since_seq not in touched_ids:
-                    touched_ids[since_seq] = _written_since(conn, since_seq)
+                # The profiles written since, by primary key: the cost follows the new events.
                 where = condition_where(conn, settings, tree, now, segment=saved_tree)
                 current: set[str] = set()
-                ids = touched_ids[since_seq]
-                for start in range(0, len(ids), 500):
-                    chunk = profiles.c.id.in_(ids[start : start + 500])
-                    query = sa.select(profiles.c.id).where(chunk, where)
+                for chunk in _chunks(ids):
+                    query = sa.select(profiles.c.id).where(profiles.c.id.in_(chunk), where)
                     current.update(conn.execute(query).scalars())
             elif only_new:
                 # A condition on the log: load the few profiles' facts once and use the
@@ -304,11 +304,13 @@ def refresh(
             members = sa.select(segment_members.c.profile_id).where(
                 segment_members.c.segment == name
             )
-            if only_new:
-                members = members.join(
-                    profiles, profiles.c.id == segment_members.c.profile_id
-                ).where(profiles.c.processed_seq > since_seq)
-            stored = set(conn.execute(members).scalars())
+            if only_new:  # (merged ones among them leave: they are written, and not live)
+                stored: set[str] = set()
+                for chunk in _chunks(ids):
+                    found_ = members.where(segment_members.c.profile_id.in_(chunk))
+                    stored.update(conn.execute(found_).scalars())
+            else:
+                stored = set(conn.execute(members).scalars())
             joined, left = sorted(current - stored), sorted(stored - current)
             why = reason or condition
             if joined:
@@ -316,11 +318,10 @@ def refresh(
                     segment_members.insert(),
                     [{"segment": name, "profile_id": p, "entered_at": now} for p in joined],
                 )
-            for start in range(0, len(left), 500):
+            for chunk in _chunks(left):
                 conn.execute(
                     segment_members.delete().where(
-                        segment_members.c.segment == name,
-                        segment_members.c.profile_id.in_(left[start : start + 500]),
+                        segment_members.c.segment == name, segment_members.c.profile_id.in_(chunk)
                     )
                 )
             changes_rows = [
@@ -332,18 +333,32 @@ def refresh(
             ]
             if changes_rows:
                 conn.execute(segment_changes.insert(), changes_rows)
-                conn.execute(segment_sizes.insert().values(segment=name, at=now, size=len(current)))
+                size = len(current)
+                if only_new:  # `current` holds the written profiles' members only
+                    size = conn.execute(
+                        sa.select(sa.func.count()).where(segment_members.c.segment == name)
+                    ).scalar_one()
+                # (a second refresh as of the same time replaces its size)
+                conn.execute(
+                    segment_sizes.delete().where(
+                        segment_sizes.c.segment == name, segment_sizes.c.at == now
+                    )
+                )
+                conn.execute(segment_sizes.insert().values(segment=name, at=now, size=size))
         entered += len(joined)
         exited += len(left)
     return RefreshReport(len(found), entered, exited)
 
 
 def _written_since(conn: sa.Connection, seq: int) -> list[str]:
-    """The live profiles the processor wrote after its batch `seq`, by id."""
-    query = sa.select(profiles.c.id).where(
-        profiles.c.processed_seq > seq, profiles.c.merged_into.is_(None)
-    )
+    """The profiles (merged ones too) the processor wrote after its batch `seq`, by id."""
+    query = sa.select(profiles.c.id).where(profiles.c.processed_seq > seq)
     return sorted(conn.execute(query).scalars())
+
+
+def _chunks(ids: list[str], size: int = 500) -> Iterator[list[str]]:
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
 
 
 def load_facts(conn: sa.Connection, which: ColumnElement[bool]) -> dict[str, ProfileFacts]:

@@ -1,0 +1,397 @@
+"""Segment benchmark (issue 4): full evaluation of "promoters in the last 90 days" against a
+hand-written DuckDB query over the same data, and re-evaluation after 10,000 new events
+against a full evaluation, with N profiles and N x E events (SQLite).
+
+The store is filled directly (profiles with traits, computed traits including the latest NPS
+answer, mood signals, consent; their identities; E events each, some of them NPS answers),
+as the processor would have left it. Then, on the hub's code:
+
+- the shipped `promoters` segment (`latest nps >= 9 within 90 days`): the compiled condition
+  (the member ids), a refresh that enters every member, and a refresh with nothing to change;
+- the baselines in the same run: DuckDB over the same rows (the events, and the profiles'
+  documents), loaded from CSV files the fill writes, with hand-written queries;
+- a full refresh of every saved segment, then 10,000 new events (NPS answers, product views,
+  trait changes of random customers) appended and processed by the real processor, then an
+  incremental refresh of every segment (the one the server runs after each batch), whose time
+  is compared with the full refresh's.
+
+Run: `.venv/bin/python bench/segment_bench.py [--profiles 1000000] [--events 10]`
+(`make bench` installs DuckDB; the hub does not depend on it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import random
+import sqlite3
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+import sqlalchemy as sa
+
+from closedloop import clock, ingest, mood, profiles, segments, store
+from closedloop.config import IngestSettings, ProcessorSettings, Settings
+from closedloop.ingest.log import append
+from closedloop.profiles._tables import profiles as profiles_table
+from closedloop.store import to_epoch_us
+
+NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
+NPS = "NPS Answered"
+RULES = ["nps_survey", "article_rated", "newsletter_cancelled", "cancellation_page"]
+CATEGORIES = ["Laufschuhe", "Socken", "Jacken", "Hosen"]
+PROMOTERS = {"latest_nps": {"op": ">=", "value": 9, "within_days": 90}}
+
+
+def _settings(url: str) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        database_url=url,
+        secret_key="bench-secret-" + "s" * 20,  # type: ignore[arg-type]
+        processor=ProcessorSettings(embedded=False),
+    )
+
+
+def _us(at: datetime) -> int:
+    return to_epoch_us(at)
+
+
+def fill(path: Path, workdir: Path, count: int, per_profile: int) -> None:
+    """Profiles, identities and events straight into the SQLite file, and the same events and
+    profiles as CSV for DuckDB."""
+    rng = random.Random(7)
+    db = sqlite3.connect(path)
+    source = db.execute("SELECT id FROM sources WHERE name = 'bench'").fetchone()[0]
+    started = time.perf_counter()
+    event_id = 0
+    now_us = _us(NOW)
+    with (
+        (workdir / "events.csv").open("w", newline="") as ev_file,
+        (workdir / "profiles.csv").open("w", newline="") as pr_file,
+    ):
+        ev_csv, pr_csv = csv.writer(ev_file), csv.writer(pr_file)
+        ev_csv.writerow(["id", "type", "event", "user_id", "anonymous_id", "timestamp", "payload"])
+        pr_csv.writerow(["id", "merged_into", "computed"])
+        prows: list[tuple[Any, ...]] = []
+        irows: list[tuple[Any, ...]] = []
+        erows: list[tuple[Any, ...]] = []
+        for n in range(count):
+            pid, uid = f"p_{n:024x}", f"cust-{n}"
+            answers = rng.choice([0, 0, 0, 1, 1, 2]) if per_profile >= 2 else 0
+            latest: list[Any] | None = None
+            by_type = {"track": 0, "page": 0}
+            first = last = None
+            for k in range(per_profile):
+                event_id += 1
+                at = NOW - timedelta(days=rng.uniform(0, 200))
+                if k < answers:
+                    score: Any = rng.randint(0, 10)
+                    kind, name = "track", NPS
+                    payload: dict[str, Any] = {"properties": {"score": score}}
+                    if latest is None or (_us(at), event_id) >= (latest[1], latest[2]):
+                        latest = [score, _us(at), event_id]
+                elif k % 3 == 0:
+                    kind, name = "page", None
+                    payload = {"properties": {"path": "/account/vertrag"}}
+                else:
+                    kind, name = "track", "Product Viewed"
+                    payload = {"properties": {"category": rng.choice(CATEGORIES)}}
+                payload = {"type": kind, **({"event": name} if name else {}), **payload}
+                text = orjson.dumps(payload).decode()
+                us = _us(at)
+                by_type[kind] += 1
+                first = us if first is None else min(first, us)
+                last = us if last is None else max(last, us)
+                erows.append(
+                    (event_id, source, f"m{event_id}", kind, name, uid, None, us, None, None, us,
+                     text)
+                )  # fmt: skip
+                ev_csv.writerow([event_id, kind, name, uid, None, at.isoformat(), text])
+            computed: dict[str, Any] = {
+                "first_seen": first or now_us,
+                "last_seen": last or now_us,
+                "events": per_profile,
+                "by_type": by_type,
+                "channels": ["web"],
+                "orders": 0,
+                "revenue": 0.0,
+                "interests": {},
+            }
+            if latest is not None:
+                computed["nps"] = latest
+            signals = [
+                [_us(NOW - timedelta(days=rng.randint(0, 200))), rng.choice([-1.0, -0.5, 0.5, 1.0]),
+                 rng.choice(RULES), n, 0]
+                for _ in range(rng.randint(0, 3))
+            ]  # fmt: skip
+            traits = {
+                "email": [f"kunde{n}@example.de", now_us, "bench"],
+                "firstName": ["Erika", now_us, "bench"],
+                "lastName": [f"Muster{n}", now_us, "bench"],
+                "plan": [rng.choice(["basic", "gold"]), now_us, "bench"],
+            }
+            masterdata = {"email": f"kunde{n}@example.de", "first_name": "Erika"}
+            computed_text = orjson.dumps(computed).decode()
+            prows.append(
+                (pid, None, f"v1.{n:064x}", orjson.dumps([uid]).decode(), 0,
+                 orjson.dumps(traits).decode(), computed_text,
+                 orjson.dumps({"surveys": [True, 0, "bench"]}).decode(),
+                 orjson.dumps(masterdata).decode(), "[]",
+                 orjson.dumps({"mood": signals}).decode(), now_us, now_us, 0, 0)
+            )  # fmt: skip
+            pr_csv.writerow([pid, None, computed_text])
+            irows.append((f"u:{uid}", pid, now_us, 0))
+            if len(prows) >= 20_000:
+                _insert(db, prows, irows, erows)
+                prows, irows, erows = [], [], []
+        _insert(db, prows, irows, erows)
+    db.execute("UPDATE processor_cursors SET event_id = ? WHERE name = 'main'", (event_id,))
+    db.commit()
+    db.close()
+    print(
+        f"filled {count:,} profiles, {event_id:,} events in {time.perf_counter() - started:.0f} s"
+    )
+
+
+def _insert(db: sqlite3.Connection, prows: Any, irows: Any, erows: Any) -> None:
+    db.executemany(
+        "INSERT INTO profiles VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", prows
+    )
+    db.executemany("INSERT INTO identities VALUES (?, ?, ?, ?)", irows)
+    db.executemany(
+        "INSERT INTO events (id, source_id, message_id, type, event, user_id, anonymous_id, "
+        "timestamp, original_timestamp, sent_at, received_at, payload) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        erows,
+    )
+    db.commit()
+
+
+def _time(action: Callable[[], Any], repeat: int) -> tuple[float, Any]:
+    """Median milliseconds of `repeat` runs after one warm-up, and the last result."""
+    result = action()
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = action()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times), result
+
+
+def _new_events(count: int, customers: int) -> list[dict[str, Any]]:
+    rng = random.Random(11)
+    out: list[dict[str, Any]] = []
+    for n in range(count):
+        uid = f"cust-{rng.randrange(customers)}"
+        at = (NOW - timedelta(minutes=rng.uniform(1, 600))).isoformat()
+        base = {"userId": uid, "timestamp": at, "messageId": f"new-{n}"}
+        roll = rng.random()
+        if roll < 0.2:
+            score = rng.randint(0, 10)
+            out.append(base | {"type": "track", "event": NPS, "properties": {"score": score}})
+        elif roll < 0.7:
+            category = rng.choice(CATEGORIES)
+            out.append(
+                base
+                | {"type": "track", "event": "Product Viewed", "properties": {"category": category}}
+            )
+        else:
+            out.append(
+                base | {"type": "identify", "traits": {"plan": rng.choice(["basic", "gold"])}}
+            )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--profiles", type=int, default=1_000_000)
+    parser.add_argument("--events", type=int, default=10, help="events per profile")
+    parser.add_argument("--new-events", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--workdir", type=Path, default=None, help="keep the files here")
+    args = parser.parse_args()
+    print(
+        f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}, SQLite {sqlite3.sqlite_version}, DuckDB "
+        f"{duckdb.__version__}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+    )
+    with tempfile.TemporaryDirectory(prefix="closedloop-segbench-") as tmp:
+        workdir = args.workdir or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        run(workdir, args)
+
+
+def run(workdir: Path, args: argparse.Namespace) -> None:
+    path = workdir / "segments.db"
+    path.unlink(missing_ok=True)
+    url = f"sqlite:///{path}"
+    settings = _settings(url)
+    engine = store.create_store_engine(url)
+    store.upgrade(engine)
+    ingest.add_source(engine, "bench", kind="web")
+    engine.dispose()
+    fill(path, workdir, args.profiles, args.events)
+    engine = store.create_store_engine(url)
+    clock.set_clock(lambda: NOW)
+    started = time.perf_counter()
+    mood.ensure_basis(engine, settings, NOW)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ANALYZE")
+    print(f"mood index numbers and ANALYZE: {time.perf_counter() - started:.0f} s")
+    results: dict[str, float] = {}
+
+    # -- full evaluation of promoters in the last 90 days
+    def ids() -> set[str]:
+        return segments.member_ids(engine, settings, PROMOTERS, now=NOW)
+
+    results["closedloop: promoters, the compiled condition (member ids)"], members = _time(
+        ids, args.repeat
+    )
+    # the condition as it was compiled before the index: the log, every answer ranked
+    started = time.perf_counter()
+    with engine.connect() as conn:
+        log_ids = set(conn.execute(sa.text(_LOG_QUERY), {"since": _us(NOW) - 90 * 86_400_000_000}))
+    results["baseline: the same from the log (SQLite, ranked answers)"] = (
+        time.perf_counter() - started
+    ) * 1000
+    assert {pid for (pid,) in log_ids} == members, (len(log_ids), len(members))
+    with store.begin_write(engine) as conn:
+        conn.exec_driver_sql("DELETE FROM segment_members WHERE segment = 'promoters'")
+    started = time.perf_counter()
+    first = segments.refresh(engine, settings, now=NOW, names=["promoters"])
+    results["closedloop: promoters, refresh entering every member"] = (
+        time.perf_counter() - started
+    ) * 1000
+    assert first.entered == len(members)
+    results["closedloop: promoters, refresh with nothing to change"], _ = _time(
+        lambda: segments.refresh(engine, settings, now=NOW, names=["promoters"]), args.repeat
+    )
+
+    duck = duckdb.connect()
+    started = time.perf_counter()
+    duck.execute(
+        "CREATE TABLE events AS SELECT * FROM read_csv(?, header = true, columns = {"
+        "'id': 'BIGINT', 'type': 'VARCHAR', 'event': 'VARCHAR', 'user_id': 'VARCHAR', "
+        "'anonymous_id': 'VARCHAR', 'timestamp': 'TIMESTAMPTZ', 'payload': 'JSON'})",
+        [str(workdir / "events.csv")],
+    )
+    duck.execute(
+        "CREATE TABLE profiles AS SELECT * FROM read_csv(?, header = true, columns = {"
+        "'id': 'VARCHAR', 'merged_into': 'VARCHAR', 'computed': 'JSON'})",
+        [str(workdir / "profiles.csv")],
+    )
+    print(f"DuckDB loaded the CSV files in {time.perf_counter() - started:.0f} s")
+    since = NOW - timedelta(days=90)
+    results["baseline: DuckDB over the events"], duck_events = _time(
+        lambda: duck.execute(_DUCK_EVENTS, [since]).fetchall(), args.repeat
+    )
+    results["baseline: DuckDB over the profiles' documents"], duck_profiles = _time(
+        lambda: duck.execute(_DUCK_PROFILES, [_us(since)]).fetchall(), args.repeat
+    )
+    assert len(duck_events) == len(duck_profiles) == len(members), (
+        len(duck_events),
+        len(duck_profiles),
+        len(members),
+    )
+
+    # -- re-evaluation after new events against a full evaluation of every segment
+    segments.refresh(engine, settings, now=NOW)
+    full_ms, full = _time(lambda: segments.refresh(engine, settings, now=NOW), args.repeat)
+    results["closedloop: full refresh of every saved segment"] = full_ms
+    messages = _new_events(args.new_events, args.profiles)
+    source_id = ingest.add_source(engine, "bench-new", kind="web").source.id
+    rows = [
+        ingest.normalise_message(
+            dict(m), call_type=None, limits=IngestSettings(), received_at=NOW, sent_at=None
+        ).as_tuple(source_id)
+        for m in messages
+    ]
+    with engine.begin() as conn:
+        append(conn, rows)
+    started = time.perf_counter()
+    done = profiles.process_available(engine, settings)
+    print(f"processed {done:,} new events in {time.perf_counter() - started:.1f} s")
+    with engine.connect() as conn:
+        seq = conn.execute(sa.text("SELECT seq FROM processor_cursors")).scalar_one()
+        written = conn.execute(
+            sa.select(sa.func.count()).where(profiles_table.c.processed_seq == seq)
+        ).scalar_one()
+    started = time.perf_counter()
+    partial = segments.refresh(engine, settings, now=NOW, incremental=True)
+    incremental_ms = (time.perf_counter() - started) * 1000
+    results[f"closedloop: incremental refresh after {len(rows):,} events"] = incremental_ms
+    check = segments.refresh(engine, settings, now=NOW)
+    assert check.entered == check.exited == 0, check  # the incremental one missed nothing
+    results["closedloop: full refresh of every saved segment, again"], _ = _time(
+        lambda: segments.refresh(engine, settings, now=NOW), args.repeat
+    )
+    print(
+        f"\n{args.profiles:,} profiles, {args.profiles * args.events:,} events; promoters: "
+        f"{len(members):,}; saved segments: {full.segments}; new events wrote {written:,} "
+        f"profiles; the incremental refresh entered {partial.entered}, exited {partial.exited}\n"
+    )
+    for name, ms in results.items():
+        print(f"| {name} | {ms:,.1f} ms |")
+    best = min(
+        results["baseline: DuckDB over the events"],
+        results["baseline: DuckDB over the profiles' documents"],
+    )
+    ours = results["closedloop: promoters, the compiled condition (member ids)"]
+    print(f"\npromoters / fastest DuckDB query: {ours / best:.2f} (target at most 2)")
+    again = results["closedloop: full refresh of every saved segment, again"]
+    print(
+        f"incremental / full refresh: {incremental_ms / full_ms:.1%} and "
+        f"{incremental_ms / again:.1%} (target at most 5 %)"
+    )
+    engine.dispose()
+    clock.set_clock(None)
+
+
+# `latest nps >= 9 within 90 days` as the compiler wrote it before the index: every answer
+# with its profile, ranked per profile, the newest compared.
+_LOG_QUERY = """
+SELECT profile_id FROM (
+  SELECT i.profile_id, json_extract(e.payload, '$.properties.score') AS score, e.timestamp,
+         row_number() OVER (PARTITION BY i.profile_id ORDER BY e.timestamp DESC, e.id DESC) AS n
+  FROM events e JOIN identities i ON i.key = CASE WHEN e.user_id IS NOT NULL
+       THEN 'u:' || e.user_id ELSE 'a:' || e.anonymous_id END
+  WHERE e.type = 'track' AND e.event IN ('NPS Answered', 'NPS Survey Answered',
+        'NPS Survey Answer Changed')
+    AND json_type(e.payload, '$.properties.score') IN ('integer', 'real')
+    AND json_extract(e.payload, '$.properties.score') BETWEEN 0 AND 10
+)
+WHERE n = 1 AND score >= 9 AND timestamp >= :since
+"""
+_DUCK_EVENTS = """
+SELECT user_id FROM (
+  SELECT user_id, arg_max(score, (timestamp, id)) AS score, max(timestamp) AS answered
+  FROM (SELECT user_id, timestamp, id, CAST(payload ->> '$.properties.score' AS DOUBLE) AS score
+        FROM events
+        WHERE type = 'track' AND event IN ('NPS Answered', 'NPS Survey Answered',
+              'NPS Survey Answer Changed')
+          AND json_type(payload, '$.properties.score') IN ('UBIGINT', 'BIGINT', 'DOUBLE'))
+  WHERE score BETWEEN 0 AND 10
+  GROUP BY user_id)
+WHERE score >= 9 AND answered >= ?
+"""
+_DUCK_PROFILES = """
+SELECT id FROM profiles
+WHERE merged_into IS NULL
+  AND CAST(computed ->> '$.nps[0]' AS DOUBLE) >= 9
+  AND CAST(computed ->> '$.nps[1]' AS BIGINT) >= ?
+"""
+
+
+if __name__ == "__main__":
+    main()
