@@ -144,6 +144,19 @@ def _counts(engine: Engine, pid: str, user: str) -> dict[str, int]:
         }
 
 
+def _members(engine: Engine, segment: str) -> tuple[int, int]:
+    """The segment's kept member count and its members counted."""
+    with engine.connect() as conn:
+        kept = conn.execute(
+            sa.text("SELECT members FROM segments WHERE name = :name"), {"name": segment}
+        ).scalar_one()
+        counted = conn.execute(
+            sa.text("SELECT count(*) FROM segment_members WHERE segment = :name"),
+            {"name": segment},
+        ).scalar_one()
+    return int(kept), int(counted)
+
+
 def test_erasure_reaches_every_table_and_sticks(
     engine: Engine, db_url: str, tmp_path: Path
 ) -> None:
@@ -278,6 +291,8 @@ def test_erasure_reaches_every_table_and_sticks(
             pid in str(r) or ANNA_USER in str(r) or "anon-anna" in str(r) for r in tables["events"]
         )
 
+        members_before = _members(engine, "dresden")
+        assert members_before[0] == members_before[1] >= 1
         erased = client.post(
             "/v1/privacy/erasures",
             json={"email": "  ANNA.schmidt@example.de ", "requested_by": "ticket 4711"},
@@ -292,6 +307,8 @@ def test_erasure_reaches_every_table_and_sticks(
         # only the delta feed's reference keeps her key, until its next run tells the CRM
         assert set(after) <= {f"feed_rows:{k}" for k in subject_before.customer_keys}, after
         assert _counts(engine, bob_pid, "bob-1") == bob_before
+        # the segment's member count follows her leaving (no change recorded for her)
+        assert _members(engine, "dresden") == (members_before[0] - 1,) * 2
         assert _hits(_dump(engine), ["bob-1", "bob@example.de", "anon-bob"]) == bob_dump
 
         clock.set_clock(lambda: datetime.now(UTC) + timedelta(days=2))

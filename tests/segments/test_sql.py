@@ -16,6 +16,8 @@ from closedloop import clock, ingest
 from closedloop.config import Settings
 from closedloop.profiles._tables import profiles
 from closedloop.segments import evaluate, member_ids, parse_condition, preview
+from closedloop.segments._tables import segment_members
+from closedloop.segments._tables import segments as segments_table
 from closedloop.segments.compile import compile_condition
 from tests.helpers import basic
 from tests.profiles.conftest import Log
@@ -502,6 +504,12 @@ def test_incremental_refresh_equals_a_full_evaluation(
     assert stored == member_ids(log.engine, log.settings, tree, now=now), tree
     recorded = segments.sizes(log.engine, name)
     assert not recorded or recorded[-1]["size"] == len(stored)
+    assert segments.get_segment(log.engine, name).size == len(stored)
+    with log.engine.connect() as conn:
+        kept = conn.execute(
+            sa.select(segments_table.c.members).where(segments_table.c.name == name)
+        )
+        assert kept.scalar_one() == len(stored)
 
 
 def test_latest_nps_is_the_newest_answer_from_0_to_10(log: Log) -> None:
@@ -596,3 +604,31 @@ def test_migration_fills_the_latest_nps_from_processed_answers(log: Log) -> None
     assert member_ids(log.engine, log.settings, tree, now=clock.now()) == {
         log.profile_of("user_id", "u1")
     }
+
+
+def test_incremental_refresh_reads_the_written_profiles_by_their_index(log: Log) -> None:
+    """The profiles written since a refresh are found through `processed_seq`'s index and
+    their memberships through the members' profile index, not by reading every profile."""
+    from closedloop.segments.store import _written
+
+    with log.engine.connect() as conn:
+        pg = conn.dialect.name == "postgresql"
+        if pg:
+            conn.exec_driver_sql("SET enable_seqscan = off")
+        written = sa.select(profiles.c.id).where(_written(3, 5, pg=pg))
+        where = compile_condition(
+            {"mood": "positive"}, conn.dialect.name, now=clock.now(), mood=log.settings.mood,
+            segment=lambda _n: {},
+        )  # fmt: skip
+        stored = sa.select(segment_members.c.segment).where(
+            segment_members.c.profile_id.in_(written)
+        )
+        plans = []
+        for query in (sa.select(profiles.c.id, where).where(_written(3, 5, pg=pg)), stored):
+            sql = str(query.compile(conn, compile_kwargs={"literal_binds": True}))
+            explain = "EXPLAIN " if pg else "EXPLAIN QUERY PLAN "
+            plans.append(" ".join(str(r[-1]) for r in conn.exec_driver_sql(explain + sql)))
+    assert all("ix_profiles_processed_seq" in plan for plan in plans), plans
+    assert "ix_segment_members_profile_id" in plans[1], plans[1]
+    if not pg:  # a range of the index, both ends bound
+        assert all("processed_seq>? AND processed_seq<?" in plan for plan in plans), plans

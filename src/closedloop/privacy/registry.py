@@ -43,6 +43,7 @@ from closedloop.segments._tables import (
     segments,
 )
 from closedloop.segments.compile import escape_like
+from closedloop.segments.store import forget_members
 from closedloop.surveys._tables import (
     survey_answers,
     survey_decisions,
@@ -243,6 +244,12 @@ _conflicts = _by_profile(identity_conflicts, "profile_id", "other_profile_id")
 _consent = _by_profile(consent_changes)
 _tallies = _by_profile(event_tallies)
 _members = _by_profile(segment_members)
+
+
+def _erase_members(conn: sa.Connection, subject: Subject) -> int:
+    return forget_members(conn, list(subject.profile_ids))
+
+
 _changes = _by_profile(segment_changes)
 _feed_rows = _by_profile(feed_rows)
 _invitations = _by_profile(survey_invitations)
@@ -259,7 +266,7 @@ REGISTRY: tuple[Entry, ...] = (
     Entry(survey_answers, True, "NPS score and comment", *_answers),
     Entry(survey_invitations, True, "e-mail address an invitation went to", *_invitations),
     Entry(survey_decisions, True, "why (not) invited, per person", *_decisions),
-    Entry(segment_members, True, "segment membership", *_members),
+    Entry(segment_members, True, "segment membership", _erase_members, _members[1]),
     Entry(segment_changes, True, "membership history with reasons", *_changes),
     Entry(feed_rows, True, "customer key a delta feed delivered", _keep_feed_rows, _feed_rows[1]),
     Entry(consent_changes, True, "consent statements", *_consent),

@@ -11,13 +11,11 @@ applies the events in memory in log order, and writes back only what changed.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -53,7 +51,7 @@ from closedloop.profiles.state import (
 )
 from closedloop.profiles.tallies import MAX_TEXT, TallyWriter, facets
 from closedloop.runtime import cyclic_gc_paused
-from closedloop.store import EPOCH, to_epoch_us
+from closedloop.store import EPOCH, relaxed_sync, to_epoch_us
 
 __all__ = [
     "BatchReport",
@@ -787,28 +785,6 @@ def _pending(engine: Engine) -> bool:
         return conn.execute(stmt).first() is not None
 
 
-@contextlib.contextmanager
-def _relaxed_sync(conn: sa.Connection) -> Iterator[None]:
-    """On SQLite, commit the batch with `synchronous=NORMAL`: no fsync per batch.
-
-    Safe for derived state: WAL keeps the file consistent, and the cursor commits with what
-    it derived, so a power loss can only take back the last batches together with their
-    cursor position, and they are processed again from the log. The event log's own commits
-    stay FULL (their fsync makes earlier WAL frames durable too).
-    """
-    if conn.dialect.name != "sqlite":
-        yield
-        return
-    dbapi = conn.connection.dbapi_connection
-    assert dbapi is not None  # noqa: S101
-    before = dbapi.execute("PRAGMA synchronous").fetchone()[0]
-    dbapi.execute("PRAGMA synchronous=NORMAL")
-    try:
-        yield
-    finally:
-        dbapi.execute(f"PRAGMA synchronous={int(before)}")
-
-
 def process_batch(
     engine: Engine, settings: Settings, *, limit: int | None = None, _proc: Any = None
 ) -> BatchReport | None:
@@ -820,7 +796,7 @@ def process_batch(
         with (
             cyclic_gc_paused(),
             engine.connect() as conn,
-            _relaxed_sync(conn),
+            relaxed_sync(conn),
             conn.begin(),
         ):
             found = _position(conn, lock=True)

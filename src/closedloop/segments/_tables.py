@@ -18,6 +18,8 @@ segments = sa.Table(
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.Column("refreshed_at", UTCDateTime(), nullable=True),
     sa.Column("refreshed_seq", sa.BigInteger(), nullable=True),
+    # How many rows `segment_members` holds for it, kept with every change (migration 0013).
+    sa.Column("members", sa.BigInteger(), nullable=False, server_default="0"),
 )
 
 # Who is in a segment now, since when.
@@ -27,6 +29,7 @@ segment_members = sa.Table(
     sa.Column("segment", sa.String(64), primary_key=True),
     sa.Column("profile_id", sa.String(40), primary_key=True),
     sa.Column("entered_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_segment_members_profile_id", "profile_id", "segment"),  # migration 0013
 )
 
 # Every entry and exit, for history and for delta feeds.

@@ -49,6 +49,7 @@ __all__ = [
     "SegmentRefresher",
     "changes",
     "delete_segment",
+    "forget_members",
     "get_segment",
     "list_segments",
     "load_facts",
@@ -246,13 +247,13 @@ def refresh(
     number of profiles. Time windows and fading mood change membership without events, so a
     full refresh runs on a schedule too.
 
-    Each segment is evaluated in a read transaction (no lock held while the query runs), then
-    its members are updated in a short write transaction that first locks the segment's row
-    and reads the stored members again, so concurrent refreshers (server and workers) and the
-    writers of the event log never wait on an evaluation.
+    Segments are evaluated in read transactions (no lock held while a query runs), then their
+    members are updated in short write transactions that first lock the segments' rows and
+    read the stored members again, so concurrent refreshers (server and workers) and the
+    writers of the event log never wait on an evaluation: a whole segment in a transaction of
+    its own; the written profiles of every incrementally refreshed segment in one.
     """
     now = now or clock.now()
-    entered = exited = 0
     with engine.connect() as conn:
         seq = conn.execute(sa.select(processor_cursors.c.seq)).scalar() or 0
         stmt = sa.select(
@@ -262,103 +263,210 @@ def refresh(
             stmt = stmt.where(segments.c.name.in_(names))
         found = conn.execute(stmt.order_by(segments.c.name)).all()
         saved_tree = resolver(saved_trees(conn))
+    # Incremental: the profiles the processor wrote after each segment's last refresh and up
+    # to `seq` (a later batch's profiles wait for the next refresh, which starts from `seq`).
+    since = {
+        name: since_seq
+        for name, _tree, _condition, since_seq in found
+        if incremental and since_seq is not None and since_seq <= seq
+    }
+    currents = _evaluate_written(
+        engine, settings, [(n, t) for n, t, *_ in found if n in since], since, seq, now, saved_tree
+    )
     touched: dict[int, dict[str, ProfileFacts]] = {}
-    written: dict[int, list[str]] = {}
-    for name, tree, condition, since_seq in found:
-        only_new = incremental and since_seq is not None and since_seq <= seq
-        ids: list[str] = []
+    for name, tree, _condition, _refreshed in found:
+        if name in currents or name not in since:
+            continue
+        # A condition on the log: load the few profiles' facts once and use the reference
+        # evaluator (the same semantics as the SQL, checked by the property tests), not a scan
+        # of events.
+        if since[name] not in touched:
+            with engine.connect() as conn:
+                written = _written(since[name], seq, pg=conn.dialect.name == "postgresql")
+                touched[since[name]] = load_facts(conn, written)
+        currents[name] = {
+            pid
+            for pid, facts in touched[since[name]].items()
+            if evaluate(tree, facts, now=now, mood=settings.mood, segment=saved_tree)
+        }
+    entered = exited = 0
+    why = {name: reason or condition for name, _tree, condition, _refreshed in found}
+    if currents:
+        with begin_write(engine, derived=True) as conn:
+            counts = _lock(conn, sorted(currents), now=now, seq=seq)
+            stored = _stored_written(conn, counts, since, seq=seq)
+            for name in sorted(stored):  # (a segment deleted meanwhile is left out)
+                joined, left = _apply(
+                    conn, name, currents[name], stored[name], now=now, why=why[name],
+                    before=counts[name],
+                )  # fmt: skip
+                entered, exited = entered + joined, exited + left
+    for name, tree, _condition, _refreshed in found:
+        if name in since:
+            continue
         with engine.connect() as conn:
-            if only_new:
-                if since_seq not in written:
-                    written[since_seq] = _written_since(conn, since_seq)
-                ids = written[since_seq]
-            if only_new and not reads_log(tree, segment=saved_tree):
-                # The profiles written since, by primary key: the cost follows the new events.
-                where = condition_where(conn, settings, tree, now, segment=saved_tree)
-                current: set[str] = set()
-                for chunk in _chunks(ids):
-                    query = sa.select(profiles.c.id).where(profiles.c.id.in_(chunk), where)
-                    current.update(conn.execute(query).scalars())
-            elif only_new:
-                # A condition on the log: load the few profiles' facts once and use the
-                # reference evaluator (the same semantics as the SQL, checked by the
-                # property tests), not a scan of events.
-                if since_seq not in touched:
-                    touched[since_seq] = load_facts(conn, profiles.c.processed_seq > since_seq)
-                current = {
-                    pid
-                    for pid, facts in touched[since_seq].items()
-                    if evaluate(tree, facts, now=now, mood=settings.mood, segment=saved_tree)
-                }
-            else:
-                where = condition_where(conn, settings, tree, now, segment=saved_tree)
-                current = set(conn.execute(sa.select(profiles.c.id).where(where)).scalars())
-        with begin_write(engine) as conn:
-            locked = conn.execute(
-                segments.update()
-                .where(segments.c.name == name)
-                .values(refreshed_at=now, refreshed_seq=seq)
-            )
-            if locked.rowcount == 0:
+            where = condition_where(conn, settings, tree, now, segment=saved_tree)
+            current = set(conn.execute(sa.select(profiles.c.id).where(where)).scalars())
+        with begin_write(engine, derived=True) as conn:
+            counts = _lock(conn, [name], now=now, seq=seq)
+            if not counts:
                 continue  # deleted meanwhile
             members = sa.select(segment_members.c.profile_id).where(
                 segment_members.c.segment == name
             )
-            if only_new:  # (merged ones among them leave: they are written, and not live)
-                stored: set[str] = set()
-                for chunk in _chunks(ids):
-                    found_ = members.where(segment_members.c.profile_id.in_(chunk))
-                    stored.update(conn.execute(found_).scalars())
-            else:
-                stored = set(conn.execute(members).scalars())
-            joined, left = sorted(current - stored), sorted(stored - current)
-            why = reason or condition
-            if joined:
+            every = set(conn.execute(members).scalars())
+            joined, left = _apply(
+                conn, name, current, every, now=now, why=why[name], before=len(every)
+            )
+            if counts[name] != len(current):  # (the count follows; here it is made exact)
                 conn.execute(
-                    segment_members.insert(),
-                    [{"segment": name, "profile_id": p, "entered_at": now} for p in joined],
+                    segments.update().where(segments.c.name == name).values(members=len(current))
                 )
-            for chunk in _chunks(left):
-                conn.execute(
-                    segment_members.delete().where(
-                        segment_members.c.segment == name, segment_members.c.profile_id.in_(chunk)
-                    )
-                )
-            changes_rows = [
-                {"segment": name, "profile_id": p, "change": "entered", "at": now, "reason": why}
-                for p in joined
-            ] + [
-                {"segment": name, "profile_id": p, "change": "exited", "at": now, "reason": why}
-                for p in left
-            ]
-            if changes_rows:
-                conn.execute(segment_changes.insert(), changes_rows)
-                size = len(current)
-                if only_new:  # `current` holds the written profiles' members only
-                    size = conn.execute(
-                        sa.select(sa.func.count()).where(segment_members.c.segment == name)
-                    ).scalar_one()
-                # (a second refresh as of the same time replaces its size)
-                conn.execute(
-                    segment_sizes.delete().where(
-                        segment_sizes.c.segment == name, segment_sizes.c.at == now
-                    )
-                )
-                conn.execute(segment_sizes.insert().values(segment=name, at=now, size=size))
-        entered += len(joined)
-        exited += len(left)
+            entered, exited = entered + joined, exited + left
     return RefreshReport(len(found), entered, exited)
 
 
-def _written_since(conn: sa.Connection, seq: int) -> list[str]:
-    """The profiles (merged ones too) the processor wrote after its batch `seq`, by id."""
-    query = sa.select(profiles.c.id).where(profiles.c.processed_seq > seq)
-    return sorted(conn.execute(query).scalars())
+def _lock(conn: sa.Connection, names: list[str], *, now: datetime, seq: int) -> dict[str, int]:
+    """Mark the segments refreshed as of `now` and the processor's batch `seq` (which locks
+    their rows); the member counts of those that still exist."""
+    conn.execute(
+        segments.update()
+        .where(segments.c.name.in_(names))
+        .values(refreshed_at=now, refreshed_seq=seq)
+    )
+    query = sa.select(segments.c.name, segments.c.members).where(segments.c.name.in_(names))
+    return {name: int(members) for name, members in conn.execute(query)}
+
+
+def _stored_written(
+    conn: sa.Connection, counts: dict[str, int], since: dict[str, int], *, seq: int
+) -> dict[str, set[str]]:
+    """For each (locked) segment of `counts`, its stored members among the profiles written
+    since its last refresh, merged ones too (they leave: written, and not live): one read of
+    those profiles' memberships through the members' profile index."""
+    stored: dict[str, set[str]] = {name: set() for name in counts}
+    pg = conn.dialect.name == "postgresql"
+    for since_seq in sorted({since[name] for name in stored}):
+        wanted = {name for name in stored if since[name] == since_seq}
+        written = sa.select(profiles.c.id).where(_written(since_seq, seq, pg=pg))
+        query = sa.select(segment_members.c.segment, segment_members.c.profile_id).where(
+            segment_members.c.profile_id.in_(written)
+        )
+        for segment, pid in conn.execute(query):
+            if segment in wanted:
+                stored[segment].add(pid)
+    return stored
+
+
+def _apply(
+    conn: sa.Connection,
+    name: str,
+    current: set[str],
+    stored: set[str],
+    *,
+    now: datetime,
+    why: str,
+    before: int,
+) -> tuple[int, int]:
+    """Record who entered (in `current`, not `stored`) and who exited, and the segment's size
+    after (`before` members, plus and minus them); how many entered and exited."""
+    joined, left = sorted(current - stored), sorted(stored - current)
+    if joined:
+        conn.execute(
+            segment_members.insert(),
+            [{"segment": name, "profile_id": p, "entered_at": now} for p in joined],
+        )
+    for chunk in _chunks(left):
+        conn.execute(
+            segment_members.delete().where(
+                segment_members.c.segment == name, segment_members.c.profile_id.in_(chunk)
+            )
+        )
+    changes_rows = [
+        {"segment": name, "profile_id": p, "change": "entered", "at": now, "reason": why}
+        for p in joined
+    ] + [
+        {"segment": name, "profile_id": p, "change": "exited", "at": now, "reason": why}
+        for p in left
+    ]
+    if changes_rows:
+        size = before + len(joined) - len(left)
+        conn.execute(segments.update().where(segments.c.name == name).values(members=size))
+        conn.execute(segment_changes.insert(), changes_rows)
+        # (a second refresh as of the same time replaces its size)
+        conn.execute(
+            segment_sizes.delete().where(segment_sizes.c.segment == name, segment_sizes.c.at == now)
+        )
+        conn.execute(segment_sizes.insert().values(segment=name, at=now, size=size))
+    return len(joined), len(left)
+
+
+def forget_members(conn: sa.Connection, profile_ids: list[str]) -> int:
+    """In `conn`'s transaction: take these profiles out of every segment without recording
+    it (erasure: no trace of them stays), keeping the segments' member counts; rows deleted."""
+    deleted = 0
+    for chunk in _chunks(sorted(profile_ids)):
+        mine = segment_members.c.profile_id.in_(chunk)
+        counted = sa.select(segment_members.c.segment, sa.func.count()).where(mine)
+        for name, count in conn.execute(counted.group_by(segment_members.c.segment)).all():
+            conn.execute(
+                segments.update()
+                .where(segments.c.name == name)
+                .values(members=segments.c.members - count)
+            )
+        deleted += conn.execute(segment_members.delete().where(mine)).rowcount
+    return deleted
+
+
+def _written(since_seq: int, seq: int, *, pg: bool) -> ColumnElement[bool]:
+    """The profiles (merged ones too) the processor wrote after batch `since_seq` and up to
+    batch `seq`; SQLite is told the range is narrow, so it reads their index first."""
+    after: ColumnElement[Any] = profiles.c.processed_seq > since_seq
+    if not pg:  # (untyped: a boolean function would be compared with 1, hiding the range)
+        after = sa.func.likelihood(after, sa.literal_column("0.001"))
+    return sa.and_(after, profiles.c.processed_seq <= seq)
 
 
 def _chunks(ids: list[str], size: int = 500) -> Iterator[list[str]]:
     for start in range(0, len(ids), size):
         yield ids[start : start + size]
+
+
+def _evaluate_written(
+    engine: Engine,
+    settings: Settings,
+    named: list[tuple[str, dict[str, Any]]],
+    since: dict[str, int],
+    seq: int,
+    now: datetime,
+    saved_tree: Callable[[str], dict[str, Any]],
+) -> dict[str, set[str]]:
+    """The members among the profiles written since each segment's last refresh, for the
+    segments whose conditions do not read the log: one query for all segments with the same
+    starting batch, each condition a column, so each written profile is read once."""
+    out: dict[str, set[str]] = {}
+    groups: dict[int, list[tuple[str, dict[str, Any]]]] = {}
+    for name, tree in named:
+        if not reads_log(tree, segment=saved_tree):
+            groups.setdefault(since[name], []).append((name, tree))
+    with engine.connect() as conn:
+        for since_seq, group in groups.items():
+            for part in (group[n : n + 50] for n in range(0, len(group), 50)):
+                columns = [
+                    sa.func.coalesce(
+                        condition_where(conn, settings, tree, now, segment=saved_tree), False
+                    )
+                    for _name, tree in part
+                ]
+                written = _written(since_seq, seq, pg=conn.dialect.name == "postgresql")
+                query = sa.select(profiles.c.id, *columns).where(written)
+                found = {name: set[str]() for name, _tree in part}
+                for pid, *matched in conn.execute(query):
+                    for (name, _tree), hit in zip(part, matched, strict=True):
+                        if hit:
+                            found[name].add(pid)
+                out.update(found)
+    return out
 
 
 def load_facts(conn: sa.Connection, which: ColumnElement[bool]) -> dict[str, ProfileFacts]:

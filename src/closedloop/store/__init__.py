@@ -6,7 +6,13 @@ define their own tables on `metadata`; Alembic migrations in `store/migrations` 
 
 from closedloop.store._bulk import bulk_insert_ignoring_duplicates, sqlite_insert_autocommit
 from closedloop.store._definitions import store_definition
-from closedloop.store._engine import begin_write, create_store_engine, is_postgres, is_sqlite
+from closedloop.store._engine import (
+    begin_write,
+    create_store_engine,
+    is_postgres,
+    is_sqlite,
+    relaxed_sync,
+)
 from closedloop.store._migrate import current_revision, head_revision, upgrade
 from closedloop.store._types import EPOCH, JSONDocument, UTCDateTime, metadata, to_epoch_us
 
@@ -22,6 +28,7 @@ __all__ = [
     "is_postgres",
     "is_sqlite",
     "metadata",
+    "relaxed_sync",
     "sqlite_insert_autocommit",
     "store_definition",
     "to_epoch_us",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import orjson
@@ -75,11 +75,35 @@ def is_postgres(engine_or_conn: Engine | sa.Connection) -> bool:
 
 
 @contextmanager
-def begin_write(engine: Engine) -> Iterator[sa.Connection]:
+def begin_write(engine: Engine, *, derived: bool = False) -> Iterator[sa.Connection]:
     """A transaction that reads, then writes. On SQLite it takes the write lock at its start
     (`BEGIN IMMEDIATE`, waiting up to the busy timeout): a plain transaction that read first
-    cannot become a writer once another connection committed, and fails at once."""
+    cannot become a writer once another connection committed, and fails at once. With
+    `derived`, it writes only state derived again from the log (`relaxed_sync`)."""
     with engine.connect() as conn:
         conn.execution_options(closedloop_write=True)
-        with conn.begin():
+        with relaxed_sync(conn) if derived else nullcontext(), conn.begin():
             yield conn
+
+
+@contextmanager
+def relaxed_sync(conn: sa.Connection) -> Iterator[None]:
+    """On SQLite, commit with `synchronous=NORMAL`: no fsync for this commit.
+
+    Safe for derived state: WAL keeps the file consistent, and what is derived commits with
+    the position it was derived up to (the processor's cursor, a segment's `refreshed_seq`),
+    so a power loss can only take back the last commits together with their positions, and
+    they are derived again from the log. The event log's own commits stay FULL (their fsync
+    makes earlier WAL frames durable too).
+    """
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None  # noqa: S101
+    before = dbapi.execute("PRAGMA synchronous").fetchone()[0]
+    dbapi.execute("PRAGMA synchronous=NORMAL")
+    try:
+        yield
+    finally:
+        dbapi.execute(f"PRAGMA synchronous={int(before)}")

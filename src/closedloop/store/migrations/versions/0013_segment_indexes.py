@@ -1,6 +1,8 @@
-"""`latest nps` as an index range: an expression index on the latest NPS answer the
-processor keeps on each profile (`computed.nps = [score, at_us, event_id]`), and that answer
-filled in from the processed log for profiles written before the processor kept it.
+"""Indexes for segments: `latest nps` as an index range (an expression index on the latest
+NPS answer the processor keeps on each profile, `computed.nps = [score, at_us, event_id]`,
+with that answer filled in from the processed log for profiles written before the processor
+kept it), segment members by profile (an incremental refresh reads the memberships of the
+profiles written since, erasure and export a person's), and each segment's member count.
 
 Revision ID: 0013
 Revises: 0012
@@ -45,6 +47,14 @@ _PAGE = 2000
 def upgrade() -> None:
     pg = op.get_bind().dialect.name == "postgresql"
     op.execute(f"CREATE INDEX ix_profiles_nps ON profiles ({_POSTGRES if pg else _SQLITE})")
+    op.create_index("ix_segment_members_profile_id", "segment_members", ["profile_id", "segment"])
+    op.add_column(
+        "segments", sa.Column("members", sa.BigInteger(), nullable=False, server_default="0")
+    )
+    op.execute(
+        "UPDATE segments SET members = "
+        "(SELECT count(*) FROM segment_members m WHERE m.segment = segments.name)"
+    )
     _fill(op.get_bind())
 
 
@@ -101,4 +111,6 @@ def _fill(conn: sa.Connection) -> None:
 
 
 def downgrade() -> None:
+    op.drop_column("segments", "members")
+    op.drop_index("ix_segment_members_profile_id", table_name="segment_members")
     op.drop_index("ix_profiles_nps", table_name="profiles")
