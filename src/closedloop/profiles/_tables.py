@@ -29,7 +29,9 @@ profiles = sa.Table(
     sa.Column("created_event_id", sa.BigInteger(), nullable=False),
     # The processor batch that last wrote the row (`processor_cursors.seq`): segment
     # refreshes look only at profiles written since their last refresh.
-    sa.Column("processed_seq", sa.BigInteger(), nullable=False, server_default="0", index=True),
+    sa.Column("processed_seq", sa.BigInteger(), nullable=False, server_default="0"),
+    # With the id (migration 0013): the profiles a batch wrote from the index alone.
+    sa.Index("ix_profiles_processed_seq", "processed_seq", "id"),
     # Only merged profiles (migration 0011): the rest are NULL.
     sa.Index(
         "ix_profiles_merged_into",

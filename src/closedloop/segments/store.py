@@ -352,7 +352,7 @@ def _stored_written(
         query = sa.select(segment_members.c.segment, segment_members.c.profile_id).where(
             segment_members.c.profile_id.in_(written)
         )
-        for segment, pid in conn.execute(query):
+        for segment, pid in conn.execute(query).all():
             if segment in wanted:
                 stored[segment].add(pid)
     return stored
@@ -459,13 +459,9 @@ def _evaluate_written(
                     for _name, tree in part
                 ]
                 written = _written(since_seq, seq, pg=conn.dialect.name == "postgresql")
-                query = sa.select(profiles.c.id, *columns).where(written)
-                found = {name: set[str]() for name, _tree in part}
-                for pid, *matched in conn.execute(query):
-                    for (name, _tree), hit in zip(part, matched, strict=True):
-                        if hit:
-                            found[name].add(pid)
-                out.update(found)
+                rows = conn.execute(sa.select(profiles.c.id, *columns).where(written)).all()
+                for n, (name, _tree) in enumerate(part, start=1):
+                    out[name] = {row[0] for row in rows if row[n]}
     return out
 
 

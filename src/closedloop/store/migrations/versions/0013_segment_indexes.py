@@ -48,6 +48,9 @@ def upgrade() -> None:
     pg = op.get_bind().dialect.name == "postgresql"
     op.execute(f"CREATE INDEX ix_profiles_nps ON profiles ({_POSTGRES if pg else _SQLITE})")
     op.create_index("ix_segment_members_profile_id", "segment_members", ["profile_id", "segment"])
+    # The profiles a batch wrote, with their ids from the index alone.
+    op.drop_index("ix_profiles_processed_seq", table_name="profiles")
+    op.create_index("ix_profiles_processed_seq", "profiles", ["processed_seq", "id"])
     op.add_column(
         "segments", sa.Column("members", sa.BigInteger(), nullable=False, server_default="0")
     )
@@ -111,6 +114,8 @@ def _fill(conn: sa.Connection) -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_profiles_processed_seq", table_name="profiles")
+    op.create_index("ix_profiles_processed_seq", "profiles", ["processed_seq"])
     op.drop_column("segments", "members")
     op.drop_index("ix_segment_members_profile_id", table_name="segment_members")
     op.drop_index("ix_profiles_nps", table_name="profiles")
