@@ -244,9 +244,13 @@ def incremental(
         written = conn.execute(
             sa.select(sa.func.count()).where(profiles_table.c.processed_seq > before)
         ).scalar_one()
-        # The processor's pages to the database file now, so that the refresh's commit pays
-        # for the checkpoint of its own writes only.
-        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    # The processor's pages to the database file now, so that the refresh's commit pays for
+    # the checkpoint of its own writes only.
+    raw = engine.raw_connection()
+    try:
+        raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        raw.close()
     started = time.perf_counter()
     report = segments.refresh(engine, settings, now=NOW, incremental=True)
     elapsed = (time.perf_counter() - started) * 1000
