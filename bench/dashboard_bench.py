@@ -283,6 +283,17 @@ def measure(url: str, count: int, repeat: int) -> dict[str, dict[str, float]]:
         results["live count: trait city"] = _time(
             lambda: ok("/segments/count", condition='trait city = "Dresden"'), repeat
         )
+        runners = (
+            'did "Product Viewed" with category = "Laufschuhe" at least 2 times within 365 days'
+        )
+        for name, condition in (
+            ("did with category and mood is positive", f"{runners} and mood is positive"),
+            ("did with category and trait city", f'{runners} and trait city = "Dresden"'),
+            ("did with category or mood is positive", f"{runners} or mood is positive"),
+        ):
+            results[f"live count: {name}"] = _time(
+                lambda c=condition: ok("/segments/count", condition=c), repeat
+            )
         with engine.connect() as conn:
             exact = compile_condition(
                 {"mood": "positive"}, conn.dialect.name, now=clock.now(), mood=settings.mood,

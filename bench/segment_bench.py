@@ -44,7 +44,7 @@ from closedloop import clock, ingest, mood, profiles, segments, store
 from closedloop.config import IngestSettings, ProcessorSettings, Settings
 from closedloop.ingest.log import append
 from closedloop.profiles._tables import profiles as profiles_table
-from closedloop.store import to_epoch_us
+from closedloop.store import EPOCH, to_epoch_us
 
 NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
 NPS = "NPS Answered"
@@ -163,6 +163,56 @@ def fill(path: Path, workdir: Path, count: int, per_profile: int) -> None:
     )
 
 
+# Columns kept as epoch microseconds on SQLite, `timestamptz` on PostgreSQL.
+_TIMES = {
+    "profiles": ("created_at", "updated_at"),
+    "identities": ("first_seen_at",),
+    "events": ("timestamp", "original_timestamp", "sent_at", "received_at"),
+}
+_EVENT_COLUMNS = (
+    "id, source_id, message_id, type, event, user_id, anonymous_id, timestamp, "
+    "original_timestamp, sent_at, received_at, payload"
+)
+
+
+def copy_to_postgres(path: Path, engine: sa.Engine) -> None:
+    """The filled SQLite store's profiles, identities and events into the PostgreSQL store
+    (`COPY`), and the processor's cursor after them."""
+    started = time.perf_counter()
+    source = sqlite3.connect(path)
+    raw = engine.raw_connection()
+    try:
+        cursor: Any = raw.cursor()
+        for table, columns in (
+            ("profiles", "*"),
+            ("identities", "*"),
+            ("events", _EVENT_COLUMNS),
+        ):
+            query = f"SELECT {columns} FROM {table}"  # noqa: S608 - the bench's own names
+            names = [d[0] for d in source.execute(query + " LIMIT 0").description]
+            times = [names.index(c) for c in _TIMES[table]]
+            rows = source.execute(query)
+            with cursor.copy(f"COPY {table} ({', '.join(names)}) FROM STDIN") as copy:
+                for row in rows:
+                    values = list(row)
+                    for i in times:
+                        if values[i] is not None:
+                            values[i] = EPOCH + timedelta(microseconds=values[i])
+                    copy.write_row(values)
+        cursor.execute("SELECT setval('events_id_seq', (SELECT max(id) FROM events))")
+        cursor.execute(
+            "UPDATE processor_cursors SET event_id = (SELECT max(id) FROM events), "
+            "txid = (SELECT max(txid) FROM events) WHERE name = 'main'"
+        )
+        raw.commit()
+    finally:
+        raw.close()
+        source.close()
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ANALYZE")
+    print(f"copied into PostgreSQL in {time.perf_counter() - started:.0f} s")
+
+
 def _insert(db: sqlite3.Connection, prows: Any, irows: Any, erows: Any) -> None:
     db.executemany(
         "INSERT INTO profiles VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", prows
@@ -246,11 +296,12 @@ def incremental(
         ).scalar_one()
     # The processor's pages to the database file now, so that the refresh's commit pays for
     # the checkpoint of its own writes only.
-    raw = engine.raw_connection()
-    try:
-        raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
-        raw.close()
+    if engine.dialect.name == "sqlite":
+        raw = engine.raw_connection()
+        try:
+            raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            raw.close()
     started = time.perf_counter()
     report = segments.refresh(engine, settings, now=NOW, incremental=True)
     elapsed = (time.perf_counter() - started) * 1000
@@ -268,6 +319,9 @@ def main() -> None:
     parser.add_argument("--new-events", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--workdir", type=Path, default=None, help="keep the files here")
+    parser.add_argument(
+        "--postgres-url", default=None, help="measure on PostgreSQL (schema bench_segments)"
+    )
     args = parser.parse_args()
     print(
         f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, Python "
@@ -284,13 +338,30 @@ def run(workdir: Path, args: argparse.Namespace) -> None:
     path = workdir / "segments.db"
     path.unlink(missing_ok=True)
     url = f"sqlite:///{path}"
-    settings = _settings(url)
     engine = store.create_store_engine(url)
     store.upgrade(engine)
     ingest.add_source(engine, "bench", kind="web")
     engine.dispose()
     fill(path, workdir, args.profiles, args.events)
-    engine = store.create_store_engine(url)
+    if args.postgres_url:
+        admin = sa.create_engine(args.postgres_url)
+        with admin.begin() as conn:
+            conn.execute(sa.text("DROP SCHEMA IF EXISTS bench_segments CASCADE"))
+            conn.execute(sa.text("CREATE SCHEMA bench_segments"))
+        admin.dispose()
+        url = (
+            sa.make_url(args.postgres_url)
+            .update_query_dict({"options": "-csearch_path=bench_segments"})
+            .render_as_string(hide_password=False)
+        )
+        engine = store.create_store_engine(url)
+        store.upgrade(engine)
+        ingest.add_source(engine, "bench", kind="web")
+        copy_to_postgres(path, engine)
+    else:
+        engine = store.create_store_engine(url)
+    settings = _settings(url)
+    pg = engine.dialect.name == "postgresql"
     clock.set_clock(lambda: NOW)
     started = time.perf_counter()
     mood.ensure_basis(engine, settings, NOW)
@@ -309,8 +380,14 @@ def run(workdir: Path, args: argparse.Namespace) -> None:
     # the condition as it was compiled before the index: the log, every answer ranked
     started = time.perf_counter()
     with engine.connect() as conn:
-        log_ids = set(conn.execute(sa.text(_LOG_QUERY), {"since": _us(NOW) - 90 * 86_400_000_000}))
-    results["baseline: the same from the log (SQLite, ranked answers)"] = (
+        since_90 = NOW - timedelta(days=90)
+        log_ids = set(
+            conn.execute(
+                sa.text(_LOG_QUERY_PG if pg else _LOG_QUERY),
+                {"since": since_90 if pg else _us(since_90)},
+            )
+        )
+    results["baseline: the same from the log (ranked answers)"] = (
         time.perf_counter() - started
     ) * 1000
     assert {pid for (pid,) in log_ids} == members, (len(log_ids), len(members))
@@ -406,6 +483,19 @@ SELECT profile_id FROM (
     AND json_type(e.payload, '$.properties.score') IN ('integer', 'real')
     AND json_extract(e.payload, '$.properties.score') BETWEEN 0 AND 10
 )
+WHERE n = 1 AND score >= 9 AND timestamp >= :since
+"""
+_LOG_QUERY_PG = """
+SELECT profile_id FROM (
+  SELECT i.profile_id, (e.payload #>> '{properties,score}')::float AS score, e.timestamp,
+         row_number() OVER (PARTITION BY i.profile_id ORDER BY e.timestamp DESC, e.id DESC) AS n
+  FROM events e JOIN identities i ON i.key = CASE WHEN e.user_id IS NOT NULL
+       THEN 'u:' || e.user_id ELSE 'a:' || e.anonymous_id END
+  WHERE e.type = 'track' AND e.event IN ('NPS Answered', 'NPS Survey Answered',
+        'NPS Survey Answer Changed')
+    AND jsonb_typeof(e.payload #> '{properties,score}') = 'number'
+    AND (e.payload #>> '{properties,score}')::float BETWEEN 0 AND 10
+) ranked
 WHERE n = 1 AND score >= 9 AND timestamp >= :since
 """
 _DUCK_EVENTS = """
