@@ -65,7 +65,7 @@ def _properties(event: dict[str, Any]) -> dict[str, Any]:
     return found if isinstance(found, dict) else {}
 
 
-def _nps_score(event: dict[str, Any]) -> bool:
+def _has_nps_score(event: dict[str, Any]) -> bool:
     score: Any = _properties(event).get("score")
     return _kind(score) == "number" and 0 <= score <= 10
 
@@ -76,7 +76,7 @@ def _latest_nps(facts: ProfileFacts) -> dict[str, Any] | None:
     answers = [
         e
         for e in facts.events
-        if e["type"] == "track" and e["event"] in NPS_EVENTS and _nps_score(e)
+        if e["type"] == "track" and e["event"] in NPS_EVENTS and _has_nps_score(e)
     ]
     return max(answers, key=lambda e: (e["timestamp"], e["id"])) if answers else None
 

@@ -316,12 +316,9 @@ def refresh(
             )
             every = set(conn.execute(members).scalars())
             joined, left = _apply(
-                conn, name, current, every, now=now, why=why[name], before=len(every)
-            )
-            if counts[name] != len(current):  # (the count follows; here it is made exact)
-                conn.execute(
-                    segments.update().where(segments.c.name == name).values(members=len(current))
-                )
+                conn, name, current, every, now=now, why=why[name], before=counts[name],
+                exact=len(current),
+            )  # fmt: skip
             entered, exited = entered + joined, exited + left
     return RefreshReport(len(found), entered, exited)
 
@@ -367,9 +364,11 @@ def _apply(
     now: datetime,
     why: str,
     before: int,
+    exact: int | None = None,
 ) -> tuple[int, int]:
     """Record who entered (in `current`, not `stored`) and who exited, and the segment's size
-    after (`before` members, plus and minus them); how many entered and exited."""
+    after: `exact` where known (a whole segment evaluated), else its kept count `before` plus
+    and minus them; how many entered and exited."""
     joined, left = sorted(current - stored), sorted(stored - current)
     if joined:
         conn.execute(
@@ -389,9 +388,10 @@ def _apply(
         {"segment": name, "profile_id": p, "change": "exited", "at": now, "reason": why}
         for p in left
     ]
-    if changes_rows:
-        size = before + len(joined) - len(left)
+    size = before + len(joined) - len(left) if exact is None else exact
+    if size != before:
         conn.execute(segments.update().where(segments.c.name == name).values(members=size))
+    if changes_rows:
         conn.execute(segment_changes.insert(), changes_rows)
         # (a second refresh as of the same time replaces its size)
         conn.execute(
