@@ -632,3 +632,28 @@ def test_incremental_refresh_reads_the_written_profiles_by_their_index(log: Log)
     assert "ix_segment_members_profile_id" in plans[1], plans[1]
     if not pg:  # a range of the index, both ends bound
         assert all("processed_seq>? AND processed_seq<?" in plan for plan in plans), plans
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        'did "Product Viewed" with category = "Socken" at least 2 times and mood is positive',
+        'consent surveys and did "Product Viewed" and not churn risk',
+        'did "Product Viewed" within 300 days and not did "Article Shared"',
+        'did "Product Viewed" and (latest nps >= 9 or churn risk)',
+    ],
+)
+def test_preview_of_a_tallied_did_and_more_counts_and_samples_members(
+    log: Log, condition: str
+) -> None:
+    """A count that meets the event tallies with the other conditions' own ids gives the
+    members the whole condition selects."""
+    _random_shop(log, seed=11)
+    now = clock.now()
+    tree = parse_condition(condition)
+    expected = member_ids(log.engine, log.settings, tree, now=now)
+    assert expected
+    found = preview(log.engine, log.settings, tree, now=now, sample=3)
+    assert found.count == len(expected)
+    assert {m["id"] for m in found.sample} <= expected
+    assert len(found.sample) == min(3, len(expected))

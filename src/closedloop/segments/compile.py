@@ -39,6 +39,7 @@ __all__ = [
     "mood_score",
     "nps_number",
     "reads_log",
+    "tallied_part",
 ]
 
 _LN_HALF = math.log(0.5)
@@ -429,6 +430,22 @@ def tallied_members(
     if set(tree) != {"did"}:
         return None
     return _Compiler(dialect, now=now, mood=mood, segment=lambda _name: {}).tallied(tree["did"])
+
+
+def tallied_part(tree: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+    """A `did` the event tallies answer that the whole condition requires (the condition
+    itself, or one part of its `and`), and the rest of the condition (None when nothing is
+    left); None when there is no such part."""
+    ((kind, value),) = tree.items()
+    if kind == "did":
+        return (tree, None) if _tally_kind(value) is not None else None
+    if kind != "and":
+        return None
+    for n, child in enumerate(value):
+        if set(child) == {"did"} and _tally_kind(child["did"]) is not None:
+            rest = value[:n] + value[n + 1 :]
+            return child, (rest[0] if len(rest) == 1 else {"and": rest} if rest else None)
+    return None
 
 
 def reads_log(tree: dict[str, Any], *, segment: Callable[[str], dict[str, Any]]) -> bool:

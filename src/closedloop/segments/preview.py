@@ -12,10 +12,10 @@ from sqlalchemy.engine import Engine
 
 from closedloop.config import Settings
 from closedloop.errors import InvalidInputError, NotFoundError
-from closedloop.profiles._tables import profiles
+from closedloop.profiles._tables import event_tallies, profiles
 from closedloop.profiles.masterdata import full_name
 from closedloop.profiles.read import resolve_profile_id
-from closedloop.segments.compile import tallied_members
+from closedloop.segments.compile import tallied_members, tallied_part
 from closedloop.segments.evaluate import explain
 from closedloop.segments.language import parse_condition, to_text, validate_tree
 from closedloop.segments.store import (
@@ -68,13 +68,21 @@ def preview(
 ) -> Preview:
     tree = condition_tree(condition)
     with engine.connect() as conn:
-        tallied = tallied_members(tree, conn.dialect.name, now=now, mood=settings.mood)
-        if tallied is None:
+        part = tallied_part(tree)
+        tallied = None
+        if part is not None:
+            tallied = tallied_members(part[0], conn.dialect.name, now=now, mood=settings.mood)
+        if tallied is None or part is None:
             chosen = condition_where(conn, settings, tree, now)
             counted = sa.select(sa.func.count()).select_from(profiles).where(chosen)
         else:
-            # One tallied condition: counted from its index alone, sampled from its first
-            # members there (the first ids would need every member first).
+            # A tallied condition the whole one requires: counted from its index (tally rows
+            # belong to live profiles, one each), the rest as the set of ids its own indexes
+            # give, and sampled from the first members found (the first ids would need every
+            # member first).
+            if part[1] is not None:
+                rest = sa.select(profiles.c.id).where(condition_where(conn, settings, part[1], now))
+                tallied = tallied.where(event_tallies.c.profile_id.in_(rest))
             counted = sa.select(sa.func.count()).select_from(tallied.subquery())
             chosen = profiles.c.id.in_(tallied.limit(sample))
         count = int(conn.execute(counted).scalar_one())

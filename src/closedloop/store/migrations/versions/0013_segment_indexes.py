@@ -2,7 +2,9 @@
 NPS answer the processor keeps on each profile, `computed.nps = [score, at_us, event_id]`,
 with that answer filled in from the processed log for profiles written before the processor
 kept it), segment members by profile (an incremental refresh reads the memberships of the
-profiles written since, erasure and export a person's), and each segment's member count.
+profiles written since, erasure and export a person's), each segment's member count, the
+profiles a batch wrote with their ids, and the profile id in the mood indexes (a count that
+combines them with the event tallies reads no table row).
 
 Revision ID: 0013
 Revises: 0012
@@ -23,12 +25,22 @@ depends_on = None
 # The expressions must be the ones `closedloop.segments.compile.nps_number` compiles, character
 # for character on SQLite (its planner matches indexed expressions literally). The score
 # leads (every `latest nps` compares it), its time follows (`within N days`), and
-# `merged_into` rides along, so a count of live profiles never reads the table rows.
-_SQLITE = "json_extract(computed, '$.nps[0]'), json_extract(computed, '$.nps[1]'), merged_into"
+# `merged_into` rides along, so a count of live profiles never reads the table rows; so does
+# the id, so the members' ids come from the index alone (to meet the event tallies).
+_SQLITE = "json_extract(computed, '$.nps[0]'), json_extract(computed, '$.nps[1]'), merged_into, id"
 _POSTGRES = (
     "(((computed -> 'nps') ->> 0)::double precision), "
-    "(((computed -> 'nps') ->> 1)::bigint), merged_into"
+    "(((computed -> 'nps') ->> 1)::bigint), merged_into, id"
 )
+# Migration 0011's mood indexes, with the id as well (same reason).
+_MOOD_SQLITE = {
+    "ix_profiles_mood_k": "json_extract(derived, '$.mood_k'), merged_into",
+    "ix_profiles_mood_churn": "json_extract(derived, '$.mood_churn'), merged_into",
+}
+_MOOD_POSTGRES = {
+    "ix_profiles_mood_k": "((derived ->> 'mood_k')::double precision), merged_into",
+    "ix_profiles_mood_churn": "((derived ->> 'mood_churn')::bigint), merged_into",
+}
 # Every processed NPS answer with a score from 0 to 10 (as `profiles.state._take_nps` takes
 # them), with the profile its user id (else anonymous id) belongs to.
 _SELECT = """
@@ -47,6 +59,9 @@ _PAGE = 2000
 def upgrade() -> None:
     pg = op.get_bind().dialect.name == "postgresql"
     op.execute(f"CREATE INDEX ix_profiles_nps ON profiles ({_POSTGRES if pg else _SQLITE})")
+    for name, expression in (_MOOD_POSTGRES if pg else _MOOD_SQLITE).items():
+        op.drop_index(name, table_name="profiles")
+        op.execute(f"CREATE INDEX {name} ON profiles ({expression}, id)")
     op.create_index("ix_segment_members_profile_id", "segment_members", ["profile_id", "segment"])
     # The profiles a batch wrote, with their ids from the index alone.
     op.drop_index("ix_profiles_processed_seq", table_name="profiles")
@@ -114,6 +129,10 @@ def _fill(conn: sa.Connection) -> None:
 
 
 def downgrade() -> None:
+    pg = op.get_bind().dialect.name == "postgresql"
+    for name, expression in (_MOOD_POSTGRES if pg else _MOOD_SQLITE).items():
+        op.drop_index(name, table_name="profiles")
+        op.execute(f"CREATE INDEX {name} ON profiles ({expression})")
     op.drop_index("ix_profiles_processed_seq", table_name="profiles")
     op.create_index("ix_profiles_processed_seq", "profiles", ["processed_seq"])
     op.drop_column("segments", "members")
