@@ -67,25 +67,30 @@ def preview(
     engine: Engine, settings: Settings, condition: Any, *, now: datetime, sample: int = 20
 ) -> Preview:
     tree = condition_tree(condition)
+    part = tallied_part(tree)
     with engine.connect() as conn:
-        part = tallied_part(tree)
-        tallied = None
-        if part is not None:
-            tallied = tallied_members(part[0], conn.dialect.name, now=now, mood=settings.mood)
-        if tallied is None or part is None:
+        tallied = part and tallied_members(part[0], conn.dialect.name, now=now, mood=settings.mood)
+        if not part or tallied is None:
             chosen = condition_where(conn, settings, tree, now)
             counted = sa.select(sa.func.count()).select_from(profiles).where(chosen)
+            count = int(conn.execute(counted).scalar_one())
         else:
             # A tallied condition the whole one requires: counted from its index (tally rows
-            # belong to live profiles, one each), the rest as the set of ids its own indexes
-            # give, and sampled from the first members found (the first ids would need every
-            # member first).
-            if part[1] is not None:
-                rest = sa.select(profiles.c.id).where(condition_where(conn, settings, part[1], now))
-                tallied = tallied.where(event_tallies.c.profile_id.in_(rest))
+            # belong to live profiles, one each), for the rest among the ids its own indexes
+            # give; sampled from the first members found (the first ids would need every
+            # member first), for the rest by the whole condition (no list of the rest's ids).
+            if part[1] is None:
+                first = tallied.limit(sample)
+            else:
+                rest = condition_where(conn, settings, part[1], now)
+                tallied = tallied.where(
+                    event_tallies.c.profile_id.in_(sa.select(profiles.c.id).where(rest))
+                )
+                whole = condition_where(conn, settings, tree, now)
+                first = sa.select(profiles.c.id).where(whole).limit(sample)
             counted = sa.select(sa.func.count()).select_from(tallied.subquery())
-            chosen = profiles.c.id.in_(tallied.limit(sample))
-        count = int(conn.execute(counted).scalar_one())
+            count = int(conn.execute(counted).scalar_one())
+            chosen = profiles.c.id.in_(first)
         rows = conn.execute(
             sa.select(profiles.c.id, profiles.c.customer_key, profiles.c.masterdata)
             .where(chosen)
