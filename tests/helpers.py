@@ -40,3 +40,11 @@ def failed(engine: Engine) -> list[dict[str, Any]]:
     with engine.connect() as conn:
         rows = conn.execute(sa.select(failed_events).order_by(failed_events.c.id)).mappings().all()
     return [dict(r) for r in rows]
+
+
+def query_plan(conn: sa.Connection, query: Any) -> str:
+    """The backend's plan of `query` (its values inlined) as one line: SQLite's `EXPLAIN
+    QUERY PLAN` details, PostgreSQL's `EXPLAIN` lines."""
+    sql = str(query.compile(conn, compile_kwargs={"literal_binds": True}))
+    explain = "EXPLAIN " if conn.dialect.name == "postgresql" else "EXPLAIN QUERY PLAN "
+    return " ".join(str(row[-1]) for row in conn.exec_driver_sql(explain + sql))

@@ -30,6 +30,7 @@ from closedloop.segments import ProfileFacts, count_moods, evaluate
 from closedloop.segments.compile import compile_condition
 from closedloop.store import to_epoch_us
 from tests.conftest import make_settings
+from tests.helpers import query_plan
 from tests.profiles.conftest import Log
 
 DAY = timedelta(days=1)
@@ -261,10 +262,7 @@ def test_mood_conditions_read_the_index(engine: Engine, db_url: str) -> None:
                 basis=used,
             )  # fmt: skip
             where = sa.and_(profiles.c.merged_into.is_(None), where)
-            query = sa.select(sa.func.count()).select_from(profiles).where(where)
-            sql = str(query.compile(conn, compile_kwargs={"literal_binds": True}))
-            explain = "EXPLAIN " if pg else "EXPLAIN QUERY PLAN "
-            plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql(explain + sql))
+            plan = query_plan(conn, sa.select(sa.func.count()).select_from(profiles).where(where))
             assert all(index in plan for index in indexes), plan
             if not pg and used is basis:  # the live-profile check reads the index too
                 assert "COVERING INDEX" in plan or "profiles USING INDEX" in plan, plan
@@ -275,10 +273,5 @@ def test_merged_profiles_are_found_through_their_index(engine: Engine) -> None:
         pg = conn.dialect.name == "postgresql"
         if pg:
             conn.exec_driver_sql("SET enable_seqscan = off")
-        query = sa.select(profiles.c.id).where(profiles.c.merged_into == "p1")
-        sql = str(query.compile(conn, compile_kwargs={"literal_binds": True}))
-        plan = " ".join(
-            str(r[-1])
-            for r in conn.exec_driver_sql(("EXPLAIN " if pg else "EXPLAIN QUERY PLAN ") + sql)
-        )
+        plan = query_plan(conn, sa.select(profiles.c.id).where(profiles.c.merged_into == "p1"))
     assert "ix_profiles_merged_into" in plan, plan

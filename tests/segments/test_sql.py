@@ -19,7 +19,7 @@ from closedloop.segments import evaluate, member_ids, parse_condition, preview
 from closedloop.segments._tables import segment_members
 from closedloop.segments._tables import segments as segments_table
 from closedloop.segments.compile import compile_condition
-from tests.helpers import basic
+from tests.helpers import basic, query_plan
 from tests.profiles.conftest import Log
 from tests.segments.conftest import all_facts, resolver
 
@@ -559,10 +559,7 @@ def test_latest_nps_reads_its_index(log: Log) -> None:
             segment=lambda _n: {},
         )  # fmt: skip
         where = sa.and_(profiles.c.merged_into.is_(None), where)
-        query = sa.select(sa.func.count()).select_from(profiles).where(where)
-        sql = str(query.compile(conn, compile_kwargs={"literal_binds": True}))
-        explain = "EXPLAIN " if pg else "EXPLAIN QUERY PLAN "
-        plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql(explain + sql))
+        plan = query_plan(conn, sa.select(sa.func.count()).select_from(profiles).where(where))
     assert "ix_profiles_nps" in plan, plan
 
 
@@ -623,11 +620,8 @@ def test_incremental_refresh_reads_the_written_profiles_by_their_index(log: Log)
         stored = sa.select(segment_members.c.segment).where(
             segment_members.c.profile_id.in_(written)
         )
-        plans = []
-        for query in (sa.select(profiles.c.id, where).where(_written(3, 5, pg=pg)), stored):
-            sql = str(query.compile(conn, compile_kwargs={"literal_binds": True}))
-            explain = "EXPLAIN " if pg else "EXPLAIN QUERY PLAN "
-            plans.append(" ".join(str(r[-1]) for r in conn.exec_driver_sql(explain + sql)))
+        evaluated = sa.select(profiles.c.id, where).where(_written(3, 5, pg=pg))
+        plans = [query_plan(conn, query) for query in (evaluated, stored)]
     assert all("ix_profiles_processed_seq" in plan for plan in plans), plans
     assert "ix_segment_members_profile_id" in plans[1], plans[1]
     if not pg:  # a range of the index, both ends bound
