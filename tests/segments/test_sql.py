@@ -572,6 +572,16 @@ def test_migration_fills_the_latest_nps_from_processed_answers(log: Log) -> None
     from closedloop.store._migrate import _config
 
     _random_shop(log, seed=11)
+    log.send(
+        {
+            "type": "track",
+            "userId": "u2",
+            "event": "NPS Answered",
+            "properties": {"score": "neun"},
+            "timestamp": _days_ago(0),
+        },
+    )  # fmt: skip, no answer (and no number to cast)
+    log.process()
     with log.engine.connect() as conn:
         kept = {r.id: r.computed.get("nps") for r in conn.execute(sa.select(profiles))}
     assert sum(1 for answer in kept.values() if answer) >= 3

@@ -87,8 +87,9 @@ def _fill(conn: sa.Connection) -> None:
         parts = {
             "score": "(e.payload #>> '{properties,score}')::double precision",
             "time": "(extract(epoch FROM e.timestamp) * 1000000)::bigint",
-            "valid": "jsonb_typeof(e.payload #> '{properties,score}') = 'number' "
-            "AND (e.payload #>> '{properties,score}')::double precision BETWEEN 0 AND 10",
+            # (a CASE: PostgreSQL does not promise to test the type before the cast)
+            "valid": "CASE WHEN jsonb_typeof(e.payload #> '{properties,score}') = 'number' "
+            "THEN (e.payload #>> '{properties,score}')::double precision END BETWEEN 0 AND 10",
             "processed": "(e.txid, e.id) <= (:txid, :event_id)",
         }
     else:
