@@ -661,3 +661,42 @@ def test_preview_of_a_tallied_did_and_more_counts_and_samples_members(
     assert found.count == len(expected)
     assert {m["id"] for m in found.sample} <= expected
     assert len(found.sample) == min(3, len(expected))
+
+
+def test_a_profile_written_again_during_a_refresh_waits_for_the_next(
+    log: Log, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A member the processor writes again between an incremental refresh's evaluation and
+    its write is left to the next refresh (it was entered a second time: a key violation)."""
+    from closedloop import segments
+    from closedloop.segments import store as segment_store
+
+    def plan(value: str, **more: Any) -> dict[str, Any]:
+        traits = {"plan": value, **more}
+        return {"type": "identify", "userId": "u1", "traits": traits, "timestamp": _days_ago(0)}
+
+    log.send(plan("gold"))
+    log.process()
+    tree = {"trait": {"name": "plan", "op": "=", "value": "gold"}}
+    segments.save_segment(log.engine, log.settings, "gold", tree, create=True)
+    log.send(plan("gold", city="Dresden"))  # written since, still a member
+    log.process()
+    evaluate_written = segment_store._evaluate_written
+
+    def and_meanwhile(*args: Any, **kwargs: Any) -> dict[str, set[str]]:
+        found = evaluate_written(*args, **kwargs)
+        log.send(plan("gold", city="Leipzig"))  # a later batch writes her again
+        log.process()
+        return found
+
+    monkeypatch.setattr(segment_store, "_evaluate_written", and_meanwhile)
+    segments.refresh(log.engine, log.settings, incremental=True)
+    monkeypatch.undo()
+    segments.refresh(log.engine, log.settings, incremental=True)
+    now = clock.now()
+    stored = {m["id"] for m in segments.stored_members(log.engine, "gold", after=None, limit=10)}
+    assert (
+        stored
+        == member_ids(log.engine, log.settings, tree, now=now)
+        == {log.profile_of("user_id", "u1")}
+    )

@@ -282,8 +282,8 @@ def refresh(
         # of events.
         if since[name] not in touched:
             with engine.connect() as conn:
-                written = _written(since[name], seq, pg=conn.dialect.name == "postgresql")
-                touched[since[name]] = load_facts(conn, written)
+                which = _written(since[name], seq, pg=conn.dialect.name == "postgresql")
+                touched[since[name]] = load_facts(conn, which)
         currents[name] = {
             pid
             for pid, facts in touched[since[name]].items()
@@ -294,10 +294,11 @@ def refresh(
     if currents:
         with begin_write(engine, derived=True) as conn:
             counts = _lock(conn, sorted(currents), now=now, seq=seq)
-            stored = _stored_written(conn, counts, since, seq=seq)
+            stored, written = _stored_written(conn, counts, since, seq=seq)
             for name in sorted(stored):  # (a segment deleted meanwhile is left out)
+                current = currents[name] & written[name]
                 joined, left = _apply(
-                    conn, name, currents[name], stored[name], now=now, why=why[name],
+                    conn, name, current, stored[name], now=now, why=why[name],
                     before=counts[name],
                 )  # fmt: skip
                 entered, exited = entered + joined, exited + left
@@ -337,22 +338,28 @@ def _lock(conn: sa.Connection, names: list[str], *, now: datetime, seq: int) -> 
 
 def _stored_written(
     conn: sa.Connection, counts: dict[str, int], since: dict[str, int], *, seq: int
-) -> dict[str, set[str]]:
-    """For each (locked) segment of `counts`, its stored members among the profiles written
-    since its last refresh, merged ones too (they leave: written, and not live): one read of
-    those profiles' memberships through the members' profile index."""
+) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """For each (locked) segment of `counts`: the profiles written since its last refresh and
+    up to batch `seq` that still are (merged ones too: they leave, written and not live), and
+    its stored members among them, read at once through the members' profile index.
+
+    A profile evaluated before may have been written again by a later batch meanwhile: it is
+    no longer among them, and the next refresh (which starts from `seq`) decides it."""
     stored: dict[str, set[str]] = {name: set() for name in counts}
+    written: dict[str, set[str]] = {}
     pg = conn.dialect.name == "postgresql"
     for since_seq in sorted({since[name] for name in stored}):
         wanted = {name for name in stored if since[name] == since_seq}
-        written = sa.select(profiles.c.id).where(_written(since_seq, seq, pg=pg))
+        ids = sa.select(profiles.c.id).where(_written(since_seq, seq, pg=pg))
+        found = set(conn.execute(ids).scalars())
+        written.update(dict.fromkeys(wanted, found))
         query = sa.select(segment_members.c.segment, segment_members.c.profile_id).where(
-            segment_members.c.profile_id.in_(written)
+            segment_members.c.profile_id.in_(ids)
         )
         for segment, pid in conn.execute(query).all():
             if segment in wanted:
                 stored[segment].add(pid)
-    return stored
+    return stored, written
 
 
 def _apply(
