@@ -421,30 +421,23 @@ def mood_score(dialect: str, *, now: datetime, mood: MoodSettings) -> ColumnElem
     return _Compiler(dialect, now=now, mood=mood, segment=lambda _name: {})._score()
 
 
-def tallied_members(
+def tallied_part(
     tree: dict[str, Any], dialect: str, *, now: datetime, mood: MoodSettings
-) -> sa.Select[Any] | None:
-    """When `tree` is one `did` the event tallies answer: the ids of the live profiles it
-    selects, one row each (tally rows belong to live profiles only: merges move them,
-    erasure deletes them), so a count need not look at `profiles`; else None."""
-    if set(tree) != {"did"}:
-        return None
-    return _Compiler(dialect, now=now, mood=mood, segment=lambda _name: {}).tallied(tree["did"])
-
-
-def tallied_part(tree: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+) -> tuple[sa.Select[Any], dict[str, Any] | None] | None:
     """A `did` the event tallies answer that the whole condition requires (the condition
-    itself, or one part of its `and`), and the rest of the condition (None when nothing is
-    left); None when there is no such part."""
+    itself, or one part of its `and`): the ids of the live profiles it selects, one row each
+    (tally rows belong to live profiles only: merges move them, erasure deletes them), so a
+    count need not look at `profiles`; and the rest of the condition (None when nothing is
+    left). None when there is no such part."""
     ((kind, value),) = tree.items()
-    if kind == "did":
-        return (tree, None) if _tally_kind(value) is not None else None
-    if kind != "and":
-        return None
-    for n, child in enumerate(value):
+    children = [tree] if kind == "did" else value if kind == "and" else []
+    for n, child in enumerate(children):
         if set(child) == {"did"} and _tally_kind(child["did"]) is not None:
-            rest = value[:n] + value[n + 1 :]
-            return child, (rest[0] if len(rest) == 1 else {"and": rest} if rest else None)
+            rest = children[:n] + children[n + 1 :]
+            compiler = _Compiler(dialect, now=now, mood=mood, segment=lambda _name: {})
+            tallied = compiler.tallied(child["did"])
+            assert tallied is not None  # noqa: S101 - `_tally_kind` said the tallies answer it
+            return tallied, (rest[0] if len(rest) == 1 else {"and": rest} if rest else None)
     return None
 
 

@@ -15,7 +15,7 @@ from closedloop.errors import InvalidInputError, NotFoundError
 from closedloop.profiles._tables import event_tallies, profiles
 from closedloop.profiles.masterdata import full_name
 from closedloop.profiles.read import resolve_profile_id
-from closedloop.segments.compile import tallied_members, tallied_part
+from closedloop.segments.compile import tallied_part
 from closedloop.segments.evaluate import explain
 from closedloop.segments.language import parse_condition, to_text, validate_tree
 from closedloop.segments.store import (
@@ -67,30 +67,26 @@ def preview(
     engine: Engine, settings: Settings, condition: Any, *, now: datetime, sample: int = 20
 ) -> Preview:
     tree = condition_tree(condition)
-    part = tallied_part(tree)
     with engine.connect() as conn:
-        tallied = part and tallied_members(part[0], conn.dialect.name, now=now, mood=settings.mood)
-        if not part or tallied is None:
+        part = tallied_part(tree, conn.dialect.name, now=now, mood=settings.mood)
+        if part is None:
             chosen = condition_where(conn, settings, tree, now)
             counted = sa.select(sa.func.count()).select_from(profiles).where(chosen)
-            count = int(conn.execute(counted).scalar_one())
         else:
             # A tallied condition the whole one requires: counted from its index (tally rows
             # belong to live profiles, one each), for the rest among the ids its own indexes
             # give; sampled from the first members found (the first ids would need every
             # member first), for the rest by the whole condition (no list of the rest's ids).
-            if part[1] is None:
-                first = tallied.limit(sample)
-            else:
-                rest = condition_where(conn, settings, part[1], now)
-                tallied = tallied.where(
-                    event_tallies.c.profile_id.in_(sa.select(profiles.c.id).where(rest))
-                )
+            tallied, rest = part
+            first = tallied.limit(sample)
+            if rest is not None:
+                others = sa.select(profiles.c.id).where(condition_where(conn, settings, rest, now))
+                tallied = tallied.where(event_tallies.c.profile_id.in_(others))
                 whole = condition_where(conn, settings, tree, now)
                 first = sa.select(profiles.c.id).where(whole).limit(sample)
             counted = sa.select(sa.func.count()).select_from(tallied.subquery())
-            count = int(conn.execute(counted).scalar_one())
             chosen = profiles.c.id.in_(first)
+        count = int(conn.execute(counted).scalar_one())
         rows = conn.execute(
             sa.select(profiles.c.id, profiles.c.customer_key, profiles.c.masterdata)
             .where(chosen)
