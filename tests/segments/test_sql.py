@@ -645,6 +645,11 @@ def test_incremental_refresh_reads_the_written_profiles_by_their_index(log: Log)
         'consent surveys and did "Product Viewed" and not churn risk',
         'did "Product Viewed" within 300 days and not did "Article Shared"',
         'did "Product Viewed" and (latest nps >= 9 or churn risk)',
+        'did "Product Viewed" with category = "Socken" at least 2 times or mood is positive',
+        'did "Article Shared" or did "Product Viewed" with category = "Laufschuhe"',
+        'did "Product Viewed" within 300 days or (consent surveys and not churn risk)',
+        'did "Product Viewed" at least 11 times within 400 days or did "Article Shared"',
+        'latest nps >= 9 or did "Article Shared" within 200 days or trait city = "Dresden"',
     ],
 )
 def test_preview_of_a_tallied_did_and_more_counts_and_samples_members(
@@ -661,6 +666,27 @@ def test_preview_of_a_tallied_did_and_more_counts_and_samples_members(
     assert found.count == len(expected)
     assert {m["id"] for m in found.sample} <= expected
     assert len(found.sample) == min(3, len(expected))
+
+
+def test_live_count_of_a_tallied_did_or_more_is_a_union_not_a_probe_per_profile(
+    log: Log,
+) -> None:
+    """`did ... or mood is positive` is counted as the union of the tallies' ids and the
+    rest's, not by probing the tallies once for every profile (an `or` keeps PostgreSQL
+    from a semi-join: 2.6 s at 1M profiles)."""
+    from closedloop.segments.compile import tallied_part
+    from closedloop.segments.preview import _tallied_count
+
+    _random_shop(log, seed=11)
+    now = clock.now()
+    tree = parse_condition('did "Product Viewed" at least 2 times or trait city = "Dresden"')
+    with log.engine.connect() as conn:
+        part = tallied_part(tree, conn.dialect.name, now=now, mood=log.settings.mood)
+        assert part is not None and part.joined_by == "or"
+        counted, _sample = _tallied_count(conn, log.settings, tree, part, now=now, sample=3)
+        plan = query_plan(conn, counted)
+    assert "SubPlan" not in plan and "CORRELATED" not in plan, plan
+    assert "ix_event_tallies" in plan, plan
 
 
 def test_a_profile_written_again_during_a_refresh_waits_for_the_next(

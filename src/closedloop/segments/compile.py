@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -31,6 +32,7 @@ from closedloop.segments.trait_index import trait_value
 from closedloop.store import UTCDateTime, to_epoch_us
 
 __all__ = [
+    "TalliedPart",
     "compile_condition",
     "consent_granted",
     "escape_like",
@@ -421,24 +423,52 @@ def mood_score(dialect: str, *, now: datetime, mood: MoodSettings) -> ColumnElem
     return _Compiler(dialect, now=now, mood=mood, segment=lambda _name: {})._score()
 
 
+@dataclass(frozen=True)
+class TalliedPart:
+    """The `did` conditions of a tree that the event tallies answer, as selects of the live
+    profiles' ids (one row each: tally rows belong to live profiles only, merges move them,
+    erasure deletes them), so a count need not look at `profiles`.
+
+    `joined_by` says how they meet the `rest` of the condition (None when nothing is left):
+    `and`, one tallied `did` the whole condition requires (the members are its ids among the
+    rest's); `or`, every tallied `did` of the condition's `or` (the members are the union of
+    their ids and the rest's).
+    """
+
+    ids: tuple[sa.Select[Any], ...]
+    rest: dict[str, Any] | None
+    joined_by: Literal["and", "or"]
+
+
 def tallied_part(
     tree: dict[str, Any], dialect: str, *, now: datetime, mood: MoodSettings
-) -> tuple[sa.Select[Any], dict[str, Any] | None] | None:
-    """A `did` the event tallies answer that the whole condition requires (the condition
-    itself, or one part of its `and`): the ids of the live profiles it selects, one row each
-    (tally rows belong to live profiles only: merges move them, erasure deletes them), so a
-    count need not look at `profiles`; and the rest of the condition (None when nothing is
-    left). None when there is no such part."""
+) -> TalliedPart | None:
+    """The tree's tallied `did` conditions a count can start from: the condition itself, one
+    part of its `and`, or the tallied parts of its `or`; None when there is none."""
     ((kind, value),) = tree.items()
-    children = [tree] if kind == "did" else value if kind == "and" else []
-    for n, child in enumerate(children):
-        if set(child) == {"did"} and _tally_kind(child["did"]) is not None:
-            rest = children[:n] + children[n + 1 :]
-            compiler = _Compiler(dialect, now=now, mood=mood, segment=lambda _name: {})
-            tallied = compiler.tallied(child["did"])
-            assert tallied is not None  # noqa: S101 - `_tally_kind` said the tallies answer it
-            return tallied, (rest[0] if len(rest) == 1 else {"and": rest} if rest else None)
-    return None
+    children = [tree] if kind == "did" else value if kind in ("and", "or") else []
+    chosen = [
+        n
+        for n, child in enumerate(children)
+        if set(child) == {"did"} and _tally_kind(child["did"]) is not None
+    ]
+    if not chosen:
+        return None
+    if kind != "or":
+        chosen = chosen[:1]
+    compiler = _Compiler(dialect, now=now, mood=mood, segment=lambda _name: {})
+    ids = []
+    for n in chosen:
+        found = compiler.tallied(children[n]["did"])
+        assert found is not None  # noqa: S101 - `_tally_kind` said the tallies answer it
+        ids.append(found)
+    rest = [child for n, child in enumerate(children) if n not in chosen]
+    joined_by: Literal["and", "or"] = "or" if kind == "or" else "and"
+    return TalliedPart(
+        ids=tuple(ids),
+        rest=rest[0] if len(rest) == 1 else {joined_by: rest} if rest else None,
+        joined_by=joined_by,
+    )
 
 
 def reads_log(tree: dict[str, Any], *, segment: Callable[[str], dict[str, Any]]) -> bool:

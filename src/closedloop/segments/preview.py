@@ -9,13 +9,14 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.sql.elements import ColumnElement
 
 from closedloop.config import Settings
 from closedloop.errors import InvalidInputError, NotFoundError
 from closedloop.profiles._tables import event_tallies, profiles
 from closedloop.profiles.masterdata import full_name
 from closedloop.profiles.read import resolve_profile_id
-from closedloop.segments.compile import tallied_part
+from closedloop.segments.compile import TalliedPart, tallied_part
 from closedloop.segments.evaluate import explain
 from closedloop.segments.language import parse_condition, to_text, validate_tree
 from closedloop.segments.store import (
@@ -73,19 +74,7 @@ def preview(
             chosen = condition_where(conn, settings, tree, now)
             counted = sa.select(sa.func.count()).select_from(profiles).where(chosen)
         else:
-            # A tallied condition the whole one requires: counted from its index (tally rows
-            # belong to live profiles, one each), for the rest among the ids its own indexes
-            # give; sampled from the first members found (the first ids would need every
-            # member first), for the rest by the whole condition (no list of the rest's ids).
-            tallied, rest = part
-            first = tallied.limit(sample)
-            if rest is not None:
-                others = sa.select(profiles.c.id).where(condition_where(conn, settings, rest, now))
-                tallied = tallied.where(event_tallies.c.profile_id.in_(others))
-                whole = condition_where(conn, settings, tree, now)
-                first = sa.select(profiles.c.id).where(whole).limit(sample)
-            counted = sa.select(sa.func.count()).select_from(tallied.subquery())
-            chosen = profiles.c.id.in_(first)
+            counted, chosen = _tallied_count(conn, settings, tree, part, now=now, sample=sample)
         count = int(conn.execute(counted).scalar_one())
         rows = conn.execute(
             sa.select(profiles.c.id, profiles.c.customer_key, profiles.c.masterdata)
@@ -102,6 +91,39 @@ def preview(
         tree=tree,
         text=to_text(tree),
     )
+
+
+def _tallied_count(
+    conn: sa.Connection,
+    settings: Settings,
+    tree: dict[str, Any],
+    part: TalliedPart,
+    *,
+    now: datetime,
+    sample: int,
+) -> tuple[sa.Select[Any], ColumnElement[bool]]:
+    """The count of a condition with tallied parts, from their indexes (tally rows belong to
+    live profiles, one each): for `and`, the tally rows among the ids the rest's own indexes
+    give; for `or`, the union of the tallied ids and the rest's (no correlated probe of the
+    tallies per profile, which an `or` forces on PostgreSQL). And which profiles to sample:
+    the first members found (the first ids would need every member first), by the whole
+    condition when there is more than one part (no list of the rest's ids)."""
+    (first_ids, *more), rest = part.ids, part.rest
+    others = (
+        sa.select(profiles.c.id).where(condition_where(conn, settings, rest, now))
+        if rest is not None
+        else None
+    )
+    ids: sa.Select[Any] | sa.CompoundSelect[Any] = first_ids
+    if part.joined_by == "and" and others is not None:
+        ids = first_ids.where(event_tallies.c.profile_id.in_(others))
+    elif part.joined_by == "or" and (more or others is not None):
+        ids = sa.union(first_ids, *more, *([others] if others is not None else []))
+    first = ids.limit(sample)
+    if rest is not None or more:
+        whole = condition_where(conn, settings, tree, now)
+        first = sa.select(profiles.c.id).where(whole).limit(sample)
+    return sa.select(sa.func.count()).select_from(ids.subquery()), profiles.c.id.in_(first)
 
 
 def explain_profile(
