@@ -10,8 +10,12 @@ DuckDB gets the same rows (the same JSON documents) in a table of its own, and w
 same columns (the salutation by a CASE on the gender) with `COPY (SELECT ...) TO`, once
 with all cores and once with one thread.
 
-Run: `.venv/bin/python bench/feed_bench.py [--rows 1000000] [--postgres-url URL]`
-(`make bench` installs DuckDB; the hub does not need it).
+Each round runs the feed, then DuckDB (all cores, then one thread) on the same rows; with
+`--before DIR` (a checkout of earlier code, e.g. a `git worktree`) that code's feed runs in
+the same round on the same store, so both meet the same phase of the machine.
+
+Run: `.venv/bin/python bench/feed_bench.py [--rows 1000000] [--rounds 3] [--postgres-url URL]
+[--before DIR]` (`make bench` installs DuckDB; the hub does not need it).
 """
 
 from __future__ import annotations
@@ -160,70 +164,87 @@ def child(url: str, folder: str) -> None:
     )
 
 
-def duckdb_baseline(count: int, folder: Path, threads: int | None) -> dict[str, Any]:
-    import duckdb
+class DuckDbBaseline:
+    """The same rows in a DuckDB table (loaded once), written with `COPY (query) TO`."""
 
-    con = duckdb.connect()
-    if threads is not None:
-        con.execute(f"SET threads = {int(threads)}")
-    con.execute(
-        "CREATE TABLE profiles (id VARCHAR, customer_key VARCHAR, masterdata JSON, consent JSON)"
-    )
-    con.execute("CREATE TABLE segment_members (segment VARCHAR, profile_id VARCHAR)")
-    source = folder / "duckdb-input.csv"
-    with source.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        for row in _rows(count):
-            writer.writerow(
-                [
-                    row["id"],
-                    row["customer_key"],
-                    orjson.dumps(row["masterdata"]).decode(),
-                    orjson.dumps(row["consent"]).decode(),
-                ]
-            )
-    con.execute(
-        "INSERT INTO profiles SELECT * FROM read_csv(?, header = false, "
-        "columns = {'id': 'VARCHAR', 'customer_key': 'VARCHAR', 'masterdata': 'JSON', "
-        "'consent': 'JSON'})",
-        [str(source)],
-    )
-    con.execute("INSERT INTO segment_members SELECT 'bench', id FROM profiles")
-    target = folder / f"duckdb-{threads or 'all'}.csv"
-    query = """
-        COPY (
-          SELECT p.customer_key,
-                 CASE json_extract_string(p.masterdata, '$.gender')
-                   WHEN 'female' THEN 'Frau' WHEN 'male' THEN 'Herr' ELSE '' END AS anrede,
-                 json_extract_string(p.masterdata, '$.first_name') AS vorname,
-                 json_extract_string(p.masterdata, '$.last_name') AS nachname,
-                 json_extract_string(p.masterdata, '$.street') AS strasse,
-                 json_extract_string(p.masterdata, '$.postal_code') AS plz,
-                 json_extract_string(p.masterdata, '$.city') AS ort,
-                 json_extract_string(p.masterdata, '$.email') AS email
-          FROM segment_members m JOIN profiles p ON p.id = m.profile_id
-          WHERE m.segment = 'bench'
-            AND json_extract(p.consent, '$.crm_sync[0]')::BOOLEAN
-          ORDER BY p.id
-        ) TO '{target}' (HEADER, DELIMITER ';')
-    """.replace("{target}", str(target))
-    started = time.perf_counter()
-    con.execute(query)
-    seconds = time.perf_counter() - started
-    lines = sum(1 for _ in target.open("rb")) - 1
-    con.close()
-    return {"seconds": seconds, "rows": lines, "bytes": target.stat().st_size}
+    def __init__(self, count: int, folder: Path) -> None:
+        import duckdb
+
+        self.folder = folder
+        self.con = duckdb.connect()
+        self.con.execute(
+            "CREATE TABLE profiles (id VARCHAR, customer_key VARCHAR, masterdata JSON, "
+            "consent JSON)"
+        )
+        self.con.execute("CREATE TABLE segment_members (segment VARCHAR, profile_id VARCHAR)")
+        source = folder / "duckdb-input.csv"
+        with source.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            for row in _rows(count):
+                writer.writerow(
+                    [
+                        row["id"],
+                        row["customer_key"],
+                        orjson.dumps(row["masterdata"]).decode(),
+                        orjson.dumps(row["consent"]).decode(),
+                    ]
+                )
+        self.con.execute(
+            "INSERT INTO profiles SELECT * FROM read_csv(?, header = false, "
+            "columns = {'id': 'VARCHAR', 'customer_key': 'VARCHAR', 'masterdata': 'JSON', "
+            "'consent': 'JSON'})",
+            [str(source)],
+        )
+        self.con.execute("INSERT INTO segment_members SELECT 'bench', id FROM profiles")
+        source.unlink()
+
+    def copy(self, threads: int | None) -> dict[str, Any]:
+        self.con.execute(f"SET threads = {int(threads or os.cpu_count() or 1)}")
+        target = self.folder / f"duckdb-{threads or 'all'}.csv"
+        query = """
+            COPY (
+              SELECT p.customer_key,
+                     CASE json_extract_string(p.masterdata, '$.gender')
+                       WHEN 'female' THEN 'Frau' WHEN 'male' THEN 'Herr' ELSE '' END AS anrede,
+                     json_extract_string(p.masterdata, '$.first_name') AS vorname,
+                     json_extract_string(p.masterdata, '$.last_name') AS nachname,
+                     json_extract_string(p.masterdata, '$.street') AS strasse,
+                     json_extract_string(p.masterdata, '$.postal_code') AS plz,
+                     json_extract_string(p.masterdata, '$.city') AS ort,
+                     json_extract_string(p.masterdata, '$.email') AS email
+              FROM segment_members m JOIN profiles p ON p.id = m.profile_id
+              WHERE m.segment = 'bench'
+                AND json_extract(p.consent, '$.crm_sync[0]')::BOOLEAN
+              ORDER BY p.id
+            ) TO '{target}' (HEADER, DELIMITER ';')
+        """.replace("{target}", str(target))
+        started = time.perf_counter()
+        self.con.execute(query)
+        seconds = time.perf_counter() - started
+        lines = sum(1 for _ in target.open("rb")) - 1
+        size = target.stat().st_size
+        target.unlink()
+        return {"seconds": seconds, "rows": lines, "bytes": size}
 
 
-def run_feed(url: str, folder: Path) -> dict[str, Any]:
+def run_feed(url: str, folder: Path, code: Path | None = None) -> dict[str, Any]:
+    """The feed in a child process, on this checkout's code or on the `src` of `code`."""
+    env = dict(os.environ)
+    if code is not None:
+        env["PYTHONPATH"] = str(code / "src")
     out = subprocess.run(
         [sys.executable, __file__, "--child", url, str(folder)],
         check=True,
         capture_output=True,
         text=True,
+        env=env,
     )
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
+
+
+def _rate(result: dict[str, Any]) -> float:
+    return float(result["rows"]) / float(result["seconds"])
 
 
 def fresh_schema(base: str, schema: str) -> str:
@@ -242,7 +263,14 @@ def fresh_schema(base: str, schema: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=3, help="feed and DuckDB, back to back")
     parser.add_argument("--postgres-url", default=os.environ.get("CLOSEDLOOP_TEST_POSTGRES_URL"))
+    parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="a checkout of earlier code: its feed runs in each round too (same store)",
+    )
     parser.add_argument("--child", nargs=2, metavar=("URL", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -256,40 +284,44 @@ def main() -> None:
         backends = [("sqlite", f"sqlite:///{folder}/bench.db")]
         if args.postgres_url:
             backends.append(("postgres", fresh_schema(args.postgres_url, "bench_feeds")))
+        duck = DuckDbBaseline(args.rows, folder)
         for name, url in backends:
             engine = store.create_store_engine(url)
             store.upgrade(engine)
             started = time.perf_counter()
             fill(engine, args.rows)
             feeds.save_feed(engine, FEED, create=True)
+            if engine.dialect.name == "postgresql":
+                with engine.begin() as conn:  # what autovacuum does after a load
+                    conn.execute(sa.text("ANALYZE"))
             engine.dispose()
             print(f"{name}: filled in {time.perf_counter() - started:.1f} s")
-            feed = run_feed(url, folder)
-            assert feed["state"] == "succeeded", feed
-            results[name] = feed
-            print(
-                f"{name}: feed {feed['rows']:,} rows in {feed['seconds']:.2f} s = "
-                f"{feed['rows'] / feed['seconds']:,.0f} rows/s, {feed['bytes'] / 1e6:.1f} MB, "
-                f"peak {feed['peak_mb']:.0f} MB"
-            )
-        for threads in (None, 1):
-            base = duckdb_baseline(args.rows, folder, threads)
-            label = f"duckdb threads={threads or 'all'}"
-            results[label] = base
-            print(
-                f"{label}: {base['rows']:,} rows in {base['seconds']:.2f} s = "
-                f"{base['rows'] / base['seconds']:,.0f} rows/s, {base['bytes'] / 1e6:.1f} MB"
-            )
-        duck = results["duckdb threads=all"]
-        for name, _url in backends:
-            feed = results[name]
-            ratio = (feed["rows"] / feed["seconds"]) / (duck["rows"] / duck["seconds"])
-            single = results["duckdb threads=1"]
-            ratio1 = (feed["rows"] / feed["seconds"]) / (single["rows"] / single["seconds"])
-            print(
-                f"{name}: ratio to DuckDB (all cores) {ratio:.2f}, "
-                f"to DuckDB (1 thread) {ratio1:.2f}"
-            )
+            for round_ in range(1, args.rounds + 1):
+                figures: dict[str, Any] = {"feed": run_feed(url, folder)}
+                assert figures["feed"]["state"] == "succeeded", figures["feed"]
+                if args.before is not None:
+                    figures["before"] = run_feed(url, folder, args.before)
+                    assert figures["before"]["bytes"] == figures["feed"]["bytes"], figures
+                figures["duckdb threads=all"] = duck.copy(None)
+                figures["duckdb threads=1"] = duck.copy(1)
+                assert figures["duckdb threads=all"]["bytes"] == figures["feed"]["bytes"], figures
+                results[f"{name} round {round_}"] = figures
+                feed, best = figures["feed"], figures["duckdb threads=all"]
+                line = (
+                    f"{name} round {round_}: feed {feed['rows']:,} rows in "
+                    f"{feed['seconds']:.2f} s = {_rate(feed):,.0f} rows/s, "
+                    f"{feed['bytes'] / 1e6:.1f} MB, peak {feed['peak_mb']:.0f} MB; "
+                    f"DuckDB (all cores) {best['seconds']:.2f} s = {_rate(best):,.0f} rows/s, "
+                    f"(1 thread) {_rate(figures['duckdb threads=1']):,.0f} rows/s; "
+                    f"ratio {_rate(feed) / _rate(best):.2f}"
+                )
+                if args.before is not None:
+                    before = figures["before"]
+                    line += (
+                        f"; before {before['seconds']:.2f} s = {_rate(before):,.0f} rows/s "
+                        f"(ratio {_rate(before) / _rate(best):.2f})"
+                    )
+                print(line, flush=True)
         out = Path(__file__).parent / "results"
         out.mkdir(exist_ok=True)
         (out / "feeds.json").write_text(json.dumps(results, indent=2))

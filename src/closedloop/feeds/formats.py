@@ -87,6 +87,10 @@ class FileWriter:
     def write(self, rows: Sequence[Sequence[Any]]) -> None:
         raise NotImplementedError
 
+    def write_columns(self, columns: Sequence[Sequence[Any]]) -> None:
+        """The same rows as `write`, given column by column (one list of cells a column)."""
+        self.write(list(zip(*columns, strict=True)))
+
 
 class _CsvWriter(FileWriter):
     def __init__(self, out: BinaryIO, fmt: CsvFormat, names: Sequence[str]) -> None:
@@ -107,6 +111,9 @@ class _CsvWriter(FileWriter):
             self._buffer, delimiter=fmt.delimiter, quoting=csv.QUOTE_ALL, lineterminator="\n"
         )
         self._encoding = "utf-8" if fmt.encoding == "utf-8-sig" else fmt.encoding
+        # What a cell of a plain column may not hold (beside a line break): what the csv
+        # module would quote, and a lone `\r`, which `write` quotes.
+        self._plain_forbidden = (fmt.delimiter, '"', "\r")
         if fmt.encoding == "utf-8-sig":
             self._emit(b"\xef\xbb\xbf")
 
@@ -138,6 +145,25 @@ class _CsvWriter(FileWriter):
         self._flush(self.rows, text_rows)
         self.rows += len(rows)
 
+    def write_columns(self, columns: Sequence[Sequence[Any]]) -> None:
+        """Whole columns at a time: where no cell needs quotes, the csv module would write
+        exactly the cells joined by the delimiter, so they are joined in one step instead of
+        cell by cell. A chunk with a cell to quote goes through `write`."""
+        count = len(columns[0]) if columns else 0
+        texts = _plain_columns(columns, count, self._fmt, self._plain_forbidden)
+        if texts is None:
+            super().write_columns(columns)
+            return
+        end = "\r\n" if self._fmt.line_ending == "crlf" else "\n"
+        text = end.join(map(self._fmt.delimiter.join, zip(*texts, strict=True))) + end
+        try:
+            data = text.encode(self._encoding)
+        except UnicodeEncodeError:
+            rows = [list(row) for row in zip(*texts, strict=True)]
+            raise self._locate(self.rows, rows) from None
+        self._emit(data)
+        self.rows += count
+
     def _flush(self, first_row: int | None, rows: list[list[str]]) -> None:
         text = self._buffer.getvalue()
         self._buffer.seek(0)
@@ -163,6 +189,35 @@ class _CsvWriter(FileWriter):
                         field="format.encoding",
                     )
         return InvalidInputError(f"cannot encode in {self._fmt.encoding}", field="format.encoding")
+
+
+def _plain_columns(
+    columns: Sequence[Sequence[Any]],
+    count: int,
+    fmt: CsvFormat,
+    forbidden: tuple[str, ...],
+) -> list[Sequence[str]] | None:
+    """The cells as `write` makes them (text, formulas neutralised), column by column; None
+    where the csv module would quote one (it holds a quote, the delimiter or a line break)
+    or the format quotes every cell (a row of one empty cell is quoted too: one column is
+    left to the csv module)."""
+    if fmt.quoting == "all" or len(columns) < 2 or count == 0:
+        return None
+    texts: list[Sequence[str]] = []
+    for column in columns:
+        kinds = set(map(type, column))
+        if kinds != {str}:
+            if kinds <= {str, type(None)}:
+                column = ["" if cell is None else cell for cell in column]
+            else:
+                column = [cell_text(cell) for cell in column]
+        if _FORMULA_START & {cell[:1] for cell in column}:
+            column = [neutralise(cell) for cell in column]
+        joined = "\n".join(column)
+        if joined.count("\n") != count - 1 or any(mark in joined for mark in forbidden):
+            return None
+        texts.append(column)
+    return texts
 
 
 class _JsonlWriter(FileWriter):

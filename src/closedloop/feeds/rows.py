@@ -7,9 +7,10 @@ feed's purpose, or without a value for the feed's key, is skipped and counted.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -27,7 +28,7 @@ from closedloop.segments import condition_tree, condition_where, consent_granted
 from closedloop.segments._tables import segment_members
 from closedloop.store import EPOCH, is_postgres
 
-__all__ = ["FeedRow", "RowStats", "column_names", "feed_rows"]
+__all__ = ["FeedRow", "RowStats", "column_names", "feed_columns", "feed_rows"]
 
 _YIELD = 2000
 _SALUTATIONS = {
@@ -405,13 +406,68 @@ def feed_rows(
     segments), streamed. `fast=False` takes the general path also for simple feeds (tests
     compare both)."""
     fields = _fast_fields(definition) if fast else None
-    if fields is not None:
-        yield from _fast_rows(conn, definition, settings, fields, now=now, stats=stats)
+    if fields is None:
+        yield from _general_rows(conn, definition, settings, now=now, stats=stats)
         return
-    yield from _general_rows(conn, definition, settings, now=now, stats=stats)
+    for ids, keys, columns in _fast_chunks(
+        conn, definition, settings, fields, stats=stats, now=now
+    ):
+        for n, cells in enumerate(zip(*columns, strict=True)):
+            yield FeedRow(ids[n], keys[n], list(cells))
 
 
-def _fast_rows(
+def feed_columns(
+    conn: sa.Connection,
+    definition: FeedDefinition,
+    settings: Settings,
+    *,
+    now: datetime,
+    stats: RowStats,
+    fast: bool = True,
+) -> Iterator[list[list[Any]]]:
+    """The cells of `feed_rows`, a chunk of rows at a time, column by column (for a writer
+    that takes whole columns: `FileWriter.write_columns`)."""
+    fields = _fast_fields(definition) if fast else None
+    if fields is not None:
+        for _ids, _keys, columns in _fast_chunks(
+            conn, definition, settings, fields, stats=stats, now=now
+        ):
+            yield columns
+        return
+    chunk: list[list[Any]] = []
+    for row in _general_rows(conn, definition, settings, now=now, stats=stats):
+        chunk.append(row.cells)
+        if len(chunk) >= _YIELD:
+            yield [list(column) for column in zip(*chunk, strict=True)]
+            chunk = []
+    if chunk:
+        yield [list(column) for column in zip(*chunk, strict=True)]
+
+
+def _kept(rows: Sequence[Any], stats: RowStats, *, several: bool, last: list[Any]) -> list[Any]:
+    """The rows of a partition that become feed rows: each profile once (the same profile
+    comes again through another of several source segments; `last` carries the previous
+    partition's last id), with consent for the purpose and a key; the others counted."""
+    kept = list(rows)
+    if several:
+        kept = []
+        for row in rows:
+            if row[0] != last[0]:
+                kept.append(row)
+                last[0] = row[0]
+    stats.selected += len(kept)
+    if not all(map(itemgetter(2), kept)):
+        granted = [row for row in kept if row[2]]
+        stats.no_consent += len(kept) - len(granted)
+        kept = granted
+    if not all(map(itemgetter(1), kept)):
+        keyed = [row for row in kept if row[1]]
+        stats.no_key += len(kept) - len(keyed)
+        kept = keyed
+    return kept
+
+
+def _fast_chunks(
     conn: sa.Connection,
     definition: FeedDefinition,
     settings: Settings,
@@ -419,7 +475,10 @@ def _fast_rows(
     *,
     now: datetime,
     stats: RowStats,
-) -> Iterator[FeedRow]:
+) -> Iterator[tuple[list[str], list[str], list[list[Any]]]]:
+    """The rows of a feed of keys, ids, master data and constants, a partition at a time:
+    their profile ids, keys and cells column by column (each a list comprehension over the
+    partition, not a record per profile)."""
     docs = ["masterdata"] if any(kind == "masterdata" for kind, _ in fields) else []
     stmt = _select(conn, definition, settings, docs, now, with_entry=False)
     result = conn.execution_options(stream_results=True, yield_per=_YIELD).execute(stmt)
@@ -437,46 +496,32 @@ def _fast_rows(
     ]
     loads = orjson.loads
     md_names = sorted({name for kind, name in fields if kind == "masterdata" and name})
-    # Each cell is picked from (master-data values..., key, profile id, constants...).
-    constants = [name for kind, name in fields if kind == "value"]
-    slots: list[int] = []
-    for kind, name in fields:
-        if kind == "masterdata":
-            slots.append(md_names.index(name or ""))
-        elif kind == "customer_key":
-            slots.append(len(md_names))
-        elif kind == "profile_id":
-            slots.append(len(md_names) + 1)
-        else:
-            slots.append(len(md_names) + 2 + constants.index(name))
-    constant_tail = tuple(constants)
-
-    def pick(values: tuple[Any, ...]) -> list[Any]:
-        return [values[i] for i in slots]
-
-    last = None
+    several = len(definition.source.segments) > 1
+    last: list[Any] = [None]
     for partition in result.partitions(_YIELD):
-        for row in partition:
-            if row[0] == last:  # the same profile through another of the source segments
-                continue
-            last = row[0]
-            stats.selected += 1
-            if not row[2]:
-                stats.no_consent += 1
-                continue
-            key = row[1]
-            if not key:
-                stats.no_key += 1
-                continue
-            text = row[3] if docs else None
-            get = (loads(text) if text is not None else {}).get
-            cells = pick((*[get(name) for name in md_names], key, row[0], *constant_tail))
-            for index, steps in transforms:
-                value = cells[index]
-                for step in steps:
-                    value = step(value, None)  # these transforms read only the value
-                cells[index] = value
-            yield FeedRow(row[0], key, cells)
+        kept = _kept(partition, stats, several=several, last=last)
+        if not kept:
+            continue
+        ids = [row[0] for row in kept]
+        keys = [row[1] for row in kept]
+        found = [loads(row[3]) if row[3] is not None else {} for row in kept] if docs else []
+        values = {name: [doc.get(name) for doc in found] for name in md_names}
+        columns: list[list[Any]] = []
+        for kind, name in fields:
+            if kind == "masterdata":
+                columns.append(values[name or ""])
+            elif kind == "customer_key":
+                columns.append(keys)
+            elif kind == "profile_id":
+                columns.append(ids)
+            else:
+                columns.append([name] * len(kept))
+        for index, steps in transforms:
+            column = columns[index]
+            for step in steps:
+                column = [step(value, None) for value in column]  # they read the value only
+            columns[index] = column
+        yield ids, keys, columns
 
 
 def _general_rows(

@@ -47,7 +47,7 @@ from closedloop.feeds.definition import (
 )
 from closedloop.feeds.destinations import DeliveryError, deliver, staging_path
 from closedloop.feeds.formats import cell_text, open_writer
-from closedloop.feeds.rows import FeedRow, RowStats, column_names
+from closedloop.feeds.rows import FeedRow, RowStats, column_names, feed_columns
 from closedloop.feeds.rows import feed_rows as select_rows
 from closedloop.feeds.store import check_sources
 from closedloop.runtime import PeriodicLoop
@@ -484,11 +484,11 @@ def _write(
             base_run = conn.execute(
                 sa.select(feeds.c.delta_run).where(feeds.c.name == definition.name)
             ).scalar()
-        rows = select_rows(conn, definition, settings, now=now, stats=stats)
         with staged.open("wb") as out:
             writer = open_writer(out, fmt, header)
             chunk: list[list[Any]] = []
             if delta:
+                rows = select_rows(conn, definition, settings, now=now, stats=stats)
                 snapshot = _Snapshot(engine, definition.name, run_id)
                 key_index = next(
                     i for i, c in enumerate(definition.columns) if c.source == definition.key
@@ -510,12 +510,9 @@ def _write(
                             lease.renew()
                 snapshot.flush()
             else:
-                for row in rows:
-                    chunk.append(row.cells)
-                    if len(chunk) >= _CHUNK:
-                        writer.write(chunk)
-                        chunk = []
-                        lease.renew()
+                for columns in feed_columns(conn, definition, settings, now=now, stats=stats):
+                    writer.write_columns(columns)
+                    lease.renew()
             if chunk:
                 writer.write(chunk)
             out.flush()
