@@ -504,3 +504,66 @@ def test_fast_and_general_paths_give_the_same_rows(shop: Shop, source: dict[str,
     rows, stats = found[0]
     assert stats["skipped_no_consent"] > 0 and stats["skipped_no_key"] == 1
     assert len(rows) == stats["selected"] - stats["skipped_no_consent"] - stats["skipped_no_key"]
+
+
+def test_a_feed_of_many_partitions_writes_what_the_row_by_row_path_writes(shop: Shop) -> None:
+    """More rows than one read of the driver (2,000): the columnar path (the driver's rows
+    after the first batch, cells joined a column at a time, formulas neutralised per column)
+    writes the bytes the general path writes row by row through the csv module."""
+    from closedloop.feeds.formats import open_writer
+    from closedloop.feeds.rows import RowStats, column_names, feed_rows
+    from closedloop.feeds.runs import _definition
+
+    messages = []
+    for n in range(4_600):
+        traits: dict[str, Any] = {
+            "email": f"kunde{n}@example.de",
+            "firstName": f"Erika{n}",
+            "lastName": "=HYPERLINK(1)" if n == 3_333 else f"Muster{n}",
+            "gender": ("w", "m", "d", None)[n % 4],
+            "phone": f"0351 12{n:05d}",
+            "address": {
+                "postalCode": 1067 + n % 3,
+                "city": "Dresden;Neustadt" if n == 4_444 else "Dresden",
+            },
+            "consent": {"crm_sync": n % 7 != 0},
+        }
+        if n == 2_222:
+            traits["address"]["city"] = None
+        messages.append(identify(f"cust-{n}", **traits))
+    shop.log.send(*messages)
+    shop.log.process()
+    _save(
+        shop,
+        gold_feed(
+            source={"condition": "consent crm_sync or not consent crm_sync"},
+            columns=[
+                {"name": "key", "source": "customer_key"},
+                {"name": "anrede", "source": "masterdata.gender", "transforms": ["salutation"]},
+                {"name": "vorname", "source": "masterdata.first_name"},
+                {"name": "nachname", "source": "masterdata.last_name"},
+                {"name": "plz", "source": "masterdata.postal_code"},
+                {"name": "ort", "source": "masterdata.city"},
+                {"name": "tel", "source": "masterdata.phone"},
+                {"name": "quelle", "value": "closedloop"},
+            ],
+        ),
+    )
+    run = _run(shop)
+    written = (Path(shop.settings.feeds.local_dir) / "crm" / str(run.file_name)).read_bytes()
+    engine = shop.log.engine
+    with engine.connect() as conn:
+        definition = _definition(conn, "gold")
+        stats = RowStats()
+        general = feed_rows(
+            conn, definition, shop.settings, now=clock.now(), stats=stats, fast=False
+        )
+        rows = [r.cells for r in general]
+    out = io.BytesIO()
+    open_writer(out, definition.format, column_names(definition)).write(rows)
+    assert written == out.getvalue()
+    assert run.rows == len(rows) == 4_600 - len(range(0, 4_600, 7))
+    lines = written.decode().splitlines()
+    assert "'=HYPERLINK(1)" in lines[1 + [r[2] for r in rows].index("Erika3333")]
+    assert any('"Dresden;Neustadt"' in line for line in lines)
+    assert all(";+4935112" in line for line in lines[1:])  # E.164 numbers stay usable

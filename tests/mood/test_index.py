@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -266,6 +267,38 @@ def test_mood_conditions_read_the_index(engine: Engine, db_url: str) -> None:
             assert all(index in plan for index in indexes), plan
             if not pg and used is basis:  # the live-profile check reads the index too
                 assert "COVERING INDEX" in plan or "profiles USING INDEX" in plan, plan
+
+
+def test_counts_of_mood_and_nps_read_their_indexes_alone_on_postgres(
+    engine: Engine, db_url: str
+) -> None:
+    """PostgreSQL takes an index-only scan only for plain columns: the numbers are generated
+    columns (migration 0014), so counting `mood is positive`, `churn risk` or `latest nps`
+    reads no table row (once vacuumed, as autovacuum does)."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite reads its expression indexes alone already (test above)")
+    settings = make_settings(db_url)
+    now = clock.now()
+    _fill(engine, random.Random(11), now)
+    ensure_basis(engine, settings, now)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("VACUUM ANALYZE profiles")
+    with engine.connect() as conn:
+        basis = usable_basis(conn, settings.mood, now)
+        conn.exec_driver_sql("SET enable_seqscan = off")
+        conn.exec_driver_sql("SET enable_bitmapscan = off")
+        for tree, index in (
+            ({"mood": "positive"}, "ix_profiles_mood_k"),
+            ({"churn_risk": True}, "ix_profiles_mood_churn"),
+            ({"latest_nps": {"op": ">=", "value": 9, "within_days": 90}}, "ix_profiles_nps"),
+        ):
+            where = compile_condition(
+                tree, "postgresql", now=now, mood=settings.mood, segment=lambda _n: {},
+                basis=basis,
+            )  # fmt: skip
+            where = sa.and_(profiles.c.merged_into.is_(None), where)
+            plan = query_plan(conn, sa.select(sa.func.count()).select_from(profiles).where(where))
+            assert f"Index Only Scan using {index}" in plan, plan
 
 
 def test_merged_profiles_are_found_through_their_index(engine: Engine) -> None:

@@ -205,15 +205,19 @@ def _plain_columns(
         return None
     texts: list[Sequence[str]] = []
     for column in columns:
-        kinds = set(map(type, column))
-        if kinds != {str}:
-            if kinds <= {str, type(None)}:
-                column = ["" if cell is None else cell for cell in column]
-            else:
-                column = [cell_text(cell) for cell in column]
-        if _FORMULA_START & {cell[:1] for cell in column}:
+        try:
+            joined = "\n".join(column)  # (every cell text: the common case, at C speed)
+        except TypeError:
+            column = [
+                cell if type(cell) is str else "" if cell is None else cell_text(cell)
+                for cell in column
+            ]
+            joined = "\n".join(column)
+        # A formula's first character: at the start, or after a line break (the cells hold
+        # none of their own when the count below holds).
+        if joined[:1] in _FORMULA_START or any("\n" + c in joined for c in _FORMULA_START):
             column = [neutralise(cell) for cell in column]
-        joined = "\n".join(column)
+            joined = "\n".join(column)
         if joined.count("\n") != count - 1 or any(mark in joined for mark in forbidden):
             return None
         texts.append(column)

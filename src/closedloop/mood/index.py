@@ -45,6 +45,7 @@ __all__ = [
     "LAST_KEY",
     "MoodBasis",
     "ensure_basis",
+    "generated_column",
     "index_numbers",
     "number",
     "read_basis",
@@ -120,18 +121,26 @@ def usable_basis(conn: sa.Connection, settings: MoodSettings, now: datetime) -> 
     if basis is None or not _fits(basis, settings, now, _USE_LIMIT):
         return None
     pg = conn.dialect.name == "postgresql"
-    latest = conn.execute(sa.select(sa.func.max(number(LAST_KEY, pg)))).scalar()
+    latest = conn.execute(
+        sa.select(sa.func.max(number(LAST_KEY, pg))).select_from(profiles)
+    ).scalar()
     return replace(basis, latest_us=None if latest is None else int(latest))
 
 
 def number(key: str, pg: bool) -> ColumnElement[Any]:
-    """A profile's index number, written exactly as migration 0011 indexes it (a literal
-    path: SQLite matches indexed expressions literally)."""
-    path: Any = sa.literal_column(f"'{key}'" if pg else f"'$.{key}'")
+    """A profile's index number: on SQLite written exactly as migration 0011 indexes it (a
+    literal path: SQLite matches indexed expressions literally); on PostgreSQL the generated
+    column of migration 0014 (so that its index answers a count alone)."""
     if pg:
-        type_: Any = sa.Float() if key == K_KEY else sa.BigInteger()
-        return sa.cast(profiles.c.derived.op("->>", return_type=sa.Text())(path), type_)
-    return sa.func.json_extract(profiles.c.derived, path)
+        return generated_column(key, sa.Float() if key == K_KEY else sa.BigInteger())
+    return sa.func.json_extract(profiles.c.derived, sa.literal_column(f"'$.{key}'"))
+
+
+def generated_column(name: str, type_: Any) -> ColumnElement[Any]:
+    """A column PostgreSQL generates from a profile's documents (migration 0014: `mood_k`,
+    `mood_last`, `mood_churn`, `nps_score`, `nps_at`); not in the table's metadata, which
+    both backends share."""
+    return sa.literal_column(f"profiles.{name}", type_)
 
 
 def ensure_basis(engine: Engine, settings: Settings, now: datetime | None = None) -> bool:

@@ -24,7 +24,14 @@ from closedloop.config import MoodSettings
 from closedloop.errors import InvalidInputError
 from closedloop.identity._tables import identities
 from closedloop.ingest._tables import events
-from closedloop.mood.index import CHURN_KEY, K_KEY, LAST_KEY, MoodBasis, number
+from closedloop.mood.index import (
+    CHURN_KEY,
+    K_KEY,
+    LAST_KEY,
+    MoodBasis,
+    generated_column,
+    number,
+)
 from closedloop.mood.score import DAY_US
 from closedloop.profiles._tables import event_tallies, profiles
 from closedloop.profiles.tallies import RECENT, TALLIED_PROPERTIES, facet
@@ -42,6 +49,7 @@ __all__ = [
     "nps_number",
     "reads_log",
     "tallied_part",
+    "tally_ids",
 ]
 
 _LN_HALF = math.log(0.5)
@@ -68,14 +76,12 @@ def event_profile_key() -> ColumnElement[str]:
 def nps_number(position: int, pg: bool) -> ColumnElement[Any]:
     """A number of the latest NPS answer the processor keeps on the profile
     (`computed.nps = [score, at_us, event_id]`; `profiles.state`): 0 the score, 1 its time,
-    written exactly as migration 0013 indexes them (SQLite matches indexed expressions
-    literally)."""
-    if pg:
-        answer = profiles.c.computed.op("->", return_type=postgresql.JSONB())(
-            sa.literal_column("'nps'")
-        )
-        value = answer.op("->>", return_type=sa.Text())(sa.literal_column(str(position)))
-        return sa.cast(value, sa.Float() if position == 0 else sa.BigInteger())
+    written exactly as migration 0013 indexes them on SQLite (its planner matches indexed
+    expressions literally), PostgreSQL's generated columns of migration 0014."""
+    if pg:  # the generated columns of migration 0014
+        if position == 0:
+            return generated_column("nps_score", sa.Float())
+        return generated_column("nps_at", sa.BigInteger())
     return sa.func.json_extract(profiles.c.computed, sa.literal_column(f"'$.nps[{position}]'"))
 
 
@@ -262,17 +268,19 @@ class _Compiler:
             query = query.group_by(identities.c.profile_id).having(sa.func.count() >= times)
         return profiles.c.id.in_(query)
 
-    def tallied(self, spec: dict[str, Any]) -> sa.Select[Any] | None:
-        """The profiles a `did` selects, from the event tallies: the profile's count of the
-        event (with the property value the facet names), or the time of its N-th newest one
-        (`profiles.tallies`), read by event and facet from their index; None when only the
-        log can answer it."""
+    def tallied(
+        self, spec: dict[str, Any], table: sa.FromClause = event_tallies
+    ) -> sa.Select[Any] | None:
+        """The profiles a `did` selects, from the event tallies (`table`, or an alias of
+        it): the profile's count of the event (with the property value the facet names), or
+        the time of its N-th newest one (`profiles.tallies`), read by event and facet from
+        their index; None when only the log can answer it."""
         times = spec.get("at_least", 1)
         days = spec.get("within_days")
         kind = _tally_kind(spec)
         if not self.tallies or kind is None:
             return None
-        tally = event_tallies.c
+        tally = table.c
         if days is None:
             holds = tally.total >= sa.bindparam(None, times, sa.BigInteger())
         else:
@@ -425,9 +433,8 @@ def mood_score(dialect: str, *, now: datetime, mood: MoodSettings) -> ColumnElem
 
 @dataclass(frozen=True)
 class TalliedPart:
-    """The `did` conditions of a tree that the event tallies answer, as selects of the live
-    profiles' ids (one row each: tally rows belong to live profiles only, merges move them,
-    erasure deletes them), so a count need not look at `profiles`.
+    """The `did` conditions of a tree that the event tallies answer (`tally_ids`), so a count
+    can start from their index instead of probing the tallies once for every profile.
 
     `joined_by` says how they meet the `rest` of the condition (None when nothing is left):
     `and`, one tallied `did` the whole condition requires (the members are its ids among the
@@ -435,14 +442,12 @@ class TalliedPart:
     their ids and the rest's).
     """
 
-    ids: tuple[sa.Select[Any], ...]
+    dids: tuple[dict[str, Any], ...]
     rest: dict[str, Any] | None
     joined_by: Literal["and", "or"]
 
 
-def tallied_part(
-    tree: dict[str, Any], dialect: str, *, now: datetime, mood: MoodSettings
-) -> TalliedPart | None:
+def tallied_part(tree: dict[str, Any]) -> TalliedPart | None:
     """The tree's tallied `did` conditions a count can start from: the condition itself, one
     part of its `and`, or the tallied parts of its `or`; None when there is none."""
     ((kind, value),) = tree.items()
@@ -456,19 +461,31 @@ def tallied_part(
         return None
     if kind != "or":
         chosen = chosen[:1]
-    compiler = _Compiler(dialect, now=now, mood=mood, segment=lambda _name: {})
-    ids = []
-    for n in chosen:
-        found = compiler.tallied(children[n]["did"])
-        assert found is not None  # noqa: S101 - `_tally_kind` said the tallies answer it
-        ids.append(found)
     rest = [child for n, child in enumerate(children) if n not in chosen]
     joined_by: Literal["and", "or"] = "or" if kind == "or" else "and"
     return TalliedPart(
-        ids=tuple(ids),
+        dids=tuple(children[n]["did"] for n in chosen),
         rest=rest[0] if len(rest) == 1 else {joined_by: rest} if rest else None,
         joined_by=joined_by,
     )
+
+
+def tally_ids(
+    spec: dict[str, Any],
+    dialect: str,
+    *,
+    now: datetime,
+    mood: MoodSettings,
+    table: sa.FromClause = event_tallies,
+) -> sa.Select[Any]:
+    """The ids of the live profiles a tallied `did` (of a `TalliedPart`) selects as of
+    `now`, one row each (tally rows belong to live profiles only: merges move them, erasure
+    deletes them), read from `table` (the tallies, or an alias for a second reading)."""
+    compiler = _Compiler(dialect, now=now, mood=mood, segment=lambda _name: {})
+    found = compiler.tallied(spec, table)
+    if found is None:
+        raise ValueError(f"the event tallies do not answer `{spec}`")  # `tallied_part` chose it
+    return found
 
 
 def reads_log(tree: dict[str, Any], *, segment: Callable[[str], dict[str, Any]]) -> bool:
