@@ -28,6 +28,9 @@ from closedloop.feeds.definition import CsvFormat, JsonlFormat
 __all__ = ["FileWriter", "cell_text", "neutralise", "open_writer", "unneutralise"]
 
 _FORMULA_START = frozenset("=+-@\t\r\0'")
+# (one pass over a column's cells joined by line breaks; a literal first character lets the
+# regex engine skip to each break)
+_FORMULA_AFTER_BREAK = re.compile("\n[" + re.escape("".join(sorted(_FORMULA_START))) + "]")
 _NUMBER = re.compile(r"^[+-]?(?:\d+(?:[.,]\d+)?|[.,]\d+)(?:[eE][+-]?\d{1,3})?$")
 _E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 
@@ -215,7 +218,7 @@ def _plain_columns(
             joined = "\n".join(column)
         # A formula's first character: at the start, or after a line break (the cells hold
         # none of their own when the count below holds).
-        if joined[:1] in _FORMULA_START or any("\n" + c in joined for c in _FORMULA_START):
+        if joined[:1] in _FORMULA_START or _FORMULA_AFTER_BREAK.search(joined):
             column = [neutralise(cell) for cell in column]
             joined = "\n".join(column)
         if joined.count("\n") != count - 1 or any(mark in joined for mark in forbidden):
