@@ -677,6 +677,8 @@ def test_live_count_of_a_tallied_did_or_more_reads_no_row_of_every_profile(log: 
     from closedloop.segments.compile import tallied_part
     from closedloop.segments.preview import _tallied_count
 
+    if log.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite counts an `or` as one condition (faster there: ADR 0011)")
     _random_shop(log, seed=11)
     now = clock.now()
     mood.ensure_basis(log.engine, log.settings, now)

@@ -74,6 +74,11 @@ def preview(
             # these queries at 1M profiles, more than it saves them.
             conn.exec_driver_sql("SET LOCAL jit = off")
         part = tallied_part(tree)
+        if part is not None and part.joined_by == "or" and conn.dialect.name != "postgresql":
+            # SQLite counts such an `or` faster as one condition (one pass, the tallies
+            # probed by key: 0.9 s at 1M profiles) than as disjoint parts (2.0 s: a probe
+            # of the tallies for every member of the rest); PostgreSQL the other way round.
+            part = None
         if part is None:
             chosen = condition_where(conn, settings, tree, now)
             counted = sa.select(sa.func.count()).select_from(profiles).where(chosen)
