@@ -114,9 +114,6 @@ class _CsvWriter(FileWriter):
             self._buffer, delimiter=fmt.delimiter, quoting=csv.QUOTE_ALL, lineterminator="\n"
         )
         self._encoding = "utf-8" if fmt.encoding == "utf-8-sig" else fmt.encoding
-        # What a cell of a plain column may not hold (beside a line break): what the csv
-        # module would quote, and a lone `\r`, which `write` quotes.
-        self._plain_forbidden = (fmt.delimiter, '"', "\r")
         if fmt.encoding == "utf-8-sig":
             self._emit(b"\xef\xbb\xbf")
 
@@ -152,8 +149,7 @@ class _CsvWriter(FileWriter):
         """Whole columns at a time: where no cell needs quotes, the csv module would write
         exactly the cells joined by the delimiter, so they are joined in one step instead of
         cell by cell. A chunk with a cell to quote goes through `write`."""
-        count = len(columns[0]) if columns else 0
-        texts = _plain_columns(columns, count, self._fmt, self._plain_forbidden)
+        texts = _plain_columns(columns, self._fmt)
         if texts is None:
             super().write_columns(columns)
             return
@@ -165,7 +161,7 @@ class _CsvWriter(FileWriter):
             rows = [list(row) for row in zip(*texts, strict=True)]
             raise self._locate(self.rows, rows) from None
         self._emit(data)
-        self.rows += count
+        self.rows += len(texts[0])
 
     def _flush(self, first_row: int | None, rows: list[list[str]]) -> None:
         text = self._buffer.getvalue()
@@ -194,18 +190,17 @@ class _CsvWriter(FileWriter):
         return InvalidInputError(f"cannot encode in {self._fmt.encoding}", field="format.encoding")
 
 
-def _plain_columns(
-    columns: Sequence[Sequence[Any]],
-    count: int,
-    fmt: CsvFormat,
-    forbidden: tuple[str, ...],
-) -> list[Sequence[str]] | None:
+def _plain_columns(columns: Sequence[Sequence[Any]], fmt: CsvFormat) -> list[Sequence[str]] | None:
     """The cells as `write` makes them (text, formulas neutralised), column by column; None
     where the csv module would quote one (it holds a quote, the delimiter or a line break)
     or the format quotes every cell (a row of one empty cell is quoted too: one column is
     left to the csv module)."""
+    count = len(columns[0]) if columns else 0
     if fmt.quoting == "all" or len(columns) < 2 or count == 0:
         return None
+    # What a cell may not hold (beside a line break): what the csv module would quote, and a
+    # lone `\r`, which `write` quotes.
+    forbidden = (fmt.delimiter, '"', "\r")
     texts: list[Sequence[str]] = []
     for column in columns:
         try:

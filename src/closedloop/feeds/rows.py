@@ -423,11 +423,10 @@ def feed_columns(
     *,
     now: datetime,
     stats: RowStats,
-    fast: bool = True,
 ) -> Iterator[list[list[Any]]]:
     """The cells of `feed_rows`, a chunk of rows at a time, column by column (for a writer
     that takes whole columns: `FileWriter.write_columns`)."""
-    fields = _fast_fields(definition) if fast else None
+    fields = _fast_fields(definition)
     if fields is not None:
         for _ids, _keys, columns in _fast_chunks(
             conn, definition, settings, fields, stats=stats, now=now
