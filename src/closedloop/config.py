@@ -7,6 +7,7 @@ Every field reads from the environment with the prefix `CLOSEDLOOP_` (nested wit
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -285,6 +286,28 @@ class FeedSettings(BaseModel):
     batch_rows: int = Field(
         500, ge=1, le=100_000, description="Rows per webhook request (JSON batch)."
     )
+    processes: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Processes that write a full feed's file together: `0` one per CPU core "
+        "(at most 4), `1` the run's own process alone. The customers are cut into ranges of "
+        "`range_rows` profile ids, each written by the next free process; the file is the "
+        "same, byte for byte.",
+    )
+    range_rows: int = Field(
+        100_000,
+        ge=1,
+        le=10_000_000,
+        description="Profiles per range of a feed written by several processes; a feed with "
+        "fewer customers is written by the run's own process alone.",
+    )
+
+    def process_count(self) -> int:
+        """How many processes write a full feed (`processes`, 0 resolved)."""
+        if self.processes:
+            return self.processes
+        return max(1, min(os.cpu_count() or 1, 4))
 
 
 class ForwardTarget(BaseModel):

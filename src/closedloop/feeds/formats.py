@@ -25,7 +25,14 @@ import orjson
 from closedloop.errors import InvalidInputError
 from closedloop.feeds.definition import CsvFormat, JsonlFormat
 
-__all__ = ["FileWriter", "cell_text", "neutralise", "open_writer", "unneutralise"]
+__all__ = [
+    "EncodingProblemError",
+    "FileWriter",
+    "cell_text",
+    "neutralise",
+    "open_writer",
+    "unneutralise",
+]
 
 _FORMULA_START = frozenset("=+-@\t\r\0'")
 # (one pass over a column's cells joined by line breaks; a literal first character lets the
@@ -66,6 +73,28 @@ def cell_text(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
+class EncodingProblemError(InvalidInputError):
+    """A cell the file's encoding cannot write: `row` (1-based, None for the header), the
+    column and the character, so a file written in parts can name the row of the whole."""
+
+    def __init__(self, encoding: str, row: int | None, column: str, char: str) -> None:
+        where = "the header" if row is None else f"row {row}"
+        super().__init__(
+            f"{where}, column `{column}`: `{char}` (U+{ord(char):04X}) cannot be written in "
+            f"{encoding}; use `encoding: utf-8` or `utf-8-sig`, or correct the value",
+            field="format.encoding",
+        )
+        self.encoding, self.row, self.column, self.char = encoding, row, column, char
+
+    def __reduce__(self) -> Any:  # (pickled from a worker process to the run's)
+        return (type(self), (self.encoding, self.row, self.column, self.char))
+
+    def after(self, rows: int) -> EncodingProblemError:
+        """The same problem in a file that has `rows` rows before this one's."""
+        row = None if self.row is None else self.row + rows
+        return EncodingProblemError(self.encoding, row, self.column, self.char)
+
+
 class FileWriter:
     """Writes rows to `out`; `bytes` and `sha256` describe what was written."""
 
@@ -94,9 +123,16 @@ class FileWriter:
         """The same rows as `write`, given column by column (one list of cells a column)."""
         self.write(list(zip(*columns, strict=True)))
 
+    def append(self, data: bytes, *, rows: int) -> None:
+        """Bytes another writer of the same format wrote (a part of the file, `part=True`)."""
+        self._emit(data)
+        self.rows += rows
+
 
 class _CsvWriter(FileWriter):
-    def __init__(self, out: BinaryIO, fmt: CsvFormat, names: Sequence[str]) -> None:
+    def __init__(
+        self, out: BinaryIO, fmt: CsvFormat, names: Sequence[str], *, part: bool = False
+    ) -> None:
         super().__init__(out)
         self._fmt = fmt
         self._names = list(names)
@@ -114,7 +150,7 @@ class _CsvWriter(FileWriter):
             self._buffer, delimiter=fmt.delimiter, quoting=csv.QUOTE_ALL, lineterminator="\n"
         )
         self._encoding = "utf-8" if fmt.encoding == "utf-8-sig" else fmt.encoding
-        if fmt.encoding == "utf-8-sig":
+        if fmt.encoding == "utf-8-sig" and not part:
             self._emit(b"\xef\xbb\xbf")
 
     def header(self, names: Sequence[str]) -> None:
@@ -179,13 +215,11 @@ class _CsvWriter(FileWriter):
                 try:
                     cell.encode(self._encoding)
                 except UnicodeEncodeError as exc:
-                    char = cell[exc.start]
-                    where = "the header" if first_row is None else f"row {first_row + index + 1}"
-                    return InvalidInputError(
-                        f"{where}, column `{self._names[column]}`: `{char}` (U+{ord(char):04X}) "
-                        f"cannot be written in {self._fmt.encoding}; use `encoding: utf-8` "
-                        "or `utf-8-sig`, or correct the value",
-                        field="format.encoding",
+                    return EncodingProblemError(
+                        self._fmt.encoding,
+                        None if first_row is None else first_row + index + 1,
+                        self._names[column],
+                        cell[exc.start],
                     )
         return InvalidInputError(f"cannot encode in {self._fmt.encoding}", field="format.encoding")
 
@@ -242,11 +276,14 @@ class _JsonlWriter(FileWriter):
         self.rows += len(rows)
 
 
-def open_writer(out: BinaryIO, fmt: CsvFormat | JsonlFormat, names: Sequence[str]) -> FileWriter:
-    """A writer for `fmt`; CSV writes its header (when asked) at once."""
+def open_writer(
+    out: BinaryIO, fmt: CsvFormat | JsonlFormat, names: Sequence[str], *, part: bool = False
+) -> FileWriter:
+    """A writer for `fmt`; CSV writes its header (when asked) at once. A `part` of a file
+    has neither the header nor the byte order mark: only rows (`FileWriter.append`)."""
     if isinstance(fmt, JsonlFormat):
         return _JsonlWriter(out, names)
-    writer = _CsvWriter(out, fmt, names)
-    if fmt.header:
+    writer = _CsvWriter(out, fmt, names, part=part)
+    if fmt.header and not part:
         writer.header(names)
     return writer

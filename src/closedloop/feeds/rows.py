@@ -28,13 +28,16 @@ from closedloop.segments import condition_tree, condition_where, consent_granted
 from closedloop.segments._tables import segment_members
 from closedloop.store import EPOCH, is_postgres
 
-__all__ = ["FeedRow", "RowStats", "column_names", "feed_columns", "feed_rows"]
+__all__ = ["Bounds", "FeedRow", "RowStats", "column_names", "feed_columns", "feed_rows"]
 
 _YIELD = 2000
 _SALUTATIONS = {
     "de": {"female": "Frau", "male": "Herr"},
     "en": {"female": "Ms", "male": "Mr"},
 }
+# A range of profile ids (byte order): after the first (none: from the start), up to and
+# with the second (none: to the end).
+Bounds = tuple[str | None, str | None]
 
 
 @dataclass(slots=True)
@@ -62,6 +65,15 @@ class RowStats:
             "truncated_cells": self.truncated,
             "invalid_values": dict(sorted(self.invalid.items())),
         }
+
+    def add(self, other: RowStats) -> None:
+        """Count in another part's figures (a feed written in parts)."""
+        self.selected += other.selected
+        self.no_consent += other.no_consent
+        self.no_key += other.no_key
+        self.truncated += other.truncated
+        for key, count in other.invalid.items():
+            self.invalid[key] = self.invalid.get(key, 0) + count
 
 
 def column_names(definition: FeedDefinition) -> list[str]:
@@ -315,9 +327,13 @@ def _select(
     now: datetime,
     *,
     with_entry: bool,
+    fields: Sequence[str] = (),
+    bounds: Bounds | None = None,
 ) -> sa.Select[Any]:
     """The query: id, customer key, whether consent is granted, the documents (JSON as text,
-    decoded by the caller; times as stored), then the segment and entry time.
+    decoded by the caller; times as stored), the master-data `fields` as text (PostgreSQL:
+    taken from the binary document by the server, in its own process), then the segment and
+    entry time. With `bounds`, only the profiles in that range of ids.
 
     With segments as the source, it reads through the members' index in id order (no sort):
     a profile in several of them comes once per segment, consecutive rows for the caller to
@@ -335,20 +351,26 @@ def _select(
     for name in docs:
         column = p.c[name]
         columns.append(sa.cast(column, sa.Text) if name in _JSON_DOCS else column)
+    columns.extend(p.c.masterdata.op("->>")(sa.literal(name, sa.Text)) for name in fields)
     where: list[Any] = [p.c.merged_into.is_(None)]
     if definition.source.condition is not None:
         tree = condition_tree(definition.source.condition)
         where.append(condition_where(conn, settings, tree, now))
     m = segment_members
+    key = m.c.profile_id if definition.source.segments else p.c.id
+    order = key.collate("C") if postgres else key  # byte order on both backends
+    if bounds is not None:
+        if bounds[0] is not None:
+            where.append(order > bounds[0])
+        if bounds[1] is not None:
+            where.append(order <= bounds[1])
     if definition.source.segments:
-        order = m.c.profile_id.collate("C") if postgres else m.c.profile_id
         return (
             sa.select(*columns, m.c.segment, m.c.entered_at if with_entry else sa.null())
             .select_from(m.join(p, p.c.id == m.c.profile_id))
             .where(m.c.segment.in_(definition.source.segments), *where)
             .order_by(order)
         )
-    order = p.c.id.collate("C") if postgres else p.c.id
     return sa.select(*columns, sa.null(), sa.null()).where(*where).order_by(order)
 
 
@@ -423,18 +445,20 @@ def feed_columns(
     *,
     now: datetime,
     stats: RowStats,
+    bounds: Bounds | None = None,
 ) -> Iterator[list[list[Any]]]:
     """The cells of `feed_rows`, a chunk of rows at a time, column by column (for a writer
-    that takes whole columns: `FileWriter.write_columns`)."""
+    that takes whole columns: `FileWriter.write_columns`); with `bounds`, of the profiles in
+    that range of ids only (a part of the file: `feeds.parts`)."""
     fields = _fast_fields(definition)
     if fields is not None:
         for _ids, _keys, columns in _fast_chunks(
-            conn, definition, settings, fields, stats=stats, now=now
+            conn, definition, settings, fields, stats=stats, now=now, bounds=bounds
         ):
             yield columns
         return
     chunk: list[list[Any]] = []
-    for row in _general_rows(conn, definition, settings, now=now, stats=stats):
+    for row in _general_rows(conn, definition, settings, now=now, stats=stats, bounds=bounds):
         chunk.append(row.cells)
         if len(chunk) >= _YIELD:
             yield [list(column) for column in zip(*chunk, strict=True)]
@@ -511,12 +535,27 @@ def _fast_chunks(
     *,
     now: datetime,
     stats: RowStats,
+    bounds: Bounds | None = None,
 ) -> Iterator[tuple[list[str], list[str], list[list[Any]]]]:
     """The rows of a feed of keys, ids, master data and constants, a partition at a time:
     their profile ids, keys and cells column by column (each a list comprehension over the
     partition, not a record per profile)."""
-    docs = ["masterdata"] if any(kind == "masterdata" for kind, _ in fields) else []
-    stmt = _select(conn, definition, settings, docs, now, with_entry=False)
+    md_names = sorted({name for kind, name in fields if kind == "masterdata" and name})
+    # PostgreSQL takes the fields out of the document itself (in its own process, from the
+    # binary jsonb: no text to decode here); SQLite's text JSON is decoded here, once a row
+    # (its `json_extract` parses the text again for every field: slower at 1M rows).
+    by_server = is_postgres(conn.engine) and bool(md_names)
+    docs = ["masterdata"] if md_names and not by_server else []
+    stmt = _select(
+        conn,
+        definition,
+        settings,
+        docs,
+        now,
+        with_entry=False,
+        fields=md_names if by_server else (),
+        bounds=bounds,
+    )
     partitions = _driver_partitions(conn.execution_options(stream_results=True).execute(stmt))
     transforms = [
         (
@@ -530,7 +569,6 @@ def _fast_chunks(
         for index, column in enumerate(definition.columns)
         if column.transforms
     ]
-    md_names = sorted({name for kind, name in fields if kind == "masterdata" and name})
     several = len(definition.source.segments) > 1
     last: list[Any] = [None]
     for partition in partitions:
@@ -539,7 +577,12 @@ def _fast_chunks(
             continue
         ids = [row[0] for row in kept]
         keys = [row[1] for row in kept]
-        values = _masterdata_columns([row[3] for row in kept], md_names) if docs else {}
+        if by_server:
+            values = {name: [row[3 + n] for row in kept] for n, name in enumerate(md_names)}
+        elif docs:
+            values = _masterdata_columns([row[3] for row in kept], md_names)
+        else:
+            values = {}
         columns: list[list[Any]] = []
         for kind, name in fields:
             if kind == "masterdata":
@@ -565,6 +608,7 @@ def _general_rows(
     *,
     now: datetime,
     stats: RowStats,
+    bounds: Bounds | None = None,
 ) -> Iterator[FeedRow]:
     previous = (
         _previous_keys(conn, definition.name)
@@ -591,7 +635,7 @@ def _general_rows(
     order = {name: index for index, name in enumerate(definition.source.segments)}
     width = len(doc_names)
     with_entry = any(c.source == "segment.entered_at" for c in definition.columns)
-    stmt = _select(conn, definition, settings, doc_names, now, with_entry=with_entry)
+    stmt = _select(conn, definition, settings, doc_names, now, with_entry=with_entry, bounds=bounds)
     result = conn.execution_options(stream_results=True, yield_per=_YIELD).execute(stmt)
     by_customer_key = definition.key == "customer_key"
     pending: _Record | None = None

@@ -47,6 +47,7 @@ from closedloop.feeds.definition import (
 )
 from closedloop.feeds.destinations import DeliveryError, deliver, staging_path
 from closedloop.feeds.formats import cell_text, open_writer
+from closedloop.feeds.parts import PartJob, range_bounds, write_in_parts
 from closedloop.feeds.rows import FeedRow, RowStats, column_names, feed_columns
 from closedloop.feeds.rows import feed_rows as select_rows
 from closedloop.feeds.store import check_sources
@@ -477,6 +478,7 @@ def _write(
     webhook = isinstance(definition.destination, WebhookDestination)
     fmt = JsonlFormat() if webhook else definition.format
     header = [definition.delta.action_column, *names] if delta else names
+    parts: dict[str, Any] | None = None
     with engine.connect() as conn:
         check_sources(conn, definition)
         base_run = None
@@ -510,13 +512,34 @@ def _write(
                             lease.renew()
                 snapshot.flush()
             else:
-                for columns in feed_columns(conn, definition, settings, now=now, stats=stats):
-                    writer.write_columns(columns)
-                    lease.renew()
+                processes = settings.feeds.process_count()
+                bounds = (
+                    range_bounds(conn, definition, rows=settings.feeds.range_rows)
+                    if processes > 1
+                    else []
+                )
+                if bounds:
+                    job = PartJob(settings, definition, fmt, tuple(header), now)
+                    parts = write_in_parts(
+                        engine,
+                        job,
+                        writer,
+                        stats,
+                        bounds=bounds,
+                        staged=staged,
+                        processes=processes,
+                        renew=lease.renew,
+                    )
+                else:
+                    for columns in feed_columns(conn, definition, settings, now=now, stats=stats):
+                        writer.write_columns(columns)
+                        lease.renew()
             if chunk:
                 writer.write(chunk)
             out.flush()
     info = stats.as_json()
+    if parts is not None:
+        info["parts"] = parts
     if delta:
         info.update(
             entered=counts.entered,

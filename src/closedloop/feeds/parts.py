@@ -1,0 +1,316 @@
+"""A full feed's file written by several processes at once.
+
+A feed's time goes to Python's work per row (decoding documents, cells, CSV), which one
+process does on one core. Here the customers are cut into ranges of profile ids
+(`range_bounds`, about `FEEDS__RANGE_ROWS` each); each range is written to a file of its own
+by the next free process, the run's own process among them (`write_range`); the range files
+are joined in id order as they become ready (`write_in_parts`). The result is the file one
+process writes, byte for byte: the same rows in the same order, one header, one byte order
+mark, the same counts, and an unencodable cell named by its row in the whole file.
+
+Worker processes are fresh interpreters (`python -m closedloop.feeds._part_worker`: no copy
+of the running server's threads and locks) that read their ranges on their own connections,
+so each range is read in a transaction of its own (ADR 0012).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import pickle  # nosec B403
+import struct
+import subprocess  # nosec B404
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from closedloop.config import Settings
+from closedloop.feeds.definition import CsvFormat, FeedDefinition, JsonlFormat
+from closedloop.feeds.formats import EncodingProblemError, FileWriter, open_writer
+from closedloop.feeds.rows import Bounds, RowStats, feed_columns
+from closedloop.profiles._tables import profiles
+from closedloop.segments._tables import segment_members
+from closedloop.store import create_store_engine, is_postgres
+
+__all__ = ["PartJob", "PartResult", "range_bounds", "write_in_parts", "write_range"]
+
+_COPY_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class PartJob:
+    """What every range of one run shares (sent to each worker process)."""
+
+    settings: Settings
+    definition: FeedDefinition
+    fmt: CsvFormat | JsonlFormat
+    header: tuple[str, ...]
+    now: datetime
+
+
+@dataclass(frozen=True)
+class PartResult:
+    rows: int
+    bytes: int
+    stats: RowStats
+    peak_kb: int | None  # the worker process's peak memory (VmHWM), None in the run's own
+
+
+def range_bounds(conn: sa.Connection, definition: FeedDefinition, *, rows: int) -> list[str]:
+    """Profile ids that cut the feed's customers into ranges of about `rows` (in byte order,
+    the order of the file); none for a feed with fewer. Read from the first source segment's
+    members (or all profiles, on SQLite) by one walk of their index."""
+    if definition.source.segments:
+        key: Any = segment_members.c.profile_id
+        base = sa.select(key).where(segment_members.c.segment == definition.source.segments[0])
+    elif is_postgres(conn.engine):
+        # PostgreSQL has no index on profile ids in byte order (the segments' members have
+        # one, migration 0015): each range would be a scan of every profile.
+        return []
+    else:
+        key = profiles.c.id
+        base = sa.select(key)
+    found: list[str] = []
+    while True:
+        stmt = base.order_by(key).offset(rows - 1).limit(2)  # a bound, and a row after it
+        if found:
+            stmt = stmt.where(key > found[-1])  # (the walk in the index's own order)
+        ahead = conn.execute(stmt).scalars().all()
+        if len(ahead) < 2:
+            break
+        found.append(ahead[0])
+    # Any bounds cut the byte order correctly; those of the index's order cut it evenly when
+    # the two orders agree (the case for profile ids).
+    return sorted(set(found))
+
+
+_engines: dict[str, Engine] = {}
+
+
+def _engine_of(settings: Settings) -> Engine:
+    """The store engine of a worker process (one per process, kept for its next ranges)."""
+    url = settings.database_url
+    if url not in _engines:
+        _engines[url] = create_store_engine(url)
+    return _engines[url]
+
+
+def _peak_kb() -> int | None:
+    with contextlib.suppress(OSError, StopIteration, ValueError):
+        status = Path("/proc/self/status").read_text()
+        line = next(line for line in status.splitlines() if line.startswith("VmHWM"))
+        return int(line.split()[1])
+    return None
+
+
+def write_range(
+    job: PartJob, bounds: Bounds, path: Path, *, engine: Engine | None = None
+) -> PartResult:
+    """Write the rows of one range to `path` (no header): in a worker process, or in the
+    run's own with its `engine`."""
+    stats = RowStats()
+    with path.open("wb") as out, (engine or _engine_of(job.settings)).connect() as conn:
+        writer = open_writer(out, job.fmt, job.header, part=True)
+        for columns in feed_columns(
+            conn, job.definition, job.settings, now=job.now, stats=stats, bounds=bounds
+        ):
+            writer.write_columns(columns)
+    return PartResult(writer.rows, writer.bytes, stats, _peak_kb() if engine is None else None)
+
+
+class _Ranges:
+    """The ranges of one run, their results as they come, and the joining in order."""
+
+    def __init__(self, bounds: list[str], staged: Path) -> None:
+        edges: list[str | None] = [None, *bounds, None]
+        self.ranges: list[Bounds] = list(itertools.pairwise(edges))
+        self.paths = [staged.with_name(f"{staged.name}.{n}") for n in range(len(self.ranges))]
+        self.todo = deque(range(len(self.ranges)))
+        self.done: dict[int, Future[PartResult]] = {}
+        self.joined = 0
+
+    def take(self) -> int | None:
+        try:
+            return self.todo.popleft()  # (atomic: the run's thread and the dispatcher take)
+        except IndexError:
+            return None
+
+    def stop(self) -> None:
+        """No new range starts (one failed); those started finish."""
+        self.todo.clear()
+
+    def join_ready(self, writer: FileWriter, stats: RowStats) -> None:
+        """Append the next ranges' files while they are ready, in order; a range's error is
+        raised here, after every range before it (so it names the row in the whole file)."""
+        while self.joined < len(self.ranges):
+            future = self.done.get(self.joined)
+            if future is None or not future.done():
+                return
+            try:
+                result = future.result()
+            except EncodingProblemError as exc:
+                raise exc.after(writer.rows) from None
+            path = self.paths[self.joined]
+            with path.open("rb") as part:
+                while data := part.read(_COPY_BYTES):
+                    writer.append(data, rows=0)
+            writer.rows += result.rows
+            stats.add(result.stats)
+            path.unlink()
+            self.joined += 1
+
+    def remove_files(self) -> None:
+        for path in self.paths:
+            path.unlink(missing_ok=True)
+
+
+def _send(out: IO[bytes], message: Any) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    out.write(struct.pack(">Q", len(data)) + data)
+    out.flush()
+
+
+def _receive(source: IO[bytes]) -> Any:
+    """The next message on a pipe between a run and the worker it started (None at its end).
+    Only these two processes write to the pipe, with this code: no other party's bytes are
+    ever unpickled."""
+    head = source.read(8)
+    if len(head) < 8:
+        return None
+    (size,) = struct.unpack(">Q", head)
+    data = source.read(size)
+    if len(data) < size:
+        return None
+    return pickle.loads(data)  # noqa: S301  # nosec B301
+
+
+class _Worker:
+    """A worker process (`python -m closedloop.feeds._part_worker`): a fresh interpreter,
+    not a fork of the running one and its threads; it writes the ranges it is sent."""
+
+    def __init__(self, job: PartJob) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "closedloop.feeds._part_worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        if self._process.stdin is None or self._process.stdout is None:  # pragma: no cover
+            raise RuntimeError("a feed worker process has no pipes")
+        self._in, self._out = self._process.stdin, self._process.stdout
+        _send(self._in, job)
+
+    def write(self, bounds: Bounds, path: Path) -> PartResult:
+        _send(self._in, (bounds, str(path)))
+        try:
+            reply = _receive(self._out)
+        except Exception as exc:
+            raise RuntimeError(f"a feed worker's answer could not be read: {exc}") from exc
+        if reply is None:
+            code = self._process.wait(timeout=30)
+            raise RuntimeError(f"a feed worker process ended (exit code {code})")
+        kind, value = reply
+        if kind == "error":
+            raise value
+        result: PartResult = value
+        return result
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._in.close()
+        try:
+            self._process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._out.close()
+
+
+def _drive(job: PartJob, ranges: _Ranges) -> None:
+    """One worker process, kept busy with the next range until none is left (a thread of
+    the run's process per worker; it only waits on the worker's pipe)."""
+    worker: _Worker | None = None
+    try:
+        while (index := ranges.take()) is not None:
+            future: Future[PartResult] = Future()
+            ranges.done[index] = future
+            try:
+                worker = worker or _Worker(job)
+                future.set_result(worker.write(ranges.ranges[index], ranges.paths[index]))
+            except Exception as exc:  # noqa: BLE001 - raised in order by join_ready
+                future.set_exception(exc)
+                ranges.stop()
+                return
+    finally:
+        if worker is not None:
+            worker.close()
+
+
+def write_in_parts(
+    engine: Engine,
+    job: PartJob,
+    writer: FileWriter,
+    stats: RowStats,
+    *,
+    bounds: list[str],
+    staged: Path,
+    processes: int,
+    renew: Callable[[], None],
+) -> dict[str, Any]:
+    """Write the feed's rows into `writer` (which holds the header) with `processes`
+    processes, the run's own among them, over the ranges `bounds` cut; what it did, for the
+    run log."""
+    ranges = _Ranges(bounds, staged)
+    workers = max(0, min(processes - 1, len(ranges.ranges) - 1))
+    drivers = [
+        threading.Thread(target=_drive, args=(job, ranges), name=f"closedloop-feed-part-{n}")
+        for n in range(workers)
+    ]
+    mine = 0
+    try:
+        for driver in drivers:
+            driver.start()
+        while (index := ranges.take()) is not None:
+            future: Future[PartResult] = Future()
+            ranges.done[index] = future
+            try:
+                future.set_result(
+                    write_range(job, ranges.ranges[index], ranges.paths[index], engine=engine)
+                )
+            except Exception as exc:  # noqa: BLE001 - raised in order by join_ready
+                future.set_exception(exc)
+                ranges.stop()
+            mine += 1
+            ranges.join_ready(writer, stats)
+            renew()
+        for driver in drivers:
+            while driver.is_alive():
+                driver.join(timeout=1.0)
+                ranges.join_ready(writer, stats)
+                renew()
+        ranges.join_ready(writer, stats)
+    finally:
+        ranges.stop()
+        for driver in drivers:
+            driver.join()
+        ranges.remove_files()
+    peaks = [
+        result.peak_kb
+        for future in ranges.done.values()
+        if future.done() and future.exception() is None
+        if (result := future.result()).peak_kb is not None
+    ]
+    return {
+        "processes": workers + 1,
+        "ranges": len(ranges.ranges),
+        "ranges_in_run_process": mine,
+        "worker_peak_mb": round(max(peaks) / 1024, 1) if peaks else None,
+    }

@@ -1,0 +1,226 @@
+"""A full feed written by several processes (`feeds.parts`), on both backends: the same file
+as one process writes, byte for byte, whatever the source, columns and format; an
+unencodable cell named by its row in the whole file; a worker that fails fails the run and
+leaves no part behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from closedloop import clock, feeds, segments
+from closedloop.config import Settings
+from closedloop.feeds.definition import CsvFormat
+from closedloop.feeds.formats import open_writer
+from closedloop.feeds.parts import PartJob, range_bounds, write_in_parts
+from closedloop.feeds.rows import RowStats
+from closedloop.feeds.runs import _definition
+from tests.feeds.conftest import Shop, gold_feed
+from tests.profiles.conftest import identify, track
+
+_COLUMNS = [
+    {"name": "key", "source": "customer_key"},
+    {"name": "anrede", "source": "masterdata.gender", "transforms": ["salutation"]},
+    {"name": "nachname", "source": "masterdata.last_name"},
+    {"name": "plz", "source": "masterdata.postal_code"},
+    {"name": "ort", "source": "masterdata.city"},
+    {"name": "quelle", "value": "closedloop"},
+]
+_GENERAL = [  # columns that only the general path writes (a record per profile)
+    {"name": "key", "source": "customer_key"},
+    {"name": "plan", "source": "trait.plan", "transforms": ["upper"]},
+    {"name": "mood", "source": "mood.label"},
+    {"name": "segmente", "source": "segments"},
+    {"name": "kanaele", "source": "computed.channels"},
+]
+
+
+def _customers(shop: Shop, count: int) -> None:
+    messages: list[dict[str, Any]] = []
+    for n in range(count):
+        messages.append(
+            identify(
+                f"cust-{n}",
+                email=f"kunde{n}@example.de",
+                firstName=f"Erika{n}",
+                lastName="=HYPERLINK(1)" if n == 17 else f"Müller{n}",
+                gender=("w", "m", "d", None)[n % 4],
+                address={"postalCode": 1067 + n % 3, "city": "Dresden;Neustadt" if n == 5 else ""},
+                plan=("gold", "silver")[n % 2],
+                consent={"crm_sync": n % 7 != 0},
+            )
+        )
+        if n % 3 == 0:
+            messages.append(track("Article Rated", f"cust-{n}", properties={"rating": 5}))
+    shop.log.send(*messages)
+    shop.log.process()
+
+
+def _with(settings: Settings, **feed_settings: Any) -> Settings:
+    return settings.model_copy(update={"feeds": settings.feeds.model_copy(update=feed_settings)})
+
+
+def _run(shop: Shop, settings: Settings) -> tuple[feeds.FeedRun, bytes]:
+    run = feeds.run_now(shop.log.engine, settings, "gold")
+    assert run.state == "succeeded", run.error
+    folder = Path(settings.feeds.local_dir) / "crm"
+    return run, (folder / str(run.file_name)).read_bytes()
+
+
+def _counts(run: feeds.FeedRun) -> dict[str, Any]:
+    return {
+        k: v for k, v in (run.stats or {}).items() if k not in ("parts", "seconds", "destination")
+    }
+
+
+@pytest.mark.parametrize(
+    ("source", "columns", "fmt"),
+    [
+        ({"condition": "consent crm_sync or not consent crm_sync"}, _COLUMNS, None),
+        (
+            {"segments": ["gold-plan", "muster"]},
+            _COLUMNS,
+            {"type": "csv", "delimiter": ";", "encoding": "utf-8-sig", "line_ending": "crlf"},
+        ),
+        ({"segments": ["gold-plan", "muster"]}, _GENERAL, {"type": "jsonl"}),
+        ({"condition": 'trait plan = "gold" or mood is positive'}, _GENERAL, None),
+    ],
+    ids=["condition-fast", "segments-bom-crlf", "segments-general-jsonl", "condition-general"],
+)
+def test_feed_in_parts_writes_the_file_of_one_process(
+    shop: Shop, source: dict[str, Any], columns: list[dict[str, Any]], fmt: dict[str, Any] | None
+) -> None:
+    _customers(shop, 240)
+    for name, condition in (("gold-plan", 'trait plan = "gold"'), ("muster", "consent crm_sync")):
+        segments.save_segment(
+            shop.log.engine, shop.settings, name, segments.condition_tree(condition), create=True
+        )
+    document = gold_feed(source=source, columns=columns)
+    if fmt is not None:
+        document["format"] = fmt
+    feeds.save_feed(shop.log.engine, document, create=True)
+    one, alone = _run(shop, _with(shop.settings, processes=1))
+    parted = _with(shop.settings, processes=3, range_rows=23)
+    run, together = _run(shop, parted)
+    assert together == alone  # the same bytes, in the same order, one header, one BOM
+    assert (run.rows, run.bytes, run.checksum) == (one.rows, one.bytes, one.checksum)
+    assert _counts(run) == _counts(one)
+    assert one.rows and one.rows > 60
+    parts = (run.stats or {}).get("parts")
+    with shop.log.engine.connect() as conn:
+        cut = range_bounds(conn, _definition(conn, "gold"), rows=23)
+    if not cut:  # PostgreSQL cuts only segment sources (their members' byte-order index)
+        assert shop.log.engine.dialect.name == "postgresql" and "condition" in source
+        assert parts is None
+        return
+    assert parts is not None
+    assert parts["processes"] == 3 and parts["ranges"] == len(cut) + 1 >= 4
+    assert parts["ranges_in_run_process"] < parts["ranges"]  # the workers wrote some
+    assert parts["worker_peak_mb"] > 0
+    leftovers = [p.name for p in (Path(parted.feeds.local_dir) / "crm").iterdir()]
+    assert sorted(leftovers) == sorted([str(run.file_name), f"{run.file_name}.sha256"])
+
+
+def test_range_bounds_cut_into_even_ranges_in_byte_order(shop: Shop) -> None:
+    _customers(shop, 100)
+    segments.save_segment(
+        shop.log.engine,
+        shop.settings,
+        "gold-plan",
+        segments.condition_tree("consent crm_sync or not consent crm_sync"),
+        create=True,
+    )
+    feeds.save_feed(shop.log.engine, gold_feed(source={"segments": ["gold-plan"]}), create=True)
+    with shop.log.engine.connect() as conn:
+        definition = _definition(conn, "gold")
+        assert range_bounds(conn, definition, rows=100) == []  # one range: no cut
+        cut = range_bounds(conn, definition, rows=30)
+    ids = sorted(shop.log.live_profiles())
+    assert cut == [ids[29], ids[59], ids[89]]  # each range up to and with its bound
+    assert cut == sorted(cut, key=lambda s: s.encode())
+
+
+def test_feed_in_parts_names_the_row_of_the_whole_file(shop: Shop) -> None:
+    _customers(shop, 120)
+    ids = sorted(shop.log.live_profiles())
+    # a customer with consent whose row comes in the second half (not in the first range)
+    late = next(
+        n
+        for n in range(120)
+        if n % 7 and ids.index(str(shop.log.profile_of("user_id", f"cust-{n}"))) > 90
+    )
+    renamed = {
+        **identify(f"cust-{late}", lastName="Łukasiewicz"),
+        "timestamp": "2026-11-23T10:00:00Z",
+    }
+    shop.log.send(renamed)
+    shop.log.process()
+    segments.save_segment(
+        shop.log.engine,
+        shop.settings,
+        "gold-plan",
+        segments.condition_tree("consent crm_sync or not consent crm_sync"),
+        create=True,
+    )
+    feeds.save_feed(
+        shop.log.engine,
+        gold_feed(
+            source={"segments": ["gold-plan"]},
+            columns=_COLUMNS,
+            format={"type": "csv", "delimiter": ";", "encoding": "cp1252"},
+        ),
+        create=True,
+    )
+    alone = feeds.run_now(shop.log.engine, _with(shop.settings, processes=1), "gold")
+    parted = _with(shop.settings, processes=2, range_rows=9)
+    together = feeds.run_now(shop.log.engine, parted, "gold")
+    assert alone.state == together.state == "failed"
+    assert together.error == alone.error
+    assert "column `nachname`" in str(alone.error) and "U+0141" in str(alone.error)
+    assert "row 1," not in str(alone.error)  # a row after the first range's
+    assert list((Path(parted.feeds.local_dir) / "crm").iterdir()) == []
+
+
+def test_a_failing_worker_fails_the_run_and_leaves_no_part(shop: Shop, tmp_path: Path) -> None:
+    """A worker that cannot read the store (its settings name another database): the error
+    comes back to the run, which stops; no part file stays behind."""
+    _customers(shop, 60)
+    segments.save_segment(
+        shop.log.engine,
+        shop.settings,
+        "gold-plan",
+        segments.condition_tree('trait plan = "gold"'),
+        create=True,
+    )
+    feeds.save_feed(
+        shop.log.engine,
+        gold_feed(source={"segments": ["gold-plan"]}, columns=_COLUMNS),
+        create=True,
+    )
+    with shop.log.engine.connect() as conn:
+        definition = _definition(conn, "gold")
+        cut = range_bounds(conn, definition, rows=10)
+    assert len(cut) == 2
+    elsewhere = shop.settings.model_copy(
+        update={"database_url": f"sqlite:///{tmp_path / 'missing' / 'nothing.db'}"}
+    )
+    job = PartJob(elsewhere, definition, CsvFormat(), ("key",), clock.now())
+    staged = tmp_path / "staged.part"
+    with staged.open("wb") as out:
+        writer = open_writer(out, CsvFormat(), [c["name"] for c in _COLUMNS])
+        with pytest.raises(Exception, match="unable to open database file"):
+            write_in_parts(
+                shop.log.engine,
+                job,
+                writer,
+                RowStats(),
+                bounds=cut,
+                staged=staged,
+                processes=2,
+                renew=lambda: None,
+            )
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("staged")) == [
+        "staged.part"
+    ]
