@@ -150,6 +150,9 @@ def child(url: str, folder: str) -> None:
     seconds = time.perf_counter() - started
     status = Path("/proc/self/status").read_text()
     hwm = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM"))
+    parts = (run.stats or {}).get("parts") or {}
+    workers = int(parts.get("processes", 1)) - 1
+    worker_mb = float(parts.get("worker_peak_mb") or 0)
     print(
         json.dumps(
             {
@@ -159,6 +162,11 @@ def child(url: str, folder: str) -> None:
                 "rows": run.rows,
                 "bytes": run.bytes,
                 "peak_mb": hwm / 1024,
+                "processes": workers + 1,
+                "ranges": parts.get("ranges", 1),
+                "worker_peak_mb": worker_mb,
+                # the run's process and each worker at its peak at once (an upper bound)
+                "total_peak_mb": hwm / 1024 + workers * worker_mb,
             }
         )
     )
@@ -310,7 +318,9 @@ def main() -> None:
                 line = (
                     f"{name} round {round_}: feed {feed['rows']:,} rows in "
                     f"{feed['seconds']:.2f} s = {_rate(feed):,.0f} rows/s, "
-                    f"{feed['bytes'] / 1e6:.1f} MB, peak {feed['peak_mb']:.0f} MB; "
+                    f"{feed['bytes'] / 1e6:.1f} MB, {feed.get('processes', 1)} processes, "
+                    f"peak {feed['peak_mb']:.0f} MB (all processes at most "
+                    f"{feed.get('total_peak_mb', feed['peak_mb']):.0f} MB); "
                     f"DuckDB (all cores) {best['seconds']:.2f} s = {_rate(best):,.0f} rows/s, "
                     f"(1 thread) {_rate(figures['duckdb threads=1']):,.0f} rows/s; "
                     f"ratio {_rate(feed) / _rate(best):.2f}"
