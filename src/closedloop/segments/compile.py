@@ -404,7 +404,15 @@ class _Json:
 def consent_granted(pg: bool, purpose: str, *, opt_out: bool = False) -> ColumnElement[bool]:
     """Whether the profile's latest statement for `purpose` grants it; without one, whether
     the purpose is opt-out (`ProfileSettings.consent_modes`)."""
-    return sa.func.coalesce(_Json(pg, profiles.c.consent, purpose, 0).boolean(), opt_out)
+    value = _Json(pg, profiles.c.consent, purpose, 0)
+    if pg:
+        return sa.func.coalesce(value.boolean(), opt_out)
+    # SQLite: one `json_type` a row instead of two (each parses the document again; a feed
+    # asks it of every customer): `true` grants, `false` withdraws, anything else (no
+    # statement) is the purpose's default.
+    if opt_out:
+        return sa.func.coalesce(value.kind != "false", True)
+    return sa.func.coalesce(value.kind == "true", False)
 
 
 def _typed_compare(value: _Json, op: str, expected: Any) -> ColumnElement[bool]:
