@@ -58,6 +58,12 @@ def _customers(shop: Shop, count: int) -> None:
     shop.log.process()
 
 
+def _segment(shop: Shop, name: str, condition: str) -> None:
+    segments.save_segment(
+        shop.log.engine, shop.settings, name, segments.condition_tree(condition), create=True
+    )
+
+
 def _with(settings: Settings, **feed_settings: Any) -> Settings:
     return settings.model_copy(update={"feeds": settings.feeds.model_copy(update=feed_settings)})
 
@@ -93,10 +99,8 @@ def test_feed_in_parts_writes_the_file_of_one_process(
     shop: Shop, source: dict[str, Any], columns: list[dict[str, Any]], fmt: dict[str, Any] | None
 ) -> None:
     _customers(shop, 240)
-    for name, condition in (("gold-plan", 'trait plan = "gold"'), ("muster", "consent crm_sync")):
-        segments.save_segment(
-            shop.log.engine, shop.settings, name, segments.condition_tree(condition), create=True
-        )
+    _segment(shop, "gold-plan", 'trait plan = "gold"')
+    _segment(shop, "muster", "consent crm_sync")
     document = gold_feed(source=source, columns=columns)
     if fmt is not None:
         document["format"] = fmt
@@ -125,13 +129,7 @@ def test_feed_in_parts_writes_the_file_of_one_process(
 
 def test_range_bounds_cut_into_even_ranges_in_byte_order(shop: Shop) -> None:
     _customers(shop, 100)
-    segments.save_segment(
-        shop.log.engine,
-        shop.settings,
-        "gold-plan",
-        segments.condition_tree("consent crm_sync or not consent crm_sync"),
-        create=True,
-    )
+    _segment(shop, "gold-plan", "consent crm_sync or not consent crm_sync")
     feeds.save_feed(shop.log.engine, gold_feed(source={"segments": ["gold-plan"]}), create=True)
     with shop.log.engine.connect() as conn:
         definition = _definition(conn, "gold")
@@ -157,13 +155,7 @@ def test_feed_in_parts_names_the_row_of_the_whole_file(shop: Shop) -> None:
     }
     shop.log.send(renamed)
     shop.log.process()
-    segments.save_segment(
-        shop.log.engine,
-        shop.settings,
-        "gold-plan",
-        segments.condition_tree("consent crm_sync or not consent crm_sync"),
-        create=True,
-    )
+    _segment(shop, "gold-plan", "consent crm_sync or not consent crm_sync")
     feeds.save_feed(
         shop.log.engine,
         gold_feed(
@@ -187,13 +179,7 @@ def test_a_failing_worker_fails_the_run_and_leaves_no_part(shop: Shop, tmp_path:
     """A worker that cannot read the store (its settings name another database): the error
     comes back to the run, which stops; no part file stays behind."""
     _customers(shop, 60)
-    segments.save_segment(
-        shop.log.engine,
-        shop.settings,
-        "gold-plan",
-        segments.condition_tree('trait plan = "gold"'),
-        create=True,
-    )
+    _segment(shop, "gold-plan", 'trait plan = "gold"')
     feeds.save_feed(
         shop.log.engine,
         gold_feed(source={"segments": ["gold-plan"]}, columns=_COLUMNS),
