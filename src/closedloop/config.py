@@ -296,11 +296,13 @@ class FeedSettings(BaseModel):
         "same, byte for byte.",
     )
     range_rows: int = Field(
-        100_000,
+        25_000,
         ge=1,
         le=10_000_000,
         description="Profiles per range of a feed written by several processes; a feed with "
-        "fewer customers is written by the run's own process alone.",
+        "fewer customers is written by the run's own process alone. A worker takes ranges "
+        "once it has started (about 1 s), so a feed the run's process finishes first does "
+        "not wait for it.",
     )
 
     def process_count(self) -> int:

@@ -75,6 +75,10 @@ def _run(shop: Shop, settings: Settings) -> tuple[feeds.FeedRun, bytes]:
     return run, (folder / str(run.file_name)).read_bytes()
 
 
+def _names(definition: Any) -> list[str]:
+    return [c.name for c in definition.columns]
+
+
 def _counts(run: feeds.FeedRun) -> dict[str, Any]:
     return {
         k: v for k, v in (run.stats or {}).items() if k not in ("parts", "seconds", "destination")
@@ -96,7 +100,11 @@ def _counts(run: feeds.FeedRun) -> dict[str, Any]:
     ids=["condition-fast", "segments-bom-crlf", "segments-general-jsonl", "condition-general"],
 )
 def test_feed_in_parts_writes_the_file_of_one_process(
-    shop: Shop, source: dict[str, Any], columns: list[dict[str, Any]], fmt: dict[str, Any] | None
+    shop: Shop,
+    tmp_path: Path,
+    source: dict[str, Any],
+    columns: list[dict[str, Any]],
+    fmt: dict[str, Any] | None,
 ) -> None:
     _customers(shop, 240)
     _segment(shop, "gold-plan", 'trait plan = "gold"')
@@ -121,10 +129,34 @@ def test_feed_in_parts_writes_the_file_of_one_process(
         return
     assert parts is not None
     assert parts["processes"] == 3 and parts["ranges"] == len(cut) + 1 >= 4
-    assert parts["ranges_in_run_process"] < parts["ranges"]  # the workers wrote some
-    assert parts["worker_peak_mb"] > 0
     leftovers = [p.name for p in (Path(parted.feeds.local_dir) / "crm").iterdir()]
     assert sorted(leftovers) == sorted([str(run.file_name), f"{run.file_name}.sha256"])
+    # The run's process wrote what it could before the workers were ready (small ranges: all
+    # of them, most likely); here every range goes to the two workers.
+    with shop.log.engine.connect() as conn:
+        definition = _definition(conn, "gold")
+    job = PartJob(parted, definition, definition.format, tuple(_names(definition)), clock.now())
+    staged = tmp_path / "staged.part"
+    stats = RowStats()
+    with staged.open("wb") as out:
+        writer = open_writer(out, definition.format, _names(definition))
+        done = write_in_parts(
+            shop.log.engine,
+            job,
+            writer,
+            stats,
+            bounds=cut,
+            staged=staged,
+            processes=3,
+            renew=lambda: None,
+            own_ranges=False,
+        )
+    assert staged.read_bytes() == alone
+    assert (writer.rows, writer.sha256) == (one.rows, one.checksum)
+    assert stats.as_json() == {k: v for k, v in _counts(one).items() if k in stats.as_json()}
+    assert done["ranges_in_run_process"] == 0 and done["ranges"] == len(cut) + 1
+    assert done["worker_peak_mb"] > 0
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("staged")] == ["staged.part"]
 
 
 def test_range_bounds_cut_into_even_ranges_in_byte_order(shop: Shop) -> None:
@@ -206,6 +238,7 @@ def test_a_failing_worker_fails_the_run_and_leaves_no_part(shop: Shop, tmp_path:
                 staged=staged,
                 processes=2,
                 renew=lambda: None,
+                own_ranges=False,
             )
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("staged")) == [
         "staged.part"

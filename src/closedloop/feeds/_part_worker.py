@@ -20,6 +20,7 @@ def main() -> None:
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     job = _receive(source)
+    _send(answers, ("ready", os.getpid()))
     while (message := _receive(source)) is not None:
         bounds, path = message
         reply: tuple[str, Any]

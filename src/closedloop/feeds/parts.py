@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import pickle  # nosec B403
 import struct
 import subprocess  # nosec B404
@@ -24,7 +25,7 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -44,6 +45,7 @@ from closedloop.store import create_store_engine, is_postgres
 __all__ = ["PartJob", "PartResult", "range_bounds", "write_in_parts", "write_range"]
 
 _COPY_BYTES = 1 << 20
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -134,19 +136,26 @@ class _Ranges:
         edges: list[str | None] = [None, *bounds, None]
         self.ranges: list[Bounds] = list(itertools.pairwise(edges))
         self.paths = [staged.with_name(f"{staged.name}.{n}") for n in range(len(self.ranges))]
-        self.todo = deque(range(len(self.ranges)))
+        self._todo = deque(range(len(self.ranges)))
+        self._lock = threading.Lock()
         self.done: dict[int, Future[PartResult]] = {}
         self.joined = 0
 
-    def take(self) -> int | None:
-        try:
-            return self.todo.popleft()  # (atomic: the run's thread and the dispatcher take)
-        except IndexError:
-            return None
+    def take(self) -> tuple[int, Future[PartResult]] | None:
+        """The next range to write and the future of its result (the run's thread and the
+        worker threads take from here)."""
+        with self._lock:
+            if not self._todo:
+                return None
+            index = self._todo.popleft()
+            future: Future[PartResult] = Future()
+            self.done[index] = future
+            return index, future
 
     def stop(self) -> None:
         """No new range starts (one failed); those started finish."""
-        self.todo.clear()
+        with self._lock:
+            self._todo.clear()
 
     def join_ready(self, writer: FileWriter, stats: RowStats) -> None:
         """Append the next ranges' files while they are ready, in order; a range's error is
@@ -168,7 +177,17 @@ class _Ranges:
             path.unlink()
             self.joined += 1
 
-    def remove_files(self) -> None:
+    def next_pending(self) -> Future[PartResult] | None:
+        """The result the joining waits for (None once every range is joined)."""
+        if self.joined >= len(self.ranges):
+            return None
+        return self.done.get(self.joined)
+
+    def finish(self) -> None:
+        """After the run (or its failure): no range starts, those running end, no file of
+        a range stays behind."""
+        self.stop()
+        wait(list(self.done.values()))
         for path in self.paths:
             path.unlink(missing_ok=True)
 
@@ -208,8 +227,7 @@ class _Worker:
         self._in, self._out = self._process.stdin, self._process.stdout
         _send(self._in, job)
 
-    def write(self, bounds: Bounds, path: Path) -> PartResult:
-        _send(self._in, (bounds, str(path)))
+    def _reply(self) -> Any:
         try:
             reply = _receive(self._out)
         except Exception as exc:
@@ -220,7 +238,15 @@ class _Worker:
         kind, value = reply
         if kind == "error":
             raise value
-        result: PartResult = value
+        return value
+
+    def ready(self) -> None:
+        """Wait until the worker has started (imported closedloop, read the job)."""
+        self._reply()
+
+    def write(self, bounds: Bounds, path: Path) -> PartResult:
+        _send(self._in, (bounds, str(path)))
+        result: PartResult = self._reply()
         return result
 
     def close(self) -> None:
@@ -235,20 +261,24 @@ class _Worker:
 
 
 def _drive(job: PartJob, ranges: _Ranges) -> None:
-    """One worker process, kept busy with the next range until none is left (a thread of
-    the run's process per worker; it only waits on the worker's pipe)."""
+    """One worker process: started, and once it is ready kept busy with the next range
+    until none is left (a thread of the run's process per worker, waiting on the worker's
+    pipe). A worker takes no range before it is ready, so a run whose own process writes
+    every range before then does not wait for it."""
     worker: _Worker | None = None
     try:
-        while (index := ranges.take()) is not None:
-            future: Future[PartResult] = Future()
-            ranges.done[index] = future
+        worker = _Worker(job)
+        worker.ready()
+        while (taken := ranges.take()) is not None:
+            index, future = taken
             try:
-                worker = worker or _Worker(job)
                 future.set_result(worker.write(ranges.ranges[index], ranges.paths[index]))
             except Exception as exc:  # noqa: BLE001 - raised in order by join_ready
                 future.set_exception(exc)
                 ranges.stop()
                 return
+    except Exception:  # noqa: BLE001 - a worker that does not start writes no range
+        _log.warning("feeds: a worker process did not start", exc_info=True)
     finally:
         if worker is not None:
             worker.close()
@@ -264,23 +294,25 @@ def write_in_parts(
     staged: Path,
     processes: int,
     renew: Callable[[], None],
+    own_ranges: bool = True,
 ) -> dict[str, Any]:
     """Write the feed's rows into `writer` (which holds the header) with `processes`
     processes, the run's own among them, over the ranges `bounds` cut; what it did, for the
-    run log."""
+    run log. `own_ranges=False` leaves every range to the workers (tests)."""
     ranges = _Ranges(bounds, staged)
-    workers = max(0, min(processes - 1, len(ranges.ranges) - 1))
+    workers = max(0, min(processes - 1, len(ranges.ranges) - (1 if own_ranges else 0)))
     drivers = [
-        threading.Thread(target=_drive, args=(job, ranges), name=f"closedloop-feed-part-{n}")
+        threading.Thread(
+            target=_drive, args=(job, ranges), name=f"closedloop-feed-part-{n}", daemon=True
+        )
         for n in range(workers)
     ]
+    for driver in drivers:
+        driver.start()
     mine = 0
     try:
-        for driver in drivers:
-            driver.start()
-        while (index := ranges.take()) is not None:
-            future: Future[PartResult] = Future()
-            ranges.done[index] = future
+        while own_ranges and (taken := ranges.take()) is not None:
+            index, future = taken
             try:
                 future.set_result(
                     write_range(job, ranges.ranges[index], ranges.paths[index], engine=engine)
@@ -291,21 +323,20 @@ def write_in_parts(
             mine += 1
             ranges.join_ready(writer, stats)
             renew()
-        for driver in drivers:
-            while driver.is_alive():
-                driver.join(timeout=1.0)
-                ranges.join_ready(writer, stats)
-                renew()
-        ranges.join_ready(writer, stats)
+        # Every range is taken: wait for the workers' ones, joining each when it is ready.
+        while ranges.joined < len(ranges.ranges):
+            pending = ranges.next_pending()
+            if pending is None and not any(driver.is_alive() for driver in drivers):
+                raise RuntimeError("no feed worker process started")  # (own_ranges=False)
+            wait([pending] if pending is not None else [], timeout=1.0 if pending else 0.01)
+            ranges.join_ready(writer, stats)
+            renew()
     finally:
-        ranges.stop()
-        for driver in drivers:
-            driver.join()
-        ranges.remove_files()
+        ranges.finish()
     peaks = [
         result.peak_kb
         for future in ranges.done.values()
-        if future.done() and future.exception() is None
+        if future.exception() is None
         if (result := future.result()).peak_kb is not None
     ]
     return {
