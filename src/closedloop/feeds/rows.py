@@ -578,12 +578,12 @@ def _fast_chunks(
         kept = _kept(partition, stats, several=several, last=last)
         if not kept:
             continue
-        ids = [row[0] for row in kept]
-        keys = [row[1] for row in kept]
+        whole = list(zip(*kept, strict=True))  # (the partition column by column, in C)
+        ids, keys = list(whole[0]), list(whole[1])
         if by_server:
-            values = {name: [row[3 + n] for row in kept] for n, name in enumerate(md_names)}
+            values = {name: list(whole[3 + n]) for n, name in enumerate(md_names)}
         elif docs:
-            values = _masterdata_columns([row[3] for row in kept], md_names)
+            values = _masterdata_columns(list(whole[3]), md_names)
         else:
             values = {}
         columns: list[list[Any]] = []
