@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from closedloop.feeds.parts import _receive, _send, write_range
+from closedloop.feeds.parts import receive_message, send_message, write_range
 
 
 def main() -> None:
@@ -19,9 +19,9 @@ def main() -> None:
     # The answers go to the original standard output; anything printed goes to stderr.
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    job = _receive(source)
-    _send(answers, ("ready", os.getpid()))
-    while (message := _receive(source)) is not None:
+    job = receive_message(source)
+    send_message(answers, ("ready", os.getpid()))
+    while (message := receive_message(source)) is not None:
         bounds, path = message
         reply: tuple[str, Any]
         try:
@@ -29,9 +29,9 @@ def main() -> None:
         except Exception as exc:  # noqa: BLE001 - every error goes back to the run
             reply = ("error", exc)
         try:
-            _send(answers, reply)
+            send_message(answers, reply)
         except Exception as exc:  # noqa: BLE001 - an error that does not pickle
-            _send(answers, ("error", RuntimeError(f"{type(exc).__name__}: {exc}")))
+            send_message(answers, ("error", RuntimeError(f"{type(exc).__name__}: {exc}")))
     answers.close()
 
 

@@ -123,9 +123,10 @@ class FileWriter:
         """The same rows as `write`, given column by column (one list of cells a column)."""
         self.write(list(zip(*columns, strict=True)))
 
-    def append(self, data: bytes, *, rows: int) -> None:
-        """Bytes another writer of the same format wrote (a part of the file, `part=True`)."""
-        self._emit(data)
+    def append(self, part: BinaryIO, *, rows: int) -> None:
+        """The `rows` another writer of the same format wrote to `part` (`part=True`)."""
+        while data := part.read(1 << 20):
+            self._emit(data)
         self.rows += rows
 
 

@@ -44,7 +44,6 @@ from closedloop.store import create_store_engine, is_postgres
 
 __all__ = ["PartJob", "PartResult", "range_bounds", "write_in_parts", "write_range"]
 
-_COPY_BYTES = 1 << 20
 _log = logging.getLogger(__name__)
 
 
@@ -62,7 +61,6 @@ class PartJob:
 @dataclass(frozen=True)
 class PartResult:
     rows: int
-    bytes: int
     stats: RowStats
     peak_kb: int | None  # the worker process's peak memory (VmHWM), None in the run's own
 
@@ -126,7 +124,7 @@ def write_range(
             conn, job.definition, job.settings, now=job.now, stats=stats, bounds=bounds
         ):
             writer.write_columns(columns)
-    return PartResult(writer.rows, writer.bytes, stats, _peak_kb() if engine is None else None)
+    return PartResult(writer.rows, stats, _peak_kb() if engine is None else None)
 
 
 class _Ranges:
@@ -170,9 +168,7 @@ class _Ranges:
                 raise exc.after(writer.rows) from None
             path = self.paths[self.joined]
             with path.open("rb") as part:
-                while data := part.read(_COPY_BYTES):
-                    writer.append(data, rows=0)
-            writer.rows += result.rows
+                writer.append(part, rows=result.rows)
             stats.add(result.stats)
             path.unlink()
             self.joined += 1
@@ -192,13 +188,13 @@ class _Ranges:
             path.unlink(missing_ok=True)
 
 
-def _send(out: IO[bytes], message: Any) -> None:
+def send_message(out: IO[bytes], message: Any) -> None:
     data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
     out.write(struct.pack(">Q", len(data)) + data)
     out.flush()
 
 
-def _receive(source: IO[bytes]) -> Any:
+def receive_message(source: IO[bytes]) -> Any:
     """The next message on a pipe between a run and the worker it started (None at its end).
     Only these two processes write to the pipe, with this code: no other party's bytes are
     ever unpickled."""
@@ -225,11 +221,11 @@ class _Worker:
         if self._process.stdin is None or self._process.stdout is None:  # pragma: no cover
             raise RuntimeError("a feed worker process has no pipes")
         self._in, self._out = self._process.stdin, self._process.stdout
-        _send(self._in, job)
+        send_message(self._in, job)
 
     def _reply(self) -> Any:
         try:
-            reply = _receive(self._out)
+            reply = receive_message(self._out)
         except Exception as exc:
             raise RuntimeError(f"a feed worker's answer could not be read: {exc}") from exc
         if reply is None:
@@ -245,7 +241,7 @@ class _Worker:
         self._reply()
 
     def write(self, bounds: Bounds, path: Path) -> PartResult:
-        _send(self._in, (bounds, str(path)))
+        send_message(self._in, (bounds, str(path)))
         result: PartResult = self._reply()
         return result
 
