@@ -567,3 +567,26 @@ def test_a_feed_of_many_partitions_writes_what_the_row_by_row_path_writes(shop: 
     assert "'=HYPERLINK(1)" in lines[1 + [r[2] for r in rows].index("Erika3333")]
     assert any('"Dresden;Neustadt"' in line for line in lines)
     assert all(";+4935112" in line for line in lines[1:])  # E.164 numbers stay usable
+
+
+def test_master_data_documents_are_read_field_by_field_whatever_their_shape() -> None:
+    """The fast path decodes only the fields a feed needs: a field a document lacks is
+    empty, other fields and nested values are skipped or kept as they are, and a document
+    that is not an object (or not JSON at all, or missing) gives empty cells instead of
+    failing the feed, also for the documents beside it."""
+    from closedloop.feeds.rows import _masterdata_columns
+
+    docs: list[bytes | None] = [
+        b'{"city": "Dresden", "postal_code": "01067", "email": "a@b", "x": [1, {"y": 2}]}',
+        '{"city": "Zürich ☃", "street": null}'.encode(),
+        b'{"city": {"nested": true}, "postal_code": 1067}',
+    ]
+    assert _masterdata_columns(docs, ["city", "postal_code"]) == {
+        "city": ["Dresden", "Zürich ☃", {"nested": True}],
+        "postal_code": ["01067", None, 1067],
+    }
+    for odd in (b"null", b"[1, 2]", b'{"city": ', b"\xff\xfe", None):
+        assert _masterdata_columns([*docs[:2], odd], ["city", "street"]) == {
+            "city": ["Dresden", "Zürich ☃", None],
+            "street": [None, None, None],
+        }, odd
