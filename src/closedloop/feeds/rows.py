@@ -332,13 +332,15 @@ def _select(
     fields: Sequence[str] = (),
     bounds: Bounds | None = None,
     raw_docs: bool = False,
+    tail: bool = True,
 ) -> sa.Select[Any]:
     """The query: id, customer key, whether consent is granted, the documents (JSON as text,
     decoded by the caller; times as stored), the master-data `fields` as text (PostgreSQL:
     taken from the binary document by the server, in its own process), then the segment and
     entry time. With `bounds`, only the profiles in that range of ids. `raw_docs` reads the
     documents as bytes (UTF-8 JSON, not decoded into text first: a decoder takes them as
-    they are).
+    they are). `tail=False` leaves out the segment and the entry time (for a caller that
+    needs neither).
 
     With segments as the source, it reads through the members' index in id order (no sort):
     a profile in several of them comes once per segment, consecutive rows for the caller to
@@ -371,13 +373,17 @@ def _select(
         if bounds[1] is not None:
             where.append(order <= bounds[1])
     if definition.source.segments:
+        if tail:
+            columns += [m.c.segment, m.c.entered_at if with_entry else sa.null()]
         return (
-            sa.select(*columns, m.c.segment, m.c.entered_at if with_entry else sa.null())
+            sa.select(*columns)
             .select_from(m.join(p, p.c.id == m.c.profile_id))
             .where(m.c.segment.in_(definition.source.segments), *where)
             .order_by(order)
         )
-    return sa.select(*columns, sa.null(), sa.null()).where(*where).order_by(order)
+    if tail:
+        columns += [sa.null(), sa.null()]
+    return sa.select(*columns).where(*where).order_by(order)
 
 
 def _fast_fields(definition: FeedDefinition) -> list[tuple[str, str | None]] | None:
@@ -582,6 +588,7 @@ def _fast_chunks(
         fields=md_names if by_server else (),
         bounds=bounds,
         raw_docs=True,
+        tail=False,
     )
     partitions = _driver_partitions(conn.execution_options(stream_results=True).execute(stmt))
     transforms = [
