@@ -5,6 +5,7 @@ leaves no part behind."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -243,3 +244,52 @@ def test_a_failing_worker_fails_the_run_and_leaves_no_part(shop: Shop, tmp_path:
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("staged")) == [
         "staged.part"
     ]
+
+
+def _wait_ready(count: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while feeds.ready_workers() != count:
+        assert time.monotonic() < deadline, f"{feeds.ready_workers()} workers ready, not {count}"
+        time.sleep(0.05)
+
+
+def test_a_long_running_process_keeps_workers_ready_for_big_feeds(shop: Shop) -> None:
+    """`keep_workers_ready` (the scheduler of `serve`, `closedloop worker`) starts nothing
+    while no run was written in parts; after such a run it keeps workers started, the next
+    run takes them (and writes the same file), and new ones are started after it. A ready
+    worker that ended while it waited is not given a range: the run starts another."""
+    _customers(shop, 120)
+    _segment(shop, "gold-plan", "consent crm_sync or not consent crm_sync")
+    feeds.save_feed(
+        shop.log.engine,
+        gold_feed(source={"segments": ["gold-plan"]}, columns=_COLUMNS),
+        create=True,
+    )
+    parted = _with(shop.settings, processes=2, range_rows=9)
+    try:
+        assert feeds.keep_workers_ready(shop.log.engine, parted) == 0  # no big feed yet
+        assert feeds.ready_workers() == 0
+        first, alone = _run(shop, parted)
+        assert (first.stats or {})["parts"]["workers_started_ahead"] == 0
+        _wait_ready(1)  # started after the run, for the next one
+        second, together = _run(shop, parted)
+        assert together == alone
+        parts = (second.stats or {})["parts"]
+        assert parts["workers_started_ahead"] == 1 and parts["processes"] == 2
+        _wait_ready(1)
+        # a ready worker that is gone: the run starts one of its own
+        ready = feeds.parts._ready._idle[0]
+        ready._process.kill()
+        ready._process.wait()
+        third, again = _run(shop, parted)
+        assert again == alone
+        assert (third.stats or {})["parts"]["workers_started_ahead"] == 0
+        # a process that starts later (serve's scheduler, a worker) sees the runs in parts
+        feeds.stop_ready_workers()
+        assert feeds.ready_workers() == 0
+        assert feeds.keep_workers_ready(shop.log.engine, parted) == 1
+        _wait_ready(1)
+        assert feeds.keep_workers_ready(shop.log.engine, _with(parted, processes=1)) == 0
+    finally:
+        feeds.stop_ready_workers()
+    assert feeds.ready_workers() == 0

@@ -48,6 +48,8 @@ def worker(
         last_feeds = float("-inf")
         last_surveys = float("-inf")
         last_privacy = float("-inf")
+        if not once:  # big feeds' worker processes started ahead of their runs
+            feeds.keep_workers_ready(engine, config)
         while not stop.is_set():
             done = profiles.process_available(engine, config, limit=batch_events, stop=stop)
             total += done
@@ -87,6 +89,7 @@ def worker(
             if once:
                 break
             stop.wait(config.processor.poll_seconds)
+        feeds.stop_ready_workers()
     console.print(f"worker: stopped after {total} events", markup=False)
 
 

@@ -4,6 +4,7 @@ FTPS, SFTP or a webhook), mapped column by column, delivered once, with a run lo
 from closedloop.feeds.definition import FeedDefinition, parse_feed, render_file_name
 from closedloop.feeds.destinations import DeliveryError, check_host, sign
 from closedloop.feeds.formats import neutralise, unneutralise
+from closedloop.feeds.parts import keep_workers_ready, ready_workers, stop_ready_workers
 from closedloop.feeds.runs import (
     FeedRun,
     FeedScheduler,
@@ -42,16 +43,19 @@ __all__ = [
     "get_feed",
     "get_run",
     "health",
+    "keep_workers_ready",
     "list_feeds",
     "list_runs",
     "neutralise",
     "parse_feed",
     "preview",
     "queue_run",
+    "ready_workers",
     "render_file_name",
     "run_now",
     "save_feed",
     "schedule_due",
     "sign",
+    "stop_ready_workers",
     "unneutralise",
 ]

@@ -1,6 +1,7 @@
 """A feed worker process: `python -m closedloop.feeds._part_worker`, started by a run that
 writes its file in parts (`closedloop.feeds.parts`). It reads the run's job and then ranges
-from standard input, writes each range's rows to the file named, and answers each with its
+from standard input (it says it is ready before the job comes: a run may start it ahead,
+`keep_workers_ready`), writes each range's rows to the file named, and answers each with its
 result (or the error) on standard output, until its input ends.
 """
 
@@ -19,8 +20,8 @@ def main() -> None:
     # The answers go to the original standard output; anything printed goes to stderr.
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    job = receive_message(source)
     send_message(answers, ("ready", os.getpid()))
+    job = receive_message(source)
     while (message := receive_message(source)) is not None:
         bounds, path = message
         reply: tuple[str, Any]

@@ -35,6 +35,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from closedloop.config import Settings
+from closedloop.feeds._tables import feed_runs
 from closedloop.feeds.definition import CsvFormat, FeedDefinition, JsonlFormat
 from closedloop.feeds.formats import EncodingProblemError, FileWriter, open_writer
 from closedloop.feeds.rows import Bounds, RowStats, feed_columns
@@ -42,7 +43,16 @@ from closedloop.profiles._tables import profiles
 from closedloop.segments._tables import segment_members
 from closedloop.store import create_store_engine, is_postgres
 
-__all__ = ["PartJob", "PartResult", "range_bounds", "write_in_parts", "write_range"]
+__all__ = [
+    "PartJob",
+    "PartResult",
+    "keep_workers_ready",
+    "range_bounds",
+    "ready_workers",
+    "stop_ready_workers",
+    "write_in_parts",
+    "write_range",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -138,6 +148,11 @@ class _Ranges:
         self._lock = threading.Lock()
         self.done: dict[int, Future[PartResult]] = {}
         self.joined = 0
+        self.ready_workers = 0  # workers that were started ahead of the run
+
+    def count_ready(self) -> None:
+        with self._lock:
+            self.ready_workers += 1
 
     def take(self) -> tuple[int, Future[PartResult]] | None:
         """The next range to write and the future of its result (the run's thread and the
@@ -210,9 +225,10 @@ def receive_message(source: IO[bytes]) -> Any:
 
 class _Worker:
     """A worker process (`python -m closedloop.feeds._part_worker`): a fresh interpreter,
-    not a fork of the running one and its threads; it writes the ranges it is sent."""
+    not a fork of the running one and its threads; once started it takes a run's job, then
+    writes the ranges it is sent."""
 
-    def __init__(self, job: PartJob) -> None:
+    def __init__(self) -> None:
         self._process = subprocess.Popen(
             [sys.executable, "-m", "closedloop.feeds._part_worker"],
             stdin=subprocess.PIPE,
@@ -221,7 +237,6 @@ class _Worker:
         if self._process.stdin is None or self._process.stdout is None:  # pragma: no cover
             raise RuntimeError("a feed worker process has no pipes")
         self._in, self._out = self._process.stdin, self._process.stdout
-        send_message(self._in, job)
 
     def _reply(self) -> Any:
         try:
@@ -237,8 +252,15 @@ class _Worker:
         return value
 
     def ready(self) -> None:
-        """Wait until the worker has started (imported closedloop, read the job)."""
+        """Wait until the worker has started (imported closedloop)."""
         self._reply()
+
+    @property
+    def alive(self) -> bool:
+        return self._process.poll() is None
+
+    def begin(self, job: PartJob) -> None:
+        send_message(self._in, job)
 
     def write(self, bounds: Bounds, path: Path) -> PartResult:
         send_message(self._in, (bounds, str(path)))
@@ -256,15 +278,120 @@ class _Worker:
         self._out.close()
 
 
+class _ReadyWorkers:
+    """Worker processes started ahead of the next run, in a long-running process (a worker
+    takes about a second to start: a run that finds one ready shares its ranges at once).
+    A worker serves one run and ends with it; the next are started after the run."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: list[_Worker] = []
+        self._starting = 0
+        self._wanted = 0
+        self.enabled = False  # (only long-running processes keep workers: `keep_workers_ready`)
+
+    def want(self, count: int) -> None:
+        """Keep `count` workers ready from now on (started in the background)."""
+        with self._lock:
+            if not self.enabled:
+                return
+            self._wanted = max(0, count)
+            missing = self._wanted - len(self._idle) - self._starting
+            self._starting += max(0, missing)
+        for _ in range(missing):
+            threading.Thread(
+                target=self._start_one, name="closedloop-feed-worker-start", daemon=True
+            ).start()
+
+    def _start_one(self) -> None:
+        worker: _Worker | None = None
+        try:
+            worker = _Worker()
+            worker.ready()
+        except Exception:  # noqa: BLE001 - a run starts its own instead
+            _log.warning("feeds: a worker process did not start", exc_info=True)
+            if worker is not None:
+                worker.close()
+            worker = None
+        with self._lock:
+            self._starting -= 1
+            if worker is not None and self._wanted > len(self._idle):
+                self._idle.append(worker)
+                worker = None
+        if worker is not None:  # (no longer wanted)
+            worker.close()
+
+    def take(self) -> _Worker | None:
+        """A ready worker, if one is (one that ended while it waited is dropped)."""
+        while True:
+            with self._lock:
+                if not self._idle:
+                    return None
+                worker = self._idle.pop()
+            if worker.alive:
+                return worker
+            worker.close()
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self._idle)
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle, self._wanted, self.enabled = self._idle, [], 0, False
+        for worker in idle:
+            worker.close()
+
+
+_ready = _ReadyWorkers()
+
+
+def keep_workers_ready(engine: Engine, settings: Settings) -> int:
+    """For a long-running process (the scheduler in `closedloop serve`, `closedloop
+    worker`): keep worker processes started for the next run written in parts, now if one
+    of the store's recent runs was, and after each such run. How many are being started."""
+    _ready.enabled = True
+    count = settings.feeds.process_count() - 1
+    if count <= 0:
+        return 0
+    with engine.connect() as conn:
+        recent = conn.execute(
+            sa.select(feed_runs.c.stats)
+            .where(feed_runs.c.state == "succeeded")
+            .order_by(feed_runs.c.id.desc())
+            .limit(50)
+        ).scalars()
+        if not any(isinstance(stats, dict) and stats.get("parts") for stats in recent):
+            return 0
+    _ready.want(count)
+    return count
+
+
+def stop_ready_workers() -> None:
+    """End the workers kept ready (a long-running process that stops)."""
+    _ready.close()
+
+
+def ready_workers() -> int:
+    """How many worker processes are started and waiting for a run."""
+    return _ready.count()
+
+
 def _drive(job: PartJob, ranges: _Ranges) -> None:
-    """One worker process: started, and once it is ready kept busy with the next range
+    """One worker process: one started ahead (`keep_workers_ready`) or started now, and once
+    it is ready kept busy with the next range
     until none is left (a thread of the run's process per worker, waiting on the worker's
     pipe). A worker takes no range before it is ready, so a run whose own process writes
     every range before then does not wait for it."""
     worker: _Worker | None = None
     try:
-        worker = _Worker(job)
-        worker.ready()
+        worker = _ready.take()
+        if worker is not None:
+            ranges.count_ready()
+        else:
+            worker = _Worker()
+            worker.ready()
+        worker.begin(job)
         while (taken := ranges.take()) is not None:
             index, future = taken
             try:
@@ -329,6 +456,7 @@ def write_in_parts(
             renew()
     finally:
         ranges.finish()
+        _ready.want(processes - 1)  # (for the next run, in a process that keeps them)
     peaks = [
         result.peak_kb
         for future in ranges.done.values()
@@ -339,5 +467,6 @@ def write_in_parts(
         "processes": workers + 1,
         "ranges": len(ranges.ranges),
         "ranges_in_run_process": mine,
+        "workers_started_ahead": ranges.ready_workers,
         "worker_peak_mb": round(max(peaks) / 1024, 1) if peaks else None,
     }

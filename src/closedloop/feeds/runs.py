@@ -47,7 +47,13 @@ from closedloop.feeds.definition import (
 )
 from closedloop.feeds.destinations import DeliveryError, deliver, staging_path
 from closedloop.feeds.formats import cell_text, open_writer
-from closedloop.feeds.parts import PartJob, range_bounds, write_in_parts
+from closedloop.feeds.parts import (
+    PartJob,
+    keep_workers_ready,
+    range_bounds,
+    stop_ready_workers,
+    write_in_parts,
+)
 from closedloop.feeds.rows import FeedRow, RowStats, column_names, feed_columns
 from closedloop.feeds.rows import feed_rows as select_rows
 from closedloop.feeds.store import check_sources
@@ -806,7 +812,15 @@ class FeedScheduler(PeriodicLoop):
         super().__init__(settings.feeds.poll_seconds)
         self._engine = engine
         self._settings = settings
+        self._first = True
 
     def run_once(self) -> None:
+        if self._first:  # big feeds' worker processes started ahead of their runs
+            keep_workers_ready(self._engine, self._settings)
+            self._first = False
         schedule_due(self._engine)
         execute_due(self._engine, self._settings, stop=self.stopping)
+
+    def stop(self, timeout: float = 30) -> None:
+        super().stop(timeout)
+        stop_ready_workers()
