@@ -7,19 +7,28 @@ result (or the error) on standard output, until its input ends.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from closedloop.feeds.parts import receive_message, send_message, write_range
 
 
 def main() -> None:
-    source = sys.stdin.buffer
     # The answers go to the original standard output; anything printed goes to stderr.
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    try:
+        _serve(sys.stdin.buffer, answers)
+    except BrokenPipeError:  # the run's process has ended (a worker started ahead, unused)
+        return
+    with contextlib.suppress(BrokenPipeError):
+        answers.close()
+
+
+def _serve(source: IO[bytes], answers: IO[bytes]) -> None:
     send_message(answers, ("ready", os.getpid()))
     job = receive_message(source)
     while (message := receive_message(source)) is not None:
@@ -33,7 +42,6 @@ def main() -> None:
             send_message(answers, reply)
         except Exception as exc:  # noqa: BLE001 - an error that does not pickle
             send_message(answers, ("error", RuntimeError(f"{type(exc).__name__}: {exc}")))
-    answers.close()
 
 
 if __name__ == "__main__":
