@@ -590,3 +590,20 @@ def test_master_data_documents_are_read_field_by_field_whatever_their_shape() ->
             "city": ["Dresden", "Zürich ☃", None],
             "street": [None, None, None],
         }, odd
+
+
+def test_the_salutation_of_a_whole_column_is_the_salutation_of_each_cell() -> None:
+    """The fast path salutes a column at a time (a look-up for the usual genders); cells of
+    any other spelling or type get what the cell-by-cell transform gives them."""
+    from closedloop.feeds.rows import _SALUTATIONS, _Salutation
+
+    salute = _Salutation(_SALUTATIONS["de"])
+    usual = ["female", "male", "diverse", "unknown", None]
+    odd = ["Female", "w", "Herr", "", 1, True, 2.5, "männlich"]
+    column = salute.column
+    assert column(usual) == ["Frau", "Herr", "", "", ""]
+    assert column(usual + odd) == [salute(v, None) for v in usual + odd]
+    assert column(odd)[:3] == ["Frau", "Frau", "Herr"]
+    unhashable = [["female"], {"g": "male"}, "male"]
+    assert column(unhashable) == [salute(v, None) for v in unhashable]
+    assert column(unhashable)[2] == "Herr"

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
+from itertools import repeat
 from operator import attrgetter, itemgetter
 from typing import Any, cast
 
@@ -33,6 +34,7 @@ from closedloop.store import EPOCH, is_postgres
 __all__ = ["Bounds", "FeedRow", "RowStats", "column_names", "feed_columns", "feed_rows"]
 
 _YIELD = 2000
+_FIRST, _SECOND, _FOURTH = itemgetter(0), itemgetter(1), itemgetter(3)
 _SALUTATIONS = {
     "de": {"female": "Frau", "male": "Herr"},
     "en": {"female": "Ms", "male": "Mr"},
@@ -208,6 +210,39 @@ def _as_date(value: Any) -> datetime | None:
 Transform = Callable[[Any, _Record | None], Any]
 
 
+class _Salutation:
+    """The salutation transform: the word for a gender (any spelling the master data
+    understands), empty for none, diverse or unknown."""
+
+    def __init__(self, words: Mapping[str, str]) -> None:
+        self._words = words
+        # master data holds the normalised gender already: most cells are one look-up
+        self._known: dict[Any, str] = {**words, None: "", "diverse": "", "unknown": ""}
+
+    def __call__(self, v: Any, _r: _Record | None) -> Any:
+        if isinstance(v, str) and v in self._words:  # (a list or dict cannot be looked up)
+            return self._words[v]
+        if v is None or v in ("diverse", "unknown"):
+            return ""
+        return self._words.get(normalise_gender(v).value or "", "")
+
+    def column(self, values: list[Any]) -> list[Any]:
+        """A whole column: one dict look-up a cell, in C; the cells it does not know (or
+        cannot hash) go through `__call__`."""
+        try:
+            found = list(map(self._known.get, values, repeat(_UNKNOWN)))
+        except TypeError:
+            return [self(v, None) for v in values]
+        if _UNKNOWN in found:
+            found = [
+                self(v, None) if f is _UNKNOWN else f for v, f in zip(values, found, strict=True)
+            ]
+        return found
+
+
+_UNKNOWN = object()
+
+
 def _transform(
     name: str, argument: Any, column: str, settings: Settings, stats: RowStats
 ) -> Transform:
@@ -260,16 +295,7 @@ def _transform(
 
         return phone
     if name == "salutation":
-        words = _SALUTATIONS[argument]
-
-        def salute(v: Any, _r: _Record | None) -> Any:
-            if v in words:  # master data holds the normalised gender already
-                return words[v]
-            if v is None or v in ("diverse", "unknown"):
-                return ""
-            return words.get(normalise_gender(v).value or "", "")
-
-        return salute
+        return _Salutation(_SALUTATIONS[argument])
     if name == "postal_code":
 
         def postal(v: Any, r: _Record | None) -> Any:
@@ -473,10 +499,14 @@ def feed_columns(
     for row in _general_rows(conn, definition, settings, now=now, stats=stats, bounds=bounds):
         chunk.append(row.cells)
         if len(chunk) >= _YIELD:
-            yield [list(column) for column in zip(*chunk, strict=True)]
+            yield _by_column(chunk)
             chunk = []
     if chunk:
-        yield [list(column) for column in zip(*chunk, strict=True)]
+        yield _by_column(chunk)
+
+
+def _by_column(rows: list[list[Any]]) -> list[list[Any]]:
+    return [list(map(itemgetter(n), rows)) for n in range(len(rows[0]))]
 
 
 def _kept(rows: Sequence[Any], stats: RowStats, *, several: bool, last: list[Any]) -> list[Any]:
@@ -609,12 +639,13 @@ def _fast_chunks(
         kept = _kept(partition, stats, several=several, last=last)
         if not kept:
             continue
-        whole = list(zip(*kept, strict=True))  # (the partition column by column, in C)
-        ids, keys = list(whole[0]), list(whole[1])
+        # The partition column by column: one `itemgetter` pass a column (four times the
+        # speed of `zip(*kept)`, which takes each of the thousands of rows as an argument).
+        ids, keys = list(map(_FIRST, kept)), list(map(_SECOND, kept))
         if by_server:
-            values = {name: list(whole[3 + n]) for n, name in enumerate(md_names)}
+            values = {name: list(map(itemgetter(3 + n), kept)) for n, name in enumerate(md_names)}
         elif docs:
-            values = _masterdata_columns(list(whole[3]), md_names)
+            values = _masterdata_columns(list(map(_FOURTH, kept)), md_names)
         else:
             values = {}
         columns: list[list[Any]] = []
@@ -629,8 +660,11 @@ def _fast_chunks(
                 columns.append([name] * len(kept))
         for index, steps in transforms:
             column = columns[index]
-            for step in steps:
-                column = [step(value, None) for value in column]  # they read the value only
+            for step in steps:  # (they read the value only)
+                if isinstance(step, _Salutation):
+                    column = step.column(column)
+                else:
+                    column = [step(value, None) for value in column]
             columns[index] = column
         yield ids, keys, columns
 
