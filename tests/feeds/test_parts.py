@@ -65,6 +65,13 @@ def _segment(shop: Shop, name: str, condition: str) -> None:
     )
 
 
+def _segment_feed(shop: Shop, condition: str) -> None:
+    """The feed `gold` of the fast path's columns, from the segment `gold-plan`."""
+    _segment(shop, "gold-plan", condition)
+    feed = gold_feed(source={"segments": ["gold-plan"]}, columns=_COLUMNS)
+    feeds.save_feed(shop.log.engine, feed, create=True)
+
+
 def _with(settings: Settings, **feed_settings: Any) -> Settings:
     return settings.model_copy(update={"feeds": settings.feeds.model_copy(update=feed_settings)})
 
@@ -212,12 +219,7 @@ def test_a_failing_worker_fails_the_run_and_leaves_no_part(shop: Shop, tmp_path:
     """A worker that cannot read the store (its settings name another database): the error
     comes back to the run, which stops; no part file stays behind."""
     _customers(shop, 60)
-    _segment(shop, "gold-plan", 'trait plan = "gold"')
-    feeds.save_feed(
-        shop.log.engine,
-        gold_feed(source={"segments": ["gold-plan"]}, columns=_COLUMNS),
-        create=True,
-    )
+    _segment_feed(shop, 'trait plan = "gold"')
     with shop.log.engine.connect() as conn:
         definition = _definition(conn, "gold")
         cut = range_bounds(conn, definition, rows=10)
@@ -259,12 +261,7 @@ def test_a_long_running_process_keeps_workers_ready_for_big_feeds(shop: Shop) ->
     run takes them (and writes the same file), and new ones are started after it. A ready
     worker that ended while it waited is not given a range: the run starts another."""
     _customers(shop, 120)
-    _segment(shop, "gold-plan", "consent crm_sync or not consent crm_sync")
-    feeds.save_feed(
-        shop.log.engine,
-        gold_feed(source={"segments": ["gold-plan"]}, columns=_COLUMNS),
-        create=True,
-    )
+    _segment_feed(shop, "consent crm_sync or not consent crm_sync")
     parted = _with(shop.settings, processes=2, range_rows=9)
     try:
         assert feeds.keep_workers_ready(shop.log.engine, parted) == 0  # no big feed yet

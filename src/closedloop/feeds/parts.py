@@ -148,11 +148,11 @@ class _Ranges:
         self._lock = threading.Lock()
         self.done: dict[int, Future[PartResult]] = {}
         self.joined = 0
-        self.ready_workers = 0  # workers that were started ahead of the run
+        self.started_ahead = 0  # workers that were started ahead of the run
 
-    def count_ready(self) -> None:
+    def count_started_ahead(self) -> None:
         with self._lock:
-            self.ready_workers += 1
+            self.started_ahead += 1
 
     def take(self) -> tuple[int, Future[PartResult]] | None:
         """The next range to write and the future of its result (the run's thread and the
@@ -387,7 +387,7 @@ def _drive(job: PartJob, ranges: _Ranges) -> None:
     try:
         worker = _ready.take()
         if worker is not None:
-            ranges.count_ready()
+            ranges.count_started_ahead()
         else:
             worker = _Worker()
             worker.ready()
@@ -467,6 +467,6 @@ def write_in_parts(
         "processes": workers + 1,
         "ranges": len(ranges.ranges),
         "ranges_in_run_process": mine,
-        "workers_started_ahead": ranges.ready_workers,
+        "workers_started_ahead": ranges.started_ahead,
         "worker_peak_mb": round(max(peaks) / 1024, 1) if peaks else None,
     }

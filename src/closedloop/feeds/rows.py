@@ -220,10 +220,10 @@ class _Salutation:
         self._known: dict[Any, str] = {**words, None: "", "diverse": "", "unknown": ""}
 
     def __call__(self, v: Any, _r: _Record | None) -> Any:
-        if isinstance(v, str) and v in self._words:  # (a list or dict cannot be looked up)
-            return self._words[v]
-        if v is None or v in ("diverse", "unknown"):
-            return ""
+        if v is None or isinstance(v, str):  # (a list or dict cannot be looked up)
+            found = self._known.get(v)
+            if found is not None:
+                return found
         return self._words.get(normalise_gender(v).value or "", "")
 
     def column(self, values: list[Any]) -> list[Any]:
@@ -571,21 +571,20 @@ def _masterdata_columns(texts: list[bytes | None], names: list[str]) -> dict[str
     (UTF-8 JSON; none, or not an object: no values)."""
     decode = _fields_decoder(tuple(names)).decode
     try:
-        if None in texts:  # (the column is NOT NULL: a safeguard)
-            raise msgspec.ValidationError
         docs = list(map(decode, cast("list[bytes]", texts)))
-    except (msgspec.ValidationError, msgspec.DecodeError):
-        docs = [_document_fields(decode, text) for text in texts]
+    except _NOT_DECODED:  # one of another shape, or none (the column is NOT NULL: a safeguard)
+        empty = decode(b"{}")
+        docs = [_decoded_or(decode, text, empty) for text in texts]
     return {name: list(map(attrgetter(f"f{n}"), docs)) for n, name in enumerate(names)}
 
 
-def _document_fields(decode: Callable[[bytes], Any], text: bytes | None) -> Any:
-    empty = decode(b"{}")
-    if text is None:
-        return empty
+_NOT_DECODED = (TypeError, msgspec.ValidationError, msgspec.DecodeError)
+
+
+def _decoded_or(decode: Callable[[bytes], Any], text: bytes | None, empty: Any) -> Any:
     try:
-        return decode(text)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+        return decode(cast("bytes", text))
+    except _NOT_DECODED:
         return empty
 
 
