@@ -78,17 +78,17 @@ class PartResult:
 def range_bounds(conn: sa.Connection, definition: FeedDefinition, *, rows: int) -> list[str]:
     """Profile ids that cut the feed's customers into ranges of about `rows` (in byte order,
     the order of the file); none for a feed with fewer. Read from the first source segment's
-    members (or all profiles, on SQLite) by one walk of their index."""
+    members (or all profiles) by one walk of their index (PostgreSQL: the one in byte order,
+    migrations 0015 and 0016)."""
+    pg = is_postgres(conn.engine)
     if definition.source.segments:
         key: Any = segment_members.c.profile_id
         base = sa.select(key).where(segment_members.c.segment == definition.source.segments[0])
-    elif is_postgres(conn.engine):
-        # PostgreSQL has no index on profile ids in byte order (the segments' members have
-        # one, migration 0015): each range would be a scan of every profile.
-        return []
     else:
         key = profiles.c.id
         base = sa.select(key)
+    if pg:
+        key = key.collate("C")
     found: list[str] = []
     while True:
         stmt = base.order_by(key).offset(rows - 1).limit(2)  # a bound, and a row after it
@@ -98,9 +98,7 @@ def range_bounds(conn: sa.Connection, definition: FeedDefinition, *, rows: int) 
         if len(ahead) < 2:
             break
         found.append(ahead[0])
-    # Any bounds cut the byte order correctly; those of the index's order cut it evenly when
-    # the two orders agree (the case for profile ids).
-    return sorted(set(found))
+    return found  # (in byte order: the walk's own)
 
 
 _engines: dict[str, Engine] = {}

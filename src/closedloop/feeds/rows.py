@@ -391,19 +391,26 @@ def _select(
         tree = condition_tree(definition.source.condition)
         where.append(condition_where(conn, settings, tree, now))
     m = segment_members
-    key = m.c.profile_id if definition.source.segments else p.c.id
-    order = key.collate("C") if postgres else key  # byte order on both backends
+    # Byte order on both backends. PostgreSQL: both sides in "C" (the join too), so the
+    # members' and the profiles' indexes in that order (migrations 0015, 0016) are merged
+    # without a sort, and a range is one range of each (the bounds on both: the planner does
+    # not carry a range across a join).
+    pid = p.c.id.collate("C") if postgres else p.c.id
+    member = m.c.profile_id.collate("C") if postgres else m.c.profile_id
+    keys = [member, pid] if definition.source.segments else [pid]
     if bounds is not None:
-        if bounds[0] is not None:
-            where.append(order > bounds[0])
-        if bounds[1] is not None:
-            where.append(order <= bounds[1])
+        for key in keys:
+            if bounds[0] is not None:
+                where.append(key > bounds[0])
+            if bounds[1] is not None:
+                where.append(key <= bounds[1])
+    order = keys[0]
     if definition.source.segments:
         if tail:
             columns += [m.c.segment, m.c.entered_at if with_entry else sa.null()]
         return (
             sa.select(*columns)
-            .select_from(m.join(p, p.c.id == m.c.profile_id))
+            .select_from(m.join(p, pid == member))
             .where(m.c.segment.in_(definition.source.segments), *where)
             .order_by(order)
         )

@@ -404,9 +404,17 @@ class _Json:
 def consent_granted(pg: bool, purpose: str, *, opt_out: bool = False) -> ColumnElement[bool]:
     """Whether the profile's latest statement for `purpose` grants it; without one, whether
     the purpose is opt-out (`ProfileSettings.consent_modes`)."""
-    value = _Json(pg, profiles.c.consent, purpose, 0)
     if pg:
-        return sa.func.coalesce(value.boolean(), opt_out)
+        # One `->` a key and a comparison with a JSON constant: a third of the time of the
+        # typed path (`jsonb_typeof` and `#>>` over a path array), which a feed pays for
+        # every customer. A statement that is not `true` or `false` is none.
+        element = profiles.c.consent.op("->", return_type=postgresql.JSONB())(
+            sa.bindparam(None, purpose, sa.Text())
+        ).op("->", return_type=postgresql.JSONB())(sa.literal_column("0", sa.Integer()))
+        if opt_out:
+            return sa.func.coalesce(element != sa.literal_column("'false'::jsonb"), True)
+        return sa.func.coalesce(element == sa.literal_column("'true'::jsonb"), False)
+    value = _Json(pg, profiles.c.consent, purpose, 0)
     # SQLite: one `json_type` a row instead of two (each parses the document again; a feed
     # asks it of every customer): `true` grants, `false` withdraws, anything else (no
     # statement) is the purpose's default.
