@@ -128,10 +128,12 @@ def write_range(
     stats = RowStats()
     with path.open("wb") as out, (engine or _engine_of(job.settings)).connect() as conn:
         writer = open_writer(out, job.fmt, job.header, part=True)
-        for columns in feed_columns(
+        chunks = feed_columns(
             conn, job.definition, job.settings, now=job.now, stats=stats, bounds=bounds
-        ):
-            writer.write_columns(columns)
+        )
+        with contextlib.closing(chunks):
+            for columns in chunks:
+                writer.write_columns(columns)
     return PartResult(writer.rows, stats, _peak_kb() if engine is None else None)
 
 

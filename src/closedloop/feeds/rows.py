@@ -7,11 +7,12 @@ feed's purpose, or without a value for the feed's key, is skipped and counted.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
-from itertools import repeat
+from itertools import islice, repeat
 from operator import attrgetter, itemgetter
 from typing import Any, cast
 
@@ -491,16 +492,20 @@ def feed_columns(
     now: datetime,
     stats: RowStats,
     bounds: Bounds | None = None,
-) -> Iterator[list[list[Any]]]:
+) -> Generator[list[list[Any]]]:
     """The cells of `feed_rows`, a chunk of rows at a time, column by column (for a writer
     that takes whole columns: `FileWriter.write_columns`); with `bounds`, of the profiles in
-    that range of ids only (a part of the file: `feeds.parts`)."""
+    that range of ids only (a part of the file: `feeds.parts`). A caller that stops before
+    the end closes this generator (on PostgreSQL the rows are streamed: until then the
+    connection can do nothing else, not even roll back)."""
     fields = _fast_fields(definition)
     if fields is not None:
-        for _ids, _keys, columns in _fast_chunks(
-            conn, definition, settings, fields, stats=stats, now=now, bounds=bounds
-        ):
-            yield columns
+        chunks = _fast_chunks(
+            conn, definition, settings, fields, stats=stats, now=now, bounds=bounds, stream=True
+        )
+        with closing(chunks):
+            for _ids, _keys, columns in chunks:
+                yield columns
         return
     chunk: list[list[Any]] = []
     for row in _general_rows(conn, definition, settings, now=now, stats=stats, bounds=bounds):
@@ -539,7 +544,7 @@ def _kept(rows: Sequence[Any], stats: RowStats, *, several: bool, last: list[Any
     return kept
 
 
-def _driver_partitions(result: sa.CursorResult[Any]) -> Iterator[Sequence[Any]]:
+def _driver_partitions(result: sa.CursorResult[Any]) -> Generator[Sequence[Any]]:
     """The rows of `result`, `_YIELD` at a time, as the driver gives them (plain tuples)
     instead of SQLAlchemy's result rows (a third of a simple feed's time at 1M rows). The
     first batch comes through the result, which may hold a row it read ahead (a streamed
@@ -557,6 +562,29 @@ def _driver_partitions(result: sa.CursorResult[Any]) -> Iterator[Sequence[Any]]:
             yield partition
     finally:
         result.close()  # (a server-side cursor on PostgreSQL)
+
+
+def _streamed_partitions(conn: sa.Connection, stmt: sa.Select[Any]) -> Generator[Sequence[Any]]:
+    """PostgreSQL: the rows of `stmt`, `_YIELD` at a time, streamed by psycopg in chunks of
+    that many rows (libpq's chunked mode: the server sends the rows as it makes them while
+    this process works on the ones before; a server-side cursor's `FETCH` makes the two
+    wait for each other). The connection does nothing else until the rows are read or this
+    generator is closed."""
+    compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    params = compiled.construct_params()
+    for name, process in compiled._bind_processors.items():  # (as SQLAlchemy's execute)
+        if name in params:
+            params[name] = process(params[name])  # type: ignore[operator]
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    rows = cursor.stream(compiled.string, params, size=_YIELD)
+    try:
+        while partition := list(islice(rows, _YIELD)):
+            yield partition
+    finally:
+        # A stream holds the connection until it is read to the end or closed (this cancels
+        # the query): even a rollback would wait for it. Callers close this generator.
+        rows.close()
+        cursor.close()
 
 
 @lru_cache(maxsize=64)
@@ -604,10 +632,12 @@ def _fast_chunks(
     now: datetime,
     stats: RowStats,
     bounds: Bounds | None = None,
-) -> Iterator[tuple[list[str], list[str], list[list[Any]]]]:
+    stream: bool = False,
+) -> Generator[tuple[list[str], list[str], list[list[Any]]]]:
     """The rows of a feed of keys, ids, master data and constants, a partition at a time:
     their profile ids, keys and cells column by column (each a list comprehension over the
-    partition, not a record per profile)."""
+    partition, not a record per profile). `stream`: PostgreSQL streams the rows
+    (`_streamed_partitions`; the caller reads them all or closes this generator)."""
     md_names = sorted({name for kind, name in fields if kind == "masterdata" and name})
     # PostgreSQL takes the fields out of the document itself (in its own process, from the
     # binary jsonb: no text to decode here); SQLite's text JSON is decoded here, once a row
@@ -626,7 +656,11 @@ def _fast_chunks(
         raw_docs=True,
         tail=False,
     )
-    partitions = _driver_partitions(conn.execution_options(stream_results=True).execute(stmt))
+    partitions = (
+        _streamed_partitions(conn, stmt)
+        if stream and is_postgres(conn.engine)
+        else _driver_partitions(conn.execution_options(stream_results=True).execute(stmt))
+    )
     transforms = [
         (
             index,
@@ -641,38 +675,43 @@ def _fast_chunks(
     ]
     several = len(definition.source.segments) > 1
     last: list[Any] = [None]
-    for partition in partitions:
-        kept = _kept(partition, stats, several=several, last=last)
-        if not kept:
-            continue
-        # The partition column by column: one `itemgetter` pass a column (four times the
-        # speed of `zip(*kept)`, which takes each of the thousands of rows as an argument).
-        ids, keys = list(map(_FIRST, kept)), list(map(_SECOND, kept))
-        if by_server:
-            values = {name: list(map(itemgetter(3 + n), kept)) for n, name in enumerate(md_names)}
-        elif docs:
-            values = _masterdata_columns(list(map(_FOURTH, kept)), md_names)
-        else:
-            values = {}
-        columns: list[list[Any]] = []
-        for kind, name in fields:
-            if kind == "masterdata":
-                columns.append(values[name or ""])
-            elif kind == "customer_key":
-                columns.append(keys)
-            elif kind == "profile_id":
-                columns.append(ids)
+    try:
+        for partition in partitions:
+            kept = _kept(partition, stats, several=several, last=last)
+            if not kept:
+                continue
+            # The partition column by column: one `itemgetter` pass a column (four times the
+            # speed of `zip(*kept)`, which takes each of the thousands of rows as an argument).
+            ids, keys = list(map(_FIRST, kept)), list(map(_SECOND, kept))
+            if by_server:
+                values = {
+                    name: list(map(itemgetter(3 + n), kept)) for n, name in enumerate(md_names)
+                }
+            elif docs:
+                values = _masterdata_columns(list(map(_FOURTH, kept)), md_names)
             else:
-                columns.append([name] * len(kept))
-        for index, steps in transforms:
-            column = columns[index]
-            for step in steps:  # (they read the value only)
-                if isinstance(step, _Salutation):
-                    column = step.column(column)
+                values = {}
+            columns: list[list[Any]] = []
+            for kind, name in fields:
+                if kind == "masterdata":
+                    columns.append(values[name or ""])
+                elif kind == "customer_key":
+                    columns.append(keys)
+                elif kind == "profile_id":
+                    columns.append(ids)
                 else:
-                    column = [step(value, None) for value in column]
-            columns[index] = column
-        yield ids, keys, columns
+                    columns.append([name] * len(kept))
+            for index, steps in transforms:
+                column = columns[index]
+                for step in steps:  # (they read the value only)
+                    if isinstance(step, _Salutation):
+                        column = step.column(column)
+                    else:
+                        column = [step(value, None) for value in column]
+                columns[index] = column
+            yield ids, keys, columns
+    finally:
+        partitions.close()  # (a stream: its query ended, the connection free)
 
 
 def _general_rows(

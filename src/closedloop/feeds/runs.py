@@ -537,9 +537,11 @@ def _write(
                         renew=lease.renew,
                     )
                 else:
-                    for columns in feed_columns(conn, definition, settings, now=now, stats=stats):
-                        writer.write_columns(columns)
-                        lease.renew()
+                    chunks = feed_columns(conn, definition, settings, now=now, stats=stats)
+                    with contextlib.closing(chunks):
+                        for columns in chunks:
+                            writer.write_columns(columns)
+                            lease.renew()
             if chunk:
                 writer.write(chunk)
             out.flush()
