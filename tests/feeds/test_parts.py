@@ -262,6 +262,19 @@ def test_a_feed_read_stopped_halfway_frees_its_connection(
     assert run.rows == len(data.splitlines()) - 1 > 20
 
 
+def test_without_chunked_rows_a_feed_is_read_by_a_cursor(
+    shop: Shop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A libpq older than 17 cannot stream rows in chunks: the rows come by `FETCH` from a
+    server-side cursor, and the file is the same."""
+    _customers(shop, 40)
+    _segment_feed(shop, "consent crm_sync or not consent crm_sync")
+    _first, streamed = _run(shop, shop.settings)
+    monkeypatch.setattr("closedloop.feeds.rows._chunked_rows", lambda: False)
+    _second, fetched = _run(shop, shop.settings)
+    assert fetched == streamed and len(streamed.splitlines()) > 20
+
+
 def test_feed_in_parts_names_the_row_of_the_whole_file(shop: Shop) -> None:
     _customers(shop, 120)
     ids = sorted(shop.log.live_profiles())

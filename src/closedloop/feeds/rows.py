@@ -564,6 +564,14 @@ def _driver_partitions(result: sa.CursorResult[Any]) -> Generator[Sequence[Any]]
         result.close()  # (a server-side cursor on PostgreSQL)
 
 
+def _chunked_rows() -> bool:
+    """Whether psycopg's libpq streams rows in chunks (libpq 17 and later: the binary
+    package bundles one; a system libpq may be older, and its rows come by `FETCH`)."""
+    import psycopg
+
+    return bool(psycopg.capabilities.has_stream_chunked())
+
+
 def _streamed_partitions(conn: sa.Connection, stmt: sa.Select[Any]) -> Generator[Sequence[Any]]:
     """PostgreSQL: the rows of `stmt`, `_YIELD` at a time, streamed by psycopg in chunks of
     that many rows (libpq's chunked mode: the server sends the rows as it makes them while
@@ -658,7 +666,7 @@ def _fast_chunks(
     )
     partitions = (
         _streamed_partitions(conn, stmt)
-        if stream and is_postgres(conn.engine)
+        if stream and is_postgres(conn.engine) and _chunked_rows()
         else _driver_partitions(conn.execution_options(stream_results=True).execute(stmt))
     )
     transforms = [
