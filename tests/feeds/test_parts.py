@@ -75,6 +75,14 @@ def _segment_feed(shop: Shop, condition: str) -> None:
     feeds.save_feed(shop.log.engine, feed, create=True)
 
 
+# A segment's members, or every profile with a condition (each with its own index walk).
+_EVERY_SOURCE = pytest.mark.parametrize(
+    "source",
+    [{"segments": ["gold-plan"]}, {"condition": "consent crm_sync or not consent crm_sync"}],
+    ids=["segment", "condition"],
+)
+
+
 def _with(settings: Settings, **feed_settings: Any) -> Settings:
     return settings.model_copy(update={"feeds": settings.feeds.model_copy(update=feed_settings)})
 
@@ -180,11 +188,7 @@ def test_feed_in_parts_writes_the_file_of_one_process(
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("staged")] == ["staged.part"]
 
 
-@pytest.mark.parametrize(
-    "source",
-    [{"segments": ["gold-plan"]}, {"condition": "consent crm_sync or not consent crm_sync"}],
-    ids=["segment", "condition"],
-)
+@_EVERY_SOURCE
 def test_range_bounds_cut_into_even_ranges_in_byte_order(
     shop: Shop, source: dict[str, Any]
 ) -> None:
@@ -200,11 +204,7 @@ def test_range_bounds_cut_into_even_ranges_in_byte_order(
     assert cut == sorted(cut, key=lambda s: s.encode())
 
 
-@pytest.mark.parametrize(
-    "source",
-    [{"segments": ["gold-plan"]}, {"condition": "consent crm_sync or not consent crm_sync"}],
-    ids=["segment", "condition"],
-)
+@_EVERY_SOURCE
 def test_a_range_of_a_feed_reads_indexes_in_byte_order_without_a_sort(
     shop: Shop, source: dict[str, Any]
 ) -> None:
