@@ -5,6 +5,7 @@ leaves no part behind."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from closedloop import clock, feeds, segments
 from closedloop.config import Settings
 from closedloop.feeds.definition import CsvFormat
 from closedloop.feeds.formats import open_writer
-from closedloop.feeds.parts import PartJob, range_bounds, write_in_parts
+from closedloop.feeds.parts import PartJob, process_count, range_bounds, write_in_parts
 from closedloop.feeds.rows import RowStats, _select, feed_columns
 from closedloop.feeds.runs import _definition
 from closedloop.profiles._tables import profiles
@@ -270,7 +271,7 @@ def test_without_chunked_rows_a_feed_is_read_by_a_cursor(
     _customers(shop, 40)
     _segment_feed(shop, "consent crm_sync or not consent crm_sync")
     _first, streamed = _run(shop, shop.settings)
-    monkeypatch.setattr("closedloop.feeds.rows._chunked_rows", lambda: False)
+    monkeypatch.setattr("closedloop.feeds.rows.chunked_rows", lambda: False)
     _second, fetched = _run(shop, shop.settings)
     assert fetched == streamed and len(streamed.splitlines()) > 20
 
@@ -385,3 +386,24 @@ def test_a_long_running_process_keeps_workers_ready_for_big_feeds(shop: Shop) ->
     finally:
         feeds.stop_ready_workers()
     assert feeds.ready_workers() == 0
+
+
+def test_processes_default_to_half_the_cores_beside_a_local_postgres(
+    shop: Shop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`FEEDS__PROCESSES=0`: one process per core (at most 4); but where PostgreSQL runs on
+    the same machine and streams the rows, each process's server backend works on a core
+    of its own beside it, so half as many. A number set is taken as it is."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    auto, three = _with(shop.settings, processes=0), _with(shop.settings, processes=3)
+    sqlite = sa.create_engine("sqlite://")
+    remote = sa.create_engine("postgresql+psycopg://closedloop@db.example.net/crm")
+    local = sa.create_engine("postgresql+psycopg://closedloop@127.0.0.1/crm")
+    socket = sa.create_engine("postgresql+psycopg://closedloop@/crm?host=/run/postgresql")
+    engines = (sqlite, remote, local, socket)
+    assert [process_count(e, auto) for e in engines] == [4, 4, 2, 2]
+    assert [process_count(e, three) for e in engines] == [3, 3, 3, 3]
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert [process_count(e, auto) for e in engines] == [2, 2, 1, 1]
+    monkeypatch.setattr("closedloop.feeds.parts.chunked_rows", lambda: False)
+    assert process_count(local, auto) == 2  # rows by FETCH: the process waits for them

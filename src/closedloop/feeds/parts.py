@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import os
 import pickle  # nosec B403
 import struct
 import subprocess  # nosec B404
@@ -38,7 +39,7 @@ from closedloop.config import Settings
 from closedloop.feeds._tables import feed_runs
 from closedloop.feeds.definition import CsvFormat, FeedDefinition, JsonlFormat
 from closedloop.feeds.formats import EncodingProblemError, FileWriter, open_writer
-from closedloop.feeds.rows import Bounds, RowStats, feed_columns
+from closedloop.feeds.rows import Bounds, RowStats, chunked_rows, feed_columns
 from closedloop.profiles._tables import profiles
 from closedloop.segments._tables import segment_members
 from closedloop.store import create_store_engine, is_postgres
@@ -47,6 +48,7 @@ __all__ = [
     "PartJob",
     "PartResult",
     "keep_workers_ready",
+    "process_count",
     "range_bounds",
     "ready_workers",
     "stop_ready_workers",
@@ -346,12 +348,27 @@ class _ReadyWorkers:
 _ready = _ReadyWorkers()
 
 
+def process_count(engine: Engine, settings: Settings) -> int:
+    """How many processes write a full feed: `FEEDS__PROCESSES`, or for 0 one per core (at
+    most 4). But for 0 on a PostgreSQL server on this machine whose rows are streamed, half
+    as many: the server makes a process's rows on a core of its own while the process
+    writes them, so one process and its server backend take two cores (on two cores one
+    process wrote the 1M-row bench in 2.3 to 2.5 s, two in 2.9 to 3.1 s; docs/benchmarks.md)."""
+    count = settings.feeds.process_count()
+    if settings.feeds.processes or not is_postgres(engine) or not chunked_rows():
+        return count
+    host = engine.url.host or ""
+    if host in ("", "localhost", "127.0.0.1", "::1") or host.startswith("/"):
+        return max(1, min((os.cpu_count() or 1) // 2, 4))
+    return count
+
+
 def keep_workers_ready(engine: Engine, settings: Settings) -> int:
     """For a long-running process (the scheduler in `closedloop serve`, `closedloop
     worker`): keep worker processes started for the next run written in parts, now if one
     of the store's recent runs was, and after each such run. How many are being started."""
     _ready.enabled = True
-    count = settings.feeds.process_count() - 1
+    count = process_count(engine, settings) - 1
     if count <= 0:
         return 0
     with engine.connect() as conn:

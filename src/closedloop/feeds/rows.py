@@ -32,7 +32,15 @@ from closedloop.segments import condition_tree, condition_where, consent_granted
 from closedloop.segments._tables import segment_members
 from closedloop.store import EPOCH, is_postgres
 
-__all__ = ["Bounds", "FeedRow", "RowStats", "column_names", "feed_columns", "feed_rows"]
+__all__ = [
+    "Bounds",
+    "FeedRow",
+    "RowStats",
+    "chunked_rows",
+    "column_names",
+    "feed_columns",
+    "feed_rows",
+]
 
 _YIELD = 2000
 _FIRST, _SECOND, _FOURTH = itemgetter(0), itemgetter(1), itemgetter(3)
@@ -564,7 +572,7 @@ def _driver_partitions(result: sa.CursorResult[Any]) -> Generator[Sequence[Any]]
         result.close()  # (a server-side cursor on PostgreSQL)
 
 
-def _chunked_rows() -> bool:
+def chunked_rows() -> bool:
     """Whether psycopg's libpq streams rows in chunks (libpq 17 and later: the binary
     package bundles one; a system libpq may be older, and its rows come by `FETCH`)."""
     import psycopg
@@ -666,7 +674,7 @@ def _fast_chunks(
     )
     partitions = (
         _streamed_partitions(conn, stmt)
-        if stream and is_postgres(conn.engine) and _chunked_rows()
+        if stream and is_postgres(conn.engine) and chunked_rows()
         else _driver_partitions(conn.execution_options(stream_results=True).execute(stmt))
     )
     transforms = [

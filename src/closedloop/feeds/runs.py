@@ -50,6 +50,7 @@ from closedloop.feeds.formats import cell_text, open_writer
 from closedloop.feeds.parts import (
     PartJob,
     keep_workers_ready,
+    process_count,
     range_bounds,
     stop_ready_workers,
     write_in_parts,
@@ -518,7 +519,7 @@ def _write(
                             lease.renew()
                 snapshot.flush()
             else:
-                processes = settings.feeds.process_count()
+                processes = process_count(engine, settings)
                 bounds = (
                     range_bounds(conn, definition, rows=settings.feeds.range_rows)
                     if processes > 1
