@@ -116,10 +116,10 @@ def _counts(run: feeds.FeedRun) -> dict[str, Any]:
         ),
         ({"segments": ["gold-plan", "muster"]}, _GENERAL, {"type": "jsonl"}),
         ({"condition": 'trait plan = "gold" or mood is positive'}, _GENERAL, None),
-        (  # a glob, a `%` and a list in the compiled SQL of a streamed query
+        (  # a glob, a `%`, a list and a time in the compiled SQL of a streamed query
             {
                 "condition": 'visited page "/konto/50%*" or trait plan in ["gold", "100%"] '
-                "or not consent crm_sync"
+                'or not consent crm_sync or did "Article Rated" with rating = 5 within 30 days'
             },
             _COLUMNS,
             None,

@@ -586,13 +586,15 @@ def _streamed_partitions(conn: sa.Connection, stmt: sa.Select[Any]) -> Generator
     this process works on the ones before; a server-side cursor's `FETCH` makes the two
     wait for each other). The connection does nothing else until the rows are read or this
     generator is closed."""
-    compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
-    params = compiled.construct_params()
-    for name, process in compiled._bind_processors.items():  # (as SQLAlchemy's execute)
+    # The statement and its values as SQLAlchemy's `execute` sends them: lists expanded,
+    # each value through its type's processor (a time as UTC, for one).
+    state = stmt.compile(dialect=conn.dialect).construct_expanded_state()
+    params = dict(state.parameters)
+    for name, process in state.processors.items():
         if name in params:
-            params[name] = process(params[name])  # type: ignore[operator]
+            params[name] = process(params[name])
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    rows = cursor.stream(compiled.string, params, size=_YIELD)
+    rows = cursor.stream(state.statement, params, size=_YIELD)
     try:
         while partition := list(islice(rows, _YIELD)):
             yield partition
