@@ -82,14 +82,13 @@ def range_bounds(conn: sa.Connection, definition: FeedDefinition, *, rows: int) 
     the order of the file); none for a feed with fewer. Read from the first source segment's
     members (or all profiles) by one walk of their index (PostgreSQL: the one in byte order,
     migrations 0015 and 0016)."""
-    pg = is_postgres(conn.engine)
     if definition.source.segments:
         key: Any = segment_members.c.profile_id
         base = sa.select(key).where(segment_members.c.segment == definition.source.segments[0])
     else:
         key = profiles.c.id
         base = sa.select(key)
-    if pg:
+    if is_postgres(conn.engine):
         key = key.collate("C")
     found: list[str] = []
     while True:
@@ -354,13 +353,11 @@ def process_count(engine: Engine, settings: Settings) -> int:
     as many: the server makes a process's rows on a core of its own while the process
     writes them, so one process and its server backend take two cores (on two cores one
     process wrote the 1M-row bench in 2.3 to 2.5 s, two in 2.9 to 3.1 s; docs/benchmarks.md)."""
-    count = settings.feeds.process_count()
-    if settings.feeds.processes or not is_postgres(engine) or not chunked_rows():
-        return count
     host = engine.url.host or ""
-    if host in ("", "localhost", "127.0.0.1", "::1") or host.startswith("/"):
+    local = host in ("", "localhost", "127.0.0.1", "::1") or host.startswith("/")
+    if not settings.feeds.processes and is_postgres(engine) and local and chunked_rows():
         return max(1, min((os.cpu_count() or 1) // 2, 4))
-    return count
+    return settings.feeds.process_count()
 
 
 def keep_workers_ready(engine: Engine, settings: Settings) -> int:
@@ -396,10 +393,9 @@ def ready_workers() -> int:
 
 def _drive(job: PartJob, ranges: _Ranges) -> None:
     """One worker process: one started ahead (`keep_workers_ready`) or started now, and once
-    it is ready kept busy with the next range
-    until none is left (a thread of the run's process per worker, waiting on the worker's
-    pipe). A worker takes no range before it is ready, so a run whose own process writes
-    every range before then does not wait for it."""
+    it is ready kept busy with the next range until none is left (a thread of the run's
+    process per worker, waiting on the worker's pipe). A worker takes no range before it is
+    ready, so a run whose own process writes every range before then does not wait for it."""
     worker: _Worker | None = None
     try:
         worker = _ready.take()

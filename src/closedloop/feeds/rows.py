@@ -572,9 +572,11 @@ def _driver_partitions(result: sa.CursorResult[Any]) -> Generator[Sequence[Any]]
         result.close()  # (a server-side cursor on PostgreSQL)
 
 
+@lru_cache(maxsize=1)
 def chunked_rows() -> bool:
     """Whether psycopg's libpq streams rows in chunks (libpq 17 and later: the binary
-    package bundles one; a system libpq may be older, and its rows come by `FETCH`)."""
+    package bundles one; a system libpq may be older, and its rows come by `FETCH`). Asked
+    once a process: every range of a feed and its process count ask it."""
     import psycopg
 
     return bool(psycopg.capabilities.has_stream_chunked())

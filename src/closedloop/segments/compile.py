@@ -414,7 +414,7 @@ def consent_granted(pg: bool, purpose: str, *, opt_out: bool = False) -> ColumnE
         if opt_out:
             return sa.func.coalesce(element != sa.literal_column("'false'::jsonb"), True)
         return sa.func.coalesce(element == sa.literal_column("'true'::jsonb"), False)
-    value = _Json(pg, profiles.c.consent, purpose, 0)
+    value = _Json(False, profiles.c.consent, purpose, 0)
     # SQLite: one `json_type` a row instead of two (each parses the document again; a feed
     # asks it of every customer): `true` grants, `false` withdraws, anything else (no
     # statement) is the purpose's default.
