@@ -92,6 +92,31 @@ def test_default_rules_turn_events_into_signals(
     assert _signal(ev) == expected
 
 
+def test_the_hook_matches_each_page_path_once_a_batch_with_the_same_signals(
+    log: Log, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The processor's hook remembers which page rules a path matches (paths recur); what it
+    remembers gives the rules' own answers, also when it is full and starts again."""
+    from closedloop.mood import score
+    from closedloop.profiles.state import ProfileState
+
+    monkeypatch.setattr(score, "_PATHS_KEPT", 2)
+    hook = score.MoodHook()
+    with log.engine.connect() as conn:
+        context = hook.prepare(conn, log.settings)
+    paths = ["/account/kuendigung", "/ACCOUNT/Kuendigung/x", "/laufschuhe", "/account/vertrag"]
+    events = [_ev("page", properties={"path": path}) for path in paths * 3]
+    events.append(_ev("screen", context={"page": {"path": "/account/vertrag/aendern"}}))
+    events.append(_ev("page", properties={"title": "no path"}))
+    for ev in events:
+        state = ProfileState(id="p", created_at=0, updated_at=0, created_event_id=1)
+        changed = hook.on_event(context, state, ev)
+        got = [(s[2], s[1]) for s in state.derived.get("mood", [])]
+        assert got == _signal(ev)
+        assert changed == bool(got)
+    assert len(context[-1]) <= 2
+
+
 def _at(days_ago: float) -> int:
     return int(
         (NOW - timedelta(days=days_ago) - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds() * 1e6

@@ -38,6 +38,7 @@ __all__ = [
 
 NAME = "mood"
 _LN_HALF = math.log(0.5)
+_PATHS_KEPT = 10_000  # page paths whose matching page rules a batch remembers
 
 
 @dataclass(frozen=True)
@@ -132,14 +133,23 @@ class MoodHook:
         # The index numbers follow the stored basis; before there is one, any will do:
         # `ensure_basis` computes every profile's numbers when it writes the first.
         basis = read_basis(conn) or MoodBasis.starting(clock.now(), settings.mood.half_life_days)
-        return by_event, pages, traits, settings.mood.max_signals, basis
+        # Shops' page paths recur: each is matched against the page rules once a batch.
+        by_path: dict[str, tuple[MoodRule, ...]] = {}
+        return by_event, pages, traits, settings.mood.max_signals, basis, by_path
 
     def on_event(self, context: Any, p: ProfileState, ev: ProcessedEvent) -> bool:
-        by_event, pages, traits, limit, basis = context
+        by_event, pages, traits, limit, basis, by_path = context
         if ev.type == "track":
             candidates = by_event.get(ev.name or "", ())
         elif ev.type in ("page", "screen"):
-            candidates = pages
+            path = _path(ev)
+            if path is None or not pages:
+                return False
+            candidates = by_path.get(path)
+            if candidates is None:
+                if len(by_path) >= _PATHS_KEPT:
+                    by_path.clear()
+                candidates = by_path[path] = tuple(r for r in pages if r.matches_path(path))
         elif ev.type == "identify":
             candidates = traits
         else:
