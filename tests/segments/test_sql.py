@@ -694,6 +694,45 @@ def test_live_count_of_a_tallied_did_or_more_reads_no_row_of_every_profile(log: 
     assert "SCAN profiles" not in plan and "Seq Scan" not in plan, plan
 
 
+def test_incremental_refresh_reads_the_shipped_conditions_from_the_index_alone(log: Log) -> None:
+    """SQLite: the mood and NPS numbers the shipped segments compare ride in the index of the
+    written profiles (migration 0017), so evaluating them reads no table row: every column
+    the query reads comes from the index's cursor, none from the table's."""
+    from closedloop import mood
+    from closedloop.segments.store import written_members_query
+
+    if log.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL must check each newly written row in the table anyway")
+    _random_shop(log, seed=5)
+    now = clock.now()
+    mood.ensure_basis(log.engine, log.settings, now)
+    trees = [
+        parse_condition(text)
+        for text in (
+            "mood is positive",
+            "mood is negative",
+            "churn risk",
+            "latest nps >= 9 within 90 days",
+            "latest nps <= 6 within 90 days",
+        )
+    ]
+    with log.engine.connect() as conn:
+        query = written_members_query(conn, log.settings, trees, 0, 10**9, now, lambda _name: {})
+        rows = conn.execute(query).all()
+        sql = str(query.compile(conn, compile_kwargs={"literal_binds": True}))
+        program = conn.exec_driver_sql("EXPLAIN " + sql).all()
+        root = conn.exec_driver_sql(
+            "SELECT rootpage FROM sqlite_master WHERE type = 'table' AND name = 'profiles'"
+        ).scalar()
+    table = {row[2] for row in program if row[1] == "OpenRead" and row[3] == root}
+    read = {row[2] for row in program if row[1] == "Column"}
+    assert table and read and not table & read, program
+    found = [{row[0] for row in rows if row[n]} for n in range(1, len(trees) + 1)]
+    assert sum(1 for members in found if members) >= 3, found  # members to compare
+    for members, tree in zip(found, trees, strict=True):
+        assert members == member_ids(log.engine, log.settings, tree, now=now), tree
+
+
 def test_a_profile_written_again_during_a_refresh_waits_for_the_next(
     log: Log, monkeypatch: pytest.MonkeyPatch
 ) -> None:

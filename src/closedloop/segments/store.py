@@ -30,6 +30,7 @@ from closedloop.identity._tables import identities
 from closedloop.ingest._tables import events
 from closedloop.mood.index import ensure_basis, usable_basis
 from closedloop.profiles._tables import processor_cursors, profiles
+from closedloop.runtime import cyclic_gc_paused
 from closedloop.segments._tables import (
     mood_sizes,
     segment_changes,
@@ -253,7 +254,23 @@ def refresh(
     writers of the event log never wait on an evaluation: a whole segment in a transaction of
     its own; the written profiles of every incrementally refreshed segment in one.
     """
-    now = now or clock.now()
+    # Sets and rows of member ids: many small acyclic objects (see `cyclic_gc_paused`).
+    with cyclic_gc_paused():
+        return _refresh(
+            engine, settings, now=now or clock.now(), names=names, reason=reason,
+            incremental=incremental,
+        )  # fmt: skip
+
+
+def _refresh(
+    engine: Engine,
+    settings: Settings,
+    *,
+    now: datetime,
+    names: list[str] | None,
+    reason: str | None,
+    incremental: bool,
+) -> RefreshReport:
     with engine.connect() as conn:
         seq = conn.execute(sa.select(processor_cursors.c.seq)).scalar() or 0
         stmt = sa.select(
@@ -459,17 +476,34 @@ def _evaluate_written(
     with engine.connect() as conn:
         for since_seq, group in groups.items():
             for part in (group[n : n + 50] for n in range(0, len(group), 50)):
-                columns = [
-                    sa.func.coalesce(
-                        condition_where(conn, settings, tree, now, segment=saved_tree), False
-                    )
-                    for _name, tree in part
-                ]
-                written = _written(since_seq, seq, pg=conn.dialect.name == "postgresql")
-                rows = conn.execute(sa.select(profiles.c.id, *columns).where(written)).all()
+                query = written_members_query(
+                    conn, settings, [tree for _name, tree in part], since_seq, seq, now,
+                    saved_tree,
+                )  # fmt: skip
+                rows = conn.execute(query).all()
                 for n, (name, _tree) in enumerate(part, start=1):
                     out[name] = {row[0] for row in rows if row[n]}
     return out
+
+
+def written_members_query(
+    conn: sa.Connection,
+    settings: Settings,
+    trees: list[dict[str, Any]],
+    since_seq: int,
+    seq: int,
+    now: datetime,
+    saved_tree: Callable[[str], dict[str, Any]],
+) -> sa.Select[Any]:
+    """Each profile written after batch `since_seq` up to `seq`, with one column per condition
+    (whether it holds). On SQLite the mood and NPS numbers the shipped conditions compare ride
+    in the `processed_seq` index (migration 0017): they are read from it, not from the rows."""
+    columns = [
+        sa.func.coalesce(condition_where(conn, settings, tree, now, segment=saved_tree), False)
+        for tree in trees
+    ]
+    written = _written(since_seq, seq, pg=conn.dialect.name == "postgresql")
+    return sa.select(profiles.c.id, *columns).where(written)
 
 
 def load_facts(conn: sa.Connection, which: ColumnElement[bool]) -> dict[str, ProfileFacts]:
