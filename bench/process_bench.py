@@ -42,6 +42,7 @@ from closedloop.config import IngestSettings, Settings
 from closedloop.demo import generate_shop
 from closedloop.identity._tables import identities
 from closedloop.ingest.log import append
+from closedloop.mood.index import MoodBasis, index_numbers
 from closedloop.profiles._tables import profiles as profiles_table
 from closedloop.profiles.processor import profile_id_for
 
@@ -137,9 +138,12 @@ def case_ratio(url_base: str | None, workdir: Path, customers: int, rounds: int)
 
 
 def seed_profiles(engine: sa.Engine, count: int) -> None:
-    """`count` customers with user id, anonymous id, e-mail and traits, written directly."""
+    """`count` customers with user id, anonymous id, e-mail and traits, written directly, as
+    the processor leaves them: one in three with a mood signal (and its index numbers), one
+    in four with an NPS answer."""
     now = NOW - timedelta(days=30)
     us = int((now - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds() * 1_000_000)
+    basis = MoodBasis.starting(NOW, 90)
     chunk = 20_000
     for start in range(0, count, chunk):
         prows, irows = [], []
@@ -164,6 +168,12 @@ def seed_profiles(engine: sa.Engine, count: int) -> None:
                 "revenue": 0.0,
                 "interests": {},
             }
+            if i % 4 == 0:
+                computed["nps"] = [i % 11, us, 10_000_000_000 + i]
+            derived: dict[str, Any] = {}
+            if i % 3 == 0:
+                signals = [[us, 0.2 if i % 2 else -0.3, "nps", 10_000_000_000 + i, 0]]
+                derived = {"mood": signals, **index_numbers(signals, basis)}
             prows.append(
                 {
                     "id": pid,
@@ -174,6 +184,7 @@ def seed_profiles(engine: sa.Engine, count: int) -> None:
                     "traits": traits,
                     "computed": computed,
                     "consent": {},
+                    "derived": derived,
                     "masterdata": {
                         "email": email,
                         "phone": None,

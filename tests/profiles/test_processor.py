@@ -84,6 +84,25 @@ def test_rebuild_gives_identical_profiles_and_identities(log: Log) -> None:
     assert snapshot(log.engine) == incremental
 
 
+def test_one_processor_over_many_batches_writes_what_a_rebuild_writes(log: Log) -> None:
+    """A processor keeps its states between batches and writes only the columns a batch
+    changed (SQLite): what it stored must still be the whole state, as a rebuild finds."""
+    sent = _shop(log)
+    proc = processor._Processor(log.settings)
+    done = processor._drain(log.engine, log.settings, proc, limit=97)
+    # The same values again, stated later: only their times change.
+    for at in ("10:30", "11:00"):
+        again = identify("vip", plan="gold", consent={"surveys": True})
+        again["timestamp"] = f"2026-11-22T{at}:00Z"
+        log.send(again, track("Order Completed", user_id="vip", properties={"revenue": 5}))
+        sent += 2
+        done += processor._drain(log.engine, log.settings, proc, limit=97)
+    assert done == sent
+    incremental = snapshot(log.engine)
+    assert profiles.rebuild(log.engine, log.settings, limit=5000) == sent
+    assert snapshot(log.engine) == incremental
+
+
 def test_every_event_is_counted_once_on_exactly_one_profile(log: Log) -> None:
     sent = _shop(log, customers=40)
     log.process()

@@ -16,7 +16,6 @@ from closedloop import clock, ingest
 from closedloop.config import Settings
 from closedloop.profiles._tables import profiles
 from closedloop.segments import evaluate, member_ids, parse_condition, preview
-from closedloop.segments._tables import segment_members
 from closedloop.segments._tables import segments as segments_table
 from closedloop.segments.compile import compile_condition
 from tests.helpers import basic, query_plan
@@ -616,20 +615,17 @@ def test_migration_fills_the_latest_nps_from_processed_answers(log: Log) -> None
 def test_incremental_refresh_reads_the_written_profiles_by_their_index(log: Log) -> None:
     """The profiles written since a refresh are found through `processed_seq`'s index and
     their memberships through the members' profile index, not by reading every profile."""
-    from closedloop.segments.store import _written
+    from closedloop.segments.store import _written, written_memberships
 
     with log.engine.connect() as conn:
         pg = conn.dialect.name == "postgresql"
         if pg:
             conn.exec_driver_sql("SET enable_seqscan = off")
-        written = sa.select(profiles.c.id).where(_written(3, 5, pg=pg))
         where = compile_condition(
             {"mood": "positive"}, conn.dialect.name, now=clock.now(), mood=log.settings.mood,
             segment=lambda _n: {},
         )  # fmt: skip
-        stored = sa.select(segment_members.c.segment).where(
-            segment_members.c.profile_id.in_(written)
-        )
+        stored = written_memberships(3, 5, pg=pg)
         evaluated = sa.select(profiles.c.id, where).where(_written(3, 5, pg=pg))
         plans = [query_plan(conn, query) for query in (evaluated, stored)]
     assert all("ix_profiles_processed_seq" in plan for plan in plans), plans

@@ -43,6 +43,7 @@ from closedloop.profiles._tables import (
 from closedloop.profiles.hooks import ProfileHook, registered
 from closedloop.profiles.quality import derive_masterdata, groups_of
 from closedloop.profiles.state import (
+    COLUMNS_CHANGED_BY_MERGE,
     ConsentChange,
     ProcessedEvent,
     ProfileState,
@@ -228,8 +229,10 @@ class _Batch:
         p = self.profiles[profile_id]
         if key.startswith("u:"):
             p.user_ids = sorted({*p.user_ids, key[2:]})
+            p.columns.add("user_ids")
         elif key.startswith("a:"):
             p.anonymous_ids += 1
+            p.columns.add("anonymous_ids")
         p.dirty = p.state_changed = True
         self.touched[profile_id] = p
 
@@ -290,19 +293,14 @@ _INSERT_PROFILE = (
     "computed, consent, derived, masterdata, quality, created_at, updated_at, created_event_id, "
     "processed_seq) VALUES (?, ?, ?, ?j, ?, ?j, ?j, ?j, ?j, ?j, ?j, ?, ?, ?, ?)"
 )
-_UPDATE_PROFILE = (
-    "UPDATE profiles SET merged_into = ?, user_ids = ?j, anonymous_ids = ?, traits = ?j, "
-    "computed = ?j, consent = ?j, derived = ?j, created_at = ?, updated_at = ?, "
-    "processed_seq = ? WHERE id = ?"
-)
 _UPDATE_PROFILE_COUNTS = (
     "UPDATE profiles SET computed = ?j, updated_at = ?, processed_seq = ? WHERE id = ?"
 )
-_UPDATE_PROFILE_MASTERDATA = (
-    "UPDATE profiles SET merged_into = ?, user_ids = ?j, anonymous_ids = ?, traits = ?j, "
-    "computed = ?j, consent = ?j, derived = ?j, created_at = ?, updated_at = ?, "
-    "processed_seq = ?, customer_key = ?, masterdata = ?j, quality = ?j WHERE id = ?"
-)
+# The columns a profile's update may set besides the counts (`_Sql.update_columns`): a
+# fixed list of names, never text from an event.
+_COLUMN = {
+    name: name for name in (*COLUMNS_CHANGED_BY_MERGE, "masterdata", "quality", "customer_key")
+}
 _INSERT_IDENTITY = (
     "INSERT INTO identities (key, profile_id, first_seen_at, event_id) VALUES (?, ?, ?, ?)"
 )
@@ -402,11 +400,23 @@ class _Sql:
         self.identities = self._native(_IDENTITIES)
         self.profiles = self._native(_PROFILES)
         self.insert_profile = self._native(_INSERT_PROFILE)
-        self.update_profile = self._native(_UPDATE_PROFILE)
         self.update_profile_counts = self._native(_UPDATE_PROFILE_COUNTS)
-        self.update_profile_masterdata = self._native(_UPDATE_PROFILE_MASTERDATA)
+        self._update_columns: dict[tuple[str, ...], str] = {}
         self.insert_identity = self._native(_INSERT_IDENTITY)
         self.tallies = TallyWriter(self._native, self.in_list)
+
+    def update_columns(self, columns: tuple[str, ...]) -> str:
+        """SQLite: the counts and `columns` (names of `ProfileState.columns`, or master data)
+        set by id; each statement built once."""
+        found = self._update_columns.get(columns)
+        if found is None:
+            assignments = "".join(f", {_COLUMN[column]} = ?" for column in columns)
+            statement = (  # column names from `_COLUMN` only; every value bound
+                "UPDATE profiles SET computed = ?j, updated_at = ?, "  # noqa: S608 # nosec B608
+                f"processed_seq = ?{assignments} WHERE id = ?"
+            )
+            found = self._update_columns[columns] = self._native(statement)
+        return found
 
     def _native(self, statement: str) -> str:
         if self.pg:
@@ -537,6 +547,7 @@ class _Processor:
             for hook, context in hooks:
                 if hook.on_event(context, p, ev):
                     p.state_changed = True
+                    p.columns.add("derived")
             if ev.type == "track" and ev.name and len(ev.name) <= MAX_TEXT:
                 for kind in ("", *facets(payload)):
                     times = tallies.get((pid, ev.name, kind))
@@ -615,10 +626,37 @@ class _Processor:
         p.masterdata, p.quality = masterdata, quality
         return p.customer_key, _dumps(masterdata), _dumps(quality)
 
+    def _changed_columns(
+        self, p: ProfileState, sql: _Sql
+    ) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+        """SQLite: the columns besides the counts this batch changed, and their values (then
+        the id). An UPDATE that sets a column rewrites the entry of every index over it,
+        even with the value unchanged: at 1M profiles each is a random page written."""
+        values: list[Any] = [_dumps(p.computed), sql.time(p.updated_at), self.seq]
+        columns = sorted(p.columns)
+        for column in columns:
+            if column in ("merged_into", "anonymous_ids"):
+                values.append(getattr(p, column))
+            elif column == "created_at":
+                values.append(sql.time(p.created_at))
+            else:
+                values.append(_dumps(getattr(p, column)))
+        if p.traits_changed:
+            before = p.customer_key
+            key, masterdata, quality = self._masterdata(p)
+            columns += ["masterdata", "quality"]
+            values += [masterdata, quality]
+            if key != before:
+                columns.append("customer_key")
+                values.append(key)
+        values.append(p.id)
+        return tuple(columns), tuple(values)
+
     def _flush(self, conn: sa.Connection, batch: _Batch) -> int:
         sql = self.sql
         assert sql is not None  # noqa: S101
         inserts, updates, updates_traits, counts = [], [], [], []
+        by_columns: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}  # SQLite: by SET list
         for p in batch.touched.values():
             if not p.dirty:
                 continue
@@ -646,6 +684,9 @@ class _Processor:
                         self.seq,
                     )
                 )
+            elif not sql.pg:
+                columns, row = self._changed_columns(p, sql)
+                by_columns.setdefault(columns, []).append(row)
             elif p.traits_changed:
                 values = self._profile_values(p, sql)
                 values += [*self._masterdata(p), p.id]
@@ -657,12 +698,11 @@ class _Processor:
         else:
             if inserts:
                 conn.exec_driver_sql(sql.insert_profile, inserts)
-            if updates:
-                conn.exec_driver_sql(sql.update_profile, updates)
             if counts:
                 conn.exec_driver_sql(sql.update_profile_counts, counts)
-            if updates_traits:
-                conn.exec_driver_sql(sql.update_profile_masterdata, updates_traits)
+            for columns, rows in by_columns.items():
+                conn.exec_driver_sql(sql.update_columns(columns), rows)
+                updates.extend(rows)  # (counted below)
         for merged_id, survivor_id in batch.moves:
             conn.execute(
                 identities.update()
@@ -717,6 +757,7 @@ class _Processor:
         for pid, p in self._touched.items():
             p.new = p.dirty = p.traits_changed = p.state_changed = False
             p.changed = set()
+            p.columns = set()
             if p.merged_into is not None:
                 cache.states.pop(pid, None)
         self._touched = {}

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "COLUMNS_CHANGED_BY_MERGE",
     "ConsentChange",
     "ProcessedEvent",
     "ProfileState",
@@ -64,6 +65,19 @@ class ConsentChange:
     event_id: int
 
 
+# A profile's stored columns besides the counts (`computed`, `updated_at`) and the master
+# data: a merge may change each of them, on both profiles.
+COLUMNS_CHANGED_BY_MERGE = (
+    "merged_into",
+    "user_ids",
+    "anonymous_ids",
+    "traits",
+    "consent",
+    "derived",
+    "created_at",
+)
+
+
 @dataclass(slots=True)
 class ProfileState:
     id: str
@@ -88,6 +102,9 @@ class ProfileState:
     dirty: bool = False
     traits_changed: bool = False
     state_changed: bool = False  # identities, consent or trait times: more than the counts
+    # Which stored columns besides the counts changed in this batch (names from
+    # `COLUMNS_CHANGED_BY_MERGE`): SQLite sets only these, leaving the indexes of the others.
+    columns: set[str] = field(default_factory=set)
 
 
 def _interest_categories(properties: dict[str, Any]) -> list[str]:
@@ -194,9 +211,11 @@ def _set_trait(p: ProfileState, name: str, value: Any, at: int, source: str, lim
     elif current[0] == value:
         current[1], current[2] = at, source
         p.state_changed = True
+        p.columns.add("traits")
         return
     p.traits[name] = [value, at, source]
     p.traits_changed = True
+    p.columns.add("traits")
     if p.changed is not None:
         p.changed.add(name)
 
@@ -223,6 +242,7 @@ def _state_consent(
             continue
         p.consent[purpose] = [granted, ev.timestamp, source]
         p.state_changed = True
+        p.columns.add("consent")
         if current is None or current[0] != granted:
             changes.append(ConsentChange(p.id, purpose, granted, ev.timestamp, source, ev.id))
 
@@ -312,9 +332,11 @@ def merge_into(survivor: ProfileState, merged: ProfileState) -> None:
     survivor.updated_at = max(survivor.updated_at, merged.updated_at)
     survivor.dirty = survivor.traits_changed = survivor.state_changed = True
     survivor.changed = None
+    survivor.columns.update(COLUMNS_CHANGED_BY_MERGE)
     merged.traits, merged.consent, merged.computed, merged.derived = {}, {}, {}, {}
     merged.user_ids, merged.anonymous_ids = [], 0
     merged.dirty = merged.state_changed = True
+    merged.columns.update(COLUMNS_CHANGED_BY_MERGE)
 
 
 def trait_values(traits: dict[str, list[Any]]) -> dict[str, Any]:

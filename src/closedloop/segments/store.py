@@ -367,16 +367,25 @@ def _stored_written(
     pg = conn.dialect.name == "postgresql"
     for since_seq in sorted({since[name] for name in stored}):
         wanted = {name for name in stored if since[name] == since_seq}
-        ids = sa.select(profiles.c.id).where(_written(since_seq, seq, pg=pg))
-        found = set(conn.execute(ids).scalars())
-        written.update(dict.fromkeys(wanted, found))
-        query = sa.select(segment_members.c.segment, segment_members.c.profile_id).where(
-            segment_members.c.profile_id.in_(ids)
-        )
-        for segment, pid in conn.execute(query).all():
+        found: set[str] = set()
+        for pid, segment in conn.execute(written_memberships(since_seq, seq, pg=pg)).all():
+            found.add(pid)
             if segment in wanted:
                 stored[segment].add(pid)
+        written.update(dict.fromkeys(wanted, found))
     return stored, written
+
+
+def written_memberships(since_seq: int, seq: int, *, pg: bool) -> sa.Select[Any]:
+    """Each profile written after batch `since_seq` up to `seq` (from the `processed_seq`
+    index) with each segment it is a member of (through the members' profile index), or
+    NULL: one pass."""
+    joined = profiles.outerjoin(segment_members, segment_members.c.profile_id == profiles.c.id)
+    return (
+        sa.select(profiles.c.id, segment_members.c.segment)
+        .select_from(joined)
+        .where(_written(since_seq, seq, pg=pg))
+    )
 
 
 def _apply(
