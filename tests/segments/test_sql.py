@@ -547,19 +547,31 @@ def test_latest_nps_is_the_newest_answer_from_0_to_10(log: Log) -> None:
         assert reference == expected, tree
 
 
-def test_latest_nps_reads_its_index(log: Log) -> None:
+@pytest.mark.parametrize("op", ["=", "!=", "<", "<=", ">", ">="])
+@pytest.mark.parametrize("within_days", [None, 90])
+def test_latest_nps_reads_its_index(log: Log, op: str, within_days: int | None) -> None:
+    """Every comparison reads the index, which holds only profiles with an answer (migration
+    0018): the planner must see that the comparison is false without one."""
+    spec: dict[str, Any] = {"op": op, "value": 9}
+    if within_days is not None:
+        spec["within_days"] = within_days
     with log.engine.connect() as conn:
         pg = conn.dialect.name == "postgresql"
         if pg:
             conn.exec_driver_sql("SET enable_seqscan = off")
-        tree = {"latest_nps": {"op": ">=", "value": 9, "within_days": 90}}
         where = compile_condition(
-            tree, conn.dialect.name, now=clock.now(), mood=log.settings.mood,
+            {"latest_nps": spec}, conn.dialect.name, now=clock.now(), mood=log.settings.mood,
             segment=lambda _n: {},
         )  # fmt: skip
         where = sa.and_(profiles.c.merged_into.is_(None), where)
         plan = query_plan(conn, sa.select(sa.func.count()).select_from(profiles).where(where))
+        definition = conn.exec_driver_sql(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_profiles_nps'"
+            if pg
+            else "SELECT sql FROM sqlite_master WHERE name = 'ix_profiles_nps'"
+        ).scalar_one()
     assert "ix_profiles_nps" in plan, plan
+    assert "IS NOT NULL" in definition, definition  # profiles with an answer only
 
 
 def test_migration_fills_the_latest_nps_from_processed_answers(log: Log) -> None:
