@@ -233,7 +233,7 @@ class _Batch:
         elif key.startswith("a:"):
             p.anonymous_ids += 1
             p.columns.add("anonymous_ids")
-        p.dirty = p.state_changed = True
+        p.dirty = True
         self.touched[profile_id] = p
 
     def merge(self, survivor_id: str, merged_id: str, *, via: Via) -> None:
@@ -293,14 +293,9 @@ _INSERT_PROFILE = (
     "computed, consent, derived, masterdata, quality, created_at, updated_at, created_event_id, "
     "processed_seq) VALUES (?, ?, ?, ?j, ?, ?j, ?j, ?j, ?j, ?j, ?j, ?, ?, ?, ?)"
 )
-_UPDATE_PROFILE_COUNTS = (
-    "UPDATE profiles SET computed = ?j, updated_at = ?, processed_seq = ? WHERE id = ?"
-)
 # The columns a profile's update may set besides the counts (`_Sql.update_columns`): a
 # fixed list of names, never text from an event.
-_COLUMN = {
-    name: name for name in (*COLUMNS_CHANGED_BY_MERGE, "masterdata", "quality", "customer_key")
-}
+_SETTABLE = frozenset((*COLUMNS_CHANGED_BY_MERGE, "masterdata", "quality", "customer_key"))
 _INSERT_IDENTITY = (
     "INSERT INTO identities (key, profile_id, first_seen_at, event_id) VALUES (?, ?, ?, ?)"
 )
@@ -400,7 +395,6 @@ class _Sql:
         self.identities = self._native(_IDENTITIES)
         self.profiles = self._native(_PROFILES)
         self.insert_profile = self._native(_INSERT_PROFILE)
-        self.update_profile_counts = self._native(_UPDATE_PROFILE_COUNTS)
         self._update_columns: dict[tuple[str, ...], str] = {}
         self.insert_identity = self._native(_INSERT_IDENTITY)
         self.tallies = TallyWriter(self._native, self.in_list)
@@ -410,8 +404,10 @@ class _Sql:
         set by id; each statement built once."""
         found = self._update_columns.get(columns)
         if found is None:
-            assignments = "".join(f", {_COLUMN[column]} = ?" for column in columns)
-            statement = (  # column names from `_COLUMN` only; every value bound
+            if not _SETTABLE.issuperset(columns):
+                raise ValueError(f"not a settable profile column: {columns}")
+            assignments = "".join(f", {column} = ?" for column in columns)
+            statement = (  # column names from `_SETTABLE` only; every value bound
                 "UPDATE profiles SET computed = ?j, updated_at = ?, "  # noqa: S608 # nosec B608
                 f"processed_seq = ?{assignments} WHERE id = ?"
             )
@@ -546,7 +542,6 @@ class _Processor:
             apply_event(p, ev, purposes=purposes, max_traits=max_traits, consent_changes=consent)
             for hook, context in hooks:
                 if hook.on_event(context, p, ev):
-                    p.state_changed = True
                     p.columns.add("derived")
             if ev.type == "track" and ev.name and len(ev.name) <= MAX_TEXT:
                 for kind in ("", *facets(payload)):
@@ -629,9 +624,10 @@ class _Processor:
     def _changed_columns(
         self, p: ProfileState, sql: _Sql
     ) -> tuple[tuple[str, ...], tuple[Any, ...]]:
-        """SQLite: the columns besides the counts this batch changed, and their values (then
-        the id). An UPDATE that sets a column rewrites the entry of every index over it,
-        even with the value unchanged: at 1M profiles each is a random page written."""
+        """SQLite: the columns besides the counts this batch changed (none: the counts
+        alone), and their values (then the id). An UPDATE that sets a column rewrites the
+        entry of every index over it, even with the value unchanged: at 1M profiles each is
+        a random page written."""
         values: list[Any] = [_dumps(p.computed), sql.time(p.updated_at), self.seq]
         columns = sorted(p.columns)
         for column in columns:
@@ -660,9 +656,6 @@ class _Processor:
         for p in batch.touched.values():
             if not p.dirty:
                 continue
-            if not (p.new or p.traits_changed or p.state_changed or p.merged_into):
-                counts.append((_dumps(p.computed), sql.time(p.updated_at), self.seq, p.id))
-                continue
             if p.new:
                 key, masterdata, quality = self._masterdata(p)
                 inserts.append(
@@ -687,6 +680,8 @@ class _Processor:
             elif not sql.pg:
                 columns, row = self._changed_columns(p, sql)
                 by_columns.setdefault(columns, []).append(row)
+            elif not p.columns:
+                counts.append((_dumps(p.computed), sql.time(p.updated_at), self.seq, p.id))
             elif p.traits_changed:
                 values = self._profile_values(p, sql)
                 values += [*self._masterdata(p), p.id]
@@ -698,11 +693,8 @@ class _Processor:
         else:
             if inserts:
                 conn.exec_driver_sql(sql.insert_profile, inserts)
-            if counts:
-                conn.exec_driver_sql(sql.update_profile_counts, counts)
             for columns, rows in by_columns.items():
                 conn.exec_driver_sql(sql.update_columns(columns), rows)
-                updates.extend(rows)  # (counted below)
         for merged_id, survivor_id in batch.moves:
             conn.execute(
                 identities.update()
@@ -749,13 +741,14 @@ class _Processor:
                 ],
             )
         self._touched = batch.touched
-        return len(inserts) + len(updates) + len(updates_traits) + len(counts)
+        written = (inserts, updates, updates_traits, counts, *by_columns.values())
+        return sum(len(rows) for rows in written)
 
     def committed(self, seq: int) -> None:
         """The batch's transaction committed: its states are now the stored ones."""
         cache = self.cache
         for pid, p in self._touched.items():
-            p.new = p.dirty = p.traits_changed = p.state_changed = False
+            p.new = p.dirty = p.traits_changed = False
             p.changed = set()
             p.columns = set()
             if p.merged_into is not None:

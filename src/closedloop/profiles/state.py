@@ -101,9 +101,9 @@ class ProfileState:
     new: bool = False
     dirty: bool = False
     traits_changed: bool = False
-    state_changed: bool = False  # identities, consent or trait times: more than the counts
     # Which stored columns besides the counts changed in this batch (names from
-    # `COLUMNS_CHANGED_BY_MERGE`): SQLite sets only these, leaving the indexes of the others.
+    # `COLUMNS_CHANGED_BY_MERGE`; none: only the counts): SQLite sets only these, leaving
+    # the indexes of the others.
     columns: set[str] = field(default_factory=set)
 
 
@@ -210,7 +210,6 @@ def _set_trait(p: ProfileState, name: str, value: Any, at: int, source: str, lim
         return  # an older statement arriving late: the newer value stays
     elif current[0] == value:
         current[1], current[2] = at, source
-        p.state_changed = True
         p.columns.add("traits")
         return
     p.traits[name] = [value, at, source]
@@ -241,7 +240,6 @@ def _state_consent(
         if current is not None and ev.timestamp < current[1]:
             continue
         p.consent[purpose] = [granted, ev.timestamp, source]
-        p.state_changed = True
         p.columns.add("consent")
         if current is None or current[0] != granted:
             changes.append(ConsentChange(p.id, purpose, granted, ev.timestamp, source, ev.id))
@@ -330,12 +328,12 @@ def merge_into(survivor: ProfileState, merged: ProfileState) -> None:
     survivor.anonymous_ids += merged.anonymous_ids
     survivor.created_at = min(survivor.created_at, merged.created_at)
     survivor.updated_at = max(survivor.updated_at, merged.updated_at)
-    survivor.dirty = survivor.traits_changed = survivor.state_changed = True
+    survivor.dirty = survivor.traits_changed = True
     survivor.changed = None
     survivor.columns.update(COLUMNS_CHANGED_BY_MERGE)
     merged.traits, merged.consent, merged.computed, merged.derived = {}, {}, {}, {}
     merged.user_ids, merged.anonymous_ids = [], 0
-    merged.dirty = merged.state_changed = True
+    merged.dirty = True
     merged.columns.update(COLUMNS_CHANGED_BY_MERGE)
 
 
