@@ -214,6 +214,15 @@ class SegmentSettings(BaseModel):
         '(`trait city = "Dresden"`, `in [...]`), so a count does not read every profile. '
         "The server creates and drops the indexes to match at its next full refresh.",
     )
+    count_parts: int = Field(
+        default_factory=lambda: min(8, os.cpu_count() or 1),
+        ge=1,
+        le=32,
+        description="SQLite: a live count that meets the event tallies with other conditions "
+        "(the segment editor, `POST /v1/segments/preview`) runs in this many parts at once, "
+        "each a range of profile ids on its own connection; the number of CPU cores (at most "
+        "8) by default, 1 to count in one query.",
+    )
 
 
 class ProcessorSettings(BaseModel):
