@@ -70,10 +70,13 @@ def settings() -> Settings:
         sys.exit(1)
 
 
-def open_store(config: Settings) -> Engine:
-    """The store's engine for one command; use it inside `handle_errors()`, which closes it."""
+def open_store(config: Settings, *, background_checkpoints: bool = False) -> Engine:
+    """The store's engine for one command; use it inside `handle_errors()`, which closes it.
+    A long-running command (`worker`) checkpoints SQLite's WAL from a thread of its own."""
     engine = create_store_engine(
-        config.database_url, sqlite_synchronous=config.ingest.sqlite_synchronous
+        config.database_url,
+        sqlite_synchronous=config.ingest.sqlite_synchronous,
+        background_checkpoints=background_checkpoints,
     )
     _open_engines.append(engine)
     return engine

@@ -40,7 +40,7 @@ def worker(
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     with handle_errors():
-        engine = open_store(config)
+        engine = open_store(config, background_checkpoints=True)
         store.upgrade(engine)
         total = 0
         started = time.monotonic()

@@ -12,6 +12,7 @@ from closedloop.store._engine import (
     is_postgres,
     is_sqlite,
     relaxed_sync,
+    wal_checkpointer,
 )
 from closedloop.store._migrate import current_revision, head_revision, upgrade
 from closedloop.store._types import EPOCH, JSONDocument, UTCDateTime, metadata, to_epoch_us
@@ -33,4 +34,5 @@ __all__ = [
     "store_definition",
     "to_epoch_us",
     "upgrade",
+    "wal_checkpointer",
 ]

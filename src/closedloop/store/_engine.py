@@ -5,21 +5,29 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-__all__ = ["begin_write", "create_store_engine", "is_postgres", "is_sqlite"]
+from closedloop.store._checkpoint import WalCheckpointer
+
+__all__ = ["begin_write", "create_store_engine", "is_postgres", "is_sqlite", "wal_checkpointer"]
 
 
 def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def create_store_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
-    """Create the engine for `url`: SQLite in WAL mode, or PostgreSQL through psycopg 3."""
+def create_store_engine(
+    url: str, *, sqlite_synchronous: str = "FULL", background_checkpoints: bool = False
+) -> Engine:
+    """Create the engine for `url`: SQLite in WAL mode, or PostgreSQL through psycopg 3.
+
+    With `background_checkpoints` (the server and the worker), a SQLite file's WAL is
+    checkpointed by a thread of its own (`WalCheckpointer`), not by the commits."""
     parsed = sa.make_url(url)
     if parsed.get_backend_name() == "sqlite":
         engine = sa.create_engine(
@@ -30,6 +38,11 @@ def create_store_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine
             hide_parameters=True,  # errors and logs never show row values (personal data)
         )
         synchronous = "FULL" if sqlite_synchronous.upper() == "FULL" else "NORMAL"
+        checkpointer = None
+        if background_checkpoints and parsed.database not in (None, "", ":memory:"):
+            checkpointer = _checkpointers[engine] = _background_checkpoints(
+                engine, parsed.database, synchronous
+            )
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -40,6 +53,8 @@ def create_store_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine
             cursor.execute(f"PRAGMA synchronous={synchronous}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
+            if checkpointer is not None:
+                cursor.execute(f"PRAGMA wal_autocheckpoint={checkpointer.fallback_pages}")
             cursor.close()
 
         @event.listens_for(engine, "begin")
@@ -64,6 +79,23 @@ def create_store_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine
         f"unsupported database URL `{parsed.render_as_string(hide_password=True)}`: "
         "use `sqlite:///FILE` or `postgresql+psycopg://USER@HOST/DB`"
     )
+
+
+_checkpointers: WeakKeyDictionary[Engine, WalCheckpointer] = WeakKeyDictionary()
+
+
+def _background_checkpoints(engine: Engine, path: str, synchronous: str) -> WalCheckpointer:
+    checkpointer = WalCheckpointer(path, synchronous=synchronous)
+    # Every commit of the engine wakes the checkpointer; the writers' autocommit statements
+    # (the ingest path) are caught by its interval.
+    event.listen(engine, "commit", lambda _conn: checkpointer.notify())
+    event.listen(engine, "engine_disposed", lambda _engine: checkpointer.stop())
+    return checkpointer
+
+
+def wal_checkpointer(engine: Engine) -> WalCheckpointer | None:
+    """The engine's background checkpointer, if it has one."""
+    return _checkpointers.get(engine)
 
 
 def is_sqlite(engine_or_conn: Engine | sa.Connection) -> bool:

@@ -48,7 +48,9 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     """Build the app. The store must be migrated (`closedloop db upgrade`; `serve` does it)."""
     own_engine = engine is None
     store = engine or create_store_engine(
-        settings.database_url, sqlite_synchronous=settings.ingest.sqlite_synchronous
+        settings.database_url,
+        sqlite_synchronous=settings.ingest.sqlite_synchronous,
+        background_checkpoints=True,
     )
     metrics = Metrics()
     writer = GroupCommitWriter(store, settings.ingest, metrics)
