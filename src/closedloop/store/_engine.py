@@ -55,6 +55,8 @@ def create_store_engine(
             cursor.execute("PRAGMA busy_timeout=30000")
             if checkpointer is not None:
                 cursor.execute(f"PRAGMA wal_autocheckpoint={checkpointer.fallback_pages}")
+                # The WAL file shrinks back to 64 MB when a writer starts it again.
+                cursor.execute(f"PRAGMA journal_size_limit={_WAL_KEPT_BYTES}")
             cursor.close()
 
         @event.listens_for(engine, "begin")
@@ -81,6 +83,7 @@ def create_store_engine(
     )
 
 
+_WAL_KEPT_BYTES = 64 * 1024 * 1024
 _checkpointers: WeakKeyDictionary[Engine, WalCheckpointer] = WeakKeyDictionary()
 
 
