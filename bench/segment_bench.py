@@ -323,6 +323,11 @@ def main() -> None:
     )
     parser.add_argument("--workdir", type=Path, default=None, help="keep the files here")
     parser.add_argument(
+        "--inline-checkpoints",
+        action="store_true",
+        help="SQLite: commits checkpoint the WAL (SQLite's default) instead of a thread",
+    )
+    parser.add_argument(
         "--postgres-url", default=None, help="measure on PostgreSQL (schema bench_segments)"
     )
     args = parser.parse_args()
@@ -361,8 +366,8 @@ def run(workdir: Path, args: argparse.Namespace) -> None:
         store.upgrade(engine)
         ingest.add_source(engine, "bench", kind="web")
         copy_to_postgres(path, engine)
-    else:
-        engine = store.create_store_engine(url)
+    else:  # as the server's engine: the WAL checkpointed by a thread of its own (ADR 0014)
+        engine = store.create_store_engine(url, background_checkpoints=not args.inline_checkpoints)
     settings = _settings(url)
     pg = engine.dialect.name == "postgresql"
     clock.set_clock(lambda: NOW)

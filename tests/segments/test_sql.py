@@ -566,7 +566,8 @@ def test_latest_nps_reads_its_index(log: Log, op: str, within_days: int | None) 
         where = sa.and_(profiles.c.merged_into.is_(None), where)
         plan = query_plan(conn, sa.select(sa.func.count()).select_from(profiles).where(where))
         definition = conn.exec_driver_sql(
-            "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_profiles_nps'"
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_profiles_nps' "
+            "AND schemaname = current_schema()"
             if pg
             else "SELECT sql FROM sqlite_master WHERE name = 'ix_profiles_nps'"
         ).scalar_one()
