@@ -849,3 +849,20 @@ def test_a_profile_written_again_during_a_refresh_waits_for_the_next(
         == member_ids(log.engine, log.settings, tree, now=now)
         == {log.profile_of("user_id", "u1")}
     )
+
+
+def test_sqlite_count_in_parts_of_an_in_memory_store_runs_on_its_one_connection() -> None:
+    """Each connection to `sqlite://` opens a store of its own: the parts of a count run one
+    after the other on the request's connection instead."""
+    from closedloop import store
+    from closedloop.config import SegmentSettings
+    from tests.conftest import make_settings
+
+    engine = store.create_store_engine("sqlite://")
+    store.upgrade(engine)
+    config = make_settings("sqlite://").model_copy(
+        update={"segments": SegmentSettings(count_parts=4)}
+    )
+    tree = parse_condition('did "Product Viewed" at least 2 times or mood is positive')
+    assert preview(engine, config, tree, now=clock.now()).count == 0
+    engine.dispose()

@@ -182,7 +182,7 @@ def _count_in_parts(
             (1, sa.select(sa.func.count()).select_from(profiles).where(where, *_within(r)))
             for r in ranges
         ]
-    counts = _run_at_once(engine, [query for _sign, query in queries])
+    counts = _run_at_once(engine, conn, [query for _sign, query in queries])
     return max(0, sum(sign * found for (sign, _query), found in zip(queries, counts, strict=True)))
 
 
@@ -192,14 +192,17 @@ def _pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=32, thread_name_prefix="closedloop-count")
 
 
-def _run_at_once(engine: Engine, queries: list[sa.Select[Any]]) -> list[int]:
+def _run_at_once(engine: Engine, conn: sa.Connection, queries: list[sa.Select[Any]]) -> list[int]:
     """The counts of `queries`, each on its own connection, at once (SQLite leaves Python's
-    lock while it steps through a query, so the threads use one core each)."""
+    lock while it steps through a query, so the threads use one core each); one after the
+    other on `conn` for an in-memory store, which each connection would see empty."""
 
     def run(query: sa.Select[Any]) -> int:
-        with engine.connect() as conn:
-            return int(conn.execute(query).scalar_one())
+        with engine.connect() as own:
+            return int(own.execute(query).scalar_one())
 
+    if engine.url.database in (None, "", ":memory:"):
+        return [int(conn.execute(query).scalar_one()) for query in queries]
     return [run(queries[0])] if len(queries) == 1 else list(_pool().map(run, queries))
 
 
