@@ -28,6 +28,7 @@ from closedloop.segments.store import (
     resolver,
     saved_trees,
 )
+from closedloop.store import sqlite_file
 
 __all__ = [
     "Preview",
@@ -80,12 +81,9 @@ def preview(
         part = tallied_part(tree)
         chosen: ColumnElement[bool]
         if part is not None and conn.dialect.name != "postgresql" and _probes(part):
-            count = _count_in_parts(engine, conn, settings, tree, part, now=now)
-            chosen = profiles.c.id.in_(
-                sa.select(profiles.c.id)
-                .where(condition_where(conn, settings, tree, now))
-                .limit(sample)
-            )
+            whole = condition_where(conn, settings, tree, now)
+            count = _count_in_parts(engine, conn, settings, whole, part, now=now)
+            chosen = profiles.c.id.in_(sa.select(profiles.c.id).where(whole).limit(sample))
         else:
             if part is None:
                 chosen = condition_where(conn, settings, tree, now)
@@ -142,7 +140,7 @@ def _count_in_parts(
     engine: Engine,
     conn: sa.Connection,
     settings: Settings,
-    tree: dict[str, Any],
+    whole: ColumnElement[bool],
     part: TalliedPart,
     *,
     now: datetime,
@@ -176,10 +174,9 @@ def _count_in_parts(
         ]
         if part.joined_by == "or":
             queries += [(1, count(tallied)), (1, count(others))]
-    else:
-        where = condition_where(conn, settings, tree, now)
+    else:  # `whole`: the condition of the tree, compiled once for the sample as well
         queries = [
-            (1, sa.select(sa.func.count()).select_from(profiles).where(where, *_within(r)))
+            (1, sa.select(sa.func.count()).select_from(profiles).where(whole, *_within(r)))
             for r in ranges
         ]
     counts = _run_at_once(engine, conn, [query for _sign, query in queries])
@@ -194,16 +191,17 @@ def _pool() -> ThreadPoolExecutor:
 
 def _run_at_once(engine: Engine, conn: sa.Connection, queries: list[sa.Select[Any]]) -> list[int]:
     """The counts of `queries`, each on its own connection, at once (SQLite leaves Python's
-    lock while it steps through a query, so the threads use one core each); one after the
-    other on `conn` for an in-memory store, which each connection would see empty."""
+    lock while it steps through a query, so the threads use one core each); on `conn`, one
+    after the other, when there is only one or the store is in memory (each connection
+    would open an empty one)."""
+    if len(queries) == 1 or sqlite_file(engine) is None:
+        return [int(conn.execute(query).scalar_one()) for query in queries]
 
     def run(query: sa.Select[Any]) -> int:
         with engine.connect() as own:
             return int(own.execute(query).scalar_one())
 
-    if engine.url.database in (None, "", ":memory:"):
-        return [int(conn.execute(query).scalar_one()) for query in queries]
-    return [run(queries[0])] if len(queries) == 1 else list(_pool().map(run, queries))
+    return list(_pool().map(run, queries))
 
 
 def _tallied_count(

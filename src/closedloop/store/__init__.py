@@ -12,6 +12,7 @@ from closedloop.store._engine import (
     is_postgres,
     is_sqlite,
     relaxed_sync,
+    sqlite_file,
     wal_checkpointer,
 )
 from closedloop.store._migrate import current_revision, head_revision, upgrade
@@ -30,6 +31,7 @@ __all__ = [
     "is_sqlite",
     "metadata",
     "relaxed_sync",
+    "sqlite_file",
     "sqlite_insert_autocommit",
     "store_definition",
     "to_epoch_us",

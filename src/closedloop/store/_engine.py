@@ -14,7 +14,14 @@ from sqlalchemy.engine import Engine
 
 from closedloop.store._checkpoint import WalCheckpointer
 
-__all__ = ["begin_write", "create_store_engine", "is_postgres", "is_sqlite", "wal_checkpointer"]
+__all__ = [
+    "begin_write",
+    "create_store_engine",
+    "is_postgres",
+    "is_sqlite",
+    "sqlite_file",
+    "wal_checkpointer",
+]
 
 
 def _json_dumps(value: Any) -> str:
@@ -39,9 +46,10 @@ def create_store_engine(
         )
         synchronous = "FULL" if sqlite_synchronous.upper() == "FULL" else "NORMAL"
         checkpointer = None
-        if background_checkpoints and parsed.database not in (None, "", ":memory:"):
+        path = sqlite_file(engine)
+        if background_checkpoints and path is not None:
             checkpointer = _checkpointers[engine] = _background_checkpoints(
-                engine, parsed.database, synchronous
+                engine, path, synchronous
             )
 
         @event.listens_for(engine, "connect")
@@ -99,6 +107,15 @@ def _background_checkpoints(engine: Engine, path: str, synchronous: str) -> WalC
 def wal_checkpointer(engine: Engine) -> WalCheckpointer | None:
     """The engine's background checkpointer, if it has one."""
     return _checkpointers.get(engine)
+
+
+def sqlite_file(engine: Engine) -> str | None:
+    """The file of a SQLite store; None for PostgreSQL and for an in-memory store (where each
+    connection opens a store of its own)."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or database in (None, "", ":memory:"):
+        return None
+    return database
 
 
 def is_sqlite(engine_or_conn: Engine | sa.Connection) -> bool:
