@@ -141,13 +141,16 @@ def fill(path: Path, workdir: Path, count: int, per_profile: int) -> None:
                 "plan": [rng.choice(["basic", "gold"]), now_us, "bench"],
             }
             masterdata = {"email": f"kunde{n}@example.de", "first_name": "Erika"}
+            derived: dict[str, Any] = {"mood": signals}
+            if latest is not None:
+                derived["nps"] = latest[:2]  # (the processor keeps it there too: 0019)
             computed_text = orjson.dumps(computed).decode()
             prows.append(
                 (pid, None, f"v1.{n:064x}", orjson.dumps([uid]).decode(), 0,
                  orjson.dumps(traits).decode(), computed_text,
                  orjson.dumps({"surveys": [True, 0, "bench"]}).decode(),
                  orjson.dumps(masterdata).decode(), "[]",
-                 orjson.dumps({"mood": signals}).decode(), now_us, now_us, 0, 0)
+                 orjson.dumps(derived).decode(), now_us, now_us, 0, 0)
             )  # fmt: skip
             pr_csv.writerow([pid, None, computed_text])
             irows.append((f"u:{uid}", pid, now_us, 0))

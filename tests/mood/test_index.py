@@ -308,3 +308,47 @@ def test_merged_profiles_are_found_through_their_index(engine: Engine) -> None:
             conn.exec_driver_sql("SET enable_seqscan = off")
         plan = query_plan(conn, sa.select(profiles.c.id).where(profiles.c.merged_into == "p1"))
     assert "ix_profiles_merged_into" in plan, plan
+
+
+def _nps_of(engine: Engine) -> dict[str, tuple[Any, Any]]:
+    with engine.connect() as conn:
+        return {
+            r.id: (r.computed.get("nps"), r.derived.get("nps"))
+            for r in conn.execute(sa.select(profiles.c.id, profiles.c.computed, profiles.c.derived))
+        }
+
+
+def test_the_latest_nps_answer_is_kept_in_derived_as_in_computed(log: Log, engine: Engine) -> None:
+    """`derived.nps` (where SQLite's NPS indexes read it, migration 0019) is the score and time
+    of `computed.nps` after answers, a late answer, a merge, a mood recompute and a rebuild;
+    a profile without an answer has neither."""
+    now = clock.now()
+
+    def nps(user: str, score: Any, days: int, **ids: str) -> dict[str, Any]:
+        return {"type": "track", **({"userId": user} if user else {}), **ids,
+                "event": "NPS Answered", "properties": {"score": score},
+                "timestamp": (now - days * DAY).isoformat()}  # fmt: skip
+
+    log.send(
+        nps("anna", 3, 10),
+        nps("anna", 9, 2),
+        nps("anna", 0, 20),  # late, older: not the latest
+        nps("ben", "zehn", 1),  # not a score
+        nps("", 10, 1, anonymousId="dev-7"),  # newer than cleo's own answer
+        nps("cleo", 5, 4),
+    )
+    log.process()
+    found = _nps_of(engine)
+    anna = found[log.profile_of("user_id", "anna") or ""]
+    assert anna[0][:2] == anna[1] == [9, to_epoch_us(now - 2 * DAY)]
+    assert found[log.profile_of("user_id", "ben") or ""] == (None, None)
+    log.send({"type": "identify", "userId": "cleo", "anonymousId": "dev-7"})
+    log.process()
+    ensure_basis(engine, log.settings, now)
+    found = _nps_of(engine)
+    cleo = found[log.profile_of("user_id", "cleo") or ""]
+    assert cleo[0][:2] == cleo[1] == [10, to_epoch_us(now - DAY)]
+    for computed_nps, derived_nps in found.values():
+        assert (computed_nps[:2] if computed_nps else None) == derived_nps
+    profiles_domain.rebuild(engine, log.settings)
+    assert _nps_of(engine) == found

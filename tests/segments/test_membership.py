@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -218,3 +219,58 @@ def test_incremental_refresh_agrees_with_a_full_evaluation(
         assert stored == evaluated, saved.name
     gold = segments.stored_members(log.engine, "gold", after=None, limit=10)
     assert [m["id"] for m in gold] == [log.profile_of("user_id", "ben")]
+
+
+def _logged_writes(log: Log) -> list[tuple[int, str]]:
+    from closedloop.profiles._tables import profile_writes
+
+    with log.engine.connect() as conn:
+        query = sa.select(profile_writes.c.seq, profile_writes.c.profile_id)
+        return [tuple(r) for r in conn.execute(query.order_by(*profile_writes.c))]
+
+
+def test_the_write_log_keeps_what_a_refresh_still_needs(
+    quiet_client: TestClient, source: ingest.NewSourceKey, log: Log, admin_headers: dict[str, str]
+) -> None:
+    """The processor logs each profile it wrote with its batch; a refresh forgets the writes
+    every segment has been refreshed past, none while a segment waits for its first refresh,
+    and an incremental refresh after that still sees the profiles written since."""
+    _shop(quiet_client, source, log)
+    assert _logged_writes(log)  # (the shipped segments wait for their first refresh)
+    made = quiet_client.post(
+        "/v1/segments", json={"name": "gold", "condition": 'trait plan = "gold"'},
+        headers=admin_headers,
+    )  # fmt: skip
+    assert made.status_code == 201
+    segments.refresh(log.engine, log.settings)
+    assert _logged_writes(log) == []  # every segment refreshed past them
+    change = {"type": "identify", "userId": "ben", "traits": {"plan": "gold"}}
+    quiet_client.post("/v1/batch", json={"batch": [change]}, headers=basic(source.write_key))
+    log.process()
+    ben = log.profile_of("user_id", "ben")
+    logged = _logged_writes(log)
+    assert [pid for _seq, pid in logged] == [ben]
+    made = quiet_client.post(
+        "/v1/segments", json={"name": "viewers", "condition": 'did "Product Viewed"'},
+        headers=admin_headers,
+    )  # fmt: skip
+    assert made.status_code == 201
+    with log.engine.begin() as conn:  # as if `viewers` had not been refreshed yet
+        conn.execute(sa.text("UPDATE segments SET refreshed_seq = NULL WHERE name = 'viewers'"))
+    report = segments.refresh(log.engine, log.settings, names=["gold"], incremental=True)
+    assert report.entered == 1
+    assert _logged_writes(log) == logged  # `viewers` waits for its first refresh
+    segments.refresh(log.engine, log.settings)
+    assert _logged_writes(log) == []
+    # with no segment, the scheduled pass forgets them too
+    change = {"type": "identify", "userId": "ben", "traits": {"plan": "x"}}
+    quiet_client.post("/v1/batch", json={"batch": [change]}, headers=basic(source.write_key))
+    log.process()
+    for saved in segments.list_segments(log.engine):  # the shipped ones too
+        deleted = quiet_client.delete(f"/v1/segments/{saved.name}", headers=admin_headers)
+        assert deleted.status_code == 204
+    assert _logged_writes(log)
+    segments.refresh(log.engine, log.settings, incremental=True)
+    assert _logged_writes(log)
+    segments.refresh(log.engine, log.settings)
+    assert _logged_writes(log) == []

@@ -626,25 +626,99 @@ def test_migration_fills_the_latest_nps_from_processed_answers(log: Log) -> None
 
 
 def test_incremental_refresh_reads_the_written_profiles_by_their_index(log: Log) -> None:
-    """The profiles written since a refresh are found through `processed_seq`'s index and
-    their memberships through the members' profile index, not by reading every profile."""
-    from closedloop.segments.store import _written, written_memberships
+    """The profiles written since a refresh are a range of the write log, their memberships
+    read through the members' profile index; on SQLite the shipped kinds of condition are
+    evaluated on the numbers the log carries, without reading a profile row; others read
+    each written profile by its key, not every profile."""
+    from closedloop.mood.index import ensure_basis
+    from closedloop.segments.store import (
+        numbers_usable,
+        written_members_query,
+        written_memberships,
+        written_numbers_query,
+    )
 
+    now = clock.now()
+    ensure_basis(log.engine, log.settings, now)
+    numbers = [{"mood": "positive"}, {"latest_nps": {"op": ">=", "value": 9, "within_days": 90}},
+               {"not": {"churn_risk": True}}]  # fmt: skip
     with log.engine.connect() as conn:
         pg = conn.dialect.name == "postgresql"
         if pg:
             conn.exec_driver_sql("SET enable_seqscan = off")
-        where = compile_condition(
-            {"mood": "positive"}, conn.dialect.name, now=clock.now(), mood=log.settings.mood,
-            segment=lambda _n: {},
+        rows = written_members_query(
+            conn, log.settings, [{"trait": {"name": "plan", "op": "present"}}], 3, 5, now,
+            lambda _n: {},
         )  # fmt: skip
         stored = written_memberships(3, 5, pg=pg)
-        evaluated = sa.select(profiles.c.id, where).where(_written(3, 5, pg=pg))
-        plans = [query_plan(conn, query) for query in (evaluated, stored)]
-    assert all("ix_profiles_processed_seq" in plan for plan in plans), plans
+        plans = [query_plan(conn, query) for query in (rows, stored)]
+        if not pg:
+            assert numbers_usable(conn, log.settings, now)
+            query = written_numbers_query(conn, log.settings, numbers, 3, 5, now, lambda _n: {})
+            plans.append(query_plan(conn, query))
+        else:
+            assert not numbers_usable(conn, log.settings, now)
+    assert all("profile_writes" in plan for plan in plans), plans
     assert "ix_segment_members_profile_id" in plans[1], plans[1]
-    if not pg:  # a range of the index, both ends bound
-        assert all("processed_seq>? AND processed_seq<?" in plan for plan in plans), plans
+    if not pg:  # a range of the log, both ends bound
+        assert all("PRIMARY KEY (seq>? AND seq<?)" in plan for plan in plans), plans
+        assert "sqlite_autoindex_profiles_1 (id=?)" in plans[0], plans[0]
+        assert "profiles" not in plans[1] and "profiles " not in plans[2], plans
+    else:
+        assert "pk_profile_writes" in plans[0], plans[0]
+
+
+def test_incremental_refresh_on_the_logged_numbers_agrees_with_a_full_evaluation(
+    log: Log, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shipped segments (mood, churn risk, promoters, detractors) refreshed on the numbers
+    the write log carries give the members a full evaluation gives: after answers, a late
+    answer, a visit to the cancellation page and a merge of an anonymous promoter."""
+    from closedloop import segments as saved
+    from closedloop.mood.index import ensure_basis
+    from closedloop.segments import store as segment_store
+
+    used: list[int] = []
+    real = segment_store.written_numbers_query
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        used.append(len(args[2]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(segment_store, "written_numbers_query", spy)
+    _random_shop(log, seed=5)
+    ensure_basis(log.engine, log.settings)
+    saved.refresh(log.engine, log.settings)
+    log.send(
+        {"type": "track", "userId": "u1", "event": "NPS Answered", "properties": {"score": 10},
+         "timestamp": _days_ago(1)},
+        {"type": "track", "userId": "u2", "event": "NPS Answered", "properties": {"score": 10},
+         "timestamp": _days_ago(1)},
+        {"type": "page", "userId": "u3", "properties": {"path": "/account/kuendigung"},
+         "timestamp": _days_ago(0.2)},
+        {"type": "track", "anonymousId": "kiosk-9", "event": "NPS Answered",
+         "properties": {"score": 9}, "timestamp": _days_ago(0.1)},
+        {"type": "identify", "anonymousId": "kiosk-9", "userId": "u4", "timestamp": _days_ago(0)},
+    )  # fmt: skip
+    log.process()
+    # a batch of its own: u2 written twice since the refresh, the later numbers count
+    log.send(
+        {"type": "track", "userId": "u2", "event": "NPS Answered", "properties": {"score": 0},
+         "timestamp": _days_ago(0.5)},
+        {"type": "track", "userId": "u2", "event": "NPS Answered", "properties": {"score": 10},
+         "timestamp": _days_ago(300)},
+    )  # fmt: skip
+    log.process()
+    saved.refresh(log.engine, log.settings, incremental=True)
+    if log.engine.dialect.name == "sqlite":  # (PostgreSQL reads the written rows)
+        assert used and sum(used) >= 5  # the shipped five on the numbers
+    now = clock.now()
+    for one in saved.list_segments(log.engine):
+        stored = {
+            m["id"] for m in saved.stored_members(log.engine, one.name, after=None, limit=10**4)
+        }
+        evaluated = saved.member_ids(log.engine, log.settings, one.tree, now=now)
+        assert stored == evaluated, one.name
 
 
 @pytest.mark.parametrize(
@@ -773,12 +847,14 @@ def test_live_count_of_a_tallied_did_or_more_reads_no_row_of_every_profile(log: 
     assert "SCAN profiles" not in plan and "Seq Scan" not in plan, plan
 
 
-def test_incremental_refresh_reads_the_shipped_conditions_from_the_index_alone(log: Log) -> None:
-    """SQLite: the mood and NPS numbers the shipped segments compare ride in the index of the
-    written profiles (migration 0017), so evaluating them reads no table row: every column
-    the query reads comes from the index's cursor, none from the table's."""
+def test_incremental_refresh_reads_the_shipped_conditions_from_the_write_log_alone(
+    log: Log,
+) -> None:
+    """SQLite: the mood and NPS numbers the shipped segments compare ride in the write log
+    (migration 0019), so evaluating them opens no profile table or index at all, and gives
+    the members a full evaluation gives."""
     from closedloop import mood
-    from closedloop.segments.store import written_members_query
+    from closedloop.segments.store import written_numbers_query
 
     if log.engine.dialect.name != "sqlite":
         pytest.skip("PostgreSQL must check each newly written row in the table anyway")
@@ -796,16 +872,17 @@ def test_incremental_refresh_reads_the_shipped_conditions_from_the_index_alone(l
         )
     ]
     with log.engine.connect() as conn:
-        query = written_members_query(conn, log.settings, trees, 0, 10**9, now, lambda _name: {})
+        query = written_numbers_query(conn, log.settings, trees, 0, 10**9, now, lambda _name: {})
         rows = conn.execute(query).all()
         sql = str(query.compile(conn, compile_kwargs={"literal_binds": True}))
         program = conn.exec_driver_sql("EXPLAIN " + sql).all()
-        root = conn.exec_driver_sql(
-            "SELECT rootpage FROM sqlite_master WHERE type = 'table' AND name = 'profiles'"
-        ).scalar()
-    table = {row[2] for row in program if row[1] == "OpenRead" and row[3] == root}
-    read = {row[2] for row in program if row[1] == "Column"}
-    assert table and read and not table & read, program
+        roots = dict(
+            conn.exec_driver_sql(
+                "SELECT rootpage, tbl_name FROM sqlite_master WHERE rootpage > 0"
+            ).all()
+        )
+    opened = {roots.get(row[3]) for row in program if row[1] == "OpenRead"}
+    assert opened == {"profile_writes"}, opened
     found = [{row[0] for row in rows if row[n]} for n in range(1, len(trees) + 1)]
     assert sum(1 for members in found if members) >= 3, found  # members to compare
     for members, tree in zip(found, trees, strict=True):

@@ -127,6 +127,10 @@ def usable_basis(conn: sa.Connection, settings: MoodSettings, now: datetime) -> 
     return replace(basis, latest_us=None if latest is None else int(latest))
 
 
+# (`closedloop.segments` builds on this module: its table by name, not by import)
+_SEGMENTS = sa.table("segments", sa.column("refreshed_seq"))
+
+
 def number(key: str, pg: bool) -> ColumnElement[Any]:
     """A profile's index number: on SQLite written exactly as migration 0011 indexes it (a
     literal path: SQLite matches indexed expressions literally); on PostgreSQL the generated
@@ -156,6 +160,9 @@ def ensure_basis(engine: Engine, settings: Settings, now: datetime | None = None
             return False  # another process did it meanwhile
         hold_derived_state(conn, settings)
         changed = _recompute(conn, basis)
+        # The numbers the profile writes logged so far belong to the old basis: every
+        # segment's next refresh is a full one (ADR 0015).
+        conn.execute(_SEGMENTS.update().values(refreshed_seq=None))
         values = {
             "anchor_us": basis.anchor_us,
             "half_life_days": basis.half_life_days,

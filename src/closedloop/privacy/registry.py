@@ -33,6 +33,7 @@ from closedloop.profiles._tables import (
     consent_changes,
     event_tallies,
     processor_cursors,
+    profile_writes,
     profiles,
 )
 from closedloop.segments._tables import (
@@ -243,6 +244,7 @@ _merges = _by_profile(identity_merges, "survivor_id", "merged_id")
 _conflicts = _by_profile(identity_conflicts, "profile_id", "other_profile_id")
 _consent = _by_profile(consent_changes)
 _tallies = _by_profile(event_tallies)
+_writes = _by_profile(profile_writes)
 _members = _by_profile(segment_members)
 
 
@@ -271,6 +273,7 @@ REGISTRY: tuple[Entry, ...] = (
     Entry(feed_rows, True, "customer key a delta feed delivered", _keep_feed_rows, _feed_rows[1]),
     Entry(consent_changes, True, "consent statements", *_consent),
     Entry(event_tallies, True, "how often and when she did each tracked event", *_tallies),
+    Entry(profile_writes, True, "which processor batches wrote her profile", *_writes),
     Entry(customer_key_changes, True, "old and new customer keys", *_key_changes),
     Entry(identity_conflicts, True, "refused joins with the identifier", *_conflicts),
     Entry(identity_merges, True, "which profiles joined", *_merges),

@@ -8,6 +8,10 @@ from closedloop.store import JSONDocument, UTCDateTime, metadata
 
 _BIGINT_PK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
+# The keys of a profile's `derived` document a `profile_writes` row carries: the mood index
+# numbers and the latest NPS answer (`closedloop.mood.index`, `closedloop.segments.compile`).
+WRITTEN_NUMBERS = ("mood_k", "mood_last", "mood_churn", "nps")
+
 # One row per profile. A merged profile keeps its row with `merged_into` set (so its old id
 # still answers) and nothing else. Times inside the JSON documents are epoch microseconds.
 profiles = sa.Table(
@@ -27,11 +31,9 @@ profiles = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.Column("created_event_id", sa.BigInteger(), nullable=False),
-    # The processor batch that last wrote the row (`processor_cursors.seq`): segment
-    # refreshes look only at profiles written since their last refresh.
+    # The processor batch that last wrote the row (`processor_cursors.seq`); not indexed:
+    # refreshes find the profiles written since their last one in `profile_writes`.
     sa.Column("processed_seq", sa.BigInteger(), nullable=False, server_default="0"),
-    # With the id (migration 0013): the profiles a batch wrote from the index alone.
-    sa.Index("ix_profiles_processed_seq", "processed_seq", "id"),
     # Only merged profiles (migration 0011): the rest are NULL.
     sa.Index(
         "ix_profiles_merged_into",
@@ -39,6 +41,21 @@ profiles = sa.Table(
         sqlite_where=sa.text("merged_into IS NOT NULL"),
         postgresql_where=sa.text("merged_into IS NOT NULL"),
     ),
+)
+
+# The profiles each processor batch wrote (migration 0019): appended by the processor, read
+# by incremental segment refreshes as a range of batches, pruned from the front once every
+# segment has been refreshed past them. Each row carries what the shipped segment conditions
+# compare, as written: `merged_into` and the numbers of `derived` (`WRITTEN_NUMBERS`).
+profile_writes = sa.Table(
+    "profile_writes",
+    metadata,
+    sa.Column("seq", sa.BigInteger(), nullable=False),
+    sa.Column("profile_id", sa.String(40), nullable=False),
+    sa.Column("merged_into", sa.String(40), nullable=True),
+    sa.Column("derived", JSONDocument, nullable=False),
+    sa.PrimaryKeyConstraint("seq", "profile_id", name="pk_profile_writes"),
+    sqlite_with_rowid=False,
 )
 
 # Every consent statement that changed a purpose, oldest first: the consent history.

@@ -35,9 +35,11 @@ from closedloop.ingest._tables import events, sources
 from closedloop.ingest.log import LogPosition, committed_after
 from closedloop.metrics import Metrics
 from closedloop.profiles._tables import (
+    WRITTEN_NUMBERS,
     consent_changes,
     event_tallies,
     processor_cursors,
+    profile_writes,
     profiles,
 )
 from closedloop.profiles.hooks import ProfileHook, registered
@@ -299,6 +301,9 @@ _SETTABLE = frozenset((*COLUMNS_CHANGED_BY_MERGE, "masterdata", "quality", "cust
 _INSERT_IDENTITY = (
     "INSERT INTO identities (key, profile_id, first_seen_at, event_id) VALUES (?, ?, ?, ?)"
 )
+_INSERT_WRITE = (
+    "INSERT INTO profile_writes (seq, profile_id, merged_into, derived) VALUES (?, ?, ?, ?j)"
+)
 
 
 # PostgreSQL: profile rows go in by COPY (new ones straight into the table, changed ones into
@@ -310,6 +315,7 @@ _COPY_PROFILES = (
     "processed_seq) FROM STDIN"
 )
 _COPY_IDENTITIES = "COPY identities (key, profile_id, first_seen_at, event_id) FROM STDIN"
+_COPY_WRITES = "COPY profile_writes (seq, profile_id, merged_into, derived) FROM STDIN"
 _STAGING = (
     "CREATE TEMPORARY TABLE IF NOT EXISTS closedloop_profile_staging (kind smallint, id text, "
     "merged_into text, user_ids jsonb, anonymous_ids integer, traits jsonb, computed jsonb, "
@@ -397,6 +403,7 @@ class _Sql:
         self.insert_profile = self._native(_INSERT_PROFILE)
         self._update_columns: dict[tuple[str, ...], str] = {}
         self.insert_identity = self._native(_INSERT_IDENTITY)
+        self.insert_write = self._native(_INSERT_WRITE)
         self.tallies = TallyWriter(self._native, self.in_list)
 
     def update_columns(self, columns: tuple[str, ...]) -> str:
@@ -430,6 +437,24 @@ class _Sql:
 
 def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
+
+
+def _written_numbers(derived: dict[str, Any]) -> str:
+    return _dumps({key: derived[key] for key in WRITTEN_NUMBERS if key in derived})
+
+
+def _keep_nps(p: ProfileState) -> None:
+    """The latest NPS answer's score and time in `derived` too, where the indexes over them
+    are (migration 0019): `computed` is written with every event, `derived` only when it
+    changes, and an index over a column an `UPDATE` sets is rewritten."""
+    nps = p.computed.get("nps")
+    want = nps[:2] if nps else None
+    if p.derived.get("nps") != want:
+        if want is None:
+            del p.derived["nps"]
+        else:
+            p.derived["nps"] = want
+        p.columns.add("derived")
 
 
 class _Processor:
@@ -656,6 +681,7 @@ class _Processor:
         for p in batch.touched.values():
             if not p.dirty:
                 continue
+            _keep_nps(p)
             if p.new:
                 key, masterdata, quality = self._masterdata(p)
                 inserts.append(
@@ -711,6 +737,17 @@ class _Processor:
                 .where(consent_changes.c.profile_id == merged_id)
                 .values(profile_id=survivor_id)
             )
+        # The written profiles with their numbers, for incremental segment refreshes (in id
+        # order: appended at the end of the log's key order).
+        writes = [
+            (self.seq, pid, p.merged_into, _written_numbers(p.derived))
+            for pid, p in sorted(batch.touched.items())
+            if p.dirty
+        ]
+        if writes and sql.pg:
+            _copy_rows(conn, _COPY_WRITES, writes)
+        elif writes:
+            conn.exec_driver_sql(sql.insert_write, writes)
         sql.tallies.write(conn, batch.tallies, batch.moves, batch._final)
         if batch.new_identities:
             rows = [
@@ -911,6 +948,7 @@ def rebuild(engine: Engine, settings: Settings, *, limit: int | None = None) -> 
             identity_conflicts,
             consent_changes,
             event_tallies,
+            profile_writes,
             profiles,
         ):
             conn.execute(table.delete())

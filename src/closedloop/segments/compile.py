@@ -75,14 +75,15 @@ def event_profile_key() -> ColumnElement[str]:
 
 def nps_number(position: int, pg: bool) -> ColumnElement[Any]:
     """A number of the latest NPS answer the processor keeps on the profile
-    (`computed.nps = [score, at_us, event_id]`; `profiles.state`): 0 the score, 1 its time,
-    written exactly as migration 0013 indexes them on SQLite (its planner matches indexed
-    expressions literally), PostgreSQL's generated columns of migration 0014."""
+    (`computed.nps = [score, at_us, event_id]`, `derived.nps = [score, at_us]`;
+    `profiles.state`, `profiles.processor`): 0 the score, 1 its time. On SQLite from
+    `derived`, written exactly as migration 0019 indexes them (its planner matches indexed
+    expressions literally); on PostgreSQL the generated columns of migration 0014."""
     if pg:  # the generated columns of migration 0014
         if position == 0:
             return generated_column("nps_score", sa.Float())
         return generated_column("nps_at", sa.BigInteger())
-    return sa.func.json_extract(profiles.c.computed, sa.literal_column(f"'$.nps[{position}]'"))
+    return sa.func.json_extract(profiles.c.derived, sa.literal_column(f"'$.nps[{position}]'"))
 
 
 def _since(now: datetime, days: int | None) -> ColumnElement[Any] | None:

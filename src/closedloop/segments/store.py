@@ -22,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.visitors import replacement_traverse
 
 from closedloop import clock
 from closedloop.config import Settings
@@ -29,7 +30,7 @@ from closedloop.errors import ConflictError, InvalidInputError, NotFoundError
 from closedloop.identity._tables import identities
 from closedloop.ingest._tables import events
 from closedloop.mood.index import ensure_basis, usable_basis
-from closedloop.profiles._tables import processor_cursors, profiles
+from closedloop.profiles._tables import processor_cursors, profile_writes, profiles
 from closedloop.runtime import cyclic_gc_paused
 from closedloop.segments._tables import (
     mood_sizes,
@@ -42,7 +43,7 @@ from closedloop.segments.compile import compile_condition, mood_score, reads_log
 from closedloop.segments.evaluate import ProfileFacts, evaluate
 from closedloop.segments.language import references, to_text, validate_tree
 from closedloop.segments.trait_index import ensure_trait_indexes
-from closedloop.store import begin_write
+from closedloop.store import begin_write, to_epoch_us
 
 __all__ = [
     "RefreshReport",
@@ -319,6 +320,7 @@ def _refresh(
                     before=counts[name],
                 )  # fmt: skip
                 entered, exited = entered + joined, exited + left
+            prune_writes(conn)
     for name, tree, _condition, _refreshed in found:
         if name in since:
             continue
@@ -338,6 +340,10 @@ def _refresh(
                 exact=len(current),
             )  # fmt: skip
             entered, exited = entered + joined, exited + left
+            prune_writes(conn)
+    if not found and names is None and not incremental:  # the scheduled pass, no segment
+        with begin_write(engine, derived=True) as conn:
+            prune_writes(conn)
     return RefreshReport(len(found), entered, exited)
 
 
@@ -377,14 +383,17 @@ def _stored_written(
 
 
 def written_memberships(since_seq: int, seq: int, *, pg: bool) -> sa.Select[Any]:
-    """Each profile written after batch `since_seq` up to `seq` (from the `processed_seq`
-    index) with each segment it is a member of (through the members' profile index), or
-    NULL: one pass."""
-    joined = profiles.outerjoin(segment_members, segment_members.c.profile_id == profiles.c.id)
+    """Each profile written after batch `since_seq` up to `seq` (a range of
+    `profile_writes`) with each segment it is a member of (through the members' profile
+    index), or NULL: one pass. (A profile erased since is no member of any segment.)"""
+    del pg  # the same on both backends
+    joined = profile_writes.outerjoin(
+        segment_members, segment_members.c.profile_id == profile_writes.c.profile_id
+    )
     return (
-        sa.select(profiles.c.id, segment_members.c.segment)
+        sa.select(profile_writes.c.profile_id, segment_members.c.segment)
         .select_from(joined)
-        .where(_written(since_seq, seq, pg=pg))
+        .where(profile_writes.c.seq > since_seq, profile_writes.c.seq <= seq)
     )
 
 
@@ -453,11 +462,28 @@ def forget_members(conn: sa.Connection, profile_ids: list[str]) -> int:
 
 def _written(since_seq: int, seq: int, *, pg: bool) -> ColumnElement[bool]:
     """The profiles (merged ones too) the processor wrote after batch `since_seq` and up to
-    batch `seq`; SQLite is told the range is narrow, so it reads their index first."""
-    after: ColumnElement[Any] = profiles.c.processed_seq > since_seq
-    if not pg:  # (untyped: a boolean function would be compared with 1, hiding the range)
-        after = sa.func.likelihood(after, sa.literal_column("0.001"))
-    return sa.and_(after, profiles.c.processed_seq <= seq)
+    batch `seq`: a range of `profile_writes` (migration 0019), each id then read by the
+    primary key."""
+    del pg  # the same on both backends
+    logged = sa.select(profile_writes.c.profile_id).where(
+        profile_writes.c.seq > since_seq, profile_writes.c.seq <= seq
+    )
+    return profiles.c.id.in_(logged)
+
+
+def prune_writes(conn: sa.Connection) -> int:
+    """In `conn`'s transaction: forget the profile writes every segment has been refreshed
+    past (none while a segment waits for its first, full, refresh); rows deleted."""
+    oldest = sa.select(sa.func.min(segments.c.refreshed_seq)).scalar_subquery()
+    waiting = sa.exists().where(segments.c.refreshed_seq.is_(None))
+    found = conn.execute(sa.select(oldest, waiting)).one()
+    if found[1]:
+        return 0
+    if found[0] is None:  # no segment: nobody reads them
+        bound = conn.execute(sa.select(processor_cursors.c.seq)).scalar() or 0
+    else:
+        bound = int(found[0])
+    return conn.execute(profile_writes.delete().where(profile_writes.c.seq <= bound)).rowcount
 
 
 def _chunks(ids: list[str], size: int = 500) -> Iterator[list[str]]:
@@ -483,9 +509,21 @@ def _evaluate_written(
         if not reads_log(tree, segment=saved_tree):
             groups.setdefault(since[name], []).append((name, tree))
     with engine.connect() as conn:
+        numbers = numbers_usable(conn, settings, now)
         for since_seq, group in groups.items():
-            for part in (group[n : n + 50] for n in range(0, len(group), 50)):
-                query = written_members_query(
+            by_numbers = [
+                (name, tree) for name, tree in group
+                if numbers and answered_by_numbers(tree, segment=saved_tree)
+            ]  # fmt: skip
+            rest = [(name, tree) for name, tree in group if (name, tree) not in by_numbers]
+            for part, query_of in (
+                *(
+                    (by_numbers[n : n + 50], written_numbers_query)
+                    for n in range(0, len(by_numbers), 50)
+                ),
+                *((rest[n : n + 50], written_members_query) for n in range(0, len(rest), 50)),
+            ):
+                query = query_of(
                     conn, settings, [tree for _name, tree in part], since_seq, seq, now,
                     saved_tree,
                 )  # fmt: skip
@@ -493,6 +531,75 @@ def _evaluate_written(
                 for n, (name, _tree) in enumerate(part, start=1):
                     out[name] = {row[0] for row in rows if row[n]}
     return out
+
+
+# Conditions the numbers a `profile_writes` row carries answer (with a usable mood basis):
+# mood and churn risk from the mood index numbers, the latest NPS answer.
+_NUMBER_NODES = frozenset(("mood", "churn_risk", "latest_nps"))
+
+
+def answered_by_numbers(tree: dict[str, Any], *, segment: Callable[[str], dict[str, Any]]) -> bool:
+    """Whether the tree compares only what a `profile_writes` row carries."""
+    ((kind, value),) = tree.items()
+    if kind in ("and", "or"):
+        return all(answered_by_numbers(child, segment=segment) for child in value)
+    if kind == "not":
+        return answered_by_numbers(value, segment=segment)
+    if kind == "segment":
+        return answered_by_numbers(segment(value), segment=segment)
+    return kind in _NUMBER_NODES
+
+
+def numbers_usable(conn: sa.Connection, settings: Settings, now: datetime) -> bool:
+    """SQLite, and mood conditions compile to the index numbers alone (a usable basis, and
+    no signal after `now`, which would need the signals themselves)."""
+    if conn.dialect.name != "sqlite":
+        return False  # (PostgreSQL compiles to its generated columns, read from the rows)
+    basis = usable_basis(conn, settings.mood, now)
+    return basis is not None and (basis.latest_us is None or basis.latest_us <= to_epoch_us(now))
+
+
+def written_numbers_query(
+    conn: sa.Connection,
+    settings: Settings,
+    trees: list[dict[str, Any]],
+    since_seq: int,
+    seq: int,
+    now: datetime,
+    saved_tree: Callable[[str], dict[str, Any]],
+) -> sa.Select[Any]:
+    """SQLite: each profile written after batch `since_seq` up to `seq`, with one column per
+    condition (each `answered_by_numbers`), evaluated on the numbers its latest
+    `profile_writes` row carries, as written with the profile: one range of the log, no
+    profile row read. (SQLite takes the other columns of a `max()` group from its row.)"""
+    log = profile_writes
+    latest = (
+        sa.select(
+            log.c.profile_id.label("id"),
+            sa.func.max(log.c.seq).label("seq"),
+            log.c.merged_into,
+            log.c.derived,
+        )
+        .where(log.c.seq > since_seq, log.c.seq <= seq)
+        .group_by(log.c.profile_id)
+        .subquery("written")
+    )
+
+    def on_log(element: Any, **_kw: Any) -> Any:
+        if isinstance(element, sa.Column) and element.table is profiles:
+            return latest.c[element.name]  # (a KeyError: a condition that is not numbers)
+        return None
+
+    columns = [
+        sa.func.coalesce(
+            replacement_traverse(
+                condition_where(conn, settings, tree, now, segment=saved_tree), {}, on_log
+            ),
+            False,
+        )
+        for tree in trees
+    ]
+    return sa.select(latest.c.id, *columns)
 
 
 def written_members_query(
@@ -505,8 +612,7 @@ def written_members_query(
     saved_tree: Callable[[str], dict[str, Any]],
 ) -> sa.Select[Any]:
     """Each profile written after batch `since_seq` up to `seq`, with one column per condition
-    (whether it holds). On SQLite the mood and NPS numbers the shipped conditions compare ride
-    in the `processed_seq` index (migration 0017): they are read from it, not from the rows."""
+    (whether it holds), read from the profiles' rows."""
     columns = [
         sa.func.coalesce(condition_where(conn, settings, tree, now, segment=saved_tree), False)
         for tree in trees
