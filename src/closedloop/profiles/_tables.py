@@ -8,9 +8,16 @@ from closedloop.store import JSONDocument, UTCDateTime, metadata
 
 _BIGINT_PK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
-# The keys of a profile's `derived` document a `profile_writes` row carries: the mood index
-# numbers and the latest NPS answer (`closedloop.mood.index`, `closedloop.segments.compile`).
-WRITTEN_NUMBERS = ("mood_k", "mood_last", "mood_churn", "nps")
+# The numbers of a profile's `derived` document a `profile_writes` row carries, by the path
+# segment conditions read them at (`closedloop.mood.index.number`,
+# `closedloop.segments.compile.nps_number`) and the log's column.
+WRITTEN_NUMBERS = {
+    "$.mood_k": "mood_k",
+    "$.mood_last": "mood_last",
+    "$.mood_churn": "mood_churn",
+    "$.nps[0]": "nps_score",
+    "$.nps[1]": "nps_at",
+}
 
 # One row per profile. A merged profile keeps its row with `merged_into` set (so its old id
 # still answers) and nothing else. Times inside the JSON documents are epoch microseconds.
@@ -53,7 +60,11 @@ profile_writes = sa.Table(
     sa.Column("seq", sa.BigInteger(), nullable=False),
     sa.Column("profile_id", sa.String(40), nullable=False),
     sa.Column("merged_into", sa.String(40), nullable=True),
-    sa.Column("derived", JSONDocument, nullable=False),
+    sa.Column("mood_k", sa.Float(), nullable=True),
+    sa.Column("mood_last", sa.BigInteger(), nullable=True),
+    sa.Column("mood_churn", sa.BigInteger(), nullable=True),
+    sa.Column("nps_score", sa.Float(), nullable=True),
+    sa.Column("nps_at", sa.BigInteger(), nullable=True),
     sa.PrimaryKeyConstraint("seq", "profile_id", name="pk_profile_writes"),
     sqlite_with_rowid=False,
 )

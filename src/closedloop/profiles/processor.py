@@ -35,7 +35,6 @@ from closedloop.ingest._tables import events, sources
 from closedloop.ingest.log import LogPosition, committed_after
 from closedloop.metrics import Metrics
 from closedloop.profiles._tables import (
-    WRITTEN_NUMBERS,
     consent_changes,
     event_tallies,
     processor_cursors,
@@ -302,7 +301,8 @@ _INSERT_IDENTITY = (
     "INSERT INTO identities (key, profile_id, first_seen_at, event_id) VALUES (?, ?, ?, ?)"
 )
 _INSERT_WRITE = (
-    "INSERT INTO profile_writes (seq, profile_id, merged_into, derived) VALUES (?, ?, ?, ?j)"
+    "INSERT INTO profile_writes (seq, profile_id, merged_into, mood_k, mood_last, mood_churn, "
+    "nps_score, nps_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -315,7 +315,10 @@ _COPY_PROFILES = (
     "processed_seq) FROM STDIN"
 )
 _COPY_IDENTITIES = "COPY identities (key, profile_id, first_seen_at, event_id) FROM STDIN"
-_COPY_WRITES = "COPY profile_writes (seq, profile_id, merged_into, derived) FROM STDIN"
+_COPY_WRITES = (
+    "COPY profile_writes (seq, profile_id, merged_into, mood_k, mood_last, mood_churn, "
+    "nps_score, nps_at) FROM STDIN"
+)
 _STAGING = (
     "CREATE TEMPORARY TABLE IF NOT EXISTS closedloop_profile_staging (kind smallint, id text, "
     "merged_into text, user_ids jsonb, anonymous_ids integer, traits jsonb, computed jsonb, "
@@ -439,8 +442,10 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def _written_numbers(derived: dict[str, Any]) -> str:
-    return _dumps({key: derived[key] for key in WRITTEN_NUMBERS if key in derived})
+def _written_numbers(derived: dict[str, Any]) -> tuple[Any, ...]:
+    """The numbers of `derived` a `profile_writes` row carries (`WRITTEN_NUMBERS`)."""
+    nps = derived.get("nps") or (None, None)
+    return (derived.get("mood_k"), derived.get("mood_last"), derived.get("mood_churn"), *nps)
 
 
 def _keep_nps(p: ProfileState) -> None:
@@ -740,7 +745,7 @@ class _Processor:
         # The written profiles with their numbers, for incremental segment refreshes (in id
         # order: appended at the end of the log's key order).
         writes = [
-            (self.seq, pid, p.merged_into, _written_numbers(p.derived))
+            (self.seq, pid, p.merged_into, *_written_numbers(p.derived))
             for pid, p in sorted(batch.touched.items())
             if p.dirty
         ]

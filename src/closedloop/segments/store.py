@@ -22,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.sql.visitors import replacement_traverse
 
 from closedloop import clock
@@ -30,7 +31,12 @@ from closedloop.errors import ConflictError, InvalidInputError, NotFoundError
 from closedloop.identity._tables import identities
 from closedloop.ingest._tables import events
 from closedloop.mood.index import ensure_basis, usable_basis
-from closedloop.profiles._tables import processor_cursors, profile_writes, profiles
+from closedloop.profiles._tables import (
+    WRITTEN_NUMBERS,
+    processor_cursors,
+    profile_writes,
+    profiles,
+)
 from closedloop.runtime import cyclic_gc_paused
 from closedloop.segments._tables import (
     mood_sizes,
@@ -577,8 +583,7 @@ def written_numbers_query(
         sa.select(
             log.c.profile_id.label("id"),
             sa.func.max(log.c.seq).label("seq"),
-            log.c.merged_into,
-            log.c.derived,
+            *(log.c[name] for name in ("merged_into", *WRITTEN_NUMBERS.values())),
         )
         .where(log.c.seq > since_seq, log.c.seq <= seq)
         .group_by(log.c.profile_id)
@@ -586,8 +591,14 @@ def written_numbers_query(
     )
 
     def on_log(element: Any, **_kw: Any) -> Any:
+        """A profile's column, or a number of its `derived` document, as the log's column
+        (a KeyError for anything else: not a condition `answered_by_numbers`)."""
         if isinstance(element, sa.Column) and element.table is profiles:
-            return latest.c[element.name]  # (a KeyError: a condition that is not numbers)
+            return latest.c[element.name]
+        if isinstance(element, FunctionElement) and element.name == "json_extract":
+            document, path = element.clauses
+            if document is profiles.c.derived:
+                return latest.c[WRITTEN_NUMBERS[str(path).strip("'")]]
         return None
 
     columns = [

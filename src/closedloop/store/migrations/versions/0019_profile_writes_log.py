@@ -3,7 +3,7 @@
 An incremental segment refresh finds the profiles written since its last refresh. It found
 them in `ix_profiles_processed_seq`, whose entry every profile write moved (the old one a
 random page of the index at 1M profiles: 40 % of the processor's `UPDATE`). They are now
-rows of `profile_writes` `(seq, profile_id, merged_into, derived)`: a batch appends its rows
+rows of `profile_writes` `(seq, profile_id, merged_into, numbers)`: a batch appends its rows
 at the end of the key order, a refresh reads a range, and pruning deletes from the front
 (`closedloop.segments.store`). Each row carries the numbers the shipped conditions compare
 (the mood index numbers, the latest NPS answer), as written with the profile: on SQLite a
@@ -24,7 +24,6 @@ Create Date: 2026-12-06
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
 
 revision = "0019"
 down_revision = "0018"
@@ -52,9 +51,11 @@ def upgrade() -> None:
         sa.Column("seq", sa.BigInteger(), nullable=False),
         sa.Column("profile_id", sa.String(40), nullable=False),
         sa.Column("merged_into", sa.String(40), nullable=True),
-        sa.Column(
-            "derived", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False
-        ),
+        sa.Column("mood_k", sa.Float(), nullable=True),
+        sa.Column("mood_last", sa.BigInteger(), nullable=True),
+        sa.Column("mood_churn", sa.BigInteger(), nullable=True),
+        sa.Column("nps_score", sa.Float(), nullable=True),
+        sa.Column("nps_at", sa.BigInteger(), nullable=True),
         sa.PrimaryKeyConstraint("seq", "profile_id", name="pk_profile_writes"),
         sqlite_with_rowid=False,
     )
