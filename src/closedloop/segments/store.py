@@ -418,10 +418,12 @@ def _apply(
     after: `exact` where known (a whole segment evaluated), else its kept count `before` plus
     and minus them; how many entered and exited."""
     joined, left = sorted(current - stored), sorted(stored - current)
+    # What all rows share is bound once a statement, only the ids once a row: SQLAlchemy
+    # prepares each row's parameters (thousands when NPS answers move promoters).
     if joined:
         conn.execute(
-            segment_members.insert(),
-            [{"segment": name, "profile_id": p, "entered_at": now} for p in joined],
+            segment_members.insert().values(segment=name, entered_at=now),
+            [{"profile_id": p} for p in joined],
         )
     for chunk in _chunks(left):
         conn.execute(
@@ -429,18 +431,16 @@ def _apply(
                 segment_members.c.segment == name, segment_members.c.profile_id.in_(chunk)
             )
         )
-    changes_rows = [
-        {"segment": name, "profile_id": p, "change": "entered", "at": now, "reason": why}
-        for p in joined
-    ] + [
-        {"segment": name, "profile_id": p, "change": "exited", "at": now, "reason": why}
-        for p in left
-    ]
     size = before + len(joined) - len(left) if exact is None else exact
     if size != before:
         conn.execute(segments.update().where(segments.c.name == name).values(members=size))
-    if changes_rows:
-        conn.execute(segment_changes.insert(), changes_rows)
+    for change, ids in (("entered", joined), ("exited", left)):
+        if ids:
+            conn.execute(
+                segment_changes.insert().values(segment=name, change=change, at=now, reason=why),
+                [{"profile_id": p} for p in ids],
+            )
+    if joined or left:
         # (a second refresh as of the same time replaces its size)
         conn.execute(
             segment_sizes.delete().where(segment_sizes.c.segment == name, segment_sizes.c.at == now)

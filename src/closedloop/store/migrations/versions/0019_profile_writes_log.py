@@ -34,9 +34,10 @@ depends_on = None
 # compile on SQLite, character for character (SQLite matches indexed expressions literally).
 _NPS = "json_extract(derived, '$.nps[0]'), json_extract(derived, '$.nps[1]')"
 _OLD_NPS = "json_extract(computed, '$.nps[0]'), json_extract(computed, '$.nps[1]')"
-_FILL_SQLITE = (  # constants only
-    "UPDATE profiles SET derived = json_set(derived, '$.nps', json_array("  # noqa: S608
-    f"{_OLD_NPS})) WHERE json_type(computed, '$.nps') = 'array'"
+_FILL_SQLITE = (
+    "UPDATE profiles SET derived = json_set(derived, '$.nps', json_array("
+    "json_extract(computed, '$.nps[0]'), json_extract(computed, '$.nps[1]'))) "
+    "WHERE json_type(computed, '$.nps') = 'array'"
 )
 _OLD_PROCESSED = (
     "processed_seq, id, merged_into, "
