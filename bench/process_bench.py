@@ -46,6 +46,7 @@ from closedloop.demo import generate_shop
 from closedloop.identity._tables import identities
 from closedloop.ingest.log import append
 from closedloop.mood.index import MoodBasis, index_numbers
+from closedloop.profiles import processor
 from closedloop.profiles._tables import profiles as profiles_table
 from closedloop.profiles.processor import profile_id_for
 
@@ -280,8 +281,9 @@ def process_million(
                 conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
             started = time.perf_counter()
             updated = 0
+            proc = processor._Processor(config)  # one for the run, as the server's drain loop
             while True:
-                report = profiles.process_batch(engine, config, limit=BATCH)
+                report = profiles.process_batch(engine, config, limit=BATCH, _proc=proc)
                 if report is None or report.events == 0:
                     break
                 updated += report.profiles_changed

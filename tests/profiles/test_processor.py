@@ -103,6 +103,33 @@ def test_one_processor_over_many_batches_writes_what_a_rebuild_writes(log: Log) 
     assert snapshot(log.engine) == incremental
 
 
+def test_states_are_kept_between_batches_only_where_batches_meet_the_same_profiles(
+    log: Log,
+) -> None:
+    """A processor keeps its states for the next batch while its batches meet the same
+    customers; when fewer than one in ten of a batch's profiles were in the batch before
+    (updates spread over many customers), it drops them (the identities stay). Either way it
+    stores what a rebuild stores."""
+    proc = processor._Processor(log.settings)
+
+    def batch(users: range, plan: str) -> int:
+        log.send(*(identify(f"u{n}", plan=plan) for n in users))
+        report = profiles.process_batch(log.engine, log.settings, limit=1000, _proc=proc)
+        assert report is not None and report.events == len(users)
+        return len(proc.cache.states)
+
+    assert batch(range(0, 40), "a") == 40  # nothing to compare with yet: kept
+    assert batch(range(0, 40), "b") == 40  # the same customers: kept
+    assert batch(range(2, 42), "c") == 42  # 38 of 40 met before: kept, with 2 new
+    assert batch(range(100, 140), "d") == 0  # none met before: dropped
+    assert len(proc.cache.owners) >= 82  # (their identities stay)
+    assert batch(range(103, 143), "e") == 40  # 37 of 40 met the batch before: kept again
+    assert batch(range(0, 40), "f") == 0  # 0 of 40: dropped
+    incremental = snapshot(log.engine)
+    assert profiles.rebuild(log.engine, log.settings, limit=1000) == 6 * 40
+    assert snapshot(log.engine) == incremental
+
+
 def test_every_event_is_counted_once_on_exactly_one_profile(log: Log) -> None:
     sent = _shop(log, customers=40)
     log.process()

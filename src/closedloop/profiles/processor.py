@@ -158,6 +158,9 @@ def _event_ids(
     )
 
 
+_REUSED_SHARE = 10  # keep states when at least 1 in this many profiles was met the batch before
+
+
 class _Cache:
     """Identities and profile states kept between batches, valid while no one else has
     processed: the cursor's `seq` must still be the one this processor wrote last."""
@@ -475,6 +478,7 @@ class _Processor:
         secret = settings.identity.customer_key_secret or settings.secret_key
         self.key_secret = secret.get_secret_value().encode() if secret else b""
         self.cache = _Cache()
+        self._previous: set[str] | None = None  # the profiles the batch before wrote
         self.sql: _Sql | None = None
         self.seq = 0  # the batch's sequence number, stamped on every profile it writes
         self.suppression = SuppressionList(settings, refresh_seconds=0)
@@ -795,11 +799,19 @@ class _Processor:
             p.columns = set()
             if p.merged_into is not None:
                 cache.states.pop(pid, None)
-        self._touched = {}
+        touched, previous = set(self._touched), self._previous
+        self._touched, self._previous = {}, touched
         if len(cache.owners) > cache.MAX_KEYS or len(cache.states) > cache.MAX_STATES:
             cache.clear()
-        else:
-            cache.seq = seq
+            return
+        cache.seq = seq
+        # States are kept for the next batch where batches meet the same customers (their
+        # sessions). Where fewer than one in ten of a batch's profiles were in the batch
+        # before (updates spread over a million customers), they are dropped: reloading
+        # costs less than the garbage collector's pass over them once it resumes (ADR 0002).
+        # The identities (strings, which the collector does not scan) are kept.
+        if previous is not None and len(touched & previous) * _REUSED_SHARE < len(touched):
+            cache.states = {}
 
     @staticmethod
     def _upsert_conflicts(
@@ -866,11 +878,19 @@ def process_batch(
 ) -> BatchReport | None:
     """Process the next batch in one transaction; None when another worker holds the turn."""
     proc: _Processor = _proc or _Processor(settings)
-    size = limit or settings.processor.batch_events
-    # A batch makes many small acyclic objects (states, traits): see `cyclic_gc_paused`.
+    # A batch makes many small acyclic objects (states, traits): see `cyclic_gc_paused`. The
+    # collector resumes once the batch's own objects (its rows, its bookkeeping) are freed,
+    # so its first pass scans only what outlives the batch, not everything it made.
+    with cyclic_gc_paused():
+        report = _process_batch(engine, proc, limit or settings.processor.batch_events)
+        if _proc is None:
+            proc.cache.clear()  # it ends with this call: freed before the collector resumes
+        return report
+
+
+def _process_batch(engine: Engine, proc: _Processor, size: int) -> BatchReport | None:
     try:
         with (
-            cyclic_gc_paused(),
             engine.connect() as conn,
             relaxed_sync(conn),
             conn.begin(),
