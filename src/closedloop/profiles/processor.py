@@ -807,11 +807,12 @@ class _Processor:
         cache.seq = seq
         # States are kept for the next batch where batches meet the same customers (their
         # sessions). Where fewer than one in ten of a batch's profiles were in the batch
-        # before (updates spread over a million customers), they are dropped: reloading
-        # costs less than the garbage collector's pass over them once it resumes (ADR 0002).
-        # The identities (strings, which the collector does not scan) are kept.
+        # before (updates spread over a million customers), the cache is dropped: reloading
+        # costs less than the garbage collector's pass over the states once it resumes
+        # (ADR 0002). The identities go with them (an identity may lead to a merged
+        # profile's survivor, whose state must then be cached too).
         if previous is not None and len(touched & previous) * _REUSED_SHARE < len(touched):
-            cache.states = {}
+            cache.owners, cache.states, cache.redirect = {}, {}, {}
 
     @staticmethod
     def _upsert_conflicts(
