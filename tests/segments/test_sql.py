@@ -650,7 +650,7 @@ def test_incremental_refresh_reads_the_written_profiles_by_their_index(log: Log)
             conn, log.settings, [{"trait": {"name": "plan", "op": "present"}}], 3, 5, now,
             lambda _n: {},
         )  # fmt: skip
-        stored = written_memberships(3, 5, pg=pg)
+        stored = written_memberships(3, 5)
         plans = [query_plan(conn, query) for query in (rows, stored)]
         if not pg:
             assert numbers_usable(conn, log.settings, now)

@@ -306,7 +306,7 @@ def _refresh(
         # of events.
         if since[name] not in touched:
             with engine.connect() as conn:
-                which = _written(since[name], seq, pg=conn.dialect.name == "postgresql")
+                which = _written(since[name], seq)
                 touched[since[name]] = load_facts(conn, which)
         currents[name] = {
             pid
@@ -346,8 +346,7 @@ def _refresh(
                 exact=len(current),
             )  # fmt: skip
             entered, exited = entered + joined, exited + left
-            prune_writes(conn)
-    if not found and names is None and not incremental:  # the scheduled pass, no segment
+    if not incremental:  # once a full pass (with no segment at all, up to the processor)
         with begin_write(engine, derived=True) as conn:
             prune_writes(conn)
     return RefreshReport(len(found), entered, exited)
@@ -372,15 +371,14 @@ def _stored_written(
     up to batch `seq` that still are (merged ones too: they leave, written and not live), and
     its stored members among them, read at once through the members' profile index.
 
-    A profile evaluated before may have been written again by a later batch meanwhile: it is
-    no longer among them, and the next refresh (which starts from `seq`) decides it."""
+    A profile written again by a later batch meanwhile is still among them (its row of that
+    batch too), and the next refresh (which starts from `seq`) evaluates it again."""
     stored: dict[str, set[str]] = {name: set() for name in counts}
     written: dict[str, set[str]] = {}
-    pg = conn.dialect.name == "postgresql"
     for since_seq in sorted({since[name] for name in stored}):
         wanted = {name for name in stored if since[name] == since_seq}
         found: set[str] = set()
-        for pid, segment in conn.execute(written_memberships(since_seq, seq, pg=pg)).all():
+        for pid, segment in conn.execute(written_memberships(since_seq, seq)).all():
             found.add(pid)
             if segment in wanted:
                 stored[segment].add(pid)
@@ -388,18 +386,17 @@ def _stored_written(
     return stored, written
 
 
-def written_memberships(since_seq: int, seq: int, *, pg: bool) -> sa.Select[Any]:
+def written_memberships(since_seq: int, seq: int) -> sa.Select[Any]:
     """Each profile written after batch `since_seq` up to `seq` (a range of
     `profile_writes`) with each segment it is a member of (through the members' profile
     index), or NULL: one pass. (A profile erased since is no member of any segment.)"""
-    del pg  # the same on both backends
     joined = profile_writes.outerjoin(
         segment_members, segment_members.c.profile_id == profile_writes.c.profile_id
     )
     return (
         sa.select(profile_writes.c.profile_id, segment_members.c.segment)
         .select_from(joined)
-        .where(profile_writes.c.seq > since_seq, profile_writes.c.seq <= seq)
+        .where(_logged(since_seq, seq))
     )
 
 
@@ -466,15 +463,16 @@ def forget_members(conn: sa.Connection, profile_ids: list[str]) -> int:
     return deleted
 
 
-def _written(since_seq: int, seq: int, *, pg: bool) -> ColumnElement[bool]:
+def _logged(since_seq: int, seq: int) -> ColumnElement[bool]:
+    """The rows of `profile_writes` (migration 0019) of the batches after `since_seq` up to
+    `seq`: one range of its key."""
+    return sa.and_(profile_writes.c.seq > since_seq, profile_writes.c.seq <= seq)
+
+
+def _written(since_seq: int, seq: int) -> ColumnElement[bool]:
     """The profiles (merged ones too) the processor wrote after batch `since_seq` and up to
-    batch `seq`: a range of `profile_writes` (migration 0019), each id then read by the
-    primary key."""
-    del pg  # the same on both backends
-    logged = sa.select(profile_writes.c.profile_id).where(
-        profile_writes.c.seq > since_seq, profile_writes.c.seq <= seq
-    )
-    return profiles.c.id.in_(logged)
+    batch `seq`: a range of the log, each id then read by the primary key."""
+    return profiles.c.id.in_(sa.select(profile_writes.c.profile_id).where(_logged(since_seq, seq)))
 
 
 def prune_writes(conn: sa.Connection) -> int:
@@ -517,25 +515,20 @@ def _evaluate_written(
     with engine.connect() as conn:
         numbers = numbers_usable(conn, settings, now)
         for since_seq, group in groups.items():
-            by_numbers = [
-                (name, tree) for name, tree in group
-                if numbers and answered_by_numbers(tree, segment=saved_tree)
-            ]  # fmt: skip
-            rest = [(name, tree) for name, tree in group if (name, tree) not in by_numbers]
-            for part, query_of in (
-                *(
-                    (by_numbers[n : n + 50], written_numbers_query)
-                    for n in range(0, len(by_numbers), 50)
-                ),
-                *((rest[n : n + 50], written_members_query) for n in range(0, len(rest), 50)),
-            ):
-                query = query_of(
-                    conn, settings, [tree for _name, tree in part], since_seq, seq, now,
-                    saved_tree,
-                )  # fmt: skip
-                rows = conn.execute(query).all()
-                for n, (name, _tree) in enumerate(part, start=1):
-                    out[name] = {row[0] for row in rows if row[n]}
+            on_log = [numbers and answered_by_numbers(t, segment=saved_tree) for _n, t in group]
+            by_query = {
+                written_numbers_query: [g for g, log in zip(group, on_log, strict=True) if log],
+                written_members_query: [g for g, log in zip(group, on_log, strict=True) if not log],
+            }
+            for query_of, chosen in by_query.items():
+                for part in (chosen[n : n + 50] for n in range(0, len(chosen), 50)):
+                    query = query_of(
+                        conn, settings, [tree for _name, tree in part], since_seq, seq, now,
+                        saved_tree,
+                    )  # fmt: skip
+                    rows = conn.execute(query).all()
+                    for n, (name, _tree) in enumerate(part, start=1):
+                        out[name] = {row[0] for row in rows if row[n]}
     return out
 
 
@@ -585,7 +578,7 @@ def written_numbers_query(
             sa.func.max(log.c.seq).label("seq"),
             *(log.c[name] for name in ("merged_into", *WRITTEN_NUMBERS.values())),
         )
-        .where(log.c.seq > since_seq, log.c.seq <= seq)
+        .where(_logged(since_seq, seq))
         .group_by(log.c.profile_id)
         .subquery("written")
     )
@@ -628,7 +621,7 @@ def written_members_query(
         sa.func.coalesce(condition_where(conn, settings, tree, now, segment=saved_tree), False)
         for tree in trees
     ]
-    written = _written(since_seq, seq, pg=conn.dialect.name == "postgresql")
+    written = _written(since_seq, seq)
     return sa.select(profiles.c.id, *columns).where(written)
 
 
