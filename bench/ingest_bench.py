@@ -215,6 +215,8 @@ def hub_server(workdir: Path, name: str, *, with_processor: bool) -> Iterator[Hu
     engine.dispose()
     port = free_port()
     env = {"PATH": os.environ["PATH"], "CLOSEDLOOP_DATABASE_URL": url}
+    if "PYTHONPATH" in os.environ:  # another checkout's code, for runs in turn with it
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     env["CLOSEDLOOP_LOG_LEVEL"] = "warning"
     # Ingest alone, as a deployment with `closedloop worker` processes runs it; the
     # processor has its own benchmark (bench/process_bench.py).

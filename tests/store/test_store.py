@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -9,6 +10,7 @@ from sqlalchemy.engine import Engine
 from closedloop import ingest, store
 from closedloop.ingest._tables import EVENT_COLUMNS, events
 from closedloop.ingest.log import LogPosition, read_committed
+from closedloop.store import _bulk
 
 
 def _row(source_id: int, message_id: str, at: datetime) -> tuple[object, ...]:
@@ -164,6 +166,66 @@ def test_one_statement_append_commits_on_its_own_and_skips_duplicates(
         store.sqlite_insert_autocommit(engine, events, EVENT_COLUMNS, [], conflict_columns=keys)
         is None
     )
+
+
+def test_one_statement_appends_keep_the_wal_bounded_beside_background_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer's own connection checkpoints inline past its threshold while the pooled
+    ones keep the 1 GB fallback (their checkpoints belong to the background thread). Before,
+    an ingest-only server's WAL grew to 1 GB and one commit then copied all of it."""
+    monkeypatch.setattr(_bulk, "_WRITER_CHECKPOINT_PAGES", 64)
+    path = tmp_path / "bounded.db"
+    eng = store.create_store_engine(f"sqlite:///{path}", background_checkpoints=True)
+    try:
+        store.upgrade(eng)
+        source = ingest.add_source(eng, "web", kind="web").source
+        at = datetime(2026, 11, 22, tzinfo=UTC)
+        payload = '{"type":"track","properties":{"text":"' + "x" * 1500 + '"}}'
+        keys = ("source_id", "message_id")
+        for batch in range(40):  # about 2,000 pages of WAL without a checkpoint
+            rows = [(*_row(source.id, f"m{batch}-{i}", at)[:-1], payload) for i in range(50)]
+            inserted = store.sqlite_insert_autocommit(
+                eng, events, EVENT_COLUMNS, rows, conflict_columns=keys
+            )
+            assert inserted == 50
+        wal_pages = (path.parent / (path.name + "-wal")).stat().st_size // 4096
+        assert wal_pages < 400, wal_pages
+        checkpointer = store.wal_checkpointer(eng)
+        assert checkpointer is not None
+        with eng.connect() as conn:
+            pooled = conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+            assert pooled == checkpointer.fallback_pages
+            assert conn.execute(sa.select(sa.func.count()).select_from(events)).scalar() == 2000
+    finally:
+        eng.dispose()
+    assert eng not in _bulk._writers  # disposing the engine closed the writer's connection
+
+
+def test_one_statement_append_while_the_writer_connection_is_busy_uses_the_pool(
+    engine: Engine,
+) -> None:
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite only: PostgreSQL appends through COPY")
+    source = ingest.add_source(engine, "web", kind="web").source
+    at = datetime(2026, 11, 22, tzinfo=UTC)
+    keys = ("source_id", "message_id")
+    first = [_row(source.id, "first", at)]
+    assert (
+        store.sqlite_insert_autocommit(engine, events, EVENT_COLUMNS, first, conflict_columns=keys)
+        == 1
+    )
+    writer = _bulk._writer_connection(engine)
+    with writer.lock:  # another thread appending through it
+        rows = [_row(source.id, f"b{i}", at) for i in range(3)]
+        assert (
+            store.sqlite_insert_autocommit(
+                engine, events, EVENT_COLUMNS, rows, conflict_columns=keys
+            )
+            == 3
+        )
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(events)).scalar() == 4
 
 
 def test_upgrade_from_0001_keeps_events_and_reads_them_in_order(db_url: str) -> None:
