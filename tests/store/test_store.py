@@ -200,6 +200,12 @@ def test_one_statement_appends_keep_the_wal_bounded_beside_background_checkpoint
     finally:
         eng.dispose()
     assert eng not in _bulk._writers  # disposing the engine closed the writer's connection
+    rows = [_row(source.id, "after", at)]  # a disposed engine works on: a new writer's own
+    assert (
+        store.sqlite_insert_autocommit(eng, events, EVENT_COLUMNS, rows, conflict_columns=keys) == 1
+    )
+    eng.dispose()
+    assert eng not in _bulk._writers
 
 
 def test_one_statement_append_while_the_writer_connection_is_busy_uses_the_pool(

@@ -130,12 +130,13 @@ def _writer_connection(engine: Engine) -> _WriterConnection:
         found = _writers.get(engine)
         if found is None:
             raw = engine.raw_connection()  # set up by the engine's connect hook (WAL, sync)
-            dbapi = raw.driver_connection
+            dbapi: Any = raw.driver_connection
             raw.detach()  # ours from now on: closed when the engine is disposed
             if wal_checkpointer(engine) is not None:
                 dbapi.execute(f"PRAGMA wal_autocheckpoint={_WRITER_CHECKPOINT_PAGES}")
             found = _writers[engine] = _WriterConnection(dbapi)
-            event.listen(engine, "engine_disposed", _close_writer)
+            if not event.contains(engine, "engine_disposed", _close_writer):
+                event.listen(engine, "engine_disposed", _close_writer)
     return found
 
 
