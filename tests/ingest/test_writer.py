@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -91,3 +92,31 @@ def test_concurrent_requests_share_commits_and_each_learns_its_duplicates(
     assert _count(engine) == 201
     commits = metrics.commit_events._sum.get()
     assert commits == 1 + 201  # the first row, then 200 new rows and the one duplicate
+
+
+def test_writer_commits_group_after_group_while_the_event_loop_is_busy(engine: Engine) -> None:
+    """The writer thread takes the next group itself: a loop busy with other requests
+    (reading, validating) holds back no commit."""
+    ingest.add_source(engine, "web", kind="web")
+    metrics = Metrics()
+
+    async def scenario() -> tuple[int, list[int]]:
+        writer = GroupCommitWriter(engine, IngestSettings(group_max_events=10), metrics)
+        await writer.start()
+        tasks = [
+            asyncio.create_task(writer.submit([_row(f"g{i}-{j}") for j in range(10)], []))
+            for i in range(5)
+        ]
+        await asyncio.sleep(0)  # the requests queue their rows: five groups of ten
+        deadline = time.monotonic() + 10
+        while _count(engine) < 50 and time.monotonic() < deadline:
+            time.sleep(0.01)  # the loop's thread busy without yielding
+        stored = _count(engine)
+        results = await asyncio.gather(*tasks)
+        await writer.stop()
+        return stored, [r.inserted for r in results]
+
+    stored, inserted = asyncio.run(scenario())
+    assert stored == 50
+    assert inserted == [10] * 5
+    assert metrics.commit_seconds._sum.get() > 0
