@@ -303,6 +303,17 @@ _SETTABLE = frozenset((*COLUMNS_CHANGED_BY_MERGE, "masterdata", "quality", "cust
 _INSERT_IDENTITY = (
     "INSERT INTO identities (key, profile_id, first_seen_at, event_id) VALUES (?, ?, ?, ?)"
 )
+_INSERT_CONSENT = (
+    "INSERT INTO consent_changes (profile_id, purpose, granted, at, source, event_id) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+# A merge moves the merged profile's identities, merged profiles and consent history onto
+# its survivor: (survivor, merged) pairs.
+_MOVES = (
+    "UPDATE identities SET profile_id = ? WHERE profile_id = ?",
+    "UPDATE profiles SET merged_into = ? WHERE merged_into = ?",
+    "UPDATE consent_changes SET profile_id = ? WHERE profile_id = ?",
+)
 _INSERT_WRITE = (
     "INSERT INTO profile_writes (seq, profile_id, merged_into, mood_k, mood_last, mood_churn, "
     "nps_score, nps_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -410,6 +421,8 @@ class _Sql:
         self._update_columns: dict[tuple[str, ...], str] = {}
         self.insert_identity = self._native(_INSERT_IDENTITY)
         self.insert_write = self._native(_INSERT_WRITE)
+        self.insert_consent = self._native(_INSERT_CONSENT)
+        self.moves = tuple(self._native(statement) for statement in _MOVES)
         self.tallies = TallyWriter(self._native, self.in_list)
 
     def update_columns(self, columns: tuple[str, ...]) -> str:
@@ -730,22 +743,11 @@ class _Processor:
                 conn.exec_driver_sql(sql.insert_profile, inserts)
             for columns, rows in by_columns.items():
                 conn.exec_driver_sql(sql.update_columns(columns), rows)
-        for merged_id, survivor_id in batch.moves:
-            conn.execute(
-                identities.update()
-                .where(identities.c.profile_id == merged_id)
-                .values(profile_id=survivor_id)
-            )
-            conn.execute(
-                profiles.update()
-                .where(profiles.c.merged_into == merged_id)
-                .values(merged_into=survivor_id)
-            )
-            conn.execute(
-                consent_changes.update()
-                .where(consent_changes.c.profile_id == merged_id)
-                .values(profile_id=survivor_id)
-            )
+        if batch.moves:
+            # In merge order: a profile merged twice in the batch moves on to the last survivor.
+            moves = [(survivor_id, merged_id) for merged_id, survivor_id in batch.moves]
+            for statement in sql.moves:
+                conn.exec_driver_sql(statement, moves)
         # The written profiles with their numbers, for incremental segment refreshes (in id
         # order: appended at the end of the log's key order).
         writes = [
@@ -772,17 +774,17 @@ class _Processor:
         if batch.conflicts:
             self._upsert_conflicts(conn, batch.conflicts)
         if batch.consent:
-            conn.execute(
-                consent_changes.insert(),
+            conn.exec_driver_sql(
+                sql.insert_consent,
                 [
-                    {
-                        "profile_id": batch._final(c.profile_id),
-                        "purpose": c.purpose,
-                        "granted": c.granted,
-                        "at": _time(c.at),
-                        "source": c.source[:100],
-                        "event_id": c.event_id,
-                    }
+                    (
+                        batch._final(c.profile_id),
+                        c.purpose,
+                        c.granted,
+                        sql.time(c.at),
+                        c.source[:100],
+                        c.event_id,
+                    )
                     for c in batch.consent
                 ],
             )
