@@ -400,6 +400,12 @@ def written_memberships(since_seq: int, seq: int) -> sa.Select[Any]:
     )
 
 
+_INSERT_MEMBER = "INSERT INTO segment_members (segment, profile_id, entered_at) VALUES (?, ?, ?)"
+_INSERT_CHANGE = (
+    "INSERT INTO segment_changes (segment, profile_id, change, at, reason) VALUES (?, ?, ?, ?, ?)"
+)
+
+
 def _apply(
     conn: sa.Connection,
     name: str,
@@ -415,12 +421,14 @@ def _apply(
     after: `exact` where known (a whole segment evaluated), else its kept count `before` plus
     and minus them; how many entered and exited."""
     joined, left = sorted(current - stored), sorted(stored - current)
-    # What all rows share is bound once a statement, only the ids once a row: SQLAlchemy
-    # prepares each row's parameters (thousands when NPS answers move promoters).
+    # Entries and exits go through the driver's executemany, as plain tuples: SQLAlchemy
+    # prepared each row's parameters (thousands when NPS answers move promoters).
+    pg = conn.dialect.name == "postgresql"
+    at = now if pg else to_epoch_us(now)
     if joined:
-        conn.execute(
-            segment_members.insert().values(segment=name, entered_at=now),
-            [{"profile_id": p} for p in joined],
+        conn.exec_driver_sql(
+            _INSERT_MEMBER.replace("?", "%s") if pg else _INSERT_MEMBER,
+            [(name, p, at) for p in joined],
         )
     for chunk in _chunks(left):
         conn.execute(
@@ -433,9 +441,9 @@ def _apply(
         conn.execute(segments.update().where(segments.c.name == name).values(members=size))
     for change, ids in (("entered", joined), ("exited", left)):
         if ids:
-            conn.execute(
-                segment_changes.insert().values(segment=name, change=change, at=now, reason=why),
-                [{"profile_id": p} for p in ids],
+            conn.exec_driver_sql(
+                _INSERT_CHANGE.replace("?", "%s") if pg else _INSERT_CHANGE,
+                [(name, p, change, at, why) for p in ids],
             )
     if joined or left:
         # (a second refresh as of the same time replaces its size)
