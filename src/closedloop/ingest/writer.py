@@ -91,7 +91,8 @@ class GroupCommitWriter:
             raise TransientError("the server is shutting down: retry", retry_after=1)
         pending = _Pending(rows, failed, self._loop.create_future())
         with self._ready:
-            if self._queued_events + pending.size > self._limits.queue_max_events and (self._queue):
+            full = self._queued_events + pending.size > self._limits.queue_max_events
+            if full and self._queue:
                 self._metrics.overloaded.inc()
                 raise OverloadedError(
                     f"the write queue is full ({self._queued_events} events waiting): retry "

@@ -53,7 +53,7 @@ from closedloop.profiles.state import (
 )
 from closedloop.profiles.tallies import MAX_TEXT, TallyWriter, facets
 from closedloop.runtime import cyclic_gc_paused
-from closedloop.store import EPOCH, relaxed_sync, to_epoch_us
+from closedloop.store import EPOCH, fetch_all, native_sql, relaxed_sync, to_epoch_us
 
 __all__ = [
     "BatchReport",
@@ -441,9 +441,7 @@ class _Sql:
         return found
 
     def _native(self, statement: str) -> str:
-        if self.pg:
-            return statement.replace("::t", "::text").replace("?j", "%s::jsonb").replace("?", "%s")
-        return statement.replace("::t", "").replace("?j", "?")
+        return native_sql(statement, pg=self.pg)
 
     def in_list(self, statement: str, count: int) -> str:
         """`statement` with its `?*` (or `%s*`) widened to `count` placeholders."""
@@ -508,13 +506,7 @@ class _Processor:
         if self.sql is None:
             self.sql = _Sql(conn.dialect.name)
         params = (after.txid, after.id, limit) if self.sql.pg else (after.id, limit)
-        # The driver's own cursor, in this connection's transaction: plain tuples, fast.
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.execute(self.sql.read, params)
-            return list(cursor.fetchall())
-        finally:
-            cursor.close()
+        return fetch_all(conn, self.sql.read, params)
 
     def run(self, conn: sa.Connection, rows: list[Any]) -> int:
         batch = _Batch(self.cache)

@@ -23,6 +23,8 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from closedloop.store import fetch_all
+
 __all__ = ["MAX_TEXT", "RECENT", "TALLIED_PROPERTIES", "TallyWriter", "facet", "facets", "newest"]
 
 # How many of the newest times a row keeps: `at least N times within D days` is answered
@@ -94,17 +96,12 @@ class TallyWriter:
     def _rows(
         self, conn: sa.Connection, pids: list[str], names: set[str] | None
     ) -> Iterable[tuple[str, str, str, int, list[int]]]:
-        # The driver's own cursor, in the connection's transaction: plain tuples, fast.
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        try:
-            for start in range(0, len(pids), _CHUNK):
-                chunk = pids[start : start + _CHUNK]
-                cursor.execute(self.in_list(self.load, len(chunk)), tuple(chunk))
-                for pid, name, kind, total, recent in cursor.fetchall():
-                    if names is None or name in names:
-                        yield pid, name, kind, total, orjson.loads(recent)
-        finally:
-            cursor.close()
+        for start in range(0, len(pids), _CHUNK):
+            chunk = pids[start : start + _CHUNK]
+            statement = self.in_list(self.load, len(chunk))
+            for pid, name, kind, total, recent in fetch_all(conn, statement, tuple(chunk)):
+                if names is None or name in names:
+                    yield pid, name, kind, total, orjson.loads(recent)
 
     def write(
         self,

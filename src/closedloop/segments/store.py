@@ -49,7 +49,7 @@ from closedloop.segments.compile import compile_condition, mood_score, reads_log
 from closedloop.segments.evaluate import ProfileFacts, evaluate
 from closedloop.segments.language import references, to_text, validate_tree
 from closedloop.segments.trait_index import ensure_trait_indexes
-from closedloop.store import begin_write, to_epoch_us
+from closedloop.store import begin_write, driver_time, native_sql, to_epoch_us
 
 __all__ = [
     "RefreshReport",
@@ -424,12 +424,9 @@ def _apply(
     # Entries and exits go through the driver's executemany, as plain tuples: SQLAlchemy
     # prepared each row's parameters (thousands when NPS answers move promoters).
     pg = conn.dialect.name == "postgresql"
-    at = now if pg else to_epoch_us(now)
+    at = driver_time(now, pg=pg)
     if joined:
-        conn.exec_driver_sql(
-            _INSERT_MEMBER.replace("?", "%s") if pg else _INSERT_MEMBER,
-            [(name, p, at) for p in joined],
-        )
+        conn.exec_driver_sql(native_sql(_INSERT_MEMBER, pg=pg), [(name, p, at) for p in joined])
     for chunk in _chunks(left):
         conn.execute(
             segment_members.delete().where(
@@ -442,8 +439,7 @@ def _apply(
     for change, ids in (("entered", joined), ("exited", left)):
         if ids:
             conn.exec_driver_sql(
-                _INSERT_CHANGE.replace("?", "%s") if pg else _INSERT_CHANGE,
-                [(name, p, change, at, why) for p in ids],
+                native_sql(_INSERT_CHANGE, pg=pg), [(name, p, change, at, why) for p in ids]
             )
     if joined or left:
         # (a second refresh as of the same time replaces its size)

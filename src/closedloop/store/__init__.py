@@ -6,6 +6,7 @@ define their own tables on `metadata`; Alembic migrations in `store/migrations` 
 
 from closedloop.store._bulk import bulk_insert_ignoring_duplicates, sqlite_insert_autocommit
 from closedloop.store._definitions import store_definition
+from closedloop.store._driver import driver_time, fetch_all, native_sql
 from closedloop.store._engine import (
     begin_write,
     create_store_engine,
@@ -26,10 +27,13 @@ __all__ = [
     "bulk_insert_ignoring_duplicates",
     "create_store_engine",
     "current_revision",
+    "driver_time",
+    "fetch_all",
     "head_revision",
     "is_postgres",
     "is_sqlite",
     "metadata",
+    "native_sql",
     "relaxed_sync",
     "sqlite_file",
     "sqlite_insert_autocommit",
