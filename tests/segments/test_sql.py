@@ -680,13 +680,13 @@ def test_incremental_refresh_on_the_logged_numbers_agrees_with_a_full_evaluation
     from closedloop.segments import store as segment_store
 
     used: list[int] = []
-    real = segment_store.written_numbers_query
+    real = segment_store.numbers_columns
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         used.append(len(args[2]))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(segment_store, "written_numbers_query", spy)
+    monkeypatch.setattr(segment_store, "numbers_columns", spy)
     _random_shop(log, seed=5)
     ensure_basis(log.engine, log.settings)
     # one on the numbers through a shipped segment it names, one that needs the rows
@@ -719,6 +719,59 @@ def test_incremental_refresh_on_the_logged_numbers_agrees_with_a_full_evaluation
     saved.refresh(log.engine, log.settings, incremental=True)
     if log.engine.dialect.name == "sqlite":  # (PostgreSQL reads the written rows)
         assert sum(used) == 6  # the shipped five and `keen` on the numbers, not `gold_fans`
+    now = clock.now()
+    for one in saved.list_segments(log.engine):
+        stored = {
+            m["id"] for m in saved.stored_members(log.engine, one.name, after=None, limit=10**4)
+        }
+        evaluated = saved.member_ids(log.engine, log.settings, one.tree, now=now)
+        assert stored == evaluated, one.name
+
+
+@pytest.mark.parametrize("basis_lost", [False, True])
+def test_incremental_refresh_of_many_numbered_segments_agrees_with_a_full_evaluation(
+    log: Log, monkeypatch: pytest.MonkeyPatch, basis_lost: bool
+) -> None:
+    """More segments on the logged numbers than one query's columns (the first 50 read with
+    the stored members, the rest in a second pass), and, with `basis_lost`, a mood basis
+    that is no longer usable once the refresh holds the lock (the written profiles' rows
+    read instead): the members a full evaluation gives."""
+    from closedloop import segments as saved
+    from closedloop.mood.index import ensure_basis
+    from closedloop.segments import store as segment_store
+
+    _random_shop(log, seed=9)
+    ensure_basis(log.engine, log.settings)
+    for n in range(56):
+        mood_is = ("positive", "negative")[n % 2]
+        text = f"latest nps >= {n % 11} within {30 + n} days or mood is {mood_is}"
+        saved.save_segment(
+            log.engine, log.settings, f"n{n:02d}", parse_condition(text), create=True
+        )
+    saved.refresh(log.engine, log.settings)
+    log.send(
+        *[
+            {"type": "track", "userId": f"u{k}", "event": "NPS Answered",
+             "properties": {"score": (k * 7) % 11}, "timestamp": _days_ago(k / 3)}
+            for k in range(1, 9)
+        ],
+        {"type": "page", "userId": "u3", "properties": {"path": "/account/kuendigung"},
+         "timestamp": _days_ago(0.2)},
+    )  # fmt: skip
+    log.process()
+    calls: list[bool] = []
+    real = segment_store.numbers_usable
+
+    def usable(*args: Any, **kwargs: Any) -> bool:
+        found = real(*args, **kwargs) and not (basis_lost and calls)
+        calls.append(found)
+        return found
+
+    monkeypatch.setattr(segment_store, "numbers_usable", usable)
+    report = saved.refresh(log.engine, log.settings, incremental=True)
+    assert report.entered + report.exited > 0  # the answers moved members
+    if log.engine.dialect.name == "sqlite":
+        assert calls == [True, not basis_lost]  # read, then checked again under the lock
     now = clock.now()
     for one in saved.list_segments(log.engine):
         stored = {
@@ -861,7 +914,7 @@ def test_incremental_refresh_reads_the_shipped_conditions_from_the_write_log_alo
     (migration 0019), so evaluating them opens no profile table or index at all, and gives
     the members a full evaluation gives."""
     from closedloop import mood
-    from closedloop.segments.store import written_numbers_query
+    from closedloop.segments.store import latest_rows, written_numbers_query
 
     if log.engine.dialect.name != "sqlite":
         pytest.skip("PostgreSQL must check each newly written row in the table anyway")
@@ -880,7 +933,7 @@ def test_incremental_refresh_reads_the_shipped_conditions_from_the_write_log_alo
     ]
     with log.engine.connect() as conn:
         query = written_numbers_query(conn, log.settings, trees, 0, 10**9, now, lambda _name: {})
-        rows = conn.execute(query).all()
+        rows = latest_rows(conn.execute(query))
         sql = str(query.compile(conn, compile_kwargs={"literal_binds": True}))
         program = conn.exec_driver_sql("EXPLAIN " + sql).all()
         roots = dict(

@@ -14,7 +14,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -294,12 +294,13 @@ def _refresh(
         for name, _tree, _condition, since_seq in found
         if incremental and since_seq is not None and since_seq <= seq
     }
-    currents = _evaluate_written(
-        engine, settings, [(n, t) for n, t, *_ in found if n in since], since, seq, now, saved_tree
+    evaluation = _Evaluation(settings, seq, now, saved_tree)
+    currents, numbered = _evaluate_written(
+        engine, [(n, t) for n, t, *_ in found if n in since], since, evaluation
     )
     touched: dict[int, dict[str, ProfileFacts]] = {}
     for name, tree, _condition, _refreshed in found:
-        if name in currents or name not in since:
+        if name in currents or name in numbered or name not in since:
             continue
         # A condition on the log: load the few profiles' facts once and use the reference
         # evaluator (the same semantics as the SQL, checked by the property tests), not a scan
@@ -315,17 +316,21 @@ def _refresh(
         }
     entered = exited = 0
     why = {name: reason or condition for name, _tree, condition, _refreshed in found}
-    if currents:
+    if currents or numbered:
         with begin_write(engine, derived=True) as conn:
-            counts = _lock(conn, sorted(currents), now=now, seq=seq)
-            stored, written = _stored_written(conn, counts, since, seq=seq)
+            counts = _lock(conn, sorted(currents.keys() | numbered.keys()), now=now, seq=seq)
+            stored, written, evaluated = _stored_written(
+                conn, counts, since, seq=seq, numbered=numbered, evaluation=evaluation
+            )
+            currents.update(evaluated)
+            change = _Changes(conn, now)
             for name in sorted(stored):  # (a segment deleted meanwhile is left out)
                 current = currents[name] & written[name]
-                joined, left = _apply(
-                    conn, name, current, stored[name], now=now, why=why[name],
-                    before=counts[name],
-                )  # fmt: skip
+                joined, left = change.add(
+                    name, current, stored[name], why=why[name], before=counts[name]
+                )
                 entered, exited = entered + joined, exited + left
+            change.write()
             prune_writes(conn)
     for name, tree, _condition, _refreshed in found:
         if name in since:
@@ -341,10 +346,11 @@ def _refresh(
                 segment_members.c.segment == name
             )
             every = set(conn.execute(members).scalars())
-            joined, left = _apply(
-                conn, name, current, every, now=now, why=why[name], before=counts[name],
-                exact=len(current),
-            )  # fmt: skip
+            change = _Changes(conn, now)
+            joined, left = change.add(
+                name, current, every, why=why[name], before=counts[name], exact=len(current)
+            )
+            change.write()
             entered, exited = entered + joined, exited + left
     if not incremental:  # once a full pass (with no segment at all, up to the processor)
         with begin_write(engine, derived=True) as conn:
@@ -365,89 +371,146 @@ def _lock(conn: sa.Connection, names: list[str], *, now: datetime, seq: int) -> 
 
 
 def _stored_written(
-    conn: sa.Connection, counts: dict[str, int], since: dict[str, int], *, seq: int
-) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    conn: sa.Connection,
+    counts: dict[str, int],
+    since: dict[str, int],
+    *,
+    seq: int,
+    numbered: dict[str, dict[str, Any]],
+    evaluation: _Evaluation,
+) -> tuple[dict[str, set[str]], dict[str, set[str]], dict[str, set[str]]]:
     """For each (locked) segment of `counts`: the profiles written since its last refresh and
     up to batch `seq` that still are (merged ones too: they leave, written and not live), and
-    its stored members among them, read at once through the members' profile index.
+    its stored members among them, read at once through the members' profile index; and the
+    members among them of the segments `numbered` (`answered_by_numbers`), evaluated in the
+    same pass on the numbers each profile's latest row of the log carries.
 
     A profile written again by a later batch meanwhile is still among them (its row of that
     batch too), and the next refresh (which starts from `seq`) evaluates it again."""
     stored: dict[str, set[str]] = {name: set() for name in counts}
     written: dict[str, set[str]] = {}
+    currents: dict[str, set[str]] = {}
+    numbered = {name: tree for name, tree in numbered.items() if name in counts}
+    if numbered and not numbers_usable(conn, evaluation.settings, evaluation.now):
+        # (the mood basis was rebuilt meanwhile: the profiles' rows, in this transaction)
+        groups: dict[int, list[tuple[str, dict[str, Any]]]] = {}
+        for name, tree in sorted(numbered.items()):
+            groups.setdefault(since[name], []).append((name, tree))
+        for since_seq, group in groups.items():
+            currents.update(evaluation.members(conn, written_members_query, group, since_seq))
+        numbered = {}
     for since_seq in sorted({since[name] for name in stored}):
         wanted = {name for name in stored if since[name] == since_seq}
+        group = [(name, numbered[name]) for name in sorted(wanted) if name in numbered]
+        first, rest = group[:_COLUMNS], group[_COLUMNS:]
+        columns = evaluation.on_log(conn, [tree for _name, tree in first])
         found: set[str] = set()
-        for pid, segment in conn.execute(written_memberships(since_seq, seq)).all():
+        latest: dict[str, Any] = {}
+        for row in conn.execute(written_memberships(since_seq, seq, columns)).all():
+            pid, segment = row[0], row[1]
             found.add(pid)
+            latest[pid] = row
             if segment in wanted:
                 stored[segment].add(pid)
+        for n, (name, _tree) in enumerate(first, start=2):
+            currents[name] = {pid for pid, row in latest.items() if row[n]}
+        currents.update(evaluation.members(conn, written_numbers_query, rest, since_seq))
         written.update(dict.fromkeys(wanted, found))
-    return stored, written
+    return stored, written, currents
 
 
-def written_memberships(since_seq: int, seq: int) -> sa.Select[Any]:
-    """Each profile written after batch `since_seq` up to `seq` (a range of
-    `profile_writes`) with each segment it is a member of (through the members' profile
-    index), or NULL: one pass. (A profile erased since is no member of any segment.)"""
+def written_memberships(
+    since_seq: int, seq: int, columns: Sequence[ColumnElement[Any]] = ()
+) -> sa.Select[Any]:
+    """Each row of `profile_writes` after batch `since_seq` up to `seq` (a range of its key),
+    in batch order, with each segment its profile is a member of (through the members'
+    profile index) or NULL, and `columns` (conditions on the row's numbers): one pass. (A
+    profile erased since is no member of any segment.)"""
     joined = profile_writes.outerjoin(
         segment_members, segment_members.c.profile_id == profile_writes.c.profile_id
     )
     return (
-        sa.select(profile_writes.c.profile_id, segment_members.c.segment)
+        sa.select(profile_writes.c.profile_id, segment_members.c.segment, *columns)
         .select_from(joined)
         .where(_logged(since_seq, seq))
+        .order_by(profile_writes.c.seq)
     )
 
 
 _INSERT_MEMBER = "INSERT INTO segment_members (segment, profile_id, entered_at) VALUES (?, ?, ?)"
+_DELETE_MEMBER = "DELETE FROM segment_members WHERE segment = ? AND profile_id = ?"
 _INSERT_CHANGE = (
     "INSERT INTO segment_changes (segment, profile_id, change, at, reason) VALUES (?, ?, ?, ?, ?)"
 )
 
 
-def _apply(
-    conn: sa.Connection,
-    name: str,
-    current: set[str],
-    stored: set[str],
-    *,
-    now: datetime,
-    why: str,
-    before: int,
-    exact: int | None = None,
-) -> tuple[int, int]:
-    """Record who entered (in `current`, not `stored`) and who exited, and the segment's size
-    after: `exact` where known (a whole segment evaluated), else its kept count `before` plus
-    and minus them; how many entered and exited."""
-    joined, left = sorted(current - stored), sorted(stored - current)
-    # Entries and exits go through the driver's executemany, as plain tuples: SQLAlchemy
-    # prepared each row's parameters (thousands when NPS answers move promoters).
-    pg = conn.dialect.name == "postgresql"
-    at = driver_time(now, pg=pg)
-    if joined:
-        conn.exec_driver_sql(native_sql(_INSERT_MEMBER, pg=pg), [(name, p, at) for p in joined])
-    for chunk in _chunks(left):
-        conn.execute(
-            segment_members.delete().where(
-                segment_members.c.segment == name, segment_members.c.profile_id.in_(chunk)
-            )
-        )
-    size = before + len(joined) - len(left) if exact is None else exact
-    if size != before:
-        conn.execute(segments.update().where(segments.c.name == name).values(members=size))
-    for change, ids in (("entered", joined), ("exited", left)):
-        if ids:
+class _Changes:
+    """The entries and exits of one write transaction, for every segment it refreshes,
+    written at once (`write`): each table's rows in one driver `executemany`, as plain
+    tuples (SQLAlchemy prepared each row's parameters), in profile order, so a profile that
+    enters two segments (a detractor turning negative) has its rows of the profile indexes
+    on the same pages, and an exit is one probe of the key, not a chunk of an IN list."""
+
+    def __init__(self, conn: sa.Connection, now: datetime) -> None:
+        self.conn, self.now = conn, now
+        self.pg = conn.dialect.name == "postgresql"
+        self.at = driver_time(now, pg=self.pg)
+        self.joined: list[tuple[str, str]] = []
+        self.left: list[tuple[str, str]] = []
+        self.sizes: dict[str, int] = {}
+        self.why: dict[str, str] = {}
+
+    def add(
+        self,
+        name: str,
+        current: set[str],
+        stored: set[str],
+        *,
+        why: str,
+        before: int,
+        exact: int | None = None,
+    ) -> tuple[int, int]:
+        """Who entered segment `name` (in `current`, not `stored`) and who exited, and its
+        size after: `exact` where known (a whole segment evaluated), else its kept count
+        `before` plus and minus them; how many entered and exited."""
+        joined, left = current - stored, stored - current
+        self.joined.extend((p, name) for p in joined)
+        self.left.extend((p, name) for p in left)
+        size = before + len(joined) - len(left) if exact is None else exact
+        if size != before:
+            self.sizes[name] = size
+        if joined or left:
+            self.why[name] = why
+            self.sizes.setdefault(name, size)
+        return len(joined), len(left)
+
+    def write(self) -> None:
+        conn, pg, at, why = self.conn, self.pg, self.at, self.why
+        joined, left = sorted(self.joined), sorted(self.left)
+        if joined:
             conn.exec_driver_sql(
-                native_sql(_INSERT_CHANGE, pg=pg), [(name, p, change, at, why) for p in ids]
+                native_sql(_INSERT_MEMBER, pg=pg), [(name, p, at) for p, name in joined]
             )
-    if joined or left:
-        # (a second refresh as of the same time replaces its size)
-        conn.execute(
-            segment_sizes.delete().where(segment_sizes.c.segment == name, segment_sizes.c.at == now)
+        if left:
+            conn.exec_driver_sql(native_sql(_DELETE_MEMBER, pg=pg), [(name, p) for p, name in left])
+        history = sorted(
+            [(p, name, "entered") for p, name in joined] + [(p, name, "exited") for p, name in left]
         )
-        conn.execute(segment_sizes.insert().values(segment=name, at=now, size=size))
-    return len(joined), len(left)
+        if history:
+            conn.exec_driver_sql(
+                native_sql(_INSERT_CHANGE, pg=pg),
+                [(name, p, change, at, why[name]) for p, name, change in history],
+            )
+        for name, size in sorted(self.sizes.items()):
+            conn.execute(segments.update().where(segments.c.name == name).values(members=size))
+            if name in why:
+                # (a second refresh as of the same time replaces its size)
+                conn.execute(
+                    segment_sizes.delete().where(
+                        segment_sizes.c.segment == name, segment_sizes.c.at == self.now
+                    )
+                )
+                conn.execute(segment_sizes.insert().values(segment=name, at=self.now, size=size))
 
 
 def forget_members(conn: sa.Connection, profile_ids: list[str]) -> int:
@@ -499,41 +562,70 @@ def _chunks(ids: list[str], size: int = 500) -> Iterator[list[str]]:
         yield ids[start : start + size]
 
 
+_COLUMNS = 50  # conditions per query
+
+
+@dataclass(frozen=True)
+class _Evaluation:
+    """What the conditions of a refresh are compiled with."""
+
+    settings: Settings
+    seq: int
+    now: datetime
+    saved_tree: Callable[[str], dict[str, Any]]
+
+    def members(
+        self,
+        conn: sa.Connection,
+        query_of: Callable[..., sa.Select[Any]],
+        group: list[tuple[str, dict[str, Any]]],
+        since_seq: int,
+    ) -> dict[str, set[str]]:
+        """The members of each segment of `group` among the profiles written after batch
+        `since_seq`, by `written_members_query` or `written_numbers_query`: each condition a
+        column, so each written profile is read once."""
+        out: dict[str, set[str]] = {}
+        for part in (group[n : n + _COLUMNS] for n in range(0, len(group), _COLUMNS)):
+            trees = [tree for _name, tree in part]
+            query = query_of(
+                conn, self.settings, trees, since_seq, self.seq, self.now, self.saved_tree
+            )
+            rows = latest_rows(conn.execute(query).all())
+            for n, (name, _tree) in enumerate(part, start=1):
+                out[name] = {row[0] for row in rows if row[n]}
+        return out
+
+    def on_log(self, conn: sa.Connection, trees: list[dict[str, Any]]) -> list[Any]:
+        return numbers_columns(conn, self.settings, trees, self.now, self.saved_tree)
+
+
 def _evaluate_written(
     engine: Engine,
-    settings: Settings,
     named: list[tuple[str, dict[str, Any]]],
     since: dict[str, int],
-    seq: int,
-    now: datetime,
-    saved_tree: Callable[[str], dict[str, Any]],
-) -> dict[str, set[str]]:
+    evaluation: _Evaluation,
+) -> tuple[dict[str, set[str]], dict[str, dict[str, Any]]]:
     """The members among the profiles written since each segment's last refresh, for the
-    segments whose conditions do not read the log: one query for all segments with the same
-    starting batch, each condition a column, so each written profile is read once."""
+    segments whose conditions read neither the log nor only the numbers it carries: one
+    query for all segments with the same starting batch. The segments answered by the
+    numbers (on SQLite, with a usable mood basis) come back to be evaluated with the stored
+    members, in one pass of the log (`_stored_written`)."""
     out: dict[str, set[str]] = {}
+    numbered: dict[str, dict[str, Any]] = {}
     groups: dict[int, list[tuple[str, dict[str, Any]]]] = {}
-    for name, tree in named:
-        if not reads_log(tree, segment=saved_tree):
-            groups.setdefault(since[name], []).append((name, tree))
+    saved_tree = evaluation.saved_tree
     with engine.connect() as conn:
-        numbers = numbers_usable(conn, settings, now)
+        numbers = numbers_usable(conn, evaluation.settings, evaluation.now)
+        for name, tree in named:
+            if reads_log(tree, segment=saved_tree):
+                continue
+            if numbers and answered_by_numbers(tree, segment=saved_tree):
+                numbered[name] = tree
+            else:
+                groups.setdefault(since[name], []).append((name, tree))
         for since_seq, group in groups.items():
-            on_log = [numbers and answered_by_numbers(t, segment=saved_tree) for _n, t in group]
-            by_query = {
-                written_numbers_query: [g for g, log in zip(group, on_log, strict=True) if log],
-                written_members_query: [g for g, log in zip(group, on_log, strict=True) if not log],
-            }
-            for query_of, chosen in by_query.items():
-                for part in (chosen[n : n + 50] for n in range(0, len(chosen), 50)):
-                    query = query_of(
-                        conn, settings, [tree for _name, tree in part], since_seq, seq, now,
-                        saved_tree,
-                    )  # fmt: skip
-                    rows = conn.execute(query).all()
-                    for n, (name, _tree) in enumerate(part, start=1):
-                        out[name] = {row[0] for row in rows if row[n]}
-    return out
+            out.update(evaluation.members(conn, written_members_query, group, since_seq))
+    return out, numbered
 
 
 # Conditions the numbers a `profile_writes` row carries answer (with a usable mood basis):
@@ -571,34 +663,38 @@ def written_numbers_query(
     now: datetime,
     saved_tree: Callable[[str], dict[str, Any]],
 ) -> sa.Select[Any]:
-    """SQLite: each profile written after batch `since_seq` up to `seq`, with one column per
-    condition (each `answered_by_numbers`), evaluated on the numbers its latest
-    `profile_writes` row carries, as written with the profile: one range of the log, no
-    profile row read. (SQLite takes the other columns of a `max()` group from its row.)"""
+    """SQLite: each row of `profile_writes` after batch `since_seq` up to `seq`, in batch
+    order, with one column per condition (each `answered_by_numbers`), evaluated on the
+    numbers the row carries, as written with the profile: one range of the log, no profile
+    row read. A profile written by several batches comes once for each, and its last row
+    counts (`latest_rows`): cheaper than a GROUP BY, which sorted the range."""
+    columns = numbers_columns(conn, settings, trees, now, saved_tree)
+    query = sa.select(profile_writes.c.profile_id, *columns).where(_logged(since_seq, seq))
+    return query.order_by(profile_writes.c.seq)
+
+
+def numbers_columns(
+    conn: sa.Connection,
+    settings: Settings,
+    trees: list[dict[str, Any]],
+    now: datetime,
+    saved_tree: Callable[[str], dict[str, Any]],
+) -> list[ColumnElement[Any]]:
+    """Each condition (`answered_by_numbers`) on the numbers of a `profile_writes` row."""
     log = profile_writes
-    latest = (
-        sa.select(
-            log.c.profile_id.label("id"),
-            sa.func.max(log.c.seq).label("seq"),
-            *(log.c[name] for name in ("merged_into", *WRITTEN_NUMBERS.values())),
-        )
-        .where(_logged(since_seq, seq))
-        .group_by(log.c.profile_id)
-        .subquery("written")
-    )
 
     def on_log(element: Any, **_kw: Any) -> Any:
         """A profile's column, or a number of its `derived` document, as the log's column
         (a KeyError for anything else: not a condition `answered_by_numbers`)."""
         if isinstance(element, sa.Column) and element.table is profiles:
-            return latest.c[element.name]
+            return log.c.profile_id if element.name == "id" else log.c[element.name]
         if isinstance(element, FunctionElement) and element.name == "json_extract":
             document, path = element.clauses
             if document is profiles.c.derived:
-                return latest.c[WRITTEN_NUMBERS[str(path).strip("'")]]
+                return log.c[WRITTEN_NUMBERS[str(path).strip("'")]]
         return None
 
-    columns = [
+    return [
         sa.func.coalesce(
             replacement_traverse(
                 condition_where(conn, settings, tree, now, segment=saved_tree), {}, on_log
@@ -607,7 +703,11 @@ def written_numbers_query(
         )
         for tree in trees
     ]
-    return sa.select(latest.c.id, *columns)
+
+
+def latest_rows(rows: Iterable[Sequence[Any]]) -> list[Sequence[Any]]:
+    """The last of the rows of each profile (the first column), in batch order."""
+    return list({row[0]: row for row in rows}.values())
 
 
 def written_members_query(
