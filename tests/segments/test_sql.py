@@ -632,6 +632,7 @@ def test_incremental_refresh_reads_the_written_profiles_by_their_index(log: Log)
     each written profile by its key, not every profile."""
     from closedloop.mood.index import ensure_basis
     from closedloop.segments.store import (
+        numbers_columns,
         numbers_usable,
         written_members_query,
         written_memberships,
@@ -656,6 +657,9 @@ def test_incremental_refresh_reads_the_written_profiles_by_their_index(log: Log)
             assert numbers_usable(conn, log.settings, now)
             query = written_numbers_query(conn, log.settings, numbers, 3, 5, now, lambda _n: {})
             plans.append(query_plan(conn, query))
+            # the numbers evaluated in the pass that reads the memberships, in the log's order
+            columns = numbers_columns(conn, log.settings, numbers, now, lambda _n: {})
+            plans.append(query_plan(conn, written_memberships(3, 5, columns)))
         else:
             assert not numbers_usable(conn, log.settings, now)
     assert all("profile_writes" in plan for plan in plans), plans
@@ -664,6 +668,8 @@ def test_incremental_refresh_reads_the_written_profiles_by_their_index(log: Log)
         assert all("PRIMARY KEY (seq>? AND seq<?)" in plan for plan in plans), plans
         assert "sqlite_autoindex_profiles_1 (id=?)" in plans[0], plans[0]
         assert "profiles" not in plans[1] and "profiles " not in plans[2], plans
+        assert "ix_segment_members_profile_id" in plans[3], plans[3]
+        assert "profiles " not in plans[3] and "TEMP B-TREE" not in "".join(plans), plans
     else:
         assert "pk_profile_writes" in plans[0], plans[0]
 
