@@ -674,6 +674,19 @@ def test_incremental_refresh_reads_the_written_profiles_by_their_index(log: Log)
         assert "pk_profile_writes" in plans[0], plans[0]
 
 
+def _assert_stored_members_as_evaluated(log: Log) -> None:
+    """Every saved segment's stored members are those a full evaluation gives now."""
+    from closedloop import segments as saved
+
+    now = clock.now()
+    for one in saved.list_segments(log.engine):
+        stored = {
+            m["id"] for m in saved.stored_members(log.engine, one.name, after=None, limit=10**4)
+        }
+        evaluated = saved.member_ids(log.engine, log.settings, one.tree, now=now)
+        assert stored == evaluated, one.name
+
+
 def test_incremental_refresh_on_the_logged_numbers_agrees_with_a_full_evaluation(
     log: Log, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -725,13 +738,7 @@ def test_incremental_refresh_on_the_logged_numbers_agrees_with_a_full_evaluation
     saved.refresh(log.engine, log.settings, incremental=True)
     if log.engine.dialect.name == "sqlite":  # (PostgreSQL reads the written rows)
         assert sum(used) == 6  # the shipped five and `keen` on the numbers, not `gold_fans`
-    now = clock.now()
-    for one in saved.list_segments(log.engine):
-        stored = {
-            m["id"] for m in saved.stored_members(log.engine, one.name, after=None, limit=10**4)
-        }
-        evaluated = saved.member_ids(log.engine, log.settings, one.tree, now=now)
-        assert stored == evaluated, one.name
+    _assert_stored_members_as_evaluated(log)
 
 
 @pytest.mark.parametrize("basis_lost", [False, True])
@@ -778,13 +785,7 @@ def test_incremental_refresh_of_many_numbered_segments_agrees_with_a_full_evalua
     assert report.entered + report.exited > 0  # the answers moved members
     if log.engine.dialect.name == "sqlite":
         assert calls == [True, not basis_lost]  # read, then checked again under the lock
-    now = clock.now()
-    for one in saved.list_segments(log.engine):
-        stored = {
-            m["id"] for m in saved.stored_members(log.engine, one.name, after=None, limit=10**4)
-        }
-        evaluated = saved.member_ids(log.engine, log.settings, one.tree, now=now)
-        assert stored == evaluated, one.name
+    _assert_stored_members_as_evaluated(log)
 
 
 @pytest.mark.parametrize(
