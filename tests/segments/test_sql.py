@@ -940,7 +940,7 @@ def test_incremental_refresh_reads_the_shipped_conditions_from_the_write_log_alo
     ]
     with log.engine.connect() as conn:
         query = written_numbers_query(conn, log.settings, trees, 0, 10**9, now, lambda _name: {})
-        rows = latest_rows(conn.execute(query))
+        rows = list(latest_rows(conn.execute(query)).values())
         sql = str(query.compile(conn, compile_kwargs={"literal_binds": True}))
         program = conn.exec_driver_sql("EXPLAIN " + sql).all()
         roots = dict(
