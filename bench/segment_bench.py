@@ -298,11 +298,14 @@ def incremental(
             sa.select(sa.func.count()).where(profiles_table.c.processed_seq > before)
         ).scalar_one()
     # The processor's pages to the database file now, so that the refresh's commit pays for
-    # the checkpoint of its own writes only.
+    # the checkpoint of its own writes only; a `RESTART`, as the server's checkpointer runs
+    # it: the refresh then writes over the WAL file's pages, as the server's writers do (its
+    # engine keeps the file at a cycle's size, ADR 0014). (`TRUNCATE`, used up to
+    # 2026-12-06, emptied the file, which the server never does: the refresh grew it.)
     if engine.dialect.name == "sqlite":
         raw = engine.raw_connection()
         try:
-            raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            raw.cursor().execute("PRAGMA wal_checkpoint(RESTART)")
         finally:
             raw.close()
     started = time.perf_counter()

@@ -63,7 +63,9 @@ def create_store_engine(
             cursor.execute("PRAGMA busy_timeout=30000")
             if checkpointer is not None:
                 cursor.execute(f"PRAGMA wal_autocheckpoint={checkpointer.fallback_pages}")
-                # The WAL file shrinks back to 64 MB when a writer starts it again.
+                # When a writer starts the WAL again, the file keeps up to the size a
+                # cycle between restarts reaches: writers then write over its pages instead
+                # of growing the file page by page (ADR 0014, addendum 2026-12-06).
                 cursor.execute(f"PRAGMA journal_size_limit={_WAL_KEPT_BYTES}")
             cursor.close()
 
@@ -91,7 +93,8 @@ def create_store_engine(
     )
 
 
-_WAL_KEPT_BYTES = 64 * 1024 * 1024
+# The checkpointer's restart point (65,536 pages of 4 KB) and one processor batch more.
+_WAL_KEPT_BYTES = 320 * 1024 * 1024
 _checkpointers: WeakKeyDictionary[Engine, WalCheckpointer] = WeakKeyDictionary()
 
 
