@@ -14,6 +14,7 @@ from closedloop.profiles import (
     salutation,
     salutation_problem,
 )
+from closedloop.profiles.quality import derive_masterdata, groups_of
 
 
 @pytest.mark.parametrize(
@@ -168,3 +169,39 @@ def test_country_names_become_codes(raw: str, expected: str) -> None:
 
 def test_unknown_country_is_flagged() -> None:
     assert normalise_country("Atlantis").problem is not None
+
+
+# Trait values as customers send them: clean, messy, wrong, missing.
+_TRAIT_VALUES = {
+    "email": st.sampled_from(["erika@example.de", " Erika@Example.DE ", "not-an-email", None]),
+    "phone": st.sampled_from(["0351 1234567", "+49 351 1234567", "12", None]),
+    "firstName": st.sampled_from(["Erika", "", None]),
+    "lastName": st.sampled_from(["Musterfrau", None]),
+    "name": st.sampled_from(["Erika Musterfrau", "Cher", None]),
+    "gender": st.sampled_from(["w", "Herr", "divers", "??", None]),
+    "salutation": st.sampled_from(["Frau", "Herr", None]),
+    "address.street": st.sampled_from(["Hauptstr. 1", None]),
+    "city": st.sampled_from(["Dresden", "Leipzig", 42, None]),
+    "address.city": st.sampled_from(["Wien", None]),
+    "country": st.sampled_from(["DE", "Österreich", "CH", "Atlantis", None]),
+    "postalCode": st.sampled_from(["01067", 1067, "1010", "8001", "0123", "D-1", None]),
+    "zip": st.sampled_from(["12345", None]),
+    "birthday": st.sampled_from(["1980-02-29", "31.12.1999", "soon", None]),
+    "createdAt": st.sampled_from(["2024-01-02T03:04:05Z", None]),
+    "company": st.sampled_from(["ACME", None]),
+    "plan": st.sampled_from(["gold", "basic"]),
+}
+_TRAITS = st.fixed_dictionaries({}, optional=_TRAIT_VALUES)
+
+
+@given(before=_TRAITS, change=_TRAITS)
+def test_deriving_the_changed_groups_again_equals_deriving_everything(
+    before: dict[str, object], change: dict[str, object]
+) -> None:
+    """The processor derives again only the groups of the traits that changed (a new city
+    does not check the e-mail address or the postal code again): the result must be the
+    same as deriving all master data from the new traits."""
+    after = {**before, **change}
+    previous = derive_masterdata(before, region="DE")
+    again = derive_masterdata(after, region="DE", groups=groups_of(change), previous=previous)
+    assert again == derive_masterdata(after, region="DE")

@@ -4,8 +4,9 @@ Segment's reserved traits are understood (email, firstName, lastName, name, gend
 address with street, postalCode, city, country, createdAt, birthday, company, and a given
 salutation or title). `name` fills first and last name only when those are absent.
 
-The fields come in groups, each from its own traits, so that a change of the city does not
-validate the e-mail address again (`groups_of` and the `groups` argument).
+The fields come in groups, each from its own traits, so that a change of the city checks
+neither the e-mail address nor the postal code again (`groups_of` and the `groups`
+argument); the postal code is checked with the country, in one group.
 """
 
 from __future__ import annotations
@@ -39,11 +40,10 @@ GROUP_INPUTS: dict[str, tuple[str, ...]] = {
         "salutation",
         "title",
     ),
-    "address": (
-        "address.street",
-        "street",
-        "address.city",
-        "city",
+    # (the address in three: the postal code depends on the country, the rest on nothing)
+    "street": ("address.street", "street"),
+    "city": ("address.city", "city"),
+    "postal": (
         "address.country",
         "country",
         "address.postalCode",
@@ -56,6 +56,8 @@ GROUP_INPUTS: dict[str, tuple[str, ...]] = {
     "company": ("company.name", "company"),
 }
 _GROUP_OF = {name: group for group, names in GROUP_INPUTS.items() for name in names}
+# Problems are listed in the order of their traits here (a trait name outside: last).
+_ORDER = {name: index for index, name in enumerate(_GROUP_OF)}
 
 
 def groups_of(trait_names: Iterable[str]) -> set[str]:
@@ -117,11 +119,21 @@ def _person(
     out["salutation_en"] = salutation(gender, first_name=first, last_name=last, language="en")
 
 
-def _address(
+def _street(
     t: dict[str, Any], out: dict[str, Any], take: Take, problems: list[Problem], region: str
 ) -> None:
     out["street"] = _text(_first(t, "address.street", "street")[1])
+
+
+def _city(
+    t: dict[str, Any], out: dict[str, Any], take: Take, problems: list[Problem], region: str
+) -> None:
     out["city"] = _text(_first(t, "address.city", "city")[1], 100)
+
+
+def _postal(
+    t: dict[str, Any], out: dict[str, Any], take: Take, problems: list[Problem], region: str
+) -> None:
     name, value = _first(t, "address.country", "country")
     country = take(normalise_country(value, field=name))
     out["country"] = country
@@ -151,7 +163,9 @@ _GROUPS = {
     "email": _email,
     "phone": _phone,
     "person": _person,
-    "address": _address,
+    "street": _street,
+    "city": _city,
+    "postal": _postal,
     "dates": _dates,
     "company": _company,
 }
@@ -206,6 +220,7 @@ def derive_masterdata(
             _GROUPS[group](traits, found, take, problems, region)
     out = {name: found[name] if name in found else kept_fields.get(name) for name in FIELDS}
     fresh = [{"field": p.field, "problem": p.problem, "value": p.value} for p in problems]
-    order = {name: index for index, name in enumerate(_GROUP_OF)}
-    quality = sorted(kept_quality + fresh, key=lambda q: order.get(q["field"], len(order)))
+    quality = kept_quality + fresh
+    if len(quality) > 1:
+        quality.sort(key=lambda q: _ORDER.get(q["field"], len(_ORDER)))
     return out, quality
