@@ -63,10 +63,7 @@ def create_store_engine(
             cursor.execute("PRAGMA busy_timeout=30000")
             if checkpointer is not None:
                 cursor.execute(f"PRAGMA wal_autocheckpoint={checkpointer.fallback_pages}")
-                # When a writer starts the WAL again, the file keeps up to the size a
-                # cycle between restarts reaches: writers then write over its pages instead
-                # of growing the file page by page (ADR 0014, addendum 2026-12-06).
-                cursor.execute(f"PRAGMA journal_size_limit={_WAL_KEPT_BYTES}")
+                cursor.execute(f"PRAGMA journal_size_limit={checkpointer.kept_bytes}")
             cursor.close()
 
         @event.listens_for(engine, "begin")
@@ -93,8 +90,6 @@ def create_store_engine(
     )
 
 
-# The checkpointer's restart point (65,536 pages of 4 KB) and one processor batch more.
-_WAL_KEPT_BYTES = 320 * 1024 * 1024
 _checkpointers: WeakKeyDictionary[Engine, WalCheckpointer] = WeakKeyDictionary()
 
 
