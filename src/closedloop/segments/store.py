@@ -31,7 +31,7 @@ from closedloop.config import Settings
 from closedloop.errors import ConflictError, InvalidInputError, NotFoundError
 from closedloop.identity._tables import identities
 from closedloop.ingest._tables import events
-from closedloop.mood.index import ensure_basis, usable_basis
+from closedloop.mood.index import MoodBasis, ensure_basis, usable_basis
 from closedloop.profiles._tables import (
     WRITTEN_NUMBERS,
     processor_cursors,
@@ -394,10 +394,13 @@ def _stored_written(
     written: dict[str, set[str]] = {}
     currents: dict[str, set[str]] = {}
     numbered = {name: tree for name, tree in numbered.items() if name in counts}
-    if numbered and not numbers_usable(conn, evaluation.settings, evaluation.now):
+    basis = usable_basis(conn, evaluation.settings.mood, evaluation.now)  # (under the lock)
+    if numbered and not numbers_usable(conn, evaluation.settings, evaluation.now, basis=basis):
         # (the mood basis was rebuilt meanwhile: the profiles' rows, in this transaction)
         for since_seq, group in _by_since(sorted(numbered.items()), since).items():
-            currents.update(evaluation.members(conn, written_members_query, group, since_seq))
+            currents.update(
+                evaluation.members(conn, written_members_query, group, since_seq, basis)
+            )
         numbered = {}
     for since_seq in sorted({since[name] for name in stored}):
         wanted = {name for name in stored if since[name] == since_seq}
@@ -405,7 +408,7 @@ def _stored_written(
         first, rest = group[:_COLUMNS], group[_COLUMNS:]
         columns = numbers_columns(
             conn, evaluation.settings, [tree for _name, tree in first], evaluation.now,
-            evaluation.saved_tree,
+            evaluation.saved_tree, basis=basis,
         )  # fmt: skip
         rows = conn.execute(written_memberships(since_seq, seq, columns)).all()
         for pid, segment, *_ in rows:
@@ -414,7 +417,7 @@ def _stored_written(
         latest = latest_rows(rows)
         for n, (name, _tree) in enumerate(first, start=2):
             currents[name] = {pid for pid, row in latest.items() if row[n]}
-        currents.update(evaluation.members(conn, written_numbers_query, rest, since_seq))
+        currents.update(evaluation.members(conn, written_numbers_query, rest, since_seq, basis))
         found = set(latest)  # (read, never changed: one set for all of them)
         written.update(dict.fromkeys(wanted, found))
     return stored, written, currents
@@ -572,6 +575,9 @@ def _chunks(ids: list[str], size: int = 500) -> Iterator[list[str]]:
 
 
 _COLUMNS = 50  # conditions per query
+# The default of `basis` below: read the mood basis (`usable_basis`, two queries). A refresh
+# reads it once per transaction and hands it to each condition it compiles there.
+_READ_BASIS: Any = object()
 
 
 @dataclass(frozen=True)
@@ -589,6 +595,7 @@ class _Evaluation:
         query_of: Callable[..., sa.Select[Any]],
         group: list[tuple[str, dict[str, Any]]],
         since_seq: int,
+        basis: MoodBasis | None,
     ) -> dict[str, set[str]]:
         """The members of each segment of `group` among the profiles written after batch
         `since_seq`, by `written_members_query` or `written_numbers_query`: each condition a
@@ -597,8 +604,9 @@ class _Evaluation:
         for part in (group[n : n + _COLUMNS] for n in range(0, len(group), _COLUMNS)):
             trees = [tree for _name, tree in part]
             query = query_of(
-                conn, self.settings, trees, since_seq, self.seq, self.now, self.saved_tree
-            )
+                conn, self.settings, trees, since_seq, self.seq, self.now, self.saved_tree,
+                basis=basis,
+            )  # fmt: skip
             latest = latest_rows(conn.execute(query).all())
             for n, (name, _tree) in enumerate(part, start=1):
                 out[name] = {pid for pid, row in latest.items() if row[n]}
@@ -631,7 +639,8 @@ def _evaluate_written(
     on_rows: list[tuple[str, dict[str, Any]]] = []
     saved_tree = evaluation.saved_tree
     with engine.connect() as conn:
-        numbers = numbers_usable(conn, evaluation.settings, evaluation.now)
+        basis = usable_basis(conn, evaluation.settings.mood, evaluation.now)
+        numbers = numbers_usable(conn, evaluation.settings, evaluation.now, basis=basis)
         for name, tree in named:
             if reads_log(tree, segment=saved_tree):
                 continue
@@ -640,7 +649,7 @@ def _evaluate_written(
             else:
                 on_rows.append((name, tree))
         for since_seq, group in _by_since(on_rows, since).items():
-            out.update(evaluation.members(conn, written_members_query, group, since_seq))
+            out.update(evaluation.members(conn, written_members_query, group, since_seq, basis))
     return out, numbered
 
 
@@ -661,12 +670,20 @@ def answered_by_numbers(tree: dict[str, Any], *, segment: Callable[[str], dict[s
     return kind in _NUMBER_NODES
 
 
-def numbers_usable(conn: sa.Connection, settings: Settings, now: datetime) -> bool:
+def numbers_usable(
+    conn: sa.Connection,
+    settings: Settings,
+    now: datetime,
+    *,
+    basis: MoodBasis | None = _READ_BASIS,
+) -> bool:
     """SQLite, and mood conditions compile to the index numbers alone (a usable basis, and
-    no signal after `now`, which would need the signals themselves)."""
+    no signal after `now`, which would need the signals themselves); `basis`: the
+    `usable_basis` where the caller read it."""
     if conn.dialect.name != "sqlite":
         return False  # (PostgreSQL compiles to its generated columns, read from the rows)
-    basis = usable_basis(conn, settings.mood, now)
+    if basis is _READ_BASIS:
+        basis = usable_basis(conn, settings.mood, now)
     return basis is not None and (basis.latest_us is None or basis.latest_us <= to_epoch_us(now))
 
 
@@ -678,13 +695,15 @@ def written_numbers_query(
     seq: int,
     now: datetime,
     saved_tree: Callable[[str], dict[str, Any]],
+    *,
+    basis: MoodBasis | None = _READ_BASIS,
 ) -> sa.Select[Any]:
     """SQLite: each row of `profile_writes` after batch `since_seq` up to `seq`, in batch
     order, with one column per condition (each `answered_by_numbers`), evaluated on the
     numbers the row carries, as written with the profile: one range of the log, no profile
     row read. A profile written by several batches comes once for each, and its last row
     counts (`latest_rows`): cheaper than a GROUP BY, which sorted the range."""
-    columns = numbers_columns(conn, settings, trees, now, saved_tree)
+    columns = numbers_columns(conn, settings, trees, now, saved_tree, basis=basis)
     query = sa.select(profile_writes.c.profile_id, *columns).where(_logged(since_seq, seq))
     return query.order_by(profile_writes.c.seq)
 
@@ -695,9 +714,13 @@ def numbers_columns(
     trees: list[dict[str, Any]],
     now: datetime,
     saved_tree: Callable[[str], dict[str, Any]],
+    *,
+    basis: MoodBasis | None = _READ_BASIS,
 ) -> list[ColumnElement[Any]]:
     """Each condition (`answered_by_numbers`) on the numbers of a `profile_writes` row."""
     log = profile_writes
+    if basis is _READ_BASIS:
+        basis = usable_basis(conn, settings.mood, now)
 
     def on_log(element: Any, **_kw: Any) -> Any:
         """A profile's column, or a number of its `derived` document, as the log's column
@@ -713,7 +736,9 @@ def numbers_columns(
     return [
         sa.func.coalesce(
             replacement_traverse(
-                condition_where(conn, settings, tree, now, segment=saved_tree), {}, on_log
+                condition_where(conn, settings, tree, now, segment=saved_tree, basis=basis),
+                {},
+                on_log,
             ),
             False,
         )
@@ -735,11 +760,17 @@ def written_members_query(
     seq: int,
     now: datetime,
     saved_tree: Callable[[str], dict[str, Any]],
+    *,
+    basis: MoodBasis | None = _READ_BASIS,
 ) -> sa.Select[Any]:
     """Each profile written after batch `since_seq` up to `seq`, with one column per condition
     (whether it holds), read from the profiles' rows."""
+    if basis is _READ_BASIS:
+        basis = usable_basis(conn, settings.mood, now)
     columns = [
-        sa.func.coalesce(condition_where(conn, settings, tree, now, segment=saved_tree), False)
+        sa.func.coalesce(
+            condition_where(conn, settings, tree, now, segment=saved_tree, basis=basis), False
+        )
         for tree in trees
     ]
     written = _written(since_seq, seq)
@@ -851,9 +882,13 @@ def condition_where(
     now: datetime,
     *,
     segment: Callable[[str], dict[str, Any]] | None = None,
+    basis: MoodBasis | None = _READ_BASIS,
 ) -> ColumnElement[bool]:
     """The SQL condition selecting the live (not merged) profiles `tree` selects as of `now`;
-    mood conditions read the mood index when its basis is usable."""
+    mood conditions read the mood index when its basis is usable (`basis`: the caller's
+    `usable_basis`, read once for several conditions in one transaction)."""
+    if basis is _READ_BASIS:
+        basis = usable_basis(conn, settings.mood, now)
     return sa.and_(
         profiles.c.merged_into.is_(None),
         compile_condition(
@@ -863,7 +898,7 @@ def condition_where(
             mood=settings.mood,
             segment=segment or (lambda name: tree_of(conn, name)),
             opt_out=settings.profiles.opt_out_purposes(),
-            basis=usable_basis(conn, settings.mood, now),
+            basis=basis,
             indexed_traits=frozenset(settings.segments.indexed_traits),
         ),
     )
