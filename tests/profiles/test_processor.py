@@ -213,3 +213,73 @@ def test_concurrent_processors_apply_each_event_once(log: Log) -> None:
     )
     profiles.rebuild(log.engine, log.settings)
     assert snapshot(log.engine) == state
+
+
+def test_sqlite_appends_go_on_while_a_batch_applies_its_events(
+    log: Log, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite has one write lock for the whole file. A batch reads and applies its events
+    without it, so the ingest's appends commit meanwhile (a connection that does not wait
+    for the lock succeeds); the events appended then are the next batch's."""
+    if log.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL's workers lock the cursor's row, not the table")
+    log.send(*[track("Page Viewed", anonymous_id=f"a{n}") for n in range(20)])
+    real_run = processor._Processor.run
+    appended: list[int] = []
+
+    def run_and_append(self: Any, conn: sa.Connection, rows: list[Any]) -> Any:
+        batch = real_run(self, conn, rows)
+        if not appended:
+            impatient = sa.create_engine(log.engine.url, connect_args={"timeout": 0})
+            try:  # "database is locked" at once if the batch held the lock
+                with impatient.begin() as other:
+                    other.exec_driver_sql("PRAGMA busy_timeout=0")
+                    other.exec_driver_sql("BEGIN IMMEDIATE")
+                    other.exec_driver_sql("ROLLBACK")
+            finally:
+                impatient.dispose()
+            log.send(*[track("Page Viewed", anonymous_id=f"late{n}") for n in range(5)])
+            appended.append(5)
+        return batch
+
+    monkeypatch.setattr(processor._Processor, "run", run_and_append)
+    first = profiles.process_batch(log.engine, log.settings, limit=100)
+    assert first is not None and first.events == 20  # the batch read before the appends
+    assert log.process() == 5
+    assert len(log.live_profiles()) == 25
+
+
+def test_a_batch_whose_cursor_moved_meanwhile_is_applied_again(
+    log: Log, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite: when another writer of derived state (a second processor, a rebuild, an
+    erasure) commits while a batch applies its events, the batch finds the cursor moved
+    under the write lock, drops its work and its states in memory and applies the events
+    again from what is stored: each event counted once."""
+    if log.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL holds the cursor's row lock for the whole batch")
+    sent = _shop(log, customers=30)
+    proc = processor._Processor(log.settings)
+    assert profiles.process_batch(log.engine, log.settings, limit=200, _proc=proc)
+    real_run = processor._Processor.run
+    raced: list[int] = []
+
+    def run_then_race(self: Any, conn: sa.Connection, rows: list[Any]) -> Any:
+        batch = real_run(self, conn, rows)
+        if self is proc and not raced:
+            raced.append(len(rows))
+            # another processor takes the next batch and commits first
+            assert profiles.process_batch(log.engine, log.settings, limit=50)
+        return batch
+
+    monkeypatch.setattr(processor._Processor, "run", run_then_race)
+    report = profiles.process_batch(log.engine, log.settings, limit=200, _proc=proc)
+    assert raced == [200]
+    assert report is not None and report.events == 200  # the batch after the other one's
+    monkeypatch.undo()
+    log.process()
+    state = snapshot(log.engine)
+    live = [p for p in state["profiles"] if p["merged_into"] is None]
+    assert sum(p["computed"]["events"] for p in live) == sent
+    profiles.rebuild(log.engine, log.settings)
+    assert snapshot(log.engine) == state

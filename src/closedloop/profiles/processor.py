@@ -1,11 +1,13 @@
 """The processor: reads the event log in commit order and keeps identities and profiles.
 
-Each batch is one transaction that also moves the cursor (`processor_cursors`), so a crash
-rolls both back and the batch is replayed: no event is applied twice or skipped. The cursor
-row is the lock: on PostgreSQL `FOR UPDATE SKIP LOCKED` lets one worker at a time take the
-next batch (another worker finds it locked and waits for the next turn), so each profile's
-events are applied in log order whichever worker runs; on SQLite the batch takes the write
-lock first. A batch loads the identities and profiles its events touch in two queries,
+Each batch writes in one transaction that also moves the cursor (`processor_cursors`), so a
+crash rolls both back and the batch is replayed: no event is applied twice or skipped. The
+cursor row is the lock: on PostgreSQL `FOR UPDATE SKIP LOCKED` lets one worker at a time
+take the next batch (another worker finds it locked and waits for the next turn), so each
+profile's events are applied in log order whichever worker runs. On SQLite the batch reads
+and applies in a read transaction and takes the file's write lock only for its writes,
+checking that the cursor has not moved meanwhile (the ingest's appends need that lock too;
+ADR 0002). A batch loads the identities and profiles its events touch in two queries,
 applies the events in memory in log order, and writes back only what changed.
 """
 
@@ -16,8 +18,10 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import orjson
@@ -53,7 +57,7 @@ from closedloop.profiles.state import (
 )
 from closedloop.profiles.tallies import MAX_TEXT, TallyWriter, facets
 from closedloop.runtime import cyclic_gc_paused
-from closedloop.store import EPOCH, fetch_all, native_sql, relaxed_sync, to_epoch_us
+from closedloop.store import EPOCH, begin_write, fetch_all, native_sql, to_epoch_us
 
 __all__ = [
     "BatchReport",
@@ -194,6 +198,11 @@ class _Batch:
         self.consent: list[ConsentChange] = []
         self.event: ProcessedEvent | None = None
         self.hooks: list[tuple[ProfileHook, Any]] = []
+        # What the batch writes, built before its write transaction (`_Processor._prepare`):
+        # statements run in order in it (`_Processor._flush`), and how many profile rows.
+        self.writes: list[Callable[[sa.Connection], object]] = []
+        self.changed = 0
+        self.dropped: list[int] = []  # events of erased people: deleted, never applied
 
     # -- WorkingSet
     def _final(self, profile_id: str) -> str:
@@ -366,6 +375,12 @@ _FROM_STAGING = (
 )
 
 
+def _statement(statement: str, params: Any) -> Callable[[sa.Connection], object]:
+    """A write of the batch: `statement` with its rows (the driver's executemany) or its
+    one tuple of values."""
+    return lambda conn: conn.exec_driver_sql(statement, params)
+
+
 def _copy_rows(conn: sa.Connection, statement: str, rows: list[tuple[Any, ...]]) -> None:
     raw: Any = conn.connection.driver_connection
     with raw.cursor() as cursor, cursor.copy(statement) as copy:
@@ -508,7 +523,9 @@ class _Processor:
         params = (after.txid, after.id, limit) if self.sql.pg else (after.id, limit)
         return fetch_all(conn, self.sql.read, params)
 
-    def run(self, conn: sa.Connection, rows: list[Any]) -> int:
+    def run(self, conn: sa.Connection, rows: list[Any]) -> _Batch:
+        """Apply `rows` to the states in memory and build what the batch writes: reads
+        only (on SQLite outside the write lock, `_process_batch`)."""
         batch = _Batch(self.cache)
         batch.hooks = hooks = [(h, h.prepare(conn, self.settings)) for h in registered()]
         channels = {
@@ -521,7 +538,7 @@ class _Processor:
         norm = self.norm
         suppression = self.suppression
         suppression.refresh(conn)
-        dropped: list[int] = []
+        dropped = batch.dropped
         region = self.settings.identity.default_region
         for row in rows:
             try:
@@ -590,9 +607,8 @@ class _Processor:
                     else:
                         times.append(ev.timestamp)
         self.suppressed = len(dropped)
-        for start in range(0, len(dropped), _CHUNK):
-            conn.execute(events.delete().where(events.c.id.in_(dropped[start : start + _CHUNK])))
-        return self._flush(conn, batch)
+        self._prepare(conn, batch)
+        return batch
 
     def _load(self, conn: sa.Connection, keys: set[str]) -> None:
         sql = self.sql
@@ -688,8 +704,20 @@ class _Processor:
         return tuple(columns), tuple(values)
 
     def _flush(self, conn: sa.Connection, batch: _Batch) -> int:
+        """In the batch's write transaction: its writes, in order; the profile rows written."""
+        dropped = batch.dropped
+        for start in range(0, len(dropped), _CHUNK):
+            conn.execute(events.delete().where(events.c.id.in_(dropped[start : start + _CHUNK])))
+        for write in batch.writes:
+            write(conn)
+        return batch.changed
+
+    def _prepare(self, conn: sa.Connection, batch: _Batch) -> None:
+        """Build the batch's writes (`batch.writes`): its rows serialised, the stored tallies
+        it adds to read through `conn`. Nothing is written here."""
         sql = self.sql
         assert sql is not None  # noqa: S101
+        out = batch.writes
         inserts, updates, updates_traits, counts = [], [], [], []
         by_columns: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}  # SQLite: by SET list
         for p in batch.touched.values():
@@ -729,60 +757,60 @@ class _Processor:
             else:
                 updates.append((*self._profile_values(p, sql), p.id))
         if sql.pg:
-            _copy_profiles(conn, inserts, updates, updates_traits, counts)
+            copied = partial(_copy_profiles, inserts=inserts, updates=updates)
+            out.append(partial(copied, updates_traits=updates_traits, counts=counts))
         else:
             if inserts:
-                conn.exec_driver_sql(sql.insert_profile, inserts)
+                out.append(_statement(sql.insert_profile, inserts))
             for columns, rows in by_columns.items():
-                conn.exec_driver_sql(sql.update_columns(columns), rows)
+                out.append(_statement(sql.update_columns(columns), rows))
         if batch.moves:
             # In merge order: a profile merged twice in the batch moves on to the last survivor.
             moves = [(survivor_id, merged_id) for merged_id, survivor_id in batch.moves]
-            for statement in sql.moves:
-                conn.exec_driver_sql(statement, moves)
+            out.extend(_statement(statement, moves) for statement in sql.moves)
         # The written profiles with their numbers, for incremental segment refreshes (in id
         # order: appended at the end of the log's key order).
-        writes = [
+        logged = [
             (self.seq, pid, p.merged_into, *_written_numbers(p.derived))
             for pid, p in sorted(batch.touched.items())
             if p.dirty
         ]
-        if writes and sql.pg:
-            _copy_rows(conn, _COPY_WRITES, writes)
-        elif writes:
-            conn.exec_driver_sql(sql.insert_write, writes)
-        sql.tallies.write(conn, batch.tallies, batch.moves, batch._final)
+        if logged and sql.pg:
+            out.append(partial(_copy_rows, statement=_COPY_WRITES, rows=logged))
+        elif logged:
+            out.append(_statement(sql.insert_write, logged))
+        tallies = sql.tallies.statements(conn, batch.tallies, batch.moves, batch._final)
+        out.extend(_statement(statement, params) for statement, params in tallies)
         if batch.new_identities:
             rows = [
                 (key, batch._final(pid), sql.time(at), event_id)
                 for key, (pid, at, event_id) in batch.new_identities.items()
             ]
             if sql.pg:
-                _copy_rows(conn, _COPY_IDENTITIES, rows)
+                out.append(partial(_copy_rows, statement=_COPY_IDENTITIES, rows=rows))
             else:
-                conn.exec_driver_sql(sql.insert_identity, rows)
+                out.append(_statement(sql.insert_identity, rows))
         if batch.merges:
-            conn.execute(identity_merges.insert(), batch.merges)
+            merges = batch.merges
+            out.append(lambda conn: conn.execute(identity_merges.insert(), merges))
         if batch.conflicts:
-            self._upsert_conflicts(conn, batch.conflicts)
+            out.append(partial(self._upsert_conflicts, found=batch.conflicts))
         if batch.consent:
-            conn.exec_driver_sql(
-                sql.insert_consent,
-                [
-                    (
-                        batch._final(c.profile_id),
-                        c.purpose,
-                        c.granted,
-                        sql.time(c.at),
-                        c.source[:100],
-                        c.event_id,
-                    )
-                    for c in batch.consent
-                ],
-            )
+            stated = [
+                (
+                    batch._final(c.profile_id),
+                    c.purpose,
+                    c.granted,
+                    sql.time(c.at),
+                    c.source[:100],
+                    c.event_id,
+                )
+                for c in batch.consent
+            ]
+            out.append(_statement(sql.insert_consent, stated))
         self._touched = batch.touched
         written = (inserts, updates, updates_traits, counts, *by_columns.values())
-        return sum(len(rows) for rows in written)
+        batch.changed = sum(len(rows) for rows in written)
 
     def committed(self, seq: int) -> None:
         """The batch's transaction committed: its states are now the stored ones."""
@@ -885,34 +913,79 @@ def process_batch(
 
 def _process_batch(engine: Engine, proc: _Processor, size: int) -> BatchReport | None:
     try:
-        with (
-            engine.connect() as conn,
-            relaxed_sync(conn),
-            conn.begin(),
-        ):
-            found = _position(conn, lock=True)
+        if engine.dialect.name == "sqlite":
+            return _process_batch_sqlite(engine, proc, size)
+        with engine.connect() as conn, conn.begin():
+            found = _position(conn, lock=True)  # the cursor's row lock: one worker's turn
             if found is None:
                 return None
-            position, seq = found
-            if proc.cache.seq != seq:  # someone else processed (or rebuilt) meanwhile
-                proc.cache.clear()
-            rows = proc.read(conn, position, size)
-            if not rows:
-                return BatchReport(0, 0, position)
-            proc.seq = seq + 1
-            changed = proc.run(conn, rows)
-            last = rows[-1]
-            end = LogPosition(int(last[1] or 0), int(last[0]))
-            conn.execute(
-                processor_cursors.update()
-                .where(processor_cursors.c.name == _CURSOR)
-                .values(txid=end.txid, event_id=end.id, seq=seq + 1, updated_at=clock.now())
-            )
+            applied = _apply(conn, proc, found, size)
+            if isinstance(applied, BatchReport):
+                return applied
+            rows, batch = applied
+            changed = proc._flush(conn, batch)
+            end = _move_cursor(conn, rows, found[1])
     except BaseException:
         proc.cache.clear()  # the states in memory may hold what was rolled back
         raise
-    proc.committed(seq + 1)
+    proc.committed(found[1] + 1)
     return BatchReport(len(rows), changed, end, proc.suppressed)
+
+
+_ATTEMPTS = 3  # SQLite: batches applied again after another writer of derived state won
+
+
+def _process_batch_sqlite(engine: Engine, proc: _Processor, size: int) -> BatchReport | None:
+    """On SQLite the write lock is the whole file's, the ingest's appends included: a batch
+    reads and applies its events in a read transaction (a snapshot; no lock) and takes the
+    lock only to write what it built. The cursor is read again under the lock: if another
+    processor, a rebuild or an erasure wrote meanwhile (each moves it), the work is dropped
+    with the states in memory and done again from the stored state."""
+    for _attempt in range(_ATTEMPTS):
+        with engine.connect() as conn, conn.begin():
+            found = _position(conn, lock=False)
+            if found is None:
+                return None
+            applied = _apply(conn, proc, found, size)
+        if isinstance(applied, BatchReport):
+            return applied
+        rows, batch = applied
+        with begin_write(engine, derived=True) as conn:
+            if _position(conn, lock=True) != found:
+                proc.cache.clear()
+                continue
+            changed = proc._flush(conn, batch)
+            end = _move_cursor(conn, rows, found[1])
+        proc.committed(found[1] + 1)
+        return BatchReport(len(rows), changed, end, proc.suppressed)
+    return None
+
+
+def _apply(
+    conn: sa.Connection, proc: _Processor, found: tuple[LogPosition, int], size: int
+) -> BatchReport | tuple[list[Any], _Batch]:
+    """Read the batch after the cursor `found` and apply it in memory; an empty report when
+    there is nothing to read."""
+    position, seq = found
+    if proc.cache.seq != seq:  # someone else processed (or rebuilt) meanwhile
+        proc.cache.clear()
+    rows = proc.read(conn, position, size)
+    if not rows:
+        return BatchReport(0, 0, position)
+    proc.seq = seq + 1
+    return rows, proc.run(conn, rows)
+
+
+def _move_cursor(conn: sa.Connection, rows: list[Any], seq: int) -> LogPosition:
+    """Set the cursor after the batch's last event, with the batch's sequence number."""
+    last = rows[-1]
+    end = LogPosition(int(last[1] or 0), int(last[0]))
+    conn.execute(
+        processor_cursors.update()
+        .where(processor_cursors.c.name == _CURSOR)
+        .values(txid=end.txid, event_id=end.id, seq=seq + 1, updated_at=clock.now())
+    )
+    return end
 
 
 def process_available(

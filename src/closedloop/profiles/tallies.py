@@ -84,8 +84,9 @@ def facets(payload: dict[str, Any]) -> list[str]:
 
 
 class TallyWriter:
-    """Writes one batch's tallies; `native` turns the statements above into the driver's
-    SQL (`?` or `%s`, `::t` and `?j` casts) and `in_list` widens `?*` to n placeholders."""
+    """Builds the writes of one batch's tallies; `native` turns the statements above into
+    the driver's SQL (`?` or `%s`, `::t` and `?j` casts) and `in_list` widens `?*` to n
+    placeholders."""
 
     def __init__(self, native: Callable[[str], str], in_list: Callable[[str, int], str]) -> None:
         self.load = native(_LOAD)
@@ -103,18 +104,21 @@ class TallyWriter:
                 if names is None or name in names:
                     yield pid, name, kind, total, orjson.loads(recent)
 
-    def write(
+    def statements(
         self,
         conn: sa.Connection,
         added: dict[tuple[str, str, str], list[int]],
         moves: list[tuple[str, str]],
         final: Callable[[str], str],
-    ) -> None:
+    ) -> list[tuple[str, Any]]:
         """Add the batch's events (`added`: times by profile at the time, event name and
-        facet) and its merges (`moves`: merged, survivor) to the stored rows; `final` is the
-        profile a profile id ended in at the end of the batch."""
+        facet) and its merges (`moves`: merged, survivor) to the stored rows, read through
+        `conn`; `final` is the profile a profile id ended in at the end of the batch. Answers
+        the writes, to run in order in the batch's transaction: `(statement, parameters)`,
+        a list of rows for the driver's executemany or one tuple."""
+        writes: list[tuple[str, Any]] = []
         if not added and not moves:
-            return
+            return writes
         rows: dict[tuple[str, str, str], list[Any]] = {}  # (pid, name, facet) -> [total, recent]
 
         def take(key: tuple[str, str, str], total: int, recent: list[int]) -> None:
@@ -133,19 +137,18 @@ class TallyWriter:
                 take((final(pid), name, kind), total, recent)
             for start in range(0, len(merged), _CHUNK):
                 chunk = merged[start : start + _CHUNK]
-                conn.exec_driver_sql(self.in_list(self.delete, len(chunk)), tuple(chunk))
+                writes.append((self.in_list(self.delete, len(chunk)), tuple(chunk)))
         if not rows:
-            return
+            return writes
         names = {name for _, name, _ in rows}
         wanted = names if len(names) <= _MAX_NAMES_FILTER else None
         targets = sorted({pid for pid, _, _ in rows})
         for pid, name, kind, total, recent in self._rows(conn, targets, wanted):
             if (pid, name, kind) in rows:  # the stored part of a row this batch changes
                 take((pid, name, kind), total, recent)
-        conn.exec_driver_sql(
-            self.upsert,
-            [
-                (pid, name, kind, total, orjson.dumps(recent).decode())
-                for (pid, name, kind), (total, recent) in rows.items()
-            ],
-        )
+        upserts = [
+            (pid, name, kind, total, orjson.dumps(recent).decode())
+            for (pid, name, kind), (total, recent) in rows.items()
+        ]
+        writes.append((self.upsert, upserts))
+        return writes
