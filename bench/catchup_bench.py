@@ -1,15 +1,16 @@
 """Backlog drain benchmark (reliability plan L7/R5): the tracking API's acks while the
 processor catches up, against its acks once it has caught up, in the same run.
 
-A SQLite store gets a backlog of the demo shop's events (appended directly, as if the
-processor had been stopped while the API accepted them). Then `closedloop serve` starts
-(the processor embedded, or with `--worker` in a `closedloop worker` process of its own) and
-a client sends `/v1/batch` requests of 10 events at `--rate` events/s for `--seconds`. Each
-request's time to its 200 is recorded, with the processor's lag from `/metrics` every
-250 ms. Printed: the drain time and rate against the ingest rate (R5: at least 3 times), and
-the acks' p50/p95/p99/max during the drain and after it.
+A store (SQLite; `--postgres-url` for PostgreSQL) gets a backlog of the demo shop's events
+(appended directly, as if the processor had been stopped while the API accepted them). Then
+`closedloop serve` starts (the processor embedded, or with `--worker` in a `closedloop
+worker` process of its own) and a client sends `/v1/batch` requests of 10 events at `--rate`
+events/s for `--seconds`. Each request's time to its 200 is recorded, with the processor's
+lag from `/metrics` every 250 ms. Printed: the drain time and rate against the ingest rate
+(R5: at least 3 times), and the acks' p50/p95/p99/max during the drain and after it.
 
-Run: `.venv/bin/python bench/catchup_bench.py [--customers 20000] [--worker]`
+Run: `.venv/bin/python bench/catchup_bench.py [--customers 20000] [--worker]
+[--postgres-url postgresql+psycopg://postgres@127.0.0.1:5432/test]`
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import httpx
 
 from closedloop import ingest
 from closedloop.demo import generate_shop
-from process_bench import NOW, append_all, free_port, fresh, rows_of
+from process_bench import NOW, append_all, drop, free_port, fresh, rows_of
 
 _LAG = "closedloop_processor_lag_events "
 
@@ -51,10 +52,13 @@ def _line(label: str, values: list[float]) -> str:
 
 
 def run(args: argparse.Namespace, workdir: Path) -> None:
-    url, engine, _ = fresh(None, workdir, "catchup")
+    url, engine, schema = fresh(args.postgres_url, workdir, "catchup")
     made = ingest.add_source(engine, "bench", kind="web")
     messages = list(generate_shop(customers=args.customers, days=90, now=NOW))
     append_all(engine, rows_of(messages, made.source.id))
+    if args.postgres_url:
+        with engine.begin() as conn:  # (what autovacuum's analyze does after a bulk load)
+            conn.exec_driver_sql("ANALYZE events")
     engine.dispose()
     token = "bench-admin-" + "t" * 20
     env = {
@@ -133,12 +137,17 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
         for process in processes:
             process.terminate()
             process.wait(30)
+        drop(args.postgres_url, schema)
     # drained: the first lag reading under one request's worth after the start
     drained = next((t for t, lag in lags if t > began and lag < per_request * 10), None)
     during = [seconds for at, seconds in acks if drained is None or at < drained]
     after = [seconds for at, seconds in acks if drained is not None and at >= drained]
     mode = "a `closedloop worker` process" if args.worker else "embedded in `closedloop serve`"
-    print(f"backlog {len(messages):,} events; processor {mode}; ingest {args.rate:,}/s")
+    backend = "PostgreSQL" if args.postgres_url else "SQLite"
+    print(
+        f"{backend}, backlog {len(messages):,} events; processor {mode}; "
+        f"ingest {args.rate:,} events/s"
+    )
     if drained is None:
         print(f"not drained within {args.seconds} s")
     else:
@@ -161,6 +170,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=1000, help="events/s sent")
     parser.add_argument("--seconds", type=int, default=40)
     parser.add_argument("--worker", action="store_true", help="a separate worker process")
+    parser.add_argument("--postgres-url", default=None, help="on PostgreSQL (a schema of its own)")
     args = parser.parse_args()
     print(
         f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, Python "
