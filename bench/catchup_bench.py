@@ -31,7 +31,7 @@ import httpx
 
 from closedloop import ingest
 from closedloop.demo import generate_shop
-from process_bench import NOW, append_all, drop, free_port, fresh, rows_of
+from process_bench import NOW, append_all, drop, free_port, fresh, rows_of, views
 
 _LAG = "closedloop_processor_lag_events "
 
@@ -113,16 +113,7 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
         began = time.monotonic()
         with httpx.Client(base_url=base, headers=auth, timeout=60) as client:
             while time.monotonic() - began < args.seconds:
-                batch = [
-                    {
-                        "type": "track",
-                        "event": "Product Viewed",
-                        "anonymousId": f"visitor-{sent + k}",
-                        "messageId": f"catchup-{sent + k}",
-                        "properties": {"category": "Laufschuhe"},
-                    }
-                    for k in range(per_request)
-                ]
+                batch = views(sent, per_request, "catchup")
                 at = time.monotonic()
                 answer = client.post("/v1/batch", json={"batch": batch})
                 acks.append((at, time.monotonic() - at))

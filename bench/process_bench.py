@@ -304,6 +304,20 @@ def process_million(
         print(f"  checkpoints {mode}: median {median(rates):,.0f} profile updates/s")
 
 
+def views(first: int, count: int, prefix: str) -> list[dict[str, Any]]:
+    """`count` product views of new visitors, numbered from `first`."""
+    return [
+        {
+            "type": "track",
+            "event": "Product Viewed",
+            "anonymousId": f"visitor-{first + k}",
+            "messageId": f"{prefix}-{first + k}",
+            "properties": {"category": "Laufschuhe"},
+        }
+        for k in range(count)
+    ]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -390,16 +404,7 @@ def case_latency(workdir: Path, seconds: int, rate: int) -> None:
         started = time.monotonic()
         with httpx.Client(base_url=base, headers=auth, timeout=10) as client:
             while time.monotonic() - started < seconds:
-                batch = [
-                    {
-                        "type": "track",
-                        "event": "Product Viewed",
-                        "anonymousId": f"visitor-{sent + k}",
-                        "messageId": f"lat-{sent + k}",
-                        "properties": {"category": "Laufschuhe"},
-                    }
-                    for k in range(per_request)
-                ]
+                batch = views(sent, per_request, "lat")
                 answer = client.post("/v1/batch", json={"batch": batch})
                 acked = time.monotonic()
                 assert answer.status_code == 200, answer.text

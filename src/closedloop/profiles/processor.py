@@ -922,14 +922,12 @@ def _process_batch(engine: Engine, proc: _Processor, size: int) -> BatchReport |
             applied = _apply(conn, proc, found, size)
             if isinstance(applied, BatchReport):
                 return applied
-            rows, batch = applied
-            changed = proc._flush(conn, batch)
-            end = _move_cursor(conn, rows, found[1])
+            report = _write(conn, proc, *applied, seq=found[1])
     except BaseException:
         proc.cache.clear()  # the states in memory may hold what was rolled back
         raise
     proc.committed(found[1] + 1)
-    return BatchReport(len(rows), changed, end, proc.suppressed)
+    return report
 
 
 _ATTEMPTS = 3  # SQLite: batches applied again after another writer of derived state won
@@ -949,15 +947,13 @@ def _process_batch_sqlite(engine: Engine, proc: _Processor, size: int) -> BatchR
             applied = _apply(conn, proc, found, size)
         if isinstance(applied, BatchReport):
             return applied
-        rows, batch = applied
         with begin_write(engine, derived=True) as conn:
             if _position(conn, lock=True) != found:
                 proc.cache.clear()
                 continue
-            changed = proc._flush(conn, batch)
-            end = _move_cursor(conn, rows, found[1])
+            report = _write(conn, proc, *applied, seq=found[1])
         proc.committed(found[1] + 1)
-        return BatchReport(len(rows), changed, end, proc.suppressed)
+        return report
     return None
 
 
@@ -976,8 +972,12 @@ def _apply(
     return rows, proc.run(conn, rows)
 
 
-def _move_cursor(conn: sa.Connection, rows: list[Any], seq: int) -> LogPosition:
-    """Set the cursor after the batch's last event, with the batch's sequence number."""
+def _write(
+    conn: sa.Connection, proc: _Processor, rows: list[Any], batch: _Batch, *, seq: int
+) -> BatchReport:
+    """In the batch's write transaction: what it built, and the cursor after its last event
+    with the batch's sequence number."""
+    changed = proc._flush(conn, batch)
     last = rows[-1]
     end = LogPosition(int(last[1] or 0), int(last[0]))
     conn.execute(
@@ -985,7 +985,7 @@ def _move_cursor(conn: sa.Connection, rows: list[Any], seq: int) -> LogPosition:
         .where(processor_cursors.c.name == _CURSOR)
         .values(txid=end.txid, event_id=end.id, seq=seq + 1, updated_at=clock.now())
     )
-    return end
+    return BatchReport(len(rows), changed, end, proc.suppressed)
 
 
 def process_available(
