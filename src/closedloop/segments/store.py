@@ -394,7 +394,8 @@ def _stored_written(
     written: dict[str, set[str]] = {}
     currents: dict[str, set[str]] = {}
     numbered = {name: tree for name, tree in numbered.items() if name in counts}
-    basis = usable_basis(conn, evaluation.settings.mood, evaluation.now)  # (under the lock)
+    # (read again under the lock; only the numbered segments compile with it here)
+    basis = usable_basis(conn, evaluation.settings.mood, evaluation.now) if numbered else None
     if numbered and not numbers_usable(conn, evaluation.settings, evaluation.now, basis=basis):
         # (the mood basis was rebuilt meanwhile: the profiles' rows, in this transaction)
         for since_seq, group in _by_since(sorted(numbered.items()), since).items():
