@@ -757,8 +757,15 @@ class _Processor:
             else:
                 updates.append((*self._profile_values(p, sql), p.id))
         if sql.pg:
-            copied = partial(_copy_profiles, inserts=inserts, updates=updates)
-            out.append(partial(copied, updates_traits=updates_traits, counts=counts))
+            out.append(
+                partial(
+                    _copy_profiles,
+                    inserts=inserts,
+                    updates=updates,
+                    updates_traits=updates_traits,
+                    counts=counts,
+                )
+            )
         else:
             if inserts:
                 out.append(_statement(sql.insert_profile, inserts))

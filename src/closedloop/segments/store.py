@@ -581,6 +581,13 @@ _COLUMNS = 50  # conditions per query
 _READ_BASIS: Any = object()
 
 
+def _resolved(
+    conn: sa.Connection, settings: Settings, now: datetime, basis: MoodBasis | None
+) -> MoodBasis | None:
+    """`basis` as handed in, or the `usable_basis` read now for `_READ_BASIS`."""
+    return usable_basis(conn, settings.mood, now) if basis is _READ_BASIS else basis
+
+
 @dataclass(frozen=True)
 class _Evaluation:
     """What the conditions of a refresh are compiled with."""
@@ -683,8 +690,7 @@ def numbers_usable(
     `usable_basis` where the caller read it."""
     if conn.dialect.name != "sqlite":
         return False  # (PostgreSQL compiles to its generated columns, read from the rows)
-    if basis is _READ_BASIS:
-        basis = usable_basis(conn, settings.mood, now)
+    basis = _resolved(conn, settings, now, basis)
     return basis is not None and (basis.latest_us is None or basis.latest_us <= to_epoch_us(now))
 
 
@@ -720,8 +726,7 @@ def numbers_columns(
 ) -> list[ColumnElement[Any]]:
     """Each condition (`answered_by_numbers`) on the numbers of a `profile_writes` row."""
     log = profile_writes
-    if basis is _READ_BASIS:
-        basis = usable_basis(conn, settings.mood, now)
+    basis = _resolved(conn, settings, now, basis)
 
     def on_log(element: Any, **_kw: Any) -> Any:
         """A profile's column, or a number of its `derived` document, as the log's column
@@ -766,8 +771,7 @@ def written_members_query(
 ) -> sa.Select[Any]:
     """Each profile written after batch `since_seq` up to `seq`, with one column per condition
     (whether it holds), read from the profiles' rows."""
-    if basis is _READ_BASIS:
-        basis = usable_basis(conn, settings.mood, now)
+    basis = _resolved(conn, settings, now, basis)
     columns = [
         sa.func.coalesce(
             condition_where(conn, settings, tree, now, segment=saved_tree, basis=basis), False
@@ -888,8 +892,7 @@ def condition_where(
     """The SQL condition selecting the live (not merged) profiles `tree` selects as of `now`;
     mood conditions read the mood index when its basis is usable (`basis`: the caller's
     `usable_basis`, read once for several conditions in one transaction)."""
-    if basis is _READ_BASIS:
-        basis = usable_basis(conn, settings.mood, now)
+    basis = _resolved(conn, settings, now, basis)
     return sa.and_(
         profiles.c.merged_into.is_(None),
         compile_condition(
@@ -913,9 +916,10 @@ def count_moods(conn: sa.Connection, settings: Settings, now: datetime) -> dict[
         query = sa.select(sa.func.count()).select_from(profiles).where(where)
         return int(conn.execute(query).scalar_one())
 
-    if usable_basis(conn, settings.mood, now) is not None:
-        positive = count(condition_where(conn, settings, {"mood": "positive"}, now))
-        negative = count(condition_where(conn, settings, {"mood": "negative"}, now))
+    basis = usable_basis(conn, settings.mood, now)
+    if basis is not None:
+        positive = count(condition_where(conn, settings, {"mood": "positive"}, now, basis=basis))
+        negative = count(condition_where(conn, settings, {"mood": "negative"}, now, basis=basis))
         live = count(profiles.c.merged_into.is_(None))
         return {"positive": positive, "neutral": live - positive - negative, "negative": negative}
     score = mood_score(conn.dialect.name, now=now, mood=settings.mood).label("score")
