@@ -274,3 +274,72 @@ def test_the_write_log_keeps_what_a_refresh_still_needs(
     assert _logged_writes(log)
     segments.refresh(log.engine, log.settings)
     assert _logged_writes(log) == []
+
+
+def test_a_full_refresh_in_groups_reads_each_groups_members_once(
+    quiet_client: TestClient,
+    source: ingest.NewSourceKey,
+    log: Log,
+    admin_headers: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A full refresh evaluates segments in groups and reads a group's stored members in one
+    query (one walk of the members' key on SQLite, migration 0020); whatever the grouping,
+    every segment ends with the members a full evaluation gives, and its kept size."""
+    from closedloop.segments import store as segment_store
+
+    _shop(quiet_client, source, log)
+    conditions = {
+        "gold": 'trait plan = "gold"',
+        "viewers": 'did "Product Viewed"',
+        "nobody": 'trait plan = "platinum"',
+        "runners": 'did "Product Viewed" with category = "Laufschuhe"',
+    }
+    for name, condition in conditions.items():
+        made = quiet_client.post(
+            "/v1/segments", json={"name": name, "condition": condition}, headers=admin_headers
+        )
+        assert made.status_code == 201
+    later = [
+        {"type": "identify", "userId": "ben", "traits": {"plan": "gold"}},
+        {"type": "identify", "userId": "anna", "traits": {"plan": "basic"}},
+        {"type": "track", "event": "Product Viewed", "anonymousId": "new-visitor"},
+    ]
+    quiet_client.post("/v1/batch", json={"batch": later}, headers=basic(source.write_key))
+    log.process()
+    reads: list[list[str]] = []
+    members_of = segment_store._members_of
+
+    def counted(conn: sa.Connection, names: list[str]) -> dict[str, set[str]]:
+        reads.append(names)
+        return members_of(conn, names)
+
+    monkeypatch.setattr(segment_store, "_members_of", counted)
+    monkeypatch.setattr(segment_store, "_GROUP_SEGMENTS", 2)
+    report = segments.refresh(log.engine, log.settings)
+    assert report.entered >= 2 and report.exited >= 1
+    # alphabetical, two a group, one read each (the shipped segments too)
+    every = sorted(s.name for s in segments.list_segments(log.engine))
+    assert reads == [every[i : i + 2] for i in range(0, len(every), 2)]
+    now = clock.now()
+    for saved in segments.list_segments(log.engine):
+        # a page at a time, one member a page: the walk in profile order finds each once
+        paged: list[str] = []
+        while True:
+            page = segments.stored_members(
+                log.engine, saved.name, after=paged[-1] if paged else None, limit=1
+            )
+            if not page:
+                break
+            paged.append(page[0]["id"])
+        assert paged == sorted(paged)
+        evaluated = segments.member_ids(log.engine, log.settings, saved.tree, now=now)
+        assert set(paged) == evaluated, saved.name
+        assert saved.size == len(paged), saved.name
+    # nothing left to do, whichever way the segments are grouped
+    monkeypatch.setattr(segment_store, "_GROUP_SEGMENTS", 50)
+    monkeypatch.setattr(segment_store, "_GROUP_MEMBERS", 1)  # (each segment a group of its own)
+    reads.clear()
+    again = segments.refresh(log.engine, log.settings)
+    assert (again.entered, again.exited) == (0, 0)
+    assert reads == [[name] for name in every]

@@ -627,9 +627,9 @@ def test_migration_fills_the_latest_nps_from_processed_answers(log: Log) -> None
 
 def test_incremental_refresh_reads_the_written_profiles_by_their_index(log: Log) -> None:
     """The profiles written since a refresh are a range of the write log, their memberships
-    read through the members' profile index; on SQLite the shipped kinds of condition are
-    evaluated on the numbers the log carries, without reading a profile row; others read
-    each written profile by its key, not every profile."""
+    read through the members' key by profile (migration 0020); on SQLite the shipped kinds
+    of condition are evaluated on the numbers the log carries, without reading a profile
+    row; others read each written profile by its key, not every profile."""
     from closedloop.mood.index import ensure_basis
     from closedloop.segments.store import (
         numbers_columns,
@@ -663,12 +663,13 @@ def test_incremental_refresh_reads_the_written_profiles_by_their_index(log: Log)
         else:
             assert not numbers_usable(conn, log.settings, now)
     assert all("profile_writes" in plan for plan in plans), plans
-    assert "ix_segment_members_profile_id" in plans[1], plans[1]
+    members_key = "pk_segment_members" if pg else "segment_members USING PRIMARY KEY (profile_id=?)"
+    assert members_key in plans[1], plans[1]
     if not pg:  # a range of the log, both ends bound
         assert all("PRIMARY KEY (seq>? AND seq<?)" in plan for plan in plans), plans
         assert "sqlite_autoindex_profiles_1 (id=?)" in plans[0], plans[0]
         assert "profiles" not in plans[1] and "profiles " not in plans[2], plans
-        assert "ix_segment_members_profile_id" in plans[3], plans[3]
+        assert members_key in plans[3], plans[3]
         assert "profiles " not in plans[3] and "TEMP B-TREE" not in "".join(plans), plans
     else:
         assert "pk_profile_writes" in plans[0], plans[0]

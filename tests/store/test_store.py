@@ -264,3 +264,65 @@ def test_upgrade_from_0001_keeps_events_and_reads_them_in_order(db_url: str) -> 
         assert found == ["old", "new"]
     finally:
         engine.dispose()
+
+
+def test_upgrade_to_members_by_profile_keeps_every_member_and_goes_back(db_url: str) -> None:
+    """Migration 0020 re-keys `segment_members` by profile (SQLite: one `WITHOUT ROWID`
+    B-tree, no other index); the members stay, and a downgrade restores the key by segment."""
+    engine = store.create_store_engine(db_url)
+    pg = engine.dialect.name == "postgresql"
+    at = datetime(2026, 11, 22, tzinfo=UTC)
+    rows = [("s1", "p_b", 1), ("s1", "p_a", 2), ("s2", "p_a", 3)]
+    try:
+        store.upgrade(engine, "0019")
+        with engine.begin() as conn:
+            for name in ("s1", "s2"):
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO segments (name, condition, tree, created_at, updated_at) "
+                        "VALUES (:n, 'mood is positive', '{\"mood\": \"positive\"}', :t, :t)"
+                    ),
+                    {"n": name, "t": at if pg else 0},
+                )
+            for segment, pid, us in rows:
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO segment_members (segment, profile_id, entered_at) "
+                        "VALUES (:s, :p, :t)"
+                    ),
+                    {"s": segment, "p": pid, "t": at + timedelta(microseconds=us) if pg else us},
+                )
+
+        def members() -> list[tuple[str, str]]:
+            with engine.connect() as conn:
+                found = conn.execute(sa.text("SELECT segment, profile_id FROM segment_members"))
+                return sorted((s, p) for s, p in found)
+
+        store.upgrade(engine)
+        assert members() == sorted((s, p) for s, p, _ in rows)
+        inspector = sa.inspect(engine)
+        key = inspector.get_pk_constraint("segment_members")["constrained_columns"]
+        assert key == ["profile_id", "segment"]
+        indexes = {i["name"] for i in inspector.get_indexes("segment_members")}
+        assert "ix_segment_members_profile_id" not in indexes
+        if not pg:
+            with engine.connect() as conn:
+                sql = conn.exec_driver_sql(
+                    "SELECT sql FROM sqlite_master WHERE name = 'segment_members'"
+                ).scalar_one()
+            assert "WITHOUT ROWID" in sql and indexes == set(), (sql, indexes)
+        else:
+            assert "ix_segment_members_segment_c" in indexes  # (migration 0015, kept)
+        from alembic import command
+
+        from closedloop.store._migrate import _config
+
+        command.downgrade(_config(engine), "0019")
+        assert members() == sorted((s, p) for s, p, _ in rows)
+        inspector = sa.inspect(engine)
+        key = inspector.get_pk_constraint("segment_members")["constrained_columns"]
+        assert key == ["segment", "profile_id"]
+        indexes = {i["name"] for i in inspector.get_indexes("segment_members")}
+        assert "ix_segment_members_profile_id" in indexes
+    finally:
+        engine.dispose()

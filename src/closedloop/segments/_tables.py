@@ -22,14 +22,17 @@ segments = sa.Table(
     sa.Column("members", sa.BigInteger(), nullable=False, server_default="0"),
 )
 
-# Who is in a segment now, since when.
+# Who is in a segment now, since when; keyed by profile (migration 0020: on SQLite one B-tree,
+# a segment's members a walk of it in profile order; PostgreSQL also has an index by segment,
+# migration 0015).
 segment_members = sa.Table(
     "segment_members",
     metadata,
-    sa.Column("segment", sa.String(64), primary_key=True),
-    sa.Column("profile_id", sa.String(40), primary_key=True),
+    sa.Column("profile_id", sa.String(40), nullable=False),
+    sa.Column("segment", sa.String(64), nullable=False),
     sa.Column("entered_at", UTCDateTime(), nullable=False),
-    sa.Index("ix_segment_members_profile_id", "profile_id", "segment"),  # migration 0013
+    sa.PrimaryKeyConstraint("profile_id", "segment", name="pk_segment_members"),
+    sqlite_with_rowid=False,
 )
 
 # Every entry and exit, for history and for delta feeds.

@@ -142,36 +142,31 @@ def resolver(trees: dict[str, dict[str, Any]]) -> Callable[[str], dict[str, Any]
     return resolve
 
 
-def _sizes(conn: sa.Connection) -> dict[str, int]:
-    rows = conn.execute(
-        sa.select(segment_members.c.segment, sa.func.count()).group_by(segment_members.c.segment)
+def _saved(row: Any) -> SavedSegment:
+    # (the member count kept with every entry and exit: no walk of the members)
+    return SavedSegment(
+        row.name,
+        row.condition,
+        row.tree,
+        int(row.members),
+        row.created_at,
+        row.updated_at,
+        row.refreshed_at,
     )
-    return {name: int(count) for name, count in rows}
 
 
 def list_segments(engine: Engine) -> list[SavedSegment]:
     with engine.connect() as conn:
-        sizes = _sizes(conn)
         rows = conn.execute(sa.select(segments).order_by(segments.c.name)).all()
-    return [
-        SavedSegment(
-            r.name,
-            r.condition,
-            r.tree,
-            sizes.get(r.name, 0),
-            r.created_at,
-            r.updated_at,
-            r.refreshed_at,
-        )
-        for r in rows
-    ]
+    return [_saved(r) for r in rows]
 
 
 def get_segment(engine: Engine, name: str) -> SavedSegment:
-    for found in list_segments(engine):
-        if found.name == name:
-            return found
-    raise NotFoundError(f"no segment `{name[:64]}`: see `GET /v1/segments`")
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(segments).where(segments.c.name == name)).first()
+    if row is None:
+        raise NotFoundError(f"no segment `{name[:64]}`: see `GET /v1/segments`")
+    return _saved(row)
 
 
 def save_segment(
@@ -284,7 +279,11 @@ def _refresh(
     with engine.connect() as conn:
         seq = conn.execute(sa.select(processor_cursors.c.seq)).scalar() or 0
         stmt = sa.select(
-            segments.c.name, segments.c.tree, segments.c.condition, segments.c.refreshed_seq
+            segments.c.name,
+            segments.c.tree,
+            segments.c.condition,
+            segments.c.refreshed_seq,
+            segments.c.members,
         )
         if names is not None:
             stmt = stmt.where(segments.c.name.in_(names))
@@ -294,7 +293,7 @@ def _refresh(
     # to `seq` (a later batch's profiles wait for the next refresh, which starts from `seq`).
     since = {
         name: since_seq
-        for name, _tree, _condition, since_seq in found
+        for name, _tree, _condition, since_seq, _members in found
         if incremental and since_seq is not None and since_seq <= seq
     }
     evaluation = _Evaluation(settings, seq, now, saved_tree)
@@ -302,7 +301,7 @@ def _refresh(
         engine, [(n, t) for n, t, *_ in found if n in since], since, evaluation
     )
     touched: dict[int, dict[str, ProfileFacts]] = {}
-    for name, tree, _condition, _refreshed in found:
+    for name, tree, _condition, _refreshed, _members in found:
         if name in currents or name in numbered or name not in since:
             continue
         # A condition on the log: load the few profiles' facts once and use the reference
@@ -318,7 +317,7 @@ def _refresh(
             if evaluate(tree, facts, now=now, mood=settings.mood, segment=saved_tree)
         }
     entered = exited = 0
-    why = {name: reason or condition for name, _tree, condition, _refreshed in found}
+    why = {name: reason or condition for name, _tree, condition, *_ in found}
     if currents or numbered:
         with begin_write(engine, derived=True) as conn:
             counts = _lock(conn, sorted(currents.keys() | numbered.keys()), now=now, seq=seq)
@@ -335,30 +334,64 @@ def _refresh(
                 entered, exited = entered + joined, exited + left
             change.write()
             prune_writes(conn)
-    for name, tree, _condition, _refreshed in found:
-        if name in since:
-            continue
-        with engine.connect() as conn:
-            where = condition_where(conn, settings, tree, now, segment=saved_tree)
-            current = set(conn.execute(sa.select(profiles.c.id).where(where)).scalars())
+    sizes = {name: int(size) for name, *_, size in found}
+    for group in _groups([(n, t) for n, t, *_ in found if n not in since], sizes):
+        full: dict[str, set[str]] = {}
+        for name, tree in group:
+            with engine.connect() as conn:
+                where = condition_where(conn, settings, tree, now, segment=saved_tree)
+                full[name] = set(conn.execute(sa.select(profiles.c.id).where(where)).scalars())
         with begin_write(engine, derived=True) as conn:
-            counts = _lock(conn, [name], now=now, seq=seq)
-            if not counts:
-                continue  # deleted meanwhile
-            members = sa.select(segment_members.c.profile_id).where(
-                segment_members.c.segment == name
-            )
-            every = set(conn.execute(members).scalars())
+            counts = _lock(conn, sorted(full), now=now, seq=seq)
+            every = _members_of(conn, sorted(counts))
             change = _Changes(conn, now)
-            joined, left = change.add(
-                name, current, every, why=why[name], before=counts[name], exact=len(current)
-            )
+            for name in sorted(counts):  # (a segment deleted meanwhile is left out)
+                current = full[name]
+                joined, left = change.add(
+                    name, current, every[name], why=why[name],
+                    before=counts[name], exact=len(current),
+                )  # fmt: skip
+                entered, exited = entered + joined, exited + left
             change.write()
-            entered, exited = entered + joined, exited + left
     if not incremental:  # once a full pass (with no segment at all, up to the processor)
         with begin_write(engine, derived=True) as conn:
             prune_writes(conn)
     return RefreshReport(len(found), entered, exited)
+
+
+# A full refresh evaluates segments in groups and reads the stored members of a group in one
+# walk of the members' key (SQLite, migration 0020); a group holds up to this many segments and
+# kept members (the sets of its members and of its current ones are in memory at once).
+_GROUP_SEGMENTS = 50
+_GROUP_MEMBERS = 2_000_000
+
+
+def _groups(
+    found: list[tuple[str, dict[str, Any]]], sizes: dict[str, int]
+) -> Iterator[list[tuple[str, dict[str, Any]]]]:
+    group: list[tuple[str, dict[str, Any]]] = []
+    held = 0
+    for name, tree in found:
+        if group and (len(group) >= _GROUP_SEGMENTS or held + sizes[name] > _GROUP_MEMBERS):
+            yield group
+            group, held = [], 0
+        group.append((name, tree))
+        held += sizes[name]
+    if group:
+        yield group
+
+
+def _members_of(conn: sa.Connection, names: list[str]) -> dict[str, set[str]]:
+    """The stored members of segments `names`: on SQLite one walk of the members' key for all
+    of them (in profile order, the rows of other segments skipped); on PostgreSQL ranges of
+    its index by segment."""
+    every: dict[str, set[str]] = {name: set() for name in names}
+    if not names:
+        return every
+    m = segment_members.c
+    for name, pid in conn.execute(sa.select(m.segment, m.profile_id).where(m.segment.in_(names))):
+        every[name].add(pid)
+    return every
 
 
 def _lock(conn: sa.Connection, names: list[str], *, now: datetime, seq: int) -> dict[str, int]:
