@@ -343,3 +343,35 @@ def test_a_full_refresh_in_groups_reads_each_groups_members_once(
     again = segments.refresh(log.engine, log.settings)
     assert (again.entered, again.exited) == (0, 0)
     assert reads == [[name] for name in every]
+
+
+def test_refreshes_follow_the_processors_cursor_beside_the_survey_engines(
+    quiet_client: TestClient, source: ingest.NewSourceKey, log: Log, admin_headers: dict[str, str]
+) -> None:
+    """`processor_cursors` holds the survey engine's cursors too (their `seq` stays 0). A
+    refresh reads the processor's row by name: read as "the first row", PostgreSQL could
+    answer the survey engine's row once the processor's had moved in the heap, and every
+    incremental refresh then evaluated the write log's empty range `(0, 0]`."""
+    from closedloop.profiles._tables import MAIN_CURSOR, processor_cursors
+
+    with log.engine.begin() as conn:
+        conn.execute(
+            processor_cursors.insert().values(name="surveys_entries", txid=0, event_id=0, seq=0)
+        )
+    _shop(quiet_client, source, log)
+    made = quiet_client.post(
+        "/v1/segments", json={"name": "gold", "condition": 'trait plan = "gold"'},
+        headers=admin_headers,
+    )  # fmt: skip
+    assert made.status_code == 201
+    ben = {"type": "identify", "userId": "ben", "traits": {"plan": "gold"}}
+    quiet_client.post("/v1/batch", json={"batch": [ben]}, headers=basic(source.write_key))
+    log.process()
+    report = segments.refresh(log.engine, log.settings, names=["gold"], incremental=True)
+    assert report.entered == 1
+    with log.engine.connect() as conn:
+        main = conn.execute(
+            sa.select(processor_cursors.c.seq).where(processor_cursors.c.name == MAIN_CURSOR)
+        ).scalar_one()
+        refreshed = conn.execute(sa.text("SELECT refreshed_seq FROM segments WHERE name = 'gold'"))
+        assert main > 0 and refreshed.scalar_one() == main

@@ -84,6 +84,9 @@ consent_changes = sa.Table(
 
 # Where each reader of the event log stands; the processor's row is `main`. Written in the
 # same transaction as what it derived, and locked for the batch (one processor at a time).
+# The processor's row of `processor_cursors` (the survey engine keeps its own rows there).
+MAIN_CURSOR = "main"
+
 processor_cursors = sa.Table(
     "processor_cursors",
     metadata,

@@ -39,6 +39,7 @@ from closedloop.ingest._tables import events, sources
 from closedloop.ingest.log import LogPosition, committed_after
 from closedloop.metrics import Metrics
 from closedloop.profiles._tables import (
+    MAIN_CURSOR,
     consent_changes,
     event_tallies,
     processor_cursors,
@@ -71,7 +72,7 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-_CURSOR = "main"
+_CURSOR = MAIN_CURSOR
 _CHUNK = 900  # keys per IN list
 _ONE_US = timedelta(microseconds=1)
 _CHANNELS = frozenset({"web", "app", "pos", "email", "callcenter"})

@@ -33,6 +33,7 @@ from closedloop.identity._tables import identities
 from closedloop.ingest._tables import events
 from closedloop.mood.index import MoodBasis, ensure_basis, usable_basis
 from closedloop.profiles._tables import (
+    MAIN_CURSOR,
     WRITTEN_NUMBERS,
     processor_cursors,
     profile_writes,
@@ -277,7 +278,7 @@ def _refresh(
     incremental: bool,
 ) -> RefreshReport:
     with engine.connect() as conn:
-        seq = conn.execute(sa.select(processor_cursors.c.seq)).scalar() or 0
+        seq = processor_seq(conn)
         stmt = sa.select(
             segments.c.name,
             segments.c.tree,
@@ -392,6 +393,13 @@ def _members_of(conn: sa.Connection, names: list[str]) -> dict[str, set[str]]:
     for name, pid in conn.execute(sa.select(m.segment, m.profile_id).where(m.segment.in_(names))):
         every[name].add(pid)
     return every
+
+
+def processor_seq(conn: sa.Connection) -> int:
+    """The processor's last batch (`seq` of its cursor row; other cursors share the table:
+    the survey engine's, whose `seq` stays 0)."""
+    query = sa.select(processor_cursors.c.seq).where(processor_cursors.c.name == MAIN_CURSOR)
+    return int(conn.execute(query).scalar() or 0)
 
 
 def _lock(conn: sa.Connection, names: list[str], *, now: datetime, seq: int) -> dict[str, int]:
@@ -596,10 +604,8 @@ def prune_writes(conn: sa.Connection) -> int:
     found = conn.execute(sa.select(oldest, waiting)).one()
     if found[1]:
         return 0
-    if found[0] is None:  # no segment: nobody reads them
-        bound = conn.execute(sa.select(processor_cursors.c.seq)).scalar() or 0
-    else:
-        bound = int(found[0])
+    # (no segment: nobody reads them)
+    bound = processor_seq(conn) if found[0] is None else int(found[0])
     return conn.execute(profile_writes.delete().where(profile_writes.c.seq <= bound)).rowcount
 
 
@@ -1013,7 +1019,7 @@ class SegmentRefresher:
 
     def _cursor(self) -> Any:
         with self._engine.connect() as conn:
-            return conn.execute(sa.select(processor_cursors.c.seq)).scalar()
+            return processor_seq(conn)
 
     def _loop(self) -> None:
         config = self._settings.segments
