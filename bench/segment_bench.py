@@ -289,7 +289,9 @@ def incremental(
     ]
     with engine.begin() as conn:
         append(conn, rows)
-        before = conn.execute(sa.text("SELECT seq FROM processor_cursors")).scalar_one()
+        before = conn.execute(
+            sa.text("SELECT seq FROM processor_cursors WHERE name = 'main'")
+        ).scalar_one()
     started = time.perf_counter()
     done = profiles.process_available(engine, settings)
     print(f"processed {done:,} new events in {time.perf_counter() - started:.1f} s")

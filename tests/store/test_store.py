@@ -326,3 +326,49 @@ def test_upgrade_to_members_by_profile_keeps_every_member_and_goes_back(db_url: 
         assert "ix_segment_members_profile_id" in indexes
     finally:
         engine.dispose()
+
+
+def test_upgrade_to_the_batched_history_index_fills_it_on_sqlite(db_url: str) -> None:
+    """Migration 0021: on SQLite every change there is goes into `segment_changes_by_profile`
+    and the mark to the newest, and the index on `segment_changes.profile_id` goes; on
+    PostgreSQL that index stays and the table stays empty. A downgrade restores the index."""
+    from alembic import command
+
+    from closedloop.store._migrate import _config
+
+    engine = store.create_store_engine(db_url)
+    pg = engine.dialect.name == "postgresql"
+    at = datetime(2026, 11, 22, tzinfo=UTC)
+    try:
+        store.upgrade(engine, "0020")
+        with engine.begin() as conn:
+            for pid in ("p_b", "p_a", "p_b"):
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO segment_changes (segment, profile_id, change, at, reason) "
+                        "VALUES ('s1', :p, 'entered', :t, 'why')"
+                    ),
+                    {"p": pid, "t": at if pg else 0},
+                )
+        store.upgrade(engine)
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text("SELECT profile_id, change_id FROM segment_changes_by_profile")
+            ).all()
+            mark = conn.execute(
+                sa.text("SELECT event_id FROM processor_cursors WHERE name = 'segment_changes'")
+            ).scalar()
+        indexes = {i["name"] for i in sa.inspect(engine).get_indexes("segment_changes")}
+        if pg:
+            assert rows == [] and mark is None
+            assert "ix_segment_changes_profile_id" in indexes
+        else:
+            assert sorted(rows) == [("p_a", 2), ("p_b", 1), ("p_b", 3)]
+            assert mark == 3
+            assert "ix_segment_changes_profile_id" not in indexes
+        command.downgrade(_config(engine), "0020")
+        indexes = {i["name"] for i in sa.inspect(engine).get_indexes("segment_changes")}
+        assert "ix_segment_changes_profile_id" in indexes
+        assert "segment_changes_by_profile" not in sa.inspect(engine).get_table_names()
+    finally:
+        engine.dispose()

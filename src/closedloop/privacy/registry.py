@@ -39,11 +39,13 @@ from closedloop.profiles._tables import (
 from closedloop.segments._tables import (
     mood_sizes,
     segment_changes,
+    segment_changes_by_profile,
     segment_members,
     segment_sizes,
     segments,
 )
 from closedloop.segments.compile import escape_like
+from closedloop.segments.history import changes_of
 from closedloop.segments.store import forget_members
 from closedloop.surveys._tables import (
     survey_answers,
@@ -252,7 +254,25 @@ def _erase_members(conn: sa.Connection, subject: Subject) -> int:
     return forget_members(conn, list(subject.profile_ids))
 
 
-_changes = _by_profile(segment_changes)
+def _erase_changes(conn: sa.Connection, subject: Subject) -> int:
+    """Her segment history, found through the batched index and past its mark (on SQLite,
+    `segments.history`); the index's rows go with `segment_changes_by_profile`'s entry."""
+    return sum(
+        conn.execute(segment_changes.delete().where(changes_of(conn, chunk))).rowcount
+        for chunk in _chunks(subject.profile_ids)
+    )
+
+
+def _export_changes(conn: sa.Connection, subject: Subject) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for chunk in _chunks(subject.profile_ids):
+        stmt = sa.select(segment_changes).where(changes_of(conn, chunk))
+        found += _rows(conn, stmt.order_by(segment_changes.c.id))
+    return found
+
+
+_changes = (_erase_changes, _export_changes)
+_changes_by_profile = _by_profile(segment_changes_by_profile)
 _feed_rows = _by_profile(feed_rows)
 _invitations = _by_profile(survey_invitations)
 _decisions = _by_profile(survey_decisions)
@@ -269,7 +289,10 @@ REGISTRY: tuple[Entry, ...] = (
     Entry(survey_invitations, True, "e-mail address an invitation went to", *_invitations),
     Entry(survey_decisions, True, "why (not) invited, per person", *_decisions),
     Entry(segment_members, True, "segment membership", _erase_members, _members[1]),
-    Entry(segment_changes, True, "membership history with reasons", *_changes),
+    Entry(
+        segment_changes, True, "membership history with reasons", _erase_changes, _export_changes
+    ),
+    Entry(segment_changes_by_profile, True, "which history rows are hers", *_changes_by_profile),
     Entry(feed_rows, True, "customer key a delta feed delivered", _keep_feed_rows, _feed_rows[1]),
     Entry(consent_changes, True, "consent statements", *_consent),
     Entry(event_tallies, True, "how often and when she did each tracked event", *_tallies),

@@ -21,6 +21,7 @@ from closedloop.ingest._tables import events, failed_events
 from closedloop.privacy._tables import privacy_audit
 from closedloop.privacy.audit import record
 from closedloop.segments._tables import mood_sizes, segment_changes
+from closedloop.segments.history import forget_changes
 from closedloop.store import begin_write
 from closedloop.surveys._tables import survey_answers, survey_decisions, survey_invitations
 
@@ -51,14 +52,18 @@ def _classes(settings: Settings) -> list[tuple[str, sa.Table, sa.Column[Any], in
 def _delete_older(engine: Engine, table: sa.Table, column: sa.Column[Any], cutoff: datetime) -> int:
     """Delete in chunks (short transactions: ingest and the processor go on meanwhile)."""
     (key,) = table.primary_key.columns
+    history = table is segment_changes  # (and their rows of the batched index by profile)
     total = 0
     while True:
         with begin_write(engine) as conn:
-            ids = conn.execute(sa.select(key).where(column < cutoff).limit(_CHUNK)).scalars().all()
-            if not ids:
+            found = sa.select(key, segment_changes.c.profile_id) if history else sa.select(key)
+            rows = conn.execute(found.where(column < cutoff).limit(_CHUNK)).all()
+            if not rows:
                 return total
-            total += conn.execute(table.delete().where(key.in_(ids))).rowcount
-        if len(ids) < _CHUNK:
+            total += conn.execute(table.delete().where(key.in_([r[0] for r in rows]))).rowcount
+            if history:
+                forget_changes(conn, [(r[0], r[1]) for r in rows])
+        if len(rows) < _CHUNK:
             return total
 
 

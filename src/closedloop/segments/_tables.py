@@ -41,10 +41,22 @@ segment_changes = sa.Table(
     metadata,
     sa.Column("id", _BIGINT_PK, primary_key=True, autoincrement=True),
     sa.Column("segment", sa.String(64), nullable=False, index=True),
-    sa.Column("profile_id", sa.String(40), nullable=False, index=True),
+    # (indexed on PostgreSQL; on SQLite through `segment_changes_by_profile`, migration 0021)
+    sa.Column("profile_id", sa.String(40), nullable=False),
     sa.Column("change", sa.String(8), nullable=False),
     sa.Column("at", UTCDateTime(), nullable=False),
     sa.Column("reason", sa.Text(), nullable=False),
+)
+
+# SQLite: each change's profile, filled in batches up to a mark (`segments.history`, ADR
+# 0016); empty on PostgreSQL, whose `segment_changes.profile_id` is indexed.
+segment_changes_by_profile = sa.Table(
+    "segment_changes_by_profile",
+    metadata,
+    sa.Column("profile_id", sa.String(40), nullable=False),
+    sa.Column("change_id", sa.BigInteger(), nullable=False),
+    sa.PrimaryKeyConstraint("profile_id", "change_id", name="pk_segment_changes_by_profile"),
+    sqlite_with_rowid=False,
 )
 
 # The size of each segment at each refresh that changed it.

@@ -49,6 +49,7 @@ from closedloop.segments._tables import (
 )
 from closedloop.segments.compile import compile_condition, mood_score, reads_log
 from closedloop.segments.evaluate import ProfileFacts, evaluate
+from closedloop.segments.history import INDEX_AFTER, index_changes, unindexed
 from closedloop.segments.language import references, to_text, validate_tree
 from closedloop.segments.trait_index import ensure_trait_indexes
 from closedloop.store import begin_write, driver_time, native_sql, to_epoch_us
@@ -61,6 +62,7 @@ __all__ = [
     "delete_segment",
     "forget_members",
     "get_segment",
+    "index_history",
     "list_segments",
     "load_facts",
     "refresh",
@@ -357,6 +359,7 @@ def _refresh(
     if not incremental:  # once a full pass (with no segment at all, up to the processor)
         with begin_write(engine, derived=True) as conn:
             prune_writes(conn)
+            index_changes(conn)  # (SQLite: the history's profiles, ADR 0016)
     return RefreshReport(len(found), entered, exited)
 
 
@@ -998,6 +1001,16 @@ def latest_moods(engine: Engine) -> tuple[datetime, dict[str, int]] | None:
     return row.at, {"positive": row.positive, "neutral": row.neutral, "negative": row.negative}
 
 
+def index_history(engine: Engine, *, after: int = INDEX_AFTER) -> int:
+    """Put the changes past the history's mark into its batched index when more than `after`
+    wait (SQLite; `segments.history`); how many went in."""
+    with engine.connect() as conn:
+        if unindexed(conn) <= after:
+            return 0
+    with begin_write(engine, derived=True) as conn:
+        return index_changes(conn)
+
+
 class SegmentRefresher:
     """Keeps membership current inside `closedloop serve` and `closedloop worker`: a refresh
     soon after the processor applied events (its cursor moved) and one on a schedule."""
@@ -1038,5 +1051,6 @@ class SegmentRefresher:
                 elif cursor != seen:
                     refresh(self._engine, self._settings, incremental=True)
                     seen = cursor
+                    index_history(self._engine)
             except Exception:  # noqa: BLE001 - keep refreshing; the next pass retries
                 _log.exception("segments: refresh failed; retrying")

@@ -12,6 +12,7 @@ from closedloop.errors import InvalidInputError, NotFoundError
 from closedloop.profiles.read import resolve_profile_id
 from closedloop.segments import condition_tree
 from closedloop.segments._tables import segment_changes, segments
+from closedloop.segments.history import changes_of
 from closedloop.store import begin_write, store_definition
 from closedloop.surveys._tables import (
     survey_answers,
@@ -118,31 +119,29 @@ def stats(engine: Engine, name: str, *, comments: int = 20) -> dict[str, Any]:
                 survey_answers.c.comment,
                 survey_answers.c.answered_at,
                 survey_answers.c.invitation_id,
+                survey_answers.c.profile_id,
             )
             .where(survey_answers.c.survey == name)
             .order_by(survey_answers.c.answered_at.desc())
         ).all()
         # Each answer's segments at the time of the answer: the last entry or exit recorded
         # before it, per segment.
-        a, c = survey_answers.c, segment_changes.c
-        history = conn.execute(
-            sa.select(a.invitation_id, c.segment, c.change)
-            .select_from(
-                survey_answers.join(
-                    segment_changes,
-                    sa.and_(c.profile_id == a.profile_id, c.at <= a.answered_at),
-                )
-            )
-            .where(a.survey == name)
+        c = segment_changes.c
+        theirs = sa.select(survey_answers.c.profile_id).where(survey_answers.c.survey == name)
+        history: dict[str, list[Any]] = {}
+        for change in conn.execute(
+            sa.select(c.profile_id, c.segment, c.change, c.at)
+            .where(changes_of(conn, theirs))
             .order_by(c.id)
-        ).all()
-    latest: dict[tuple[str, str], str] = {}
-    for invitation_id, segment, change in history:
-        latest[(invitation_id, segment)] = change
+        ):
+            history.setdefault(change.profile_id, []).append(change)
     in_segments: dict[str, list[str]] = {}
-    for (invitation_id, segment), change in sorted(latest.items()):
-        if change == "entered":
-            in_segments.setdefault(invitation_id, []).append(segment)
+    for answer in answers:
+        latest: dict[str, str] = {}
+        for change in history.get(answer.profile_id, ()):
+            if change.at <= answer.answered_at:
+                latest[change.segment] = change.change
+        in_segments[answer.invitation_id] = sorted(s for s, c in latest.items() if c == "entered")
     scores = dict.fromkeys(range(11), 0)
     months: dict[str, dict[int, int]] = {}
     weeks: dict[str, dict[int, int]] = {}

@@ -16,6 +16,7 @@ from closedloop.identity import is_customer_key
 from closedloop.profiles.read import find_profile, get_profile, timeline
 from closedloop.segments._tables import mood_sizes, segment_changes, segment_sizes
 from closedloop.segments.compile import escape_like
+from closedloop.segments.history import changes_of
 from closedloop.surveys._tables import survey_answers
 from closedloop.web.ui.charts import sparkline
 
@@ -280,7 +281,7 @@ def comments(
             c = segment_changes.c
             for change in conn.execute(
                 sa.select(c.profile_id, c.segment, c.change, c.at)
-                .where(c.profile_id.in_(people[start : start + 500]))
+                .where(changes_of(conn, people[start : start + 500]))
                 .order_by(c.id)
             ):
                 history.setdefault(change.profile_id, []).append(change)

@@ -1,0 +1,116 @@
+"""A person's segment history: the rows of `segment_changes` of some profiles.
+
+A refresh appends its entries and exits to `segment_changes` in id order. An index on their
+profile made each of them a random page of a large B-tree: a third of an incremental
+refresh's writes on SQLite (docs/benchmarks.md, 2026-12-06). On SQLite that index is kept
+apart and filled in batches instead (ADR 0016), as PostgreSQL's GIN indexes keep a pending
+list: `segment_changes_by_profile` holds `(profile_id, change_id)` for every change up to a
+mark (the `segment_changes` row of `processor_cursors`, its `event_id`); the changes after
+the mark are a range of `segment_changes`' key, walked. `index_changes` moves the mark:
+after every full refresh, and when more than `INDEX_AFTER` changes wait (the segment
+refresher). Sorted by profile, a batch of changes lands on far fewer pages than the same
+changes one refresh at a time.
+
+PostgreSQL keeps its index on `segment_changes.profile_id` and leaves the table empty: its
+refreshes commit concurrently, so a change id below the mark could still become visible
+after the mark passed it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from closedloop.profiles._tables import processor_cursors
+from closedloop.segments._tables import segment_changes, segment_changes_by_profile
+
+__all__ = [
+    "INDEX_AFTER",
+    "changes_of",
+    "forget_changes",
+    "index_changes",
+    "indexed_upto",
+    "unindexed",
+]
+
+_MARK = "segment_changes"
+INDEX_AFTER = 100_000  # changes past the mark that make the segment refresher move it
+
+
+def indexed_upto(conn: sa.Connection) -> int | None:
+    """The mark: every change up to this id is in `segment_changes_by_profile` (SQLite); None
+    on PostgreSQL, whose index covers every change."""
+    if conn.dialect.name == "postgresql":
+        return None
+    found = conn.execute(
+        sa.select(processor_cursors.c.event_id).where(processor_cursors.c.name == _MARK)
+    ).scalar()
+    return int(found or 0)
+
+
+def changes_of(conn: sa.Connection, profile_ids: Sequence[str] | sa.Select[Any]) -> Any:
+    """The condition on `segment_changes` for the changes of `profile_ids` (a list, or a
+    query of ids): those the batched index holds and those after its mark."""
+    c = segment_changes.c
+    mark = indexed_upto(conn)
+    if mark is None:
+        return c.profile_id.in_(profile_ids)
+    by = segment_changes_by_profile.c
+    indexed = sa.select(by.change_id).where(by.profile_id.in_(profile_ids))
+    return sa.and_(c.profile_id.in_(profile_ids), sa.or_(c.id.in_(indexed), c.id > mark))
+
+
+def unindexed(conn: sa.Connection) -> int:
+    """How many changes are past the mark, by their ids (two probes of keys, no count; 0 on
+    PostgreSQL)."""
+    mark = indexed_upto(conn)
+    if mark is None:
+        return 0
+    newest = conn.execute(sa.select(sa.func.max(segment_changes.c.id))).scalar()
+    return max(0, int(newest or 0) - mark)
+
+
+def index_changes(conn: sa.Connection) -> int:
+    """In `conn`'s write transaction: put every change past the mark into the batched index,
+    in profile order, and move the mark to the newest; how many were added (SQLite; 0 on
+    PostgreSQL)."""
+    mark = indexed_upto(conn)
+    if mark is None:
+        return 0
+    c = segment_changes.c
+    newest = conn.execute(sa.select(sa.func.max(c.id))).scalar()
+    if newest is None or newest <= mark:
+        return 0
+    added = conn.execute(
+        segment_changes_by_profile.insert().from_select(
+            ["profile_id", "change_id"],
+            sa.select(c.profile_id, c.id)
+            .where(c.id > mark, c.id <= newest)
+            .order_by(c.profile_id, c.id),
+        )
+    ).rowcount
+    moved = conn.execute(
+        processor_cursors.update()
+        .where(processor_cursors.c.name == _MARK)
+        .values(event_id=int(newest))
+    ).rowcount
+    if not moved:
+        conn.execute(
+            processor_cursors.insert().values(name=_MARK, txid=0, event_id=int(newest), seq=0)
+        )
+    return int(added)
+
+
+def forget_changes(conn: sa.Connection, rows: Sequence[tuple[int, str]]) -> None:
+    """In `conn`'s transaction: drop these `(change_id, profile_id)` from the batched index
+    (their changes were deleted)."""
+    by = segment_changes_by_profile.c
+    for start in range(0, len(rows), 500):
+        chunk = rows[start : start + 500]
+        conn.execute(
+            segment_changes_by_profile.delete().where(
+                sa.tuple_(by.profile_id, by.change_id).in_([(p, i) for i, p in chunk])
+            )
+        )
