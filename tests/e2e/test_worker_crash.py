@@ -35,7 +35,11 @@ def log(engine: Engine, db_url: str) -> Log:
 
 def _cursor(log: Log) -> int:
     with log.engine.connect() as conn:
-        return int(conn.execute(sa.select(processor_cursors.c.event_id)).scalar_one())
+        return int(
+            conn.execute(
+                sa.select(processor_cursors.c.event_id).where(processor_cursors.c.name == "main")
+            ).scalar_one()
+        )
 
 
 def test_worker_killed_mid_batch_applies_every_event_once(

@@ -171,7 +171,9 @@ def test_cursor_moves_with_the_batch(log: Log) -> None:
     assert first is not None
     assert first.events == 4
     with log.engine.connect() as conn:
-        cursor = conn.execute(sa.select(processor_cursors)).one()
+        cursor = conn.execute(
+            sa.select(processor_cursors).where(processor_cursors.c.name == "main")
+        ).one()
         fourth = (
             conn.execute(sa.select(events.c.id).order_by(events.c.id).limit(4)).scalars().all()[-1]
         )

@@ -142,3 +142,54 @@ def test_erasure_and_retention_reach_the_history_on_both_sides_of_the_mark(
     with log.engine.connect() as conn:
         rows = conn.execute(sa.select(sa.func.count()).select_from(segment_changes_by_profile))
         assert rows.scalar_one() == 0
+
+
+def test_the_mark_moves_in_batches_and_the_page_cache_is_given_back(
+    quiet_client: TestClient,
+    source: ingest.NewSourceKey,
+    log: Log,
+    admin_headers: dict[str, str],
+    monkeypatch: Any,
+) -> None:
+    """SQLite: a transaction of `index_changes` covers at most `batch` change ids, with a
+    larger page cache only meanwhile; `index_history` runs batches until none waits."""
+    from closedloop.segments import history
+
+    _gold(quiet_client, source, log, admin_headers)
+    if log.engine.dialect.name != "sqlite":
+        with begin_write(log.engine) as conn:
+            assert index_changes(conn, batch=1) == 0
+        return
+    with log.engine.connect() as conn:
+        waiting, mark = unindexed(conn), indexed_upto(conn)
+    assert waiting >= 1 and mark is not None
+    with begin_write(log.engine) as conn:
+        before = conn.exec_driver_sql("PRAGMA cache_size").scalar_one()
+        assert index_changes(conn, batch=1) <= 1
+        assert indexed_upto(conn) == mark + 1
+        assert conn.exec_driver_sql("PRAGMA cache_size").scalar_one() == before
+    with begin_write(log.engine) as conn:  # more changes past the mark
+        for n in range(5):
+            conn.execute(
+                segment_changes.insert().values(
+                    segment="gold", profile_id=f"p_{n}", change="entered", at=clock.now(),
+                    reason="test",
+                )
+            )  # fmt: skip
+    calls: list[int] = []
+    real = history.index_changes
+
+    def one_id(conn: sa.Connection, *, batch: int = 1) -> int:
+        calls.append(batch)
+        return real(conn, batch=1)
+
+    monkeypatch.setattr(segments.store, "index_changes", one_id)
+    with log.engine.connect() as conn:
+        waiting = unindexed(conn)
+    assert waiting >= 5
+    everyone = _everyones(log)
+    assert segments.index_history(log.engine, after=0) == waiting
+    assert len(calls) == waiting  # one id a transaction
+    with log.engine.connect() as conn:
+        assert unindexed(conn) == 0
+    assert all(_history(log, pid) == rows for pid, rows in everyone.items())

@@ -6,10 +6,10 @@ refresh's writes on SQLite (docs/benchmarks.md, 2026-12-06). On SQLite that inde
 apart and filled in batches instead (ADR 0016), as PostgreSQL's GIN indexes keep a pending
 list: `segment_changes_by_profile` holds `(profile_id, change_id)` for every change up to a
 mark (the `segment_changes` row of `processor_cursors`, its `event_id`); the changes after
-the mark are a range of `segment_changes`' key, walked. `index_changes` moves the mark:
-after every full refresh, and when more than `INDEX_AFTER` changes wait (the segment
-refresher). Sorted by profile, a batch of changes lands on far fewer pages than the same
-changes one refresh at a time.
+the mark are a range of `segment_changes`' key, walked. `index_changes` moves the mark in
+batches of `BATCH` ids: after every full refresh, and when more than `INDEX_AFTER` changes
+wait (the segment refresher). Sorted by profile, a batch of changes lands on fewer pages
+than the same changes one refresh at a time.
 
 PostgreSQL keeps its index on `segment_changes.profile_id` and leaves the table empty: its
 refreshes commit concurrently, so a change id below the mark could still become visible
@@ -27,6 +27,7 @@ from closedloop.profiles._tables import processor_cursors
 from closedloop.segments._tables import segment_changes, segment_changes_by_profile
 
 __all__ = [
+    "BATCH",
     "INDEX_AFTER",
     "changes_of",
     "forget_changes",
@@ -37,6 +38,8 @@ __all__ = [
 
 _MARK = "segment_changes"
 INDEX_AFTER = 100_000  # changes past the mark that make the segment refresher move it
+BATCH = 25_000  # change ids a transaction of `index_changes` covers at most
+_CACHE_KIB = 131_072  # its page cache (128 MB; at most about 25,000 pages change)
 
 
 def indexed_upto(conn: sa.Connection) -> int | None:
@@ -72,10 +75,14 @@ def unindexed(conn: sa.Connection) -> int:
     return max(0, int(newest or 0) - mark)
 
 
-def index_changes(conn: sa.Connection) -> int:
-    """In `conn`'s write transaction: put every change past the mark into the batched index,
-    in profile order, and move the mark to the newest; how many were added (SQLite; 0 on
-    PostgreSQL)."""
+def index_changes(conn: sa.Connection, *, batch: int = BATCH) -> int:
+    """In `conn`'s write transaction: put the changes past the mark, up to `batch` ids, into
+    the batched index in profile order, and move the mark past them; how many were added
+    (SQLite; 0 on PostgreSQL).
+
+    The transaction's page cache is raised to `_CACHE_KIB` meanwhile: with SQLite's default
+    (2 MB) the pages the batch changes spilled to the WAL file before the commit, and 34,000
+    changes took 28 us each against 6 us with 256 MB (docs/benchmarks.md, 2026-12-06)."""
     mark = indexed_upto(conn)
     if mark is None:
         return 0
@@ -83,23 +90,25 @@ def index_changes(conn: sa.Connection) -> int:
     newest = conn.execute(sa.select(sa.func.max(c.id))).scalar()
     if newest is None or newest <= mark:
         return 0
-    added = conn.execute(
-        segment_changes_by_profile.insert().from_select(
-            ["profile_id", "change_id"],
-            sa.select(c.profile_id, c.id)
-            .where(c.id > mark, c.id <= newest)
-            .order_by(c.profile_id, c.id),
-        )
-    ).rowcount
+    upto = min(int(newest), mark + batch)
+    cache = conn.exec_driver_sql("PRAGMA cache_size").scalar_one()
+    conn.exec_driver_sql(f"PRAGMA cache_size = -{_CACHE_KIB}")
+    try:
+        added = conn.execute(
+            segment_changes_by_profile.insert().from_select(
+                ["profile_id", "change_id"],
+                sa.select(c.profile_id, c.id)
+                .where(c.id > mark, c.id <= upto)
+                .order_by(c.profile_id, c.id),
+            )
+        ).rowcount
+    finally:
+        conn.exec_driver_sql(f"PRAGMA cache_size = {int(cache)}")
     moved = conn.execute(
-        processor_cursors.update()
-        .where(processor_cursors.c.name == _MARK)
-        .values(event_id=int(newest))
+        processor_cursors.update().where(processor_cursors.c.name == _MARK).values(event_id=upto)
     ).rowcount
     if not moved:
-        conn.execute(
-            processor_cursors.insert().values(name=_MARK, txid=0, event_id=int(newest), seq=0)
-        )
+        conn.execute(processor_cursors.insert().values(name=_MARK, txid=0, event_id=upto, seq=0))
     return int(added)
 
 

@@ -359,7 +359,7 @@ def _refresh(
     if not incremental:  # once a full pass (with no segment at all, up to the processor)
         with begin_write(engine, derived=True) as conn:
             prune_writes(conn)
-            index_changes(conn)  # (SQLite: the history's profiles, ADR 0016)
+        index_history(engine, after=0)  # (SQLite: the history's profiles, ADR 0016)
     return RefreshReport(len(found), entered, exited)
 
 
@@ -1002,13 +1002,17 @@ def latest_moods(engine: Engine) -> tuple[datetime, dict[str, int]] | None:
 
 
 def index_history(engine: Engine, *, after: int = INDEX_AFTER) -> int:
-    """Put the changes past the history's mark into its batched index when more than `after`
-    wait (SQLite; `segments.history`); how many went in."""
+    """Put the changes past the history's mark into its batched index, in batches, when more
+    than `after` wait (SQLite; `segments.history`); how many went in."""
     with engine.connect() as conn:
         if unindexed(conn) <= after:
             return 0
-    with begin_write(engine, derived=True) as conn:
-        return index_changes(conn)
+    total = 0
+    while True:  # (a batch a transaction: the writers of the event log wait less)
+        with begin_write(engine, derived=True) as conn:
+            total += index_changes(conn)
+            if unindexed(conn) == 0:
+                return total
 
 
 class SegmentRefresher:
