@@ -8,6 +8,7 @@ rebuild then starts from the events still kept).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -49,21 +50,26 @@ def _classes(settings: Settings) -> list[tuple[str, sa.Table, sa.Column[Any], in
     ]
 
 
+# Rows of other tables that name a deleted row: deleted first, by its keys.
+_DEPENDENTS: dict[str, Callable[[sa.Connection, list[Any]], object]] = {
+    "segment_changes": forget_changes,  # (the history's batched index by profile)
+}
+
+
 def _delete_older(engine: Engine, table: sa.Table, column: sa.Column[Any], cutoff: datetime) -> int:
     """Delete in chunks (short transactions: ingest and the processor go on meanwhile)."""
     (key,) = table.primary_key.columns
-    history = table is segment_changes  # (and their rows of the batched index by profile)
+    dependents = _DEPENDENTS.get(table.name)
     total = 0
     while True:
         with begin_write(engine) as conn:
-            found = sa.select(key, segment_changes.c.profile_id) if history else sa.select(key)
-            rows = conn.execute(found.where(column < cutoff).limit(_CHUNK)).all()
-            if not rows:
+            ids = conn.execute(sa.select(key).where(column < cutoff).limit(_CHUNK)).scalars().all()
+            if not ids:
                 return total
-            total += conn.execute(table.delete().where(key.in_([r[0] for r in rows]))).rowcount
-            if history:
-                forget_changes(conn, [(r[0], r[1]) for r in rows])
-        if len(rows) < _CHUNK:
+            if dependents is not None:
+                dependents(conn, list(ids))
+            total += conn.execute(table.delete().where(key.in_(ids))).rowcount
+        if len(ids) < _CHUNK:
             return total
 
 

@@ -82,11 +82,12 @@ consent_changes = sa.Table(
     sa.Column("event_id", sa.BigInteger(), nullable=False),
 )
 
-# Where each reader of the event log stands; the processor's row is `main`. Written in the
-# same transaction as what it derived, and locked for the batch (one processor at a time).
-# The processor's row of `processor_cursors` (the survey engine keeps its own rows there).
+# The processor's row of `processor_cursors` (the survey engine and the segment history
+# keep rows of their own there).
 MAIN_CURSOR = "main"
 
+# Where each reader of the event log stands; the processor's row is `main`. Written in the
+# same transaction as what it derived, and locked for the batch (one processor at a time).
 processor_cursors = sa.Table(
     "processor_cursors",
     metadata,

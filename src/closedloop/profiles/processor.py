@@ -72,7 +72,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-_CURSOR = MAIN_CURSOR
 _CHUNK = 900  # keys per IN list
 _ONE_US = timedelta(microseconds=1)
 _CHANNELS = frozenset({"web", "app", "pos", "email", "callcenter"})
@@ -884,9 +883,9 @@ def _position(conn: sa.Connection, *, lock: bool) -> tuple[LogPosition, int] | N
     if lock and conn.dialect.name == "sqlite":
         # Take the write lock before reading the cursor: the batch is serialised.
         conn.execute(
-            processor_cursors.update().where(cursor.name == _CURSOR).values(name=cursor.name)
+            processor_cursors.update().where(cursor.name == MAIN_CURSOR).values(name=cursor.name)
         )
-    stmt = sa.select(cursor.txid, cursor.event_id, cursor.seq).where(cursor.name == _CURSOR)
+    stmt = sa.select(cursor.txid, cursor.event_id, cursor.seq).where(cursor.name == MAIN_CURSOR)
     if lock and conn.dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True)
     row = conn.execute(stmt).first()
@@ -990,7 +989,7 @@ def _write(
     end = LogPosition(int(last[1] or 0), int(last[0]))
     conn.execute(
         processor_cursors.update()
-        .where(processor_cursors.c.name == _CURSOR)
+        .where(processor_cursors.c.name == MAIN_CURSOR)
         .values(txid=end.txid, event_id=end.id, seq=seq + 1, updated_at=clock.now())
     )
     return BatchReport(len(rows), changed, end, proc.suppressed)
@@ -1055,7 +1054,7 @@ def rebuild(engine: Engine, settings: Settings, *, limit: int | None = None) -> 
             conn.execute(table.delete())
         conn.execute(
             processor_cursors.update()
-            .where(processor_cursors.c.name == _CURSOR)
+            .where(processor_cursors.c.name == MAIN_CURSOR)
             .values(txid=0, event_id=0, seq=found[1] + 1, updated_at=clock.now())
         )
     return process_available(engine, settings, limit=limit)
@@ -1069,7 +1068,7 @@ def hold_derived_state(conn: sa.Connection, settings: Settings) -> None:
         time.sleep(settings.processor.poll_seconds)
     conn.execute(
         processor_cursors.update()
-        .where(processor_cursors.c.name == _CURSOR)
+        .where(processor_cursors.c.name == MAIN_CURSOR)
         .values(seq=found[1] + 1, updated_at=clock.now())
     )
 

@@ -31,8 +31,10 @@ __all__ = [
     "INDEX_AFTER",
     "changes_of",
     "forget_changes",
+    "history_of",
     "index_changes",
     "indexed_upto",
+    "segments_at",
     "unindexed",
 ]
 
@@ -112,14 +114,43 @@ def index_changes(conn: sa.Connection, *, batch: int = BATCH) -> int:
     return int(added)
 
 
-def forget_changes(conn: sa.Connection, rows: Sequence[tuple[int, str]]) -> None:
-    """In `conn`'s transaction: drop these `(change_id, profile_id)` from the batched index
-    (their changes were deleted)."""
-    by = segment_changes_by_profile.c
-    for start in range(0, len(rows), 500):
-        chunk = rows[start : start + 500]
+def forget_changes(conn: sa.Connection, change_ids: Sequence[int]) -> None:
+    """In `conn`'s transaction, before the changes `change_ids` are deleted: drop their rows
+    from the batched index (found by each change's profile: the index's key)."""
+    by, c = segment_changes_by_profile.c, segment_changes.c
+    for start in range(0, len(change_ids), 500):
+        theirs = sa.select(c.profile_id, c.id).where(c.id.in_(change_ids[start : start + 500]))
         conn.execute(
             segment_changes_by_profile.delete().where(
-                sa.tuple_(by.profile_id, by.change_id).in_([(p, i) for i, p in chunk])
+                sa.tuple_(by.profile_id, by.change_id).in_(theirs)
             )
         )
+
+
+def history_of(
+    conn: sa.Connection, profile_ids: Sequence[str] | sa.Select[Any]
+) -> dict[str, list[Any]]:
+    """Each profile's changes (`segment`, `change`, `at`), in the order they were recorded:
+    for a list, 500 profiles a query."""
+    c = segment_changes.c
+    chunks = (
+        [profile_ids]
+        if isinstance(profile_ids, sa.Select)
+        else [profile_ids[n : n + 500] for n in range(0, len(profile_ids), 500)]
+    )
+    found: dict[str, list[Any]] = {}
+    for chunk in chunks:
+        query = sa.select(c.profile_id, c.segment, c.change, c.at).where(changes_of(conn, chunk))
+        for change in conn.execute(query.order_by(c.id)):
+            found.setdefault(change.profile_id, []).append(change)
+    return found
+
+
+def segments_at(changes: Sequence[Any], at: Any) -> list[str]:
+    """The segments a profile's changes (`history_of`) leave it in as of `at`: the last
+    entry or exit recorded up to then, per segment."""
+    state: dict[str, str] = {}
+    for change in changes:
+        if change.at <= at:
+            state[change.segment] = change.change
+    return sorted(segment for segment, last in state.items() if last == "entered")

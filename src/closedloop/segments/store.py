@@ -295,16 +295,16 @@ def _refresh(
     # Incremental: the profiles the processor wrote after each segment's last refresh and up
     # to `seq` (a later batch's profiles wait for the next refresh, which starts from `seq`).
     since = {
-        name: since_seq
-        for name, _tree, _condition, since_seq, _members in found
-        if incremental and since_seq is not None and since_seq <= seq
+        row.name: row.refreshed_seq
+        for row in found
+        if incremental and row.refreshed_seq is not None and row.refreshed_seq <= seq
     }
     evaluation = _Evaluation(settings, seq, now, saved_tree)
     currents, numbered = _evaluate_written(
-        engine, [(n, t) for n, t, *_ in found if n in since], since, evaluation
+        engine, [(r.name, r.tree) for r in found if r.name in since], since, evaluation
     )
     touched: dict[int, dict[str, ProfileFacts]] = {}
-    for name, tree, _condition, _refreshed, _members in found:
+    for name, tree in ((r.name, r.tree) for r in found):
         if name in currents or name in numbered or name not in since:
             continue
         # A condition on the log: load the few profiles' facts once and use the reference
@@ -320,7 +320,7 @@ def _refresh(
             if evaluate(tree, facts, now=now, mood=settings.mood, segment=saved_tree)
         }
     entered = exited = 0
-    why = {name: reason or condition for name, _tree, condition, *_ in found}
+    why = {r.name: reason or r.condition for r in found}
     if currents or numbered:
         with begin_write(engine, derived=True) as conn:
             counts = _lock(conn, sorted(currents.keys() | numbered.keys()), now=now, seq=seq)
@@ -337,8 +337,8 @@ def _refresh(
                 entered, exited = entered + joined, exited + left
             change.write()
             prune_writes(conn)
-    sizes = {name: int(size) for name, *_, size in found}
-    for group in _groups([(n, t) for n, t, *_ in found if n not in since], sizes):
+    sizes = {r.name: int(r.members) for r in found}
+    for group in _groups([(r.name, r.tree) for r in found if r.name not in since], sizes):
         full: dict[str, set[str]] = {}
         for name, tree in group:
             with engine.connect() as conn:

@@ -11,8 +11,8 @@ from sqlalchemy.engine import Engine
 from closedloop.errors import InvalidInputError, NotFoundError
 from closedloop.profiles.read import resolve_profile_id
 from closedloop.segments import condition_tree
-from closedloop.segments._tables import segment_changes, segments
-from closedloop.segments.history import changes_of
+from closedloop.segments._tables import segments
+from closedloop.segments.history import history_of, segments_at
 from closedloop.store import begin_write, store_definition
 from closedloop.surveys._tables import (
     survey_answers,
@@ -124,24 +124,13 @@ def stats(engine: Engine, name: str, *, comments: int = 20) -> dict[str, Any]:
             .where(survey_answers.c.survey == name)
             .order_by(survey_answers.c.answered_at.desc())
         ).all()
-        # Each answer's segments at the time of the answer: the last entry or exit recorded
-        # before it, per segment.
-        c = segment_changes.c
+        # Each answer's segments at the time of the answer.
         theirs = sa.select(survey_answers.c.profile_id).where(survey_answers.c.survey == name)
-        history: dict[str, list[Any]] = {}
-        for change in conn.execute(
-            sa.select(c.profile_id, c.segment, c.change, c.at)
-            .where(changes_of(conn, theirs))
-            .order_by(c.id)
-        ):
-            history.setdefault(change.profile_id, []).append(change)
-    in_segments: dict[str, list[str]] = {}
-    for answer in answers:
-        latest: dict[str, str] = {}
-        for change in history.get(answer.profile_id, ()):
-            if change.at <= answer.answered_at:
-                latest[change.segment] = change.change
-        in_segments[answer.invitation_id] = sorted(s for s, c in latest.items() if c == "entered")
+        history = history_of(conn, theirs)
+    in_segments = {
+        answer.invitation_id: segments_at(history.get(answer.profile_id, ()), answer.answered_at)
+        for answer in answers
+    }
     scores = dict.fromkeys(range(11), 0)
     months: dict[str, dict[int, int]] = {}
     weeks: dict[str, dict[int, int]] = {}

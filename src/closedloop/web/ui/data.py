@@ -14,9 +14,9 @@ from closedloop.config import Settings
 from closedloop.errors import InvalidInputError
 from closedloop.identity import is_customer_key
 from closedloop.profiles.read import find_profile, get_profile, timeline
-from closedloop.segments._tables import mood_sizes, segment_changes, segment_sizes
+from closedloop.segments._tables import mood_sizes, segment_sizes
 from closedloop.segments.compile import escape_like
-from closedloop.segments.history import changes_of
+from closedloop.segments.history import history_of, segments_at
 from closedloop.surveys._tables import survey_answers
 from closedloop.web.ui.charts import sparkline
 
@@ -275,25 +275,13 @@ def comments(
         stmt = stmt.where(sa.func.lower(a.comment).like(pattern, escape="\\"))
     with engine.connect() as conn:
         rows = conn.execute(stmt).all()
-        history: dict[str, list[Any]] = {}
-        people = sorted({row.profile_id for row in rows})
-        for start in range(0, len(people), 500):
-            c = segment_changes.c
-            for change in conn.execute(
-                sa.select(c.profile_id, c.segment, c.change, c.at)
-                .where(changes_of(conn, people[start : start + 500]))
-                .order_by(c.id)
-            ):
-                history.setdefault(change.profile_id, []).append(change)
+        history = history_of(conn, sorted({row.profile_id for row in rows}))
     out: list[dict[str, Any]] = []
     for row in rows:
         if len(out) >= limit:
             break
-        state: dict[str, str] = {}
-        for change in history.get(row.profile_id, ()):
-            if change.at <= row.answered_at:  # the segments as of the answer
-                state[change.segment] = change.change
-        member_of = sorted(s for s, c in state.items() if c == "entered")
+        # the segments as of the answer
+        member_of = segments_at(history.get(row.profile_id, ()), row.answered_at)
         if segment is not None and segment not in member_of:
             continue
         out.append(
