@@ -241,6 +241,11 @@ class ProcessorSettings(BaseModel):
     poll_seconds: float = Field(
         0.1, gt=0, le=60, description="Pause of an idle processor before it looks again."
     )
+    pipeline: bool = Field(
+        True,
+        description="SQLite: write a batch in a thread of its own while the next one is read "
+        "and applied (ADR 0017). Off: one batch after the other.",
+    )
 
 
 class FeedSettings(BaseModel):

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["PeriodicLoop", "cyclic_gc_paused"]
+__all__ = ["PeriodicLoop", "cyclic_gc_paused", "short_switch_interval"]
 
 _log = logging.getLogger(__name__)
 
@@ -26,6 +28,43 @@ def cyclic_gc_paused() -> Iterator[None]:
     finally:
         if collecting:
             gc.enable()
+
+
+class _SwitchInterval:
+    """The interpreter's switch interval, shortened while any user needs it (counted, so
+    that overlapping users restore it once, after the last)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._before = sys.getswitchinterval()
+
+    @contextmanager
+    def shortened(self, seconds: float) -> Iterator[None]:
+        with self._lock:
+            if self._users == 0:
+                self._before = sys.getswitchinterval()
+                sys.setswitchinterval(min(seconds, self._before))
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0:
+                    sys.setswitchinterval(self._before)
+
+
+_SWITCH = _SwitchInterval()
+
+
+def short_switch_interval(seconds: float) -> contextlib.AbstractContextManager[None]:
+    """While a thread works mostly inside C code that runs without the GIL (SQLite), and
+    another runs Python: each time the first comes back for the GIL it waits until the
+    other gives it up, after the switch interval (5 ms by default). A few dozen such waits
+    a batch doubled the processor's pipelined writes (ADR 0017). Shortened, the wait is
+    short; the cost is a switch only when a thread waits."""
+    return _SWITCH.shortened(seconds)
 
 
 class PeriodicLoop:

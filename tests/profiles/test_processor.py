@@ -285,3 +285,139 @@ def test_a_batch_whose_cursor_moved_meanwhile_is_applied_again(
     assert sum(p["computed"]["events"] for p in live) == sent
     profiles.rebuild(log.engine, log.settings)
     assert snapshot(log.engine) == state
+
+
+def _sequential(settings: Any) -> Any:
+    return settings.model_copy(
+        update={"processor": settings.processor.model_copy(update={"pipeline": False})}
+    )
+
+
+def _sqlite_only(log: Log) -> None:
+    if log.engine.dialect.name != "sqlite":
+        pytest.skip("the pipeline is SQLite's: PostgreSQL's batch holds the cursor's row lock")
+
+
+def test_the_pipeline_writes_what_one_batch_after_another_writes(log: Log) -> None:
+    """SQLite: a batch is applied while the one before commits (`_Pipeline`); the stored
+    rows are the same as with one batch after the other, with the same cursor."""
+    _sqlite_only(log)
+    sent = _shop(log)
+    sequential = _sequential(log.settings)
+    assert processor._drain(log.engine, sequential, processor._Processor(sequential), limit=97)
+    one_by_one = snapshot(log.engine)
+    assert profiles.rebuild(log.engine, log.settings, limit=97) == sent
+    assert snapshot(log.engine) == one_by_one
+    with log.engine.connect() as conn:
+        cursor = conn.execute(
+            sa.select(processor_cursors.c.event_id).where(processor_cursors.c.name == "main")
+        ).scalar_one()
+        assert cursor == conn.execute(sa.select(sa.func.max(events.c.id))).scalar_one()
+
+
+def test_a_batch_is_built_on_the_one_before_while_that_one_commits(
+    log: Log, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each write waits until the next batch is built: that batch read the store before
+    the one before it committed (identities, profiles and tally rows). What it stores is
+    still what a rebuild stores, every event counted once."""
+    _sqlite_only(log)
+    sent = _shop(log, customers=40)
+    real_run, real_write = processor._Processor.run, processor._Pipeline._write
+    progress = threading.Condition()
+    builds, writes, overlapped = [0], [0], []
+
+    def run(self: Any, conn: sa.Connection, rows: list[Any]) -> Any:
+        batch = real_run(self, conn, rows)
+        with progress:
+            builds[0] += 1
+            progress.notify_all()
+        return batch
+
+    def write(self: Any, rows: list[Any], batch: Any, found: Any) -> Any:
+        with progress:
+            writes[0] += 1
+            if progress.wait_for(lambda: builds[0] > writes[0], timeout=1):
+                overlapped.append(writes[0])  # the next batch is built: now commit this one
+        return real_write(self, rows, batch, found)
+
+    monkeypatch.setattr(processor._Processor, "run", run)
+    monkeypatch.setattr(processor._Pipeline, "_write", write)
+    done = processor._drain(log.engine, log.settings, processor._Processor(log.settings), limit=37)
+    monkeypatch.undo()
+    assert done == sent
+    assert len(overlapped) == writes[0] - 1  # all but the last
+    assert len(overlapped) > 10
+    state = snapshot(log.engine)
+    live = [p for p in state["profiles"] if p["merged_into"] is None]
+    assert sum(p["computed"]["events"] for p in live) == sent
+    assert state["event_tallies"] and state["identity_merges"]
+    profiles.rebuild(log.engine, _sequential(log.settings), limit=5000)
+    assert snapshot(log.engine) == state
+
+
+def test_a_pipelined_batch_that_finds_the_cursor_moved_is_built_again(
+    log: Log, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another processor commits a batch while the pipeline's batch waits for the write
+    lock: that batch, and the one built on it, are dropped with the cache and built again
+    from the store. Each event counted once."""
+    _sqlite_only(log)
+    sent = _shop(log, customers=30)
+    real_write = processor._Pipeline._write
+    raced: list[int] = []
+
+    def write(self: Any, rows: list[Any], batch: Any, found: Any) -> Any:
+        if len(raced) < 2 and found[1] >= 2:
+            other = profiles.process_batch(log.engine, _sequential(log.settings), limit=50)
+            assert other is not None
+            raced.append(other.events)
+        return real_write(self, rows, batch, found)
+
+    monkeypatch.setattr(processor._Pipeline, "_write", write)
+    proc = processor._Processor(log.settings)
+    done = processor._drain(log.engine, log.settings, proc, limit=100)
+    monkeypatch.undo()
+    assert raced == [50, 50]
+    assert done + sum(raced) == sent
+    state = snapshot(log.engine)
+    live = [p for p in state["profiles"] if p["merged_into"] is None]
+    assert sum(p["computed"]["events"] for p in live) == sent
+    profiles.rebuild(log.engine, _sequential(log.settings), limit=5000)
+    assert snapshot(log.engine) == state
+
+
+def test_a_failed_pipelined_write_commits_nothing_and_clears_the_cache(
+    log: Log, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that fails raises out of the drain after the batch built on it; nothing of
+    it is stored, the cache is cleared, and the next drain applies from the cursor."""
+    _sqlite_only(log)
+    sent = _shop(log, customers=30)
+    real_write = processor._Pipeline._write
+    calls: list[int] = []
+
+    def write(self: Any, rows: list[Any], batch: Any, found: Any) -> Any:
+        calls.append(found[1])
+        if len(calls) == 3:
+            raise RuntimeError("disk full")
+        return real_write(self, rows, batch, found)
+
+    monkeypatch.setattr(processor._Pipeline, "_write", write)
+    proc = processor._Processor(log.settings)
+    with pytest.raises(RuntimeError, match="disk full"):
+        processor._drain(log.engine, log.settings, proc, limit=100)
+    assert proc.cache.states == {} and proc.cache.tallies == {} and proc.cache.seq is None
+    with log.engine.connect() as conn:
+        cursor = conn.execute(
+            sa.select(processor_cursors.c.event_id).where(processor_cursors.c.name == "main")
+        ).scalar_one()
+        ids = conn.execute(sa.select(events.c.id).order_by(events.c.id)).scalars().all()
+    assert cursor == ids[199]  # two batches of 100 committed, the third not
+    monkeypatch.undo()
+    assert processor._drain(log.engine, log.settings, proc, limit=100) == sent - 200
+    state = snapshot(log.engine)
+    live = [p for p in state["profiles"] if p["merged_into"] is None]
+    assert sum(p["computed"]["events"] for p in live) == sent
+    profiles.rebuild(log.engine, _sequential(log.settings), limit=5000)
+    assert snapshot(log.engine) == state

@@ -104,19 +104,46 @@ class TallyWriter:
                 if names is None or name in names:
                     yield pid, name, kind, total, orjson.loads(recent)
 
+    def _stored(
+        self,
+        conn: sa.Connection,
+        pids: list[str],
+        names: set[str] | None,
+        before: dict[str, dict[tuple[str, str], tuple[int, list[int]]]],
+    ) -> Iterable[tuple[str, str, str, int, list[int]]]:
+        """The stored rows of `pids` (of the event names `names`; None: all), those the
+        batch before wrote (`before`) in place of what the store holds."""
+        for pid, name, kind, total, recent in self._rows(conn, pids, names):
+            if (name, kind) not in before.get(pid, ()):
+                yield pid, name, kind, total, recent
+        for pid in pids:
+            for (name, kind), (total, recent) in before.get(pid, {}).items():
+                if names is None or name in names:
+                    yield pid, name, kind, total, recent
+
     def statements(
         self,
         conn: sa.Connection,
         added: dict[tuple[str, str, str], list[int]],
         moves: list[tuple[str, str]],
         final: Callable[[str], str],
+        pending: dict[str, dict[tuple[str, str], tuple[int, list[int]]]] | None = None,
     ) -> list[tuple[str, Any]]:
         """Add the batch's events (`added`: times by profile at the time, event name and
         facet) and its merges (`moves`: merged, survivor) to the stored rows, read through
         `conn`; `final` is the profile a profile id ended in at the end of the batch. Answers
         the writes, to run in order in the batch's transaction: `(statement, parameters)`,
-        a list of rows for the driver's executemany or one tuple."""
+        a list of rows for the driver's executemany or one tuple.
+
+        `pending` holds the rows the batch before wrote, by profile and (event, facet); on
+        SQLite that batch may still be committing while this one is built (the processor's
+        pipeline), so its rows stand in for the stored ones. It is replaced by this batch's
+        rows."""
         writes: list[tuple[str, Any]] = []
+        before: dict[str, dict[tuple[str, str], tuple[int, list[int]]]] = {}
+        if pending is not None:
+            before = pending.copy()
+            pending.clear()
         if not added and not moves:
             return writes
         rows: dict[tuple[str, str, str], list[Any]] = {}  # (pid, name, facet) -> [total, recent]
@@ -133,7 +160,7 @@ class TallyWriter:
             take((final(pid), name, kind), len(times), times)
         merged = sorted({m for m, _ in moves})
         if merged:
-            for pid, name, kind, total, recent in self._rows(conn, merged, None):
+            for pid, name, kind, total, recent in self._stored(conn, merged, None, before):
                 take((final(pid), name, kind), total, recent)
             for start in range(0, len(merged), _CHUNK):
                 chunk = merged[start : start + _CHUNK]
@@ -143,12 +170,15 @@ class TallyWriter:
         names = {name for _, name, _ in rows}
         wanted = names if len(names) <= _MAX_NAMES_FILTER else None
         targets = sorted({pid for pid, _, _ in rows})
-        for pid, name, kind, total, recent in self._rows(conn, targets, wanted):
+        for pid, name, kind, total, recent in self._stored(conn, targets, wanted, before):
             if (pid, name, kind) in rows:  # the stored part of a row this batch changes
                 take((pid, name, kind), total, recent)
         upserts = [
             (pid, name, kind, total, orjson.dumps(recent).decode())
             for (pid, name, kind), (total, recent) in rows.items()
         ]
+        if pending is not None:
+            for (pid, name, kind), (total, recent) in rows.items():
+                pending.setdefault(pid, {})[(name, kind)] = (total, recent)
         writes.append((self.upsert, upserts))
         return writes
