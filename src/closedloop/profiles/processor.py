@@ -56,7 +56,7 @@ from closedloop.profiles.state import (
     apply_event,
     merge_into,
 )
-from closedloop.profiles.tallies import MAX_TEXT, TallyWriter, facets
+from closedloop.profiles.tallies import MAX_TEXT, Known, TallyWriter, facets
 from closedloop.runtime import cyclic_gc_paused, short_switch_interval
 from closedloop.store import EPOCH, begin_write, fetch_all, native_sql, to_epoch_us
 
@@ -176,8 +176,8 @@ class _Cache:
         self.owners: dict[str, str | None] = {}
         self.states: dict[str, ProfileState] = {}
         self.redirect: dict[str, str] = {}
-        # The tally rows the last batch wrote (`TallyWriter.statements`' `pending`).
-        self.tallies: dict[str, dict[tuple[str, str], tuple[int, list[int]]]] = {}
+        # Every tally row of the profiles the batches wrote (`TallyWriter.statements`).
+        self.tallies: Known = {}
         self.seq: int | None = None
 
     def clear(self) -> None:
@@ -562,6 +562,8 @@ class _Processor:
         self.sql: _Sql | None = None
         self.seq = 0  # the batch's sequence number, stamped on every profile it writes
         self.suppression = SuppressionList(settings, refresh_seconds=0)
+        # The master data of a profile without traits, and its JSON (`_masterdata`).
+        self._no_traits: tuple[dict[str, Any], list[dict[str, str]], str, str] | None = None
 
     def customer_key(self, email: str | None) -> str | None:
         if not email or not self.key_secret:
@@ -716,8 +718,15 @@ class _Processor:
 
     def _masterdata(self, p: ProfileState) -> tuple[str | None, str, str]:
         """Customer key, master data and quality, derived again where traits changed."""
-        values = {name: value[0] for name, value in p.traits.items()}
         region = self.settings.identity.default_region
+        if not p.traits:  # a visitor who never stated a trait (half the demo's profiles)
+            if self._no_traits is None:
+                masterdata, quality = derive_masterdata({}, region=region)
+                self._no_traits = (masterdata, quality, _dumps(masterdata), _dumps(quality))
+            masterdata, quality, masterdata_text, quality_text = self._no_traits
+            p.masterdata, p.quality, p.customer_key = dict(masterdata), list(quality), None
+            return None, masterdata_text, quality_text
+        values = {name: value[0] for name, value in p.traits.items()}
         if p.changed is None or p.new or not p.masterdata:
             groups = None
             masterdata, quality = derive_masterdata(values, region=region)
@@ -843,7 +852,7 @@ class _Processor:
         elif logged:
             out.append(sql.rows(sql.insert_write, logged))
         tallies = sql.tallies.statements(
-            conn, batch.tallies, batch.moves, batch._final, pending=self.cache.tallies
+            conn, batch.tallies, batch.moves, batch._final, known=self.cache.tallies
         )
         out.extend(
             sql.rows(statement, params)

@@ -25,7 +25,17 @@ import sqlalchemy as sa
 
 from closedloop.store import fetch_all
 
-__all__ = ["MAX_TEXT", "RECENT", "TALLIED_PROPERTIES", "TallyWriter", "facet", "facets", "newest"]
+__all__ = [
+    "KEEP_PROFILES",
+    "MAX_TEXT",
+    "RECENT",
+    "TALLIED_PROPERTIES",
+    "Known",
+    "TallyWriter",
+    "facet",
+    "facets",
+    "newest",
+]
 
 # How many of the newest times a row keeps: `at least N times within D days` is answered
 # from the tallies for N up to this, from the log above it.
@@ -37,7 +47,10 @@ TALLIED_PROPERTIES = ("category",)
 MAX_TEXT = 200
 
 _CHUNK = 500
-_MAX_NAMES_FILTER = 200  # more names than this in a batch: load the profiles' rows whole
+# Profiles whose rows a processor keeps between batches (`TallyWriter.statements`' `known`).
+KEEP_PROFILES = 20_000
+# Every row of a profile: (event name, facet) -> (total, newest times).
+Known = dict[str, dict[tuple[str, str], tuple[int, list[int]]]]
 
 _LOAD = (
     "SELECT profile_id, event, facet, total, recent::t FROM event_tallies WHERE profile_id IN (?*)"
@@ -95,31 +108,21 @@ class TallyWriter:
         self.in_list = in_list
 
     def _rows(
-        self, conn: sa.Connection, pids: list[str], names: set[str] | None
+        self, conn: sa.Connection, pids: list[str]
     ) -> Iterable[tuple[str, str, str, int, list[int]]]:
         for start in range(0, len(pids), _CHUNK):
             chunk = pids[start : start + _CHUNK]
             statement = self.in_list(self.load, len(chunk))
             for pid, name, kind, total, recent in fetch_all(conn, statement, tuple(chunk)):
-                if names is None or name in names:
-                    yield pid, name, kind, total, orjson.loads(recent)
+                yield pid, name, kind, total, orjson.loads(recent)
 
-    def _stored(
-        self,
-        conn: sa.Connection,
-        pids: list[str],
-        names: set[str] | None,
-        before: dict[str, dict[tuple[str, str], tuple[int, list[int]]]],
-    ) -> Iterable[tuple[str, str, str, int, list[int]]]:
-        """The stored rows of `pids` (of the event names `names`; None: all), those the
-        batch before wrote (`before`) in place of what the store holds."""
-        for pid, name, kind, total, recent in self._rows(conn, pids, names):
-            if (name, kind) not in before.get(pid, ()):
-                yield pid, name, kind, total, recent
-        for pid in pids:
-            for (name, kind), (total, recent) in before.get(pid, {}).items():
-                if names is None or name in names:
-                    yield pid, name, kind, total, recent
+    def _complete(self, conn: sa.Connection, pids: list[str], known: Known) -> None:
+        """Make `known` hold every stored row of `pids`: those it lacks read from the store."""
+        missing = [pid for pid in pids if pid not in known]
+        for pid in missing:
+            known[pid] = {}
+        for pid, name, kind, total, recent in self._rows(conn, missing):
+            known[pid][(name, kind)] = (total, recent)
 
     def statements(
         self,
@@ -127,7 +130,7 @@ class TallyWriter:
         added: dict[tuple[str, str, str], list[int]],
         moves: list[tuple[str, str]],
         final: Callable[[str], str],
-        pending: dict[str, dict[tuple[str, str], tuple[int, list[int]]]] | None = None,
+        known: Known | None = None,
     ) -> list[tuple[str, Any]]:
         """Add the batch's events (`added`: times by profile at the time, event name and
         facet) and its merges (`moves`: merged, survivor) to the stored rows, read through
@@ -135,15 +138,14 @@ class TallyWriter:
         the writes, to run in order in the batch's transaction: `(statement, parameters)`,
         a list of rows for the driver's executemany or one tuple.
 
-        `pending` holds the rows the batch before wrote, by profile and (event, facet); on
-        SQLite that batch may still be committing while this one is built (the processor's
-        pipeline), so its rows stand in for the stored ones. It is replaced by this batch's
-        rows."""
+        `known` holds every row of some profiles as the batches before wrote them, kept by
+        the processor between batches (and updated here): those profiles' rows are not read
+        again. On SQLite the batch before may still be committing while this one is built
+        (the processor's pipeline): its rows are known, the store's may not have them yet.
+        At most `KEEP_PROFILES` profiles are kept (those of this batch, where more)."""
         writes: list[tuple[str, Any]] = []
-        before: dict[str, dict[tuple[str, str], tuple[int, list[int]]]] = {}
-        if pending is not None:
-            before = pending.copy()
-            pending.clear()
+        if known is None:
+            known = {}
         if not added and not moves:
             return writes
         rows: dict[tuple[str, str, str], list[Any]] = {}  # (pid, name, facet) -> [total, recent]
@@ -160,25 +162,27 @@ class TallyWriter:
             take((final(pid), name, kind), len(times), times)
         merged = sorted({m for m, _ in moves})
         if merged:
-            for pid, name, kind, total, recent in self._stored(conn, merged, None, before):
-                take((final(pid), name, kind), total, recent)
+            self._complete(conn, merged, known)
+            for pid in merged:
+                for (name, kind), (total, recent) in known.pop(pid).items():
+                    take((final(pid), name, kind), total, recent)
             for start in range(0, len(merged), _CHUNK):
                 chunk = merged[start : start + _CHUNK]
                 writes.append((self.in_list(self.delete, len(chunk)), tuple(chunk)))
         if not rows:
             return writes
-        names = {name for _, name, _ in rows}
-        wanted = names if len(names) <= _MAX_NAMES_FILTER else None
         targets = sorted({pid for pid, _, _ in rows})
-        for pid, name, kind, total, recent in self._stored(conn, targets, wanted, before):
-            if (pid, name, kind) in rows:  # the stored part of a row this batch changes
-                take((pid, name, kind), total, recent)
-        upserts = [
-            (pid, name, kind, total, orjson.dumps(recent).decode())
-            for (pid, name, kind), (total, recent) in rows.items()
-        ]
-        if pending is not None:
-            for (pid, name, kind), (total, recent) in rows.items():
-                pending.setdefault(pid, {})[(name, kind)] = (total, recent)
+        self._complete(conn, targets, known)
+        for key in list(rows):  # the stored part of each row this batch changes
+            stored = known[key[0]].get((key[1], key[2]))
+            if stored is not None:
+                take(key, *stored)
+        upserts = []
+        for (pid, name, kind), (total, recent) in rows.items():
+            upserts.append((pid, name, kind, total, orjson.dumps(recent).decode()))
+            known[pid][(name, kind)] = (total, recent)
+        if len(known) > KEEP_PROFILES:
+            for pid in known.keys() - set(targets):
+                del known[pid]
         writes.append((self.upsert, upserts))
         return writes
