@@ -280,13 +280,11 @@ def process_million(
             with engine.connect() as conn:
                 conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
             started = time.perf_counter()
-            updated = 0
-            proc = processor._Processor(config)  # one for the run, as the server's drain loop
-            while True:
-                report = profiles.process_batch(engine, config, limit=BATCH, _proc=proc)
-                if report is None or report.events == 0:
-                    break
-                updated += report.profiles_changed
+            # One processor for the run, drained as the server's loop drains (on SQLite a
+            # pipeline: a batch is written while the next one is applied).
+            pipeline = processor._Pipeline(engine, config, processor._Processor(config), None)
+            pipeline.drain(BATCH, None)
+            updated = pipeline.changed
             seconds = time.perf_counter() - started
             engine.dispose()
             figures[mode].append(updated / seconds)

@@ -315,14 +315,9 @@ def test_the_pipeline_writes_what_one_batch_after_another_writes(log: Log) -> No
         assert cursor == conn.execute(sa.select(sa.func.max(events.c.id))).scalar_one()
 
 
-def test_a_batch_is_built_on_the_one_before_while_that_one_commits(
-    log: Log, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Each write waits until the next batch is built: that batch read the store before
-    the one before it committed (identities, profiles and tally rows). What it stores is
-    still what a rebuild stores, every event counted once."""
-    _sqlite_only(log)
-    sent = _shop(log, customers=40)
+def _overlapping(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Make each pipelined write wait until the next batch is built: that batch reads the
+    store before the one before it commits. Answers the writes that waited so."""
     real_run, real_write = processor._Processor.run, processor._Pipeline._write
     progress = threading.Condition()
     builds, writes, overlapped = [0], [0], []
@@ -343,15 +338,71 @@ def test_a_batch_is_built_on_the_one_before_while_that_one_commits(
 
     monkeypatch.setattr(processor._Processor, "run", run)
     monkeypatch.setattr(processor._Pipeline, "_write", write)
-    done = processor._drain(log.engine, log.settings, processor._Processor(log.settings), limit=37)
+    return overlapped
+
+
+def test_a_batch_is_built_on_the_one_before_while_that_one_commits(
+    log: Log, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each write waits until the next batch is built: that batch read the store before
+    the one before it committed (identities, profiles and tally rows). What it stores is
+    still what a rebuild stores, every event counted once."""
+    _sqlite_only(log)
+    sent = _shop(log, customers=40)
+    overlapped = _overlapping(monkeypatch)
+    proc = processor._Processor(log.settings)
+    done = processor._drain(log.engine, log.settings, proc, limit=37)
     monkeypatch.undo()
     assert done == sent
-    assert len(overlapped) == writes[0] - 1  # all but the last
     assert len(overlapped) > 10
     state = snapshot(log.engine)
     live = [p for p in state["profiles"] if p["merged_into"] is None]
     assert sum(p["computed"]["events"] for p in live) == sent
     assert state["event_tallies"] and state["identity_merges"]
+    profiles.rebuild(log.engine, _sequential(log.settings), limit=5000)
+    assert snapshot(log.engine) == state
+
+
+def test_batches_of_other_customers_wait_for_the_commit_before(
+    log: Log, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches that meet few customers of the batch before drop the states; the next one
+    is read once that batch committed (the store's reads dominate there). Each batch also
+    meets customers of the batch before (a purchase, a login on another customer's device,
+    a visitor who logs in: a merge) and one of long before: what is stored is what a
+    rebuild stores."""
+    _sqlite_only(log)
+    per_batch, batches = 60, 8
+    for b in range(batches):
+        messages = [identify(f"c{b}-{n}", f"dev{b}-{n}", plan=f"p{b}") for n in range(per_batch)]
+        messages[0] = track(
+            "Order Completed", user_id=f"c{b - 1}-11", properties={"revenue": 10, "category": "X"}
+        )
+        messages[1] = identify(f"c{b - 1}-12", f"dev{b - 1}-13", plan="x")  # two user ids
+        messages[2] = track("Product Viewed", anonymous_id=f"dev{max(b - 3, 0)}-15")
+        messages[3] = track("Page Viewed", anonymous_id=f"visitor{b}")  # a new visitor ...
+        messages[4] = identify(f"c{b - 1}-16", f"visitor{b - 1}")  # ... who logs in later
+        log.send(*messages)
+    overlapped = _overlapping(monkeypatch)
+    proc = processor._Processor(log.settings)
+    dropped: list[int] = []
+    real_clear = processor._Cache.clear
+
+    def clear(self: Any) -> None:
+        dropped.append(len(self.states))
+        real_clear(self)
+
+    monkeypatch.setattr(processor._Cache, "clear", clear)
+    done = processor._drain(log.engine, log.settings, proc, limit=per_batch)
+    monkeypatch.undo()
+    assert done == per_batch * batches
+    assert len([n for n in dropped if n]) == batches - 1  # after each batch but the first
+    assert overlapped == [1]  # the first batch only: no batch before to compare with
+    state = snapshot(log.engine)
+    assert len(state["identity_merges"]) == batches - 1
+    assert len(state["identity_conflicts"]) >= batches - 1
+    live = [p for p in state["profiles"] if p["merged_into"] is None]
+    assert sum(p["computed"]["events"] for p in live) == done
     profiles.rebuild(log.engine, _sequential(log.settings), limit=5000)
     assert snapshot(log.engine) == state
 
