@@ -5,12 +5,19 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import os
 import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["PeriodicLoop", "cyclic_gc_paused", "short_switch_interval"]
+__all__ = [
+    "PeriodicLoop",
+    "cyclic_gc_paused",
+    "lower_priority",
+    "short_switch_interval",
+    "thread_priority",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -65,6 +72,25 @@ def short_switch_interval(seconds: float) -> contextlib.AbstractContextManager[N
     a batch doubled the processor's pipelined writes (ADR 0017). Shortened, the wait is
     short; the cost is a switch only when a thread waits."""
     return _SWITCH.shortened(seconds)
+
+
+def thread_priority() -> int:
+    """The calling thread's nice value (Linux schedules threads by their own); 0 elsewhere."""
+    try:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    except (AttributeError, OSError):
+        return 0
+
+
+def lower_priority(nice: int) -> None:
+    """Lower the calling thread's CPU priority to `nice` (never raise it): a background
+    loop that may use every core (the processor's pipeline) then leaves the CPU to the
+    API's threads when they have work. Linux only; elsewhere nothing happens."""
+    try:
+        if nice > thread_priority():
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except (AttributeError, OSError):
+        _log.debug("thread priority unchanged")
 
 
 class PeriodicLoop:

@@ -57,8 +57,13 @@ from closedloop.profiles.state import (
     merge_into,
 )
 from closedloop.profiles.tallies import MAX_TEXT, Known, TallyWriter, facets
-from closedloop.runtime import cyclic_gc_paused, short_switch_interval
-from closedloop.store import EPOCH, begin_write, fetch_all, native_sql, to_epoch_us
+from closedloop.runtime import (
+    cyclic_gc_paused,
+    lower_priority,
+    short_switch_interval,
+    thread_priority,
+)
+from closedloop.store import EPOCH, appending, begin_write, fetch_all, native_sql, to_epoch_us
 
 __all__ = [
     "BatchReport",
@@ -206,7 +211,7 @@ class _Batch:
         self.writes: list[Callable[[sa.Connection], object]] = []
         self.changed = 0
         self.dropped: list[int] = []  # events of erased people: deleted, never applied
-        self.ends_at: tuple[LogPosition, int] | None = None  # the cursor after it (`built`)
+        self.overlap = False  # the next batch is applied while this one commits (`_Pipeline`)
 
     # -- WorkingSet
     def _final(self, profile_id: str) -> str:
@@ -790,8 +795,11 @@ class _Processor:
         sql = self.sql
         assert sql is not None  # noqa: S101
         # In a pipeline, the next batch is applied while this one commits where the states
-        # are kept (`built`); where they were dropped, it will most likely wait again.
-        sql.json_rows = self.pipelined and self.cache.seq is not None and sql.can_json_rows
+        # are kept (`built`; where they were dropped, it will most likely be again) and the
+        # ingest is not appending: its appends wait for the write lock, which the writes of
+        # an overlapping pipeline hold most of the time.
+        batch.overlap = self.pipelined and self.cache.seq is not None and not appending(conn.engine)
+        sql.json_rows = batch.overlap and sql.can_json_rows
         out = batch.writes
         inserts, updates, updates_traits, counts = [], [], [], []
         by_columns: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}  # SQLite: by SET list
@@ -1096,6 +1104,7 @@ def _drain(
 
 
 _SWITCH_INTERVAL = 0.0002  # seconds (`short_switch_interval`)
+_SERVER_NICE = 10  # the embedded processor's threads (`lower_priority`)
 
 
 class _Pipeline:
@@ -1132,18 +1141,22 @@ class _Pipeline:
         proc = self.proc
         found: tuple[LogPosition, int] | None = None
         writing: tuple[concurrent.futures.Future[BatchReport | None], float] | None = None
+        overlap = False
         with (
             short_switch_interval(_SWITCH_INTERVAL),
             concurrent.futures.ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="closedloop-writer"
+                max_workers=1,
+                thread_name_prefix="closedloop-writer",
+                initializer=lower_priority,
+                initargs=(thread_priority(),),  # as the thread that drains
             ) as writer,
         ):
             try:
                 while stop is None or not stop.is_set():
                     started = time.perf_counter()
                     with cyclic_gc_paused():
-                        if writing is not None and proc.cache.seq is None:
-                            writing = self._settle(writing)  # nothing cached: read the store
+                        if writing is not None and not (overlap and proc.cache.seq is not None):
+                            writing = self._settle(writing)  # the store first
                         if writing is None:
                             found = None
                         applied: BatchReport | tuple[list[Any], _Batch] | None = None
@@ -1165,7 +1178,7 @@ class _Pipeline:
                         after = (LogPosition(int(last[1] or 0), int(last[0])), found[1] + 1)
                         proc.built(found[1] + 1)
                         task = writer.submit(self._write, rows, batch, found)
-                        writing, found = (task, started), after
+                        writing, found, overlap = (task, started), after, batch.overlap
             finally:
                 if writing is not None:
                     try:
@@ -1276,6 +1289,7 @@ class ProcessorRunner:
             self._thread.join(timeout)
 
     def _loop(self) -> None:
+        lower_priority(_SERVER_NICE)  # the API's requests first (ADR 0017)
         proc = _Processor(self._settings)
         poll = self._settings.processor.poll_seconds
         while not self._stop.is_set():

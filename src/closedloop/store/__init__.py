@@ -8,6 +8,7 @@ from closedloop.store._bulk import bulk_insert_ignoring_duplicates, sqlite_inser
 from closedloop.store._definitions import store_definition
 from closedloop.store._driver import driver_time, fetch_all, native_sql
 from closedloop.store._engine import (
+    appending,
     begin_write,
     create_store_engine,
     is_postgres,
@@ -15,6 +16,7 @@ from closedloop.store._engine import (
     relaxed_sync,
     sqlite_file,
     wal_checkpointer,
+    write_turn,
 )
 from closedloop.store._migrate import current_revision, head_revision, upgrade
 from closedloop.store._types import EPOCH, JSONDocument, UTCDateTime, metadata, to_epoch_us
@@ -23,6 +25,7 @@ __all__ = [
     "EPOCH",
     "JSONDocument",
     "UTCDateTime",
+    "appending",
     "begin_write",
     "bulk_insert_ignoring_duplicates",
     "create_store_engine",
@@ -41,4 +44,5 @@ __all__ = [
     "to_epoch_us",
     "upgrade",
     "wal_checkpointer",
+    "write_turn",
 ]

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from closedloop.store._engine import wal_checkpointer
+from closedloop.store._engine import wal_checkpointer, write_turn
 from closedloop.store._types import UTCDateTime, to_epoch_us
 
 __all__ = ["bulk_insert_ignoring_duplicates", "sqlite_insert_autocommit"]
@@ -173,18 +173,19 @@ def sqlite_insert_autocommit(
     statement = _sqlite_insert(table_sql, cols_sql, conflict_sql, len(columns), len(rows))
     params = _sqlite_rows(rows, _time_columns(table, columns))
     writer = _writer_connection(engine)
-    if writer.lock.acquire(blocking=False):
+    with write_turn(engine, ingest=table.name == "events"):
+        if writer.lock.acquire(blocking=False):
+            try:
+                # The connection is in autocommit mode (`isolation_level=None`, set on
+                # connect), so this statement is a transaction of its own.
+                return _sqlite_cursor_execute(writer.dbapi, statement, params)
+            finally:
+                writer.lock.release()
+        raw = engine.raw_connection()  # another thread is appending through the writer's
         try:
-            # The connection is in autocommit mode (`isolation_level=None`, set on
-            # connect), so this statement is a transaction of its own.
-            return _sqlite_cursor_execute(writer.dbapi, statement, params)
+            return _sqlite_cursor_execute(raw.driver_connection, statement, params)
         finally:
-            writer.lock.release()
-    raw = engine.raw_connection()  # another thread is appending through the writer's
-    try:
-        return _sqlite_cursor_execute(raw.driver_connection, statement, params)
-    finally:
-        raw.close()
+            raw.close()
 
 
 def _sqlite_cursor_execute(dbapi: Any, statement: str, params: list[Any]) -> int:
