@@ -8,7 +8,8 @@
 2. Profile updates/s on SQLite with 1,000,000 profiles (target >= 10,000): identify events
    with changed traits for existing customers, vs the append of those events.
    The seeded store is processed in turns by the server's engine (WAL checkpointed by a
-   thread of its own) and by one whose commits checkpoint (`--million-rounds` each).
+   thread of its own) and by one whose commits checkpoint (`--million-rounds` each), drained
+   as the server drains (on SQLite the processor's pipeline, ADR 0017).
 3. Ack-to-profile-visible latency at 1,000 events/s through `closedloop serve` (embedded
    processor): p50/p95/p99 (target p95 <= 1 s); and ack to segment membership changed
    (stored members of a saved segment, target p95 <= 5 s).

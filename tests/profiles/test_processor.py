@@ -293,6 +293,17 @@ def _sequential(settings: Any) -> Any:
     )
 
 
+def _as_a_rebuild(log: Log, events: int) -> dict[str, Any]:
+    """The stored state, after checking that it counts `events` once each and that a
+    rebuild, one batch after the other, stores the same."""
+    state = snapshot(log.engine)
+    live = [p for p in state["profiles"] if p["merged_into"] is None]
+    assert sum(p["computed"]["events"] for p in live) == events
+    profiles.rebuild(log.engine, _sequential(log.settings), limit=5000)
+    assert snapshot(log.engine) == state
+    return state
+
+
 def _sqlite_only(log: Log) -> None:
     if log.engine.dialect.name != "sqlite":
         pytest.skip("the pipeline is SQLite's: PostgreSQL's batch holds the cursor's row lock")
@@ -398,13 +409,9 @@ def test_batches_of_other_customers_wait_for_the_commit_before(
     assert done == per_batch * batches
     assert len([n for n in dropped if n]) == batches - 1  # after each batch but the first
     assert overlapped == []  # (the first batch: nothing cached before it)
-    state = snapshot(log.engine)
+    state = _as_a_rebuild(log, done)
     assert len(state["identity_merges"]) == batches - 1
     assert len(state["identity_conflicts"]) >= batches - 1
-    live = [p for p in state["profiles"] if p["merged_into"] is None]
-    assert sum(p["computed"]["events"] for p in live) == done
-    profiles.rebuild(log.engine, _sequential(log.settings), limit=5000)
-    assert snapshot(log.engine) == state
 
 
 def test_while_the_ingest_appends_the_pipeline_waits_for_each_commit(
@@ -457,11 +464,7 @@ def test_a_pipelined_batch_that_finds_the_cursor_moved_is_built_again(
     monkeypatch.undo()
     assert raced == [50, 50]
     assert done + sum(raced) == sent
-    state = snapshot(log.engine)
-    live = [p for p in state["profiles"] if p["merged_into"] is None]
-    assert sum(p["computed"]["events"] for p in live) == sent
-    profiles.rebuild(log.engine, _sequential(log.settings), limit=5000)
-    assert snapshot(log.engine) == state
+    _as_a_rebuild(log, sent)
 
 
 def test_a_failed_pipelined_write_commits_nothing_and_clears_the_cache(
@@ -493,8 +496,4 @@ def test_a_failed_pipelined_write_commits_nothing_and_clears_the_cache(
     assert cursor == ids[199]  # two batches of 100 committed, the third not
     monkeypatch.undo()
     assert processor._drain(log.engine, log.settings, proc, limit=100) == sent - 200
-    state = snapshot(log.engine)
-    live = [p for p in state["profiles"] if p["merged_into"] is None]
-    assert sum(p["computed"]["events"] for p in live) == sent
-    profiles.rebuild(log.engine, _sequential(log.settings), limit=5000)
-    assert snapshot(log.engine) == state
+    _as_a_rebuild(log, sent)

@@ -1,0 +1,121 @@
+"""The parts the processor's pipeline stands on (ADR 0017): statements over a JSON array of
+rows, the shortened switch interval, the writers' turns at SQLite's lock."""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+import threading
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from closedloop import runtime, store
+from closedloop.profiles.processor import _over_json
+
+_HOSTILE = [
+    "plain",
+    'O\'Brien "quoted" \\ backslash',
+    "Zoë ☃ 🎉 Ωmega",
+    "'); DROP TABLE t; --",
+    "line\nbreak\ttab",
+    "",
+    None,
+]
+
+
+def _tables(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(
+        "CREATE TABLE t (k TEXT PRIMARY KEY, s TEXT, i INTEGER, f REAL, b INTEGER, n INTEGER)"
+    )
+    return conn
+
+
+def test_json_rows_store_what_executemany_stores(tmp_path: Path) -> None:
+    """Every kind of value the processor writes (text with quotes, unicode and SQL, big
+    integers, floats, booleans, None) comes out of `json_each` as the driver binds it."""
+    rows = [
+        (f"k{n}", text, 2**62 + n, 0.1 + n / 3, n % 2 == 0, None) for n, text in enumerate(_HOSTILE)
+    ]
+    insert = "INSERT INTO t (k, s, i, f, b, n) VALUES (?, ?, ?, ?, ?, ?)"
+    upsert = insert + " ON CONFLICT (k) DO UPDATE SET s = excluded.s, i = t.i + excluded.i"
+    update = "UPDATE t SET s = ?, f = ? WHERE k = ?"
+    changes = [(f"{text}!", 1 / 7, f"k{n}") for n, text in enumerate(_HOSTILE) if text]
+    stored = []
+    for name, as_json in (("driver", False), ("json", True)):
+        conn = _tables(tmp_path / f"{name}.db")
+        for statement, params in ((insert, rows), (upsert, rows[:3]), (update, changes)):
+            if as_json:
+                conn.execute(_over_json(statement), (orjson.dumps(params).decode(),))
+            else:
+                conn.executemany(statement, params)
+        stored.append(conn.execute("SELECT * FROM t ORDER BY k").fetchall())
+        conn.close()
+    assert stored[0] == stored[1]
+    assert len(stored[1]) == len(_HOSTILE)
+
+
+def test_json_rows_are_refused_for_other_statements() -> None:
+    for statement in (
+        "DELETE FROM t WHERE k = ?",
+        "UPDATE t SET s = ? WHERE k = ? AND s IN (SELECT s FROM t WHERE k = ?)",
+    ):
+        with pytest.raises(ValueError, match="one-row INSERT or UPDATE"):
+            _over_json(statement)
+
+
+def test_the_switch_interval_is_restored_after_the_last_user() -> None:
+    before = sys.getswitchinterval()
+    with runtime.short_switch_interval(0.0002):
+        assert sys.getswitchinterval() == pytest.approx(0.0002)
+        with runtime.short_switch_interval(0.001):  # never lengthened by a second user
+            assert sys.getswitchinterval() == pytest.approx(0.0002)
+        assert sys.getswitchinterval() == pytest.approx(0.0002)
+    assert sys.getswitchinterval() == before
+
+
+def test_a_thread_can_only_lower_its_priority() -> None:
+    seen: list[int] = []
+
+    def work() -> None:
+        start = runtime.thread_priority()
+        runtime.lower_priority(start + 5)
+        seen.append(runtime.thread_priority() - start)
+        runtime.lower_priority(start)  # raising it back is not done (nor allowed unprivileged)
+        seen.append(runtime.thread_priority() - start)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    if sys.platform != "linux":
+        pytest.skip("thread priorities are Linux's")
+    assert seen == [5, 5]
+
+
+def test_writers_of_one_process_take_turns(tmp_path: Path) -> None:
+    """A writer waiting for its turn goes as soon as the one before is done (not after a
+    sleep of SQLite's busy handler), and the ingest's appends are noted."""
+    engine = store.create_store_engine(f"sqlite:///{tmp_path / 'turns.db'}")
+    order: list[str] = []
+
+    def other() -> None:
+        with store.write_turn(engine, ingest=True):
+            order.append("append")
+
+    try:
+        assert not store.appending(engine)
+        with store.write_turn(engine):
+            thread = threading.Thread(target=other)
+            thread.start()
+            time.sleep(0.05)
+            order.append("batch")  # the append waits meanwhile
+            with store.write_turn(engine):  # the same thread again: no deadlock
+                order.append("nested")
+        thread.join(timeout=5)
+        assert order == ["batch", "nested", "append"]
+        assert store.appending(engine)
+    finally:
+        engine.dispose()
