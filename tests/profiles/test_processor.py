@@ -329,7 +329,7 @@ def test_the_pipeline_writes_what_one_batch_after_another_writes(log: Log) -> No
 def _overlapping(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Make each pipelined write wait until the next batch is built: that batch reads the
     store before the one before it commits. Answers the writes that waited so."""
-    real_run, real_write = processor._Processor.run, processor._Pipeline._write
+    real_run, real_write = processor._Processor.run, processor._write_unless_moved
     progress = threading.Condition()
     builds, writes, overlapped = [0], [0], []
 
@@ -340,15 +340,15 @@ def _overlapping(monkeypatch: pytest.MonkeyPatch) -> list[int]:
             progress.notify_all()
         return batch
 
-    def write(self: Any, rows: list[Any], batch: Any, found: Any) -> Any:
+    def write(engine: Any, proc: Any, rows: list[Any], batch: Any, *, found: Any) -> Any:
         with progress:
             writes[0] += 1
             if progress.wait_for(lambda: builds[0] > writes[0], timeout=1):
                 overlapped.append(writes[0])  # the next batch is built: now commit this one
-        return real_write(self, rows, batch, found)
+        return real_write(engine, proc, rows, batch, found=found)
 
     monkeypatch.setattr(processor._Processor, "run", run)
-    monkeypatch.setattr(processor._Pipeline, "_write", write)
+    monkeypatch.setattr(processor, "_write_unless_moved", write)
     return overlapped
 
 
@@ -448,17 +448,21 @@ def test_a_pipelined_batch_that_finds_the_cursor_moved_is_built_again(
     from the store. Each event counted once."""
     _sqlite_only(log)
     sent = _shop(log, customers=30)
-    real_write = processor._Pipeline._write
+    real_write = processor._write_unless_moved
     raced: list[int] = []
+    racing = threading.Lock()  # the other processor's own write goes straight through
 
-    def write(self: Any, rows: list[Any], batch: Any, found: Any) -> Any:
-        if len(raced) < 2 and found[1] >= 2:
-            other = profiles.process_batch(log.engine, _sequential(log.settings), limit=50)
+    def write(engine: Any, proc: Any, rows: list[Any], batch: Any, *, found: Any) -> Any:
+        if len(raced) < 2 and found[1] >= 2 and racing.acquire(blocking=False):
+            try:
+                other = profiles.process_batch(log.engine, _sequential(log.settings), limit=50)
+            finally:
+                racing.release()
             assert other is not None
             raced.append(other.events)
-        return real_write(self, rows, batch, found)
+        return real_write(engine, proc, rows, batch, found=found)
 
-    monkeypatch.setattr(processor._Pipeline, "_write", write)
+    monkeypatch.setattr(processor, "_write_unless_moved", write)
     proc = processor._Processor(log.settings)
     done = processor._drain(log.engine, log.settings, proc, limit=100)
     monkeypatch.undo()
@@ -474,16 +478,16 @@ def test_a_failed_pipelined_write_commits_nothing_and_clears_the_cache(
     it is stored, the cache is cleared, and the next drain applies from the cursor."""
     _sqlite_only(log)
     sent = _shop(log, customers=30)
-    real_write = processor._Pipeline._write
+    real_write = processor._write_unless_moved
     calls: list[int] = []
 
-    def write(self: Any, rows: list[Any], batch: Any, found: Any) -> Any:
+    def write(engine: Any, proc: Any, rows: list[Any], batch: Any, *, found: Any) -> Any:
         calls.append(found[1])
         if len(calls) == 3:
             raise RuntimeError("disk full")
-        return real_write(self, rows, batch, found)
+        return real_write(engine, proc, rows, batch, found=found)
 
-    monkeypatch.setattr(processor._Pipeline, "_write", write)
+    monkeypatch.setattr(processor, "_write_unless_moved", write)
     proc = processor._Processor(log.settings)
     with pytest.raises(RuntimeError, match="disk full"):
         processor._drain(log.engine, log.settings, proc, limit=100)

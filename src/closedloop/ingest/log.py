@@ -151,7 +151,12 @@ def append_alone(engine: Engine, rows: Sequence[tuple[Any, ...]]) -> int | None:
     """Append event rows in one statement that is its own transaction (SQLite, when they fit);
     None when that path does not apply and `append` in a transaction must be used."""
     return sqlite_insert_autocommit(
-        engine, events, EVENT_COLUMNS, rows, conflict_columns=("source_id", "message_id")
+        engine,
+        events,
+        EVENT_COLUMNS,
+        rows,
+        conflict_columns=("source_id", "message_id"),
+        ingest=True,
     )
 
 

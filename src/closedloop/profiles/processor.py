@@ -472,7 +472,6 @@ class _Sql:
         self.pg = dialect == "postgresql"
         # `->>` came with SQLite 3.38; UPDATE ... FROM with 3.33.
         self.can_json_rows = not self.pg and sqlite3.sqlite_version_info >= (3, 38)
-        self.json_rows = False  # set for the batches of a pipeline (`_Processor.pipelined`)
         self._json: dict[str, str] = {}
         self.read = self._native(_READ_POSTGRES if self.pg else _READ_SQLITE)
         self.identities = self._native(_IDENTITIES)
@@ -506,13 +505,13 @@ class _Sql:
         return native_sql(statement, pg=self.pg)
 
     def rows(
-        self, statement: str, rows: list[tuple[Any, ...]]
+        self, statement: str, rows: list[tuple[Any, ...]], *, as_json: bool
     ) -> Callable[[sa.Connection], object]:
         """A write of `rows` of the one-row `statement` (distinct keys): the driver's
-        executemany, or in a pipeline (`json_rows`) one statement over the rows as JSON
-        (`_over_json`), serialised here, in the thread that builds the batch. Alone, the
-        executemany is the faster (1M profiles: 12,575 against 10,027 updates/s)."""
-        if not self.json_rows:
+        executemany, or with `as_json` (where SQLite can) one statement over the rows as
+        JSON (`_over_json`), serialised here, in the thread that builds the batch. Alone,
+        the executemany is the faster (1M profiles: 12,575 against 10,027 updates/s)."""
+        if not (as_json and self.can_json_rows):
             return _statement(statement, rows)
         found = self._json.get(statement)
         if found is None:
@@ -692,8 +691,14 @@ class _Processor:
         states = self.cache.states
         # A merged profile is never loaded (its identities lead on to the survivor): on
         # SQLite the merge may still be committing while the next batch reads.
-        known = states.keys() | self.cache.redirect.keys()
-        pids = sorted({p for k in keys if (p := owners[k]) is not None} - known)
+        redirect = self.cache.redirect
+        pids = sorted(
+            {
+                p
+                for k in keys
+                if (p := owners[k]) is not None and p not in states and p not in redirect
+            }
+        )
         loads = orjson.loads
         for start in range(0, len(pids), _CHUNK):
             chunk = pids[start : start + _CHUNK]
@@ -799,7 +804,7 @@ class _Processor:
         # ingest is not appending: its appends wait for the write lock, which the writes of
         # an overlapping pipeline hold most of the time.
         batch.overlap = self.pipelined and self.cache.seq is not None and not appending(conn.engine)
-        sql.json_rows = batch.overlap and sql.can_json_rows
+        rows_of = partial(sql.rows, as_json=batch.overlap)
         out = batch.writes
         inserts, updates, updates_traits, counts = [], [], [], []
         by_columns: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}  # SQLite: by SET list
@@ -851,14 +856,14 @@ class _Processor:
             )
         else:
             if inserts:
-                out.append(sql.rows(sql.insert_profile, inserts))
+                out.append(rows_of(sql.insert_profile, inserts))
             for columns, rows in by_columns.items():
-                out.append(sql.rows(sql.update_columns(columns), rows))
+                out.append(rows_of(sql.update_columns(columns), rows))
         if batch.moves:
             # Each merged profile's rows straight to its last survivor (a survivor merged
             # later in the batch moves on): the pairs do not depend on each other.
             moves = [(batch._final(merged_id), merged_id) for merged_id, _ in batch.moves]
-            out.extend(sql.rows(statement, moves) for statement in sql.moves)
+            out.extend(rows_of(statement, moves) for statement in sql.moves)
         # The written profiles with their numbers, for incremental segment refreshes (in id
         # order: appended at the end of the log's key order).
         logged = [
@@ -869,12 +874,12 @@ class _Processor:
         if logged and sql.pg:
             out.append(partial(_copy_rows, statement=_COPY_WRITES, rows=logged))
         elif logged:
-            out.append(sql.rows(sql.insert_write, logged))
+            out.append(rows_of(sql.insert_write, logged))
         tallies = sql.tallies.statements(
             conn, batch.tallies, batch.moves, batch._final, known=self.cache.tallies
         )
         out.extend(
-            sql.rows(statement, params)
+            rows_of(statement, params)
             if isinstance(params, list)
             else _statement(statement, params)
             for statement, params in tallies
@@ -887,13 +892,13 @@ class _Processor:
             if sql.pg:
                 out.append(partial(_copy_rows, statement=_COPY_IDENTITIES, rows=rows))
             else:
-                out.append(sql.rows(sql.insert_identity, rows))
+                out.append(rows_of(sql.insert_identity, rows))
         if batch.merges:
             merges = [(*merge[:4], sql.time(merge[4])) for merge in batch.merges]
-            out.append(sql.rows(sql.insert_merge, merges))
+            out.append(rows_of(sql.insert_merge, merges))
         if batch.conflicts:
             found = [(*key, *seen) for key, seen in batch.conflicts.items()]
-            out.append(sql.rows(sql.upsert_conflict, found))
+            out.append(rows_of(sql.upsert_conflict, found))
         if batch.consent:
             stated = [
                 (
@@ -906,7 +911,7 @@ class _Processor:
                 )
                 for c in batch.consent
             ]
-            out.append(sql.rows(sql.insert_consent, stated))
+            out.append(rows_of(sql.insert_consent, stated))
         self._touched = batch.touched
         written = (inserts, updates, updates_traits, counts, *by_columns.values())
         batch.changed = sum(len(rows) for rows in written)
@@ -1018,14 +1023,29 @@ def _process_batch_sqlite(engine: Engine, proc: _Processor, size: int) -> BatchR
             applied = _apply(conn, proc, found, size)
         if isinstance(applied, BatchReport):
             return applied
-        with begin_write(engine, derived=True) as conn:
-            if _position(conn, lock=True) != found:
-                proc.cache.clear()
-                continue
-            report = _write(conn, proc, *applied, seq=found[1])
+        report = _write_unless_moved(engine, proc, *applied, found=found)
+        if report is None:
+            proc.cache.clear()
+            continue
         proc.built(found[1] + 1)
         return report
     return None
+
+
+def _write_unless_moved(
+    engine: Engine,
+    proc: _Processor,
+    rows: list[Any],
+    batch: _Batch,
+    *,
+    found: tuple[LogPosition, int],
+) -> BatchReport | None:
+    """SQLite: under the write lock, the batch read after the cursor `found`, if the cursor
+    is still there; None (nothing written) where another writer moved it."""
+    with begin_write(engine, derived=True) as conn:
+        if _position(conn, lock=True) != found:
+            return None
+        return _write(conn, proc, rows, batch, seq=found[1])
 
 
 def _apply(
@@ -1043,14 +1063,19 @@ def _apply(
     return rows, proc.run(conn, rows)
 
 
+def _end_of(rows: list[Any]) -> LogPosition:
+    """The cursor's position after the batch's events `rows`."""
+    last = rows[-1]
+    return LogPosition(int(last[1] or 0), int(last[0]))
+
+
 def _write(
     conn: sa.Connection, proc: _Processor, rows: list[Any], batch: _Batch, *, seq: int
 ) -> BatchReport:
     """In the batch's write transaction: what it built, and the cursor after its last event
     with the batch's sequence number."""
     changed = proc._flush(conn, batch)
-    last = rows[-1]
-    end = LogPosition(int(last[1] or 0), int(last[0]))
+    end = _end_of(rows)
     conn.execute(
         processor_cursors.update()
         .where(processor_cursors.c.name == MAIN_CURSOR)
@@ -1094,13 +1119,18 @@ def _drain(
             continue
         if report.events == 0:
             return total
-        if metrics is not None:
-            metrics.processed_events.inc(report.events)
-            if report.suppressed:
-                metrics.suppressed_events.labels("processor").inc(report.suppressed)
-            metrics.process_seconds.observe(time.perf_counter() - started)
+        _count(metrics, report, started)
         total += report.events
     return total
+
+
+def _count(metrics: Metrics | None, report: BatchReport, started: float) -> None:
+    """A committed batch in `/metrics` (`started`: when its work began, perf_counter)."""
+    if metrics is not None:
+        metrics.processed_events.inc(report.events)
+        if report.suppressed:
+            metrics.suppressed_events.labels("processor").inc(report.suppressed)
+        metrics.process_seconds.observe(time.perf_counter() - started)
 
 
 _SWITCH_INTERVAL = 0.0002  # seconds (`short_switch_interval`)
@@ -1156,43 +1186,40 @@ class _Pipeline:
                     started = time.perf_counter()
                     with cyclic_gc_paused():
                         if writing is not None and not (overlap and proc.cache.seq is not None):
-                            writing = self._settle(writing)  # the store first
+                            self._settle(writing)  # the store first
+                            writing = None
                         if writing is None:
-                            found = None
+                            found = None  # read from the store
                         applied: BatchReport | tuple[list[Any], _Batch] | None = None
                         with self.engine.connect() as conn:  # reads (`run` ends the first)
                             if found is None:
                                 found = _position(conn, lock=False)
                             if found is not None:
                                 applied = _apply(conn, proc, found, size)
-                        if writing is not None and self._settle(writing) is not None:
-                            proc.cache.clear()  # the batch before did not commit: again
-                            writing, found = None, None
-                            continue
-                        writing = None
+                        if writing is not None:
+                            committed = self._settle(writing)
+                            writing = None
+                            if not committed:  # the batch before did not: again
+                                found = None
+                                continue
                         if applied is None or isinstance(applied, BatchReport):
                             return self.total
                         rows, batch = applied
                         assert found is not None  # noqa: S101
-                        last = rows[-1]
-                        after = (LogPosition(int(last[1] or 0), int(last[0])), found[1] + 1)
                         proc.built(found[1] + 1)
-                        task = writer.submit(self._write, rows, batch, found)
-                        writing, found, overlap = (task, started), after, batch.overlap
+                        task = writer.submit(
+                            _write_unless_moved, self.engine, proc, rows, batch, found=found
+                        )
+                        writing, overlap = (task, started), batch.overlap
+                        found = (_end_of(rows), found[1] + 1)
             finally:
                 if writing is not None:
-                    try:
-                        self._settle(writing)
-                    except BaseException:
-                        proc.cache.clear()
-                        raise
+                    self._settle(writing)
         return self.total
 
-    def _settle(
-        self, writing: tuple[concurrent.futures.Future[BatchReport | None], float]
-    ) -> tuple[concurrent.futures.Future[BatchReport | None], float] | None:
-        """Wait for the batch being written; None once it committed, `writing` when it did
-        not (the cursor had moved). A failed write clears the cache and raises."""
+    def _settle(self, writing: tuple[concurrent.futures.Future[BatchReport | None], float]) -> bool:
+        """Wait for the batch being written: whether it committed. Where it did not (the
+        cursor had moved) or failed (raised here), the states built on it are dropped."""
         task, started = writing
         try:
             report = task.result()
@@ -1200,23 +1227,12 @@ class _Pipeline:
             self.proc.cache.clear()
             raise
         if report is None:
-            return writing
+            self.proc.cache.clear()
+            return False
         self.total += report.events
         self.changed += report.profiles_changed
-        if self.metrics is not None:
-            self.metrics.processed_events.inc(report.events)
-            if report.suppressed:
-                self.metrics.suppressed_events.labels("processor").inc(report.suppressed)
-            self.metrics.process_seconds.observe(time.perf_counter() - started)
-        return None
-
-    def _write(
-        self, rows: list[Any], batch: _Batch, found: tuple[LogPosition, int]
-    ) -> BatchReport | None:
-        with begin_write(self.engine, derived=True) as conn:
-            if _position(conn, lock=True) != found:
-                return None
-            return _write(conn, self.proc, rows, batch, seq=found[1])
+        _count(self.metrics, report, started)
+        return True
 
 
 def rebuild(engine: Engine, settings: Settings, *, limit: int | None = None) -> int:

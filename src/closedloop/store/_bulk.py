@@ -154,9 +154,11 @@ def sqlite_insert_autocommit(
     rows: Sequence[tuple[Any, ...]],
     *,
     conflict_columns: Sequence[str],
+    ingest: bool = False,
 ) -> int | None:
     """Insert `rows` as one statement in its own implicit transaction; return how many were
     new, or None when they do not fit in one statement (use the transactional path).
+    `ingest`: an append of the event log (`write_turn`).
 
     SQLite begins, inserts and commits (with its fsync) inside one `sqlite3_step`, so the
     writer thread gives the interpreter lock away once per group instead of three times
@@ -173,7 +175,7 @@ def sqlite_insert_autocommit(
     statement = _sqlite_insert(table_sql, cols_sql, conflict_sql, len(columns), len(rows))
     params = _sqlite_rows(rows, _time_columns(table, columns))
     writer = _writer_connection(engine)
-    with write_turn(engine, ingest=table.name == "events"):
+    with write_turn(engine, ingest=ingest):
         if writer.lock.acquire(blocking=False):
             try:
                 # The connection is in autocommit mode (`isolation_level=None`, set on
