@@ -3,6 +3,7 @@ rows, the shortened switch interval, the writers' turns at SQLite's lock."""
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 import sys
 import threading
@@ -75,6 +76,38 @@ def test_the_switch_interval_is_restored_after_the_last_user() -> None:
             assert sys.getswitchinterval() == pytest.approx(0.0002)
         assert sys.getswitchinterval() == pytest.approx(0.0002)
     assert sys.getswitchinterval() == before
+
+
+def test_the_collector_is_paused_over_a_drain_and_collects_the_young_between_batches() -> None:
+    collected: list[int] = []
+
+    def seen(phase: str, info: dict[str, int]) -> None:
+        if phase == "stop":
+            collected.append(info["generation"])
+
+    assert gc.isenabled()
+    gc.callbacks.append(seen)
+    try:
+        with runtime.CollectorPause(3600) as pause:
+            assert not gc.isenabled()
+            garbage = [[] for _ in range(5000)]  # would set off a collection if it ran
+            for box in garbage:
+                box.append(box)  # cycles: only the collector frees them
+            del garbage
+            pause.between()  # not yet an hour: nothing
+            assert collected == []
+            pause.seconds = 0
+            pause.between()
+            assert collected == [1]  # the young generations only
+            assert not gc.isenabled()
+        assert gc.isenabled()
+        gc.disable()  # a caller that paused it already: left paused, never collected
+        with runtime.CollectorPause(0) as pause:
+            pause.between()
+        assert not gc.isenabled() and collected == [1]
+    finally:
+        gc.enable()
+        gc.callbacks.remove(seen)
 
 
 def test_a_thread_can_only_lower_its_priority() -> None:

@@ -19,7 +19,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -58,6 +58,7 @@ from closedloop.profiles.state import (
 )
 from closedloop.profiles.tallies import MAX_TEXT, Known, TallyWriter, facets
 from closedloop.runtime import (
+    CollectorPause,
     cyclic_gc_paused,
     lower_priority,
     short_switch_interval,
@@ -799,11 +800,13 @@ class _Processor:
         it adds to read through `conn`. Nothing is written here."""
         sql = self.sql
         assert sql is not None  # noqa: S101
-        # In a pipeline, the next batch is applied while this one commits where the states
-        # are kept (`built`; where they were dropped, it will most likely be again) and the
-        # ingest is not appending: its appends wait for the write lock, which the writes of
-        # an overlapping pipeline hold most of the time.
-        batch.overlap = self.pipelined and self.cache.seq is not None and not appending(conn.engine)
+        # In a pipeline, the next batch is applied while this one commits where `built`
+        # will keep the states (the first batch's too) and the ingest is not appending: its
+        # appends wait for the write lock, which the writes of an overlapping pipeline hold
+        # most of the time.
+        batch.overlap = (
+            self.pipelined and self._keeps_states(batch.touched) and not appending(conn.engine)
+        )
         rows_of = partial(sql.rows, as_json=batch.overlap)
         out = batch.writes
         inserts, updates, updates_traits, counts = [], [], [], []
@@ -928,22 +931,31 @@ class _Processor:
             p.columns = set()
             if p.merged_into is not None:
                 cache.states.pop(pid, None)
-        touched, previous = set(self._touched), self._previous
+        touched = set(self._touched)
         cache.seq = seq
-        # States are kept for the next batch where batches meet the same customers (their
-        # sessions). Where fewer than one in ten of a batch's profiles were in the batch
-        # before (updates spread over a million customers), the cache is dropped: reloading
-        # costs less than the garbage collector's pass over the states once it resumes
-        # (ADR 0002). The identities go with them (an identity may lead to a merged
-        # profile's survivor, whose state must then be cached too). A pipeline then waits
-        # for this batch's commit before it reads the next one (ADR 0017).
-        if (
-            len(cache.owners) > cache.MAX_KEYS
-            or len(cache.states) > cache.MAX_STATES
-            or (previous is not None and len(touched & previous) * _REUSED_SHARE < len(touched))
-        ):
+        if not self._keeps_states(touched):
             cache.clear()
         self._touched, self._previous = {}, touched
+
+    def _keeps_states(self, touched: Collection[str]) -> bool:
+        """Whether `built` keeps the states of a batch that touched the profiles `touched`.
+
+        States are kept for the next batch where batches meet the same customers (their
+        sessions). Where fewer than one in ten of a batch's profiles were in the batch
+        before (updates spread over a million customers), the cache is dropped: reloading
+        costs less than the garbage collector's pass over the states once it resumes
+        (ADR 0002). The identities go with them (an identity may lead to a merged
+        profile's survivor, whose state must then be cached too). A pipeline then waits for
+        the batch's commit before it reads the next one (ADR 0017)."""
+        cache, previous = self.cache, self._previous
+        return not (
+            len(cache.owners) > cache.MAX_KEYS
+            or len(cache.states) > cache.MAX_STATES
+            or (
+                previous is not None
+                and sum(1 for pid in touched if pid in previous) * _REUSED_SHARE < len(touched)
+            )
+        )
 
 
 def _position(conn: sa.Connection, *, lock: bool) -> tuple[LogPosition, int] | None:
@@ -1109,18 +1121,20 @@ def _drain(
     if engine.dialect.name == "sqlite" and settings.processor.pipeline:
         return _Pipeline(engine, settings, proc, metrics).drain(limit, stop)
     total = 0
-    while stop is None or not stop.is_set():
-        started = time.perf_counter()
-        report = process_batch(engine, settings, limit=limit, _proc=proc)
-        if report is None:  # another worker's turn: wait while there is work left
-            if not _pending(engine):
+    with CollectorPause(_COLLECT_SECONDS) as collector:
+        while stop is None or not stop.is_set():
+            collector.between()
+            started = time.perf_counter()
+            report = process_batch(engine, settings, limit=limit, _proc=proc)
+            if report is None:  # another worker's turn: wait while there is work left
+                if not _pending(engine):
+                    return total
+                time.sleep(settings.processor.poll_seconds)
+                continue
+            if report.events == 0:
                 return total
-            time.sleep(settings.processor.poll_seconds)
-            continue
-        if report.events == 0:
-            return total
-        _count(metrics, report, started)
-        total += report.events
+            _count(metrics, report, started)
+            total += report.events
     return total
 
 
@@ -1134,6 +1148,7 @@ def _count(metrics: Metrics | None, report: BatchReport, started: float) -> None
 
 
 _SWITCH_INTERVAL = 0.0002  # seconds (`short_switch_interval`)
+_COLLECT_SECONDS = 10.0  # a drain's young collections (`CollectorPause`)
 _SERVER_NICE = 10  # the embedded processor's threads (`lower_priority`)
 
 
@@ -1180,38 +1195,39 @@ class _Pipeline:
                 initializer=lower_priority,
                 initargs=(thread_priority(),),  # as the thread that drains
             ) as writer,
+            CollectorPause(_COLLECT_SECONDS) as collector,
         ):
             try:
                 while stop is None or not stop.is_set():
+                    collector.between()
                     started = time.perf_counter()
-                    with cyclic_gc_paused():
-                        if writing is not None and not (overlap and proc.cache.seq is not None):
-                            self._settle(writing)  # the store first
-                            writing = None
-                        if writing is None:
-                            found = None  # read from the store
-                        applied: BatchReport | tuple[list[Any], _Batch] | None = None
-                        with self.engine.connect() as conn:  # reads (`run` ends the first)
-                            if found is None:
-                                found = _position(conn, lock=False)
-                            if found is not None:
-                                applied = _apply(conn, proc, found, size)
-                        if writing is not None:
-                            committed = self._settle(writing)
-                            writing = None
-                            if not committed:  # the batch before did not: again
-                                found = None
-                                continue
-                        if applied is None or isinstance(applied, BatchReport):
-                            return self.total
-                        rows, batch = applied
-                        assert found is not None  # noqa: S101
-                        proc.built(found[1] + 1)
-                        task = writer.submit(
-                            _write_unless_moved, self.engine, proc, rows, batch, found=found
-                        )
-                        writing, overlap = (task, started), batch.overlap
-                        found = (_end_of(rows), found[1] + 1)
+                    if writing is not None and not (overlap and proc.cache.seq is not None):
+                        self._settle(writing)  # the store first
+                        writing = None
+                    if writing is None:
+                        found = None  # read from the store
+                    applied: BatchReport | tuple[list[Any], _Batch] | None = None
+                    with self.engine.connect() as conn:  # reads (`run` ends the first)
+                        if found is None:
+                            found = _position(conn, lock=False)
+                        if found is not None:
+                            applied = _apply(conn, proc, found, size)
+                    if writing is not None:
+                        committed = self._settle(writing)
+                        writing = None
+                        if not committed:  # the batch before did not: again
+                            found = None
+                            continue
+                    if applied is None or isinstance(applied, BatchReport):
+                        return self.total
+                    rows, batch = applied
+                    assert found is not None  # noqa: S101
+                    proc.built(found[1] + 1)
+                    task = writer.submit(
+                        _write_unless_moved, self.engine, proc, rows, batch, found=found
+                    )
+                    writing, overlap = (task, started), batch.overlap
+                    found = (_end_of(rows), found[1] + 1)
             finally:
                 if writing is not None:
                     self._settle(writing)
