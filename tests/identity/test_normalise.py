@@ -6,11 +6,18 @@ import hashlib
 import hmac
 
 import pytest
-from hypothesis import given
+from email_validator import EmailNotValidError, validate_email
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from closedloop.errors import InvalidInputError
-from closedloop.identity import customer_key, is_customer_key, normalise_email, normalise_phone
+from closedloop.identity import (
+    customer_key,
+    is_customer_key,
+    normalise,
+    normalise_email,
+    normalise_phone,
+)
 
 SECRET = b"test-secret-for-customer-keys"
 
@@ -99,3 +106,44 @@ def test_customer_key_refuses_bad_input() -> None:
     assert bad_email.value.field == "email"
     with pytest.raises(InvalidInputError):
         customer_key("anna@example.com", secret=SECRET, version=0)
+
+
+_ATOM = st.text("aZ09_+-", min_size=1, max_size=70)
+_LABEL = st.text("aZ09-", min_size=1, max_size=66)
+_TLD = st.one_of(
+    st.text("azAZ", min_size=1, max_size=64),
+    st.sampled_from(["test", "local", "localhost", "invalid", "onion", "arpa", "de", "x1", "COM"]),
+)
+_SHAPED = st.builds(
+    lambda local, labels, tld: ".".join(local) + "@" + ".".join([*labels, tld]),
+    st.lists(st.one_of(_ATOM, st.just("")), min_size=1, max_size=5),
+    st.lists(st.one_of(_LABEL, st.sampled_from(["xn--bcher-kva", "ab--cd", "a--b"])), max_size=5),
+    _TLD,
+)
+
+
+def _validated(text: str) -> str | None:
+    try:
+        return validate_email(text, check_deliverability=False).normalized.lower()
+    except EmailNotValidError:
+        return None
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.one_of(_SHAPED, st.emails()))
+def test_plain_addresses_are_answered_as_email_validator_answers_them(text: str) -> None:
+    """The fast path (`_plain`) takes only addresses email-validator accepts unchanged but
+    for their case; everything else goes to email-validator."""
+    if normalise._plain(text):
+        assert _validated(text) == text.lower()
+    assert normalise_email(text).value == _validated(text.strip())
+
+
+def test_the_common_addresses_take_the_fast_path() -> None:
+    common = ["anna.muster@example.com", "Max_Mustermann+shop@mail.Web.de", "k-1@t-online.de"]
+    assert all(normalise._plain(text) for text in common)
+    unusual = ["a..b@x.de", "a@x.test", "a@xn--bcher-kva.de", "a@b.c", "a@b.d1", "Anna <a@b.de>"]
+    assert not any(normalise._plain(text) for text in unusual)
+    too_long = "a" * 60 + "@" + ("b" * 60 + ".") * 4 + "de"  # 307 characters, each part valid
+    assert not normalise._plain(too_long)
+    assert normalise_email(too_long).problem is not None

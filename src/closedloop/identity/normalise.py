@@ -5,14 +5,26 @@ bad data: a bad identifier is not an identifier, and the profile lists the probl
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 
+import email_validator
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
 __all__ = ["Normalised", "Problem", "forget_seen", "normalise_email", "normalise_phone"]
 
 _MAX_INPUT = 320  # the longest e-mail address RFC 5321 allows; longer input is not one
+
+# The common shape of an address: ASCII letters, digits and `_+-` in dot-separated atoms
+# before the @, a host name of letters, digits and inner hyphens after it, ending in a TLD
+# of letters. For these email-validator finds nothing wrong and changes nothing but the case
+# (`_plain`); tests hold the two to the same answers.
+_PLAIN = re.compile(
+    r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*"
+    r"@((?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63})"
+)
+_MAX_ADDRESS = 254  # RFC 5321's limit, as email-validator checks it (its domain's is shorter)
 
 
 @dataclass(frozen=True)
@@ -52,11 +64,29 @@ def _email_text(value: str, field: str) -> Normalised:
     text = value.strip()
     if len(text) > _MAX_INPUT:
         return Normalised(None, Problem(field, "too long for an e-mail address", _show(text)))
+    if _plain(text):
+        return Normalised(text.lower())
     try:
         checked = validate_email(text, check_deliverability=False)
     except EmailNotValidError as exc:
         return Normalised(None, Problem(field, f"invalid e-mail address: {exc}", _show(text)))
     return Normalised(checked.normalized.lower())
+
+
+def _plain(text: str) -> bool:
+    """Whether `text` is an address of the common shape (`_PLAIN`) that email-validator
+    would answer lower-cased (about 40 µs each, the first time an address is seen):
+    within the length, no `--` (Punycode and reserved labels), no special-use domain."""
+    found = _PLAIN.fullmatch(text)
+    if found is None or len(text) > _MAX_ADDRESS:
+        return False
+    domain = found[1].lower()
+    if "--" in domain:
+        return False
+    return not any(
+        domain == name or domain.endswith("." + name)
+        for name in email_validator.SPECIAL_USE_DOMAIN_NAMES  # a list users may change
+    )
 
 
 def normalise_phone(value: object, *, region: str = "DE", field: str = "phone") -> Normalised:
