@@ -108,8 +108,9 @@ def test_states_are_kept_between_batches_only_where_batches_meet_the_same_profil
 ) -> None:
     """A processor keeps its states for the next batch while its batches meet the same
     customers; when fewer than one in ten of a batch's profiles were in the batch before
-    (updates spread over many customers), it drops them with the identities. Either way it
-    stores what a rebuild stores."""
+    (updates spread over many customers), it drops all but that batch's, with their
+    identities (what the store may not have yet while it commits). Either way it stores
+    what a rebuild stores."""
     proc = processor._Processor(log.settings)
 
     def batch(users: range, plan: str) -> int:
@@ -121,10 +122,12 @@ def test_states_are_kept_between_batches_only_where_batches_meet_the_same_profil
     assert batch(range(0, 40), "a") == 40  # nothing to compare with yet: kept
     assert batch(range(0, 40), "b") == 40  # the same customers: kept
     assert batch(range(2, 42), "c") == 42  # 38 of 40 met before: kept, with 2 new
-    assert batch(range(100, 140), "d") == 0  # none met before: dropped
-    assert proc.cache.owners == {}  # (with the identities)
-    assert batch(range(103, 143), "e") == 40  # 37 of 40 met the batch before: kept again
-    assert batch(range(0, 40), "f") == 0  # 0 of 40: dropped
+    assert batch(range(100, 140), "d") == 40  # none met before: all but its own dropped
+    assert sorted(proc.cache.owners) == sorted(f"u:u{n}" for n in range(100, 140))
+    assert set(proc.cache.tallies) <= set(proc.cache.states)
+    assert batch(range(103, 143), "e") == 43  # 37 of 40 met the batch before: kept, 3 new
+    assert batch(range(0, 40), "f") == 40  # 0 of 40: its own only
+    assert not any(p.traits["plan"][0] == "e" for p in proc.cache.states.values())
     incremental = snapshot(log.engine)
     assert profiles.rebuild(log.engine, log.settings, limit=1000) == 6 * 40
     assert snapshot(log.engine) == incremental
@@ -374,14 +377,14 @@ def test_a_batch_is_built_on_the_one_before_while_that_one_commits(
     assert snapshot(log.engine) == state
 
 
-def test_batches_of_other_customers_wait_for_the_commit_before(
+def test_batches_of_other_customers_keep_only_the_batch_before_and_overlap(
     log: Log, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Batches that meet few customers of the batch before drop the states; the next one
-    is read once that batch committed (the store's reads dominate there). Each batch also
-    meets customers of the batch before (a purchase, a login on another customer's device,
-    a visitor who logs in: a merge) and one of long before: what is stored is what a
-    rebuild stores."""
+    """Batches that meet few customers of the batch before drop all states but that
+    batch's, which may still be committing while the next is built. Each batch also meets
+    customers of the batch before (a purchase, a login on another customer's device, a
+    visitor who logs in: a merge) and one of long before (read from the store): what is
+    stored is what a rebuild stores."""
     _sqlite_only(log)
     per_batch, batches = 60, 8
     for b in range(batches):
@@ -393,24 +396,23 @@ def test_batches_of_other_customers_wait_for_the_commit_before(
         messages[2] = track("Product Viewed", anonymous_id=f"dev{max(b - 3, 0)}-15")
         messages[3] = track("Page Viewed", anonymous_id=f"visitor{b}")  # a new visitor ...
         messages[4] = identify(f"c{b - 1}-16", f"visitor{b - 1}")  # ... who logs in later
+        messages[5] = track("Page Viewed", anonymous_id=f"visitor{b - 2}")  # merged before
         log.send(*messages)
     overlapped = _overlapping(monkeypatch)
     proc = processor._Processor(log.settings)
-    dropped: list[int] = []
-    real_clear = processor._Cache.clear
+    kept: list[int] = []
+    real_keep_only = processor._Cache.keep_only
 
-    def clear(self: Any) -> None:
-        dropped.append(len(self.states))
-        real_clear(self)
+    def keep_only(self: Any, touched: Any) -> None:
+        real_keep_only(self, touched)
+        kept.append(len(self.states))
 
-    monkeypatch.setattr(processor._Cache, "clear", clear)
+    monkeypatch.setattr(processor._Cache, "keep_only", keep_only)
     done = processor._drain(log.engine, log.settings, proc, limit=per_batch)
     monkeypatch.undo()
     assert done == per_batch * batches
-    assert len([n for n in dropped if n]) == batches - 1  # after each batch but the first
-    # The first batch keeps its states (there is no batch before it to compare with): the
-    # second is built while it commits. Every later one waits.
-    assert overlapped == [1]
+    assert len(kept) == batches - 1 and all(0 < n <= per_batch + 4 for n in kept)
+    assert overlapped == list(range(1, batches))  # every write but the last
     state = _as_a_rebuild(log, done)
     assert len(state["identity_merges"]) == batches - 1
     assert len(state["identity_conflicts"]) >= batches - 1

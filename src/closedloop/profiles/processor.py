@@ -190,6 +190,16 @@ class _Cache:
         self.owners, self.states, self.redirect, self.seq = {}, {}, {}, None
         self.tallies = {}
 
+    def keep_only(self, touched: Collection[str]) -> None:
+        """Forget all but what the batch that touched the profiles `touched` wrote, which
+        the store may not have yet (the pipeline's next batch is built while it commits):
+        their states, the identities that lead to them, their tally rows, the merges. The
+        rest is read from the store again when met."""
+        self.states = {pid: p for pid, p in self.states.items() if pid in touched}
+        self.owners = {k: pid for k, pid in self.owners.items() if pid in touched}
+        self.tallies = {pid: rows for pid, rows in self.tallies.items() if pid in touched}
+        self.redirect = {merged: to for merged, to in self.redirect.items() if merged in touched}
+
 
 class _Batch:
     """The working set of one batch: implements `identity.graph.WorkingSet`."""
@@ -800,13 +810,10 @@ class _Processor:
         it adds to read through `conn`. Nothing is written here."""
         sql = self.sql
         assert sql is not None  # noqa: S101
-        # In a pipeline, the next batch is applied while this one commits where `built`
-        # will keep the states (the first batch's too) and the ingest is not appending: its
-        # appends wait for the write lock, which the writes of an overlapping pipeline hold
-        # most of the time.
-        batch.overlap = (
-            self.pipelined and self._keeps_states(batch.touched) and not appending(conn.engine)
-        )
+        # In a pipeline, the next batch is applied while this one commits, unless the
+        # ingest is appending: its appends wait for the write lock, which the writes of an
+        # overlapping pipeline hold most of the time.
+        batch.overlap = self.pipelined and not appending(conn.engine)
         rows_of = partial(sql.rows, as_json=batch.overlap)
         out = batch.writes
         inserts, updates, updates_traits, counts = [], [], [], []
@@ -931,31 +938,20 @@ class _Processor:
             p.columns = set()
             if p.merged_into is not None:
                 cache.states.pop(pid, None)
-        touched = set(self._touched)
+        touched, previous = set(self._touched), self._previous
         cache.seq = seq
-        if not self._keeps_states(touched):
-            cache.clear()
-        self._touched, self._previous = {}, touched
-
-    def _keeps_states(self, touched: Collection[str]) -> bool:
-        """Whether `built` keeps the states of a batch that touched the profiles `touched`.
-
-        States are kept for the next batch where batches meet the same customers (their
-        sessions). Where fewer than one in ten of a batch's profiles were in the batch
-        before (updates spread over a million customers), the cache is dropped: reloading
-        costs less than the garbage collector's pass over the states once it resumes
-        (ADR 0002). The identities go with them (an identity may lead to a merged
-        profile's survivor, whose state must then be cached too). A pipeline then waits for
-        the batch's commit before it reads the next one (ADR 0017)."""
-        cache, previous = self.cache, self._previous
-        return not (
+        # States are kept for the next batch where batches meet the same customers (their
+        # sessions). Where fewer than one in ten of a batch's profiles were in the batch
+        # before (updates spread over a million customers), or the cache is full, all but
+        # this batch's are dropped: reloading costs less than keeping them (ADR 0002), and
+        # what this batch wrote may not be in the store yet (the pipeline, ADR 0017).
+        if (
             len(cache.owners) > cache.MAX_KEYS
             or len(cache.states) > cache.MAX_STATES
-            or (
-                previous is not None
-                and sum(1 for pid in touched if pid in previous) * _REUSED_SHARE < len(touched)
-            )
-        )
+            or (previous is not None and len(touched & previous) * _REUSED_SHARE < len(touched))
+        ):
+            cache.keep_only(touched)
+        self._touched, self._previous = {}, touched
 
 
 def _position(conn: sa.Connection, *, lock: bool) -> tuple[LogPosition, int] | None:
@@ -1159,13 +1155,13 @@ class _Pipeline:
     still commit one after the other, each with its cursor, and each writer checks that the
     cursor is where the batch before left it.
 
-    The next batch applies its events to the states in memory, which already hold the
+    The next batch applies its events to the states in memory, which always hold the
     batch before; what it reads from the store is what that batch did not touch (its
-    identities, profiles and tally rows are cached). Where the cache was dropped (batches
-    that meet other customers each time: `_Processor.built`), the next batch waits for the
-    commit before it reads, and is written by the driver's executemany. Where
-    a commit fails or finds the cursor moved (another writer), the batch built on it is
-    dropped with the cache and built again from the store."""
+    identities, profiles and tally rows are cached: where batches meet other customers
+    each time, all but the last batch's are dropped, `_Cache.keep_only`). While the ingest
+    appends, each batch waits for the commit before it reads, and is written by the
+    driver's executemany. Where a commit fails or finds the cursor moved (another writer),
+    the batch built on it is dropped with the cache and built again from the store."""
 
     def __init__(
         self, engine: Engine, settings: Settings, proc: _Processor, metrics: Metrics | None
