@@ -1197,7 +1197,7 @@ class _Pipeline:
                 while stop is None or not stop.is_set():
                     collector.between()
                     started = time.perf_counter()
-                    if writing is not None and not (overlap and proc.cache.seq is not None):
+                    if writing is not None and not overlap:
                         self._settle(writing)  # the store first
                         writing = None
                     if writing is None:
