@@ -243,8 +243,8 @@ class ProcessorSettings(BaseModel):
     )
     pipeline: bool = Field(
         True,
-        description="SQLite: write a batch in a thread of its own while the next one is read "
-        "and applied (ADR 0017). Off: one batch after the other.",
+        description="Write a batch in a thread of its own while the next one is read and "
+        "applied (ADR 0017; PostgreSQL: ADR 0018). Off: one batch after the other.",
     )
 
 

@@ -307,15 +307,9 @@ def _as_a_rebuild(log: Log, events: int) -> dict[str, Any]:
     return state
 
 
-def _sqlite_only(log: Log) -> None:
-    if log.engine.dialect.name != "sqlite":
-        pytest.skip("the pipeline is SQLite's: PostgreSQL's batch holds the cursor's row lock")
-
-
 def test_the_pipeline_writes_what_one_batch_after_another_writes(log: Log) -> None:
-    """SQLite: a batch is applied while the one before commits (`_Pipeline`); the stored
+    """A batch is applied while the one before commits (`_Pipeline`); the stored
     rows are the same as with one batch after the other, with the same cursor."""
-    _sqlite_only(log)
     sent = _shop(log)
     sequential = _sequential(log.settings)
     assert processor._drain(log.engine, sequential, processor._Processor(sequential), limit=97)
@@ -361,7 +355,6 @@ def test_a_batch_is_built_on_the_one_before_while_that_one_commits(
     """Each write waits until the next batch is built: that batch read the store before
     the one before it committed (identities, profiles and tally rows). What it stores is
     still what a rebuild stores, every event counted once."""
-    _sqlite_only(log)
     sent = _shop(log, customers=40)
     overlapped = _overlapping(monkeypatch)
     proc = processor._Processor(log.settings)
@@ -385,7 +378,6 @@ def test_batches_of_other_customers_keep_only_the_batch_before_and_overlap(
     customers of the batch before (a purchase, a login on another customer's device, a
     visitor who logs in: a merge) and one of long before (read from the store): what is
     stored is what a rebuild stores."""
-    _sqlite_only(log)
     per_batch, batches = 60, 8
     for b in range(batches):
         messages = [identify(f"c{b}-{n}", f"dev{b}-{n}", plan=f"p{b}") for n in range(per_batch)]
@@ -424,7 +416,8 @@ def test_while_the_ingest_appends_the_pipeline_waits_for_each_commit(
     """The ingest's appends wait for the write lock, which an overlapping pipeline holds
     most of the time: while they come, each batch is read after the one before committed
     (and written by executemany)."""
-    _sqlite_only(log)
+    if log.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL's appends take no lock the processor's writes hold")
     sent = _shop(log, customers=40)
     overlapped = _overlapping(monkeypatch)
     real_run = processor._Processor.run
@@ -450,7 +443,6 @@ def test_a_pipelined_batch_that_finds_the_cursor_moved_is_built_again(
     """Another processor commits a batch while the pipeline's batch waits for the write
     lock: that batch, and the one built on it, are dropped with the cache and built again
     from the store. Each event counted once."""
-    _sqlite_only(log)
     sent = _shop(log, customers=30)
     real_write = processor._write_unless_moved
     raced: list[int] = []
@@ -480,7 +472,6 @@ def test_a_failed_pipelined_write_commits_nothing_and_clears_the_cache(
 ) -> None:
     """A write that fails raises out of the drain after the batch built on it; nothing of
     it is stored, the cache is cleared, and the next drain applies from the cursor."""
-    _sqlite_only(log)
     sent = _shop(log, customers=30)
     real_write = processor._write_unless_moved
     calls: list[int] = []

@@ -372,3 +372,32 @@ def test_upgrade_to_the_batched_history_index_fills_it_on_sqlite(db_url: str) ->
         assert "segment_changes_by_profile" not in sa.inspect(engine).get_table_names()
     finally:
         engine.dispose()
+
+
+def test_upgrade_leaves_room_in_postgres_profile_pages_and_goes_back(db_url: str) -> None:
+    """Migration 0022: on PostgreSQL the profiles table keeps 30 % of each page free for
+    the processor's updates (fillfactor 70); a downgrade resets it. SQLite: nothing."""
+    from alembic import command
+
+    from closedloop.store._migrate import _config
+
+    engine = store.create_store_engine(db_url)
+    if engine.dialect.name != "postgresql":
+        engine.dispose()
+        pytest.skip("SQLite has no fillfactor")
+
+    def options() -> list[str] | None:
+        with engine.connect() as conn:
+            return conn.execute(
+                sa.text("SELECT reloptions FROM pg_class WHERE oid = 'profiles'::regclass")
+            ).scalar()
+
+    try:
+        store.upgrade(engine)
+        assert options() == ["fillfactor=70"]
+        command.downgrade(_config(engine), "0021")
+        assert options() is None
+        store.upgrade(engine)
+        assert options() == ["fillfactor=70"]
+    finally:
+        engine.dispose()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import logging
+import re
 import sqlite3
 import threading
 import time
@@ -27,6 +28,7 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Engine
 
 from closedloop import clock
@@ -64,7 +66,15 @@ from closedloop.runtime import (
     short_switch_interval,
     thread_priority,
 )
-from closedloop.store import EPOCH, appending, begin_write, fetch_all, native_sql, to_epoch_us
+from closedloop.store import (
+    EPOCH,
+    appending,
+    begin_write,
+    fetch_all,
+    metadata,
+    native_sql,
+    to_epoch_us,
+)
 
 __all__ = [
     "BatchReport",
@@ -456,20 +466,62 @@ def _over_json(statement: str) -> str:
     each take waits for that thread's switch interval (5 ms), so a pipelined writer crawled
     (a bench of 2,000 upserts: 10 ms alone, 11 s beside a Python loop; `json_each`: 15 and
     22 ms)."""
-    parts = statement.split("?")
+    return _rows_over_json(
+        statement.split("?"),
+        lambda i, table, column: f"j.value ->> {i}",
+        "json_each(?)",
+    )
+
+
+def _over_json_pg(statement: str) -> str:
+    """PostgreSQL: `statement` (its `%s`, `%s::jsonb` form) as one statement over a JSON
+    array of its rows, as `_over_json` does for SQLite: each value is cast to its column's
+    type (JSON documents come as their text), and the server parses the array while the
+    thread that sent it waits without the GIL (the processor's pipeline, ADR 0018)."""
+    parts = statement.split("%s")
+    parts = [parts[0], *(part.removeprefix("::jsonb") for part in parts[1:])]
+
+    def value(i: int, table: str, column: str) -> str:
+        return f"(j.value ->> {i})::{_pg_type(table, column)}"
+
+    return _rows_over_json(parts, value, "json_array_elements(%s::json)")
+
+
+def _pg_type(table: str, column: str) -> str:
+    """The PostgreSQL type of a column of the store's tables (`metadata`)."""
+    return str(metadata.tables[table].c[column].type.dialect_impl(_PG).compile(_PG))
+
+
+_PG = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+
+_ASSIGNED = re.compile(r"(\w+) = $")
+
+
+def _rows_over_json(parts: list[str], value: Callable[[int, str, str], str], source: str) -> str:
+    """The one-row statement split at its placeholders (`parts`) over the array of rows in
+    `source` (aliased `j`), each placeholder replaced by `value(i, table, column)`."""
+    statement = "?".join(parts)
     count = len(parts) - 1
     if statement.startswith("INSERT"):
         head, rest = statement.split(" VALUES (", 1)
         tail = rest.split(")", 1)[1]
-        values = ", ".join(f"j.value ->> {i}" for i in range(count))
+        table = head.split()[2]
+        columns = [c.strip() for c in head.split("(", 1)[1].rstrip(")").split(",")]
+        values = ", ".join(value(i, table, columns[i]) for i in range(count))
         # `statement` is one of this module's constants; every value stays bound.
-        return f"{head} SELECT {values} FROM json_each(?) AS j WHERE true{tail}"  # noqa: S608 # nosec B608
+        return f"{head} SELECT {values} FROM {source} AS j WHERE true{tail}"  # noqa: S608 # nosec B608
     if not statement.startswith("UPDATE") or statement.count(" WHERE ") != 1:
         raise ValueError(f"not a one-row INSERT or UPDATE: {statement}")
-    text = parts[0] + "".join(f"j.value ->> {i}{part}" for i, part in enumerate(parts[1:]))
+    table = statement.split()[1]  # its column, not the source's
+    text = parts[0]
+    for i, part in enumerate(parts[1:]):
+        assigned = _ASSIGNED.search(text)
+        if assigned is None:
+            raise ValueError(f"not `column = ?`: {statement}")
+        text += value(i, table, assigned.group(1)) + part
     head, where = text.split(" WHERE ")
-    table = statement.split()[1]  # its column, not json_each's `id`
-    return f"{head} FROM json_each(?) AS j WHERE {table}.{where}"
+    return f"{head} FROM {source} AS j WHERE {table}.{where}"
 
 
 class _Sql:
@@ -482,7 +534,7 @@ class _Sql:
     def __init__(self, dialect: str) -> None:
         self.pg = dialect == "postgresql"
         # `->>` came with SQLite 3.38; UPDATE ... FROM with 3.33.
-        self.can_json_rows = not self.pg and sqlite3.sqlite_version_info >= (3, 38)
+        self.can_json_rows = self.pg or sqlite3.sqlite_version_info >= (3, 38)
         self._json: dict[str, str] = {}
         self.read = self._native(_READ_POSTGRES if self.pg else _READ_SQLITE)
         self.identities = self._native(_IDENTITIES)
@@ -526,7 +578,7 @@ class _Sql:
             return _statement(statement, rows)
         found = self._json.get(statement)
         if found is None:
-            found = self._json[statement] = _over_json(statement)
+            found = self._json[statement] = (_over_json_pg if self.pg else _over_json)(statement)
         return _statement(found, (orjson.dumps(rows).decode(),))
 
     def in_list(self, statement: str, count: int) -> str:
@@ -813,8 +865,11 @@ class _Processor:
         # In a pipeline, the next batch is applied while this one commits, unless the
         # ingest is appending: its appends wait for the write lock, which the writes of an
         # overlapping pipeline hold most of the time.
-        batch.overlap = self.pipelined and not appending(conn.engine)
+        batch.overlap = self.pipelined and (sql.pg or not appending(conn.engine))
         rows_of = partial(sql.rows, as_json=batch.overlap)
+        # PostgreSQL: COPY where the batch is written in the thread that built it; where it
+        # overlaps, JSON-array statements, as on SQLite (ADR 0018).
+        copy = sql.pg and not batch.overlap
         out = batch.writes
         inserts, updates, updates_traits, counts = [], [], [], []
         by_columns: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}  # SQLite: by SET list
@@ -843,7 +898,7 @@ class _Processor:
                         self.seq,
                     )
                 )
-            elif not sql.pg:
+            elif not copy:
                 columns, row = self._changed_columns(p, sql)
                 by_columns.setdefault(columns, []).append(row)
             elif not p.columns:
@@ -854,7 +909,7 @@ class _Processor:
                 updates_traits.append(tuple(values))
             else:
                 updates.append((*self._profile_values(p, sql), p.id))
-        if sql.pg:
+        if copy:
             out.append(
                 partial(
                     _copy_profiles,
@@ -881,7 +936,7 @@ class _Processor:
             for pid, p in sorted(batch.touched.items())
             if p.dirty
         ]
-        if logged and sql.pg:
+        if logged and copy:
             out.append(partial(_copy_rows, statement=_COPY_WRITES, rows=logged))
         elif logged:
             out.append(rows_of(sql.insert_write, logged))
@@ -899,7 +954,7 @@ class _Processor:
                 (key, batch._final(pid), sql.time(at), event_id)
                 for key, (pid, at, event_id) in batch.new_identities.items()
             ]
-            if sql.pg:
+            if copy:
                 out.append(partial(_copy_rows, statement=_COPY_IDENTITIES, rows=rows))
             else:
                 out.append(rows_of(sql.insert_identity, rows))
@@ -1114,7 +1169,7 @@ def _drain(
     metrics: Metrics | None = None,
     stop: threading.Event | None = None,
 ) -> int:
-    if engine.dialect.name == "sqlite" and settings.processor.pipeline:
+    if settings.processor.pipeline:
         return _Pipeline(engine, settings, proc, metrics).drain(limit, stop)
     total = 0
     with CollectorPause(_COLLECT_SECONDS) as collector:
@@ -1212,6 +1267,9 @@ class _Pipeline:
                         committed = self._settle(writing)
                         writing = None
                         if not committed:  # the batch before did not: again
+                            # Another worker's turn (PostgreSQL's workers race for the
+                            # cursor): let it go on for a while before building again.
+                            time.sleep(self.settings.processor.poll_seconds)
                             found = None
                             continue
                     if applied is None or isinstance(applied, BatchReport):
