@@ -4,7 +4,9 @@ Each batch writes in one transaction that also moves the cursor (`processor_curs
 crash rolls both back and the batch is replayed: no event is applied twice or skipped. The
 cursor row is the lock: on PostgreSQL `FOR UPDATE SKIP LOCKED` lets one worker at a time
 take the next batch (another worker finds it locked and waits for the next turn), so each
-profile's events are applied in log order whichever worker runs. On SQLite the batch reads
+profile's events are applied in log order whichever worker runs; pipelined (ADR 0018), a
+worker takes it only to write a batch and checks that the cursor is still where the batch
+began. On SQLite the batch reads
 and applies in a read transaction and takes the file's write lock only for its writes,
 checking that the cursor has not moved meanwhile (the ingest's appends need that lock too;
 ADR 0002). A batch loads the identities and profiles its events touch in two queries,
@@ -1103,8 +1105,9 @@ def _write_unless_moved(
     *,
     found: tuple[LogPosition, int],
 ) -> BatchReport | None:
-    """SQLite: under the write lock, the batch read after the cursor `found`, if the cursor
-    is still there; None (nothing written) where another writer moved it."""
+    """Under the write lock (PostgreSQL: the cursor's row lock), the batch read after the
+    cursor `found`, if the cursor is still there; None (nothing written) where another
+    writer moved it or holds it."""
     with begin_write(engine, derived=True) as conn:
         if _position(conn, lock=True) != found:
             return None
@@ -1204,9 +1207,10 @@ _SERVER_NICE = 10  # the embedded processor's threads (`lower_priority`)
 
 
 class _Pipeline:
-    """SQLite: a batch's writes commit in a thread of their own while the next batch is read
-    and applied (ADR 0017). SQLite works without the GIL, and the writes go to it as one
-    statement per table over a JSON array (`_over_json`), so the two overlap; the batches
+    """A batch's writes commit in a thread of their own while the next batch is read and
+    applied (ADR 0017; PostgreSQL: ADR 0018). SQLite, and a thread that waits for
+    PostgreSQL, work without the GIL, and the writes go as one statement per table over a
+    JSON array (`_over_json`, `_over_json_pg`), so the two overlap; the batches
     still commit one after the other, each with its cursor, and each writer checks that the
     cursor is where the batch before left it.
 
@@ -1214,7 +1218,7 @@ class _Pipeline:
     batch before; what it reads from the store is what that batch did not touch (its
     identities, profiles and tally rows are cached: where batches meet other customers
     each time, all but the last batch's are dropped, `_Cache.keep_only`). While the ingest
-    appends, each batch waits for the commit before it reads, and is written by the
+    appends (SQLite), each batch waits for the commit before it reads, and is written by the
     driver's executemany. Where a commit fails or finds the cursor moved (another writer),
     the batch built on it is dropped with the cache and built again from the store."""
 
