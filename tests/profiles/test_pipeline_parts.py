@@ -1,5 +1,5 @@
-"""The parts the processor's pipeline stands on (ADR 0017): statements over a JSON array of
-rows, the shortened switch interval, the writers' turns at SQLite's lock."""
+"""The parts the processor's pipeline stands on (ADRs 0017 and 0018): statements over a JSON
+array of rows, the shortened switch interval, the writers' turns at SQLite's lock."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from pathlib import Path
 
 import orjson
 import pytest
+from sqlalchemy.engine import Engine
 
 from closedloop import runtime, store
-from closedloop.profiles.processor import _over_json
+from closedloop.profiles.processor import _over_json, _over_json_pg, _time
 
 _HOSTILE = [
     "plain",
@@ -59,6 +60,79 @@ def test_json_rows_store_what_executemany_stores(tmp_path: Path) -> None:
     assert len(stored[1]) == len(_HOSTILE)
 
 
+def test_postgres_json_rows_store_what_executemany_stores(engine: Engine) -> None:
+    """PostgreSQL: each value comes out of `json_array_elements` cast to its column's type
+    as the driver binds it: text (quotes, unicode, SQL, NUL-free control characters), JSON
+    documents as their text, times with microseconds, big integers, floats, booleans, None."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's statements over JSON: the test above")
+    texts = [t for t in _HOSTILE if t is not None]
+    consent = [
+        (
+            f"p{n}",
+            text[:64],
+            n % 2 == 0,
+            _time(1_790_000_000_123_457 + n * 1_000_001),
+            text,
+            2**62 + n,
+        )
+        for n, text in enumerate(texts)
+    ]
+    written = [
+        (n, f"p{n}", None if n % 2 else f"q{n}", 0.1 + n / 3, 2**60 + n, None, 1 / 7, None)
+        for n in range(len(texts))
+    ]
+    documents = [
+        (f"p{n}", "e", text, n, orjson.dumps([2**53 + n, text, {"k": text}]).decode())
+        for n, text in enumerate(texts)
+    ]
+    insert_documents = (
+        "INSERT INTO event_tallies (profile_id, event, facet, total, recent) "
+        "VALUES (%s, %s, %s, %s, %s::jsonb)"
+    )
+    statements = [
+        (
+            "INSERT INTO consent_changes (profile_id, purpose, granted, at, source, event_id) "
+            "VALUES (%s, %s, %s, %s, %s, %s)",
+            consent,
+            "SELECT profile_id, purpose, granted, at, source, event_id FROM consent_changes",
+        ),
+        (
+            "INSERT INTO profile_writes (seq, profile_id, merged_into, mood_k, mood_last, "
+            "mood_churn, nps_score, nps_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            written,
+            "SELECT * FROM profile_writes",
+        ),
+        (
+            insert_documents,
+            documents,
+            "SELECT profile_id, event, facet, total, recent::text FROM event_tallies",
+        ),
+        (
+            "UPDATE event_tallies SET facet = %s, recent = %s::jsonb WHERE profile_id = %s",
+            [(f"{t}!", orjson.dumps({"t": t}).decode(), f"p{n}") for n, t in enumerate(texts)],
+            "SELECT profile_id, event, facet, total, recent::text FROM event_tallies",
+        ),
+    ]
+    for statement, rows, query in statements:
+        stored = []
+        for as_json in (False, True):
+            with engine.begin() as conn:
+                raw = conn.connection.driver_connection
+                with raw.cursor() as cursor:  # type: ignore[union-attr]
+                    if statement.startswith("UPDATE"):
+                        cursor.executemany(insert_documents, documents)
+                    if as_json:
+                        cursor.execute(_over_json_pg(statement), (orjson.dumps(rows).decode(),))
+                    else:
+                        cursor.executemany(statement, rows)
+                    cursor.execute(query + " ORDER BY 1, 2")
+                    stored.append(cursor.fetchall())
+                conn.rollback()
+        assert stored[0] == stored[1], statement
+        assert len(stored[1]) == len(rows)
+
+
 def test_json_rows_are_refused_for_other_statements() -> None:
     for statement in (
         "DELETE FROM t WHERE k = ?",
@@ -66,6 +140,8 @@ def test_json_rows_are_refused_for_other_statements() -> None:
     ):
         with pytest.raises(ValueError, match="one-row INSERT or UPDATE"):
             _over_json(statement)
+    with pytest.raises(ValueError, match="column = "):
+        _over_json_pg("UPDATE profiles SET traits = %s WHERE id IN (%s)")
 
 
 def test_the_switch_interval_is_restored_after_the_last_user() -> None:
