@@ -4,6 +4,7 @@ workers take turns, lag is measured."""
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -218,6 +219,37 @@ def test_concurrent_processors_apply_each_event_once(log: Log) -> None:
     )
     profiles.rebuild(log.engine, log.settings)
     assert snapshot(log.engine) == state
+
+
+def test_postgres_pipelined_drains_take_turns(log: Log) -> None:
+    """PostgreSQL: one worker at a time drains (a session advisory lock, ADR 0018). While
+    another holds the turn a drain applies nothing and waits while work is left; once the
+    turn is free it drains everything, and leaves the turn free again."""
+    if log.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's writers meet at the file's lock")
+    sent = _shop(log, customers=20)
+    done: list[int] = []
+    with log.engine.connect() as other:  # another worker's turn
+        assert other.exec_driver_sql(processor._TAKE_TURN).scalar() is True
+        other.commit()
+        waiting = threading.Thread(target=lambda: done.append(log.process()))
+        waiting.start()
+        time.sleep(0.5)
+        assert waiting.is_alive() and log.live_profiles() == []
+        other.exec_driver_sql(processor._END_TURN)
+        other.commit()
+        waiting.join(60)
+    assert done == [sent]
+    with log.engine.connect() as conn:  # the drain gave its turn back
+        assert conn.exec_driver_sql(processor._TAKE_TURN).scalar() is True
+        conn.exec_driver_sql(processor._END_TURN)
+        conn.commit()
+    with log.engine.connect() as other:  # nothing left: a drain without the turn returns
+        other.exec_driver_sql(processor._TAKE_TURN)
+        other.commit()
+        assert log.process() == 0
+        other.exec_driver_sql(processor._END_TURN)
+        other.commit()
 
 
 def test_sqlite_appends_go_on_while_a_batch_applies_its_events(

@@ -22,7 +22,8 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -1230,11 +1231,23 @@ class _Pipeline:
         self.changed = 0  # profile rows written
 
     def drain(self, limit: int | None, stop: threading.Event | None) -> int:
-        self.proc.pipelined = True
-        try:
-            return self._drain(limit, stop)
-        finally:
-            self.proc.pipelined = False
+        poll = self.settings.processor.poll_seconds
+        while True:
+            with _drain_turn(self.engine) as mine:
+                if mine:
+                    self.proc.pipelined = True
+                    try:
+                        return self._drain(limit, stop)
+                    finally:
+                        self.proc.pipelined = False
+            # Another worker drains: wait while there is work left, as a batch that finds
+            # the cursor locked does (`_drain`).
+            if (stop is not None and stop.is_set()) or not _pending(self.engine):
+                return 0
+            if stop is not None:
+                stop.wait(poll)
+            else:
+                time.sleep(poll)
 
     def _drain(self, limit: int | None, stop: threading.Event | None) -> int:
         size = limit or self.settings.processor.batch_events
@@ -1307,6 +1320,35 @@ class _Pipeline:
         self.changed += report.profiles_changed
         _count(self.metrics, report, started)
         return True
+
+
+# PostgreSQL: the pipelined drain's turn, a session advisory lock keyed by the cursor
+# table's oid (one per store, even with several stores in one database).
+_TURN_KEY = "'processor_cursors'::regclass::oid::bigint"
+_TAKE_TURN = f"SELECT pg_try_advisory_lock({_TURN_KEY})"
+_END_TURN = f"SELECT pg_advisory_unlock({_TURN_KEY})"
+
+
+@contextmanager
+def _drain_turn(engine: Engine) -> Iterator[bool]:
+    """Whether this worker has the pipelined drain's turn. PostgreSQL: one worker at a time
+    drains (ADR 0018); the others wait instead of building batches whose writes would find
+    the cursor moved, and whose brief hold of the cursor's row lock made the draining
+    worker's writes find it taken. The lock is the session's, held on a connection of its
+    own for the drain and gone with it if the worker dies. SQLite: always (its writers meet
+    at the file's lock)."""
+    if engine.dialect.name != "postgresql":
+        yield True
+        return
+    with engine.connect() as conn:
+        mine = bool(conn.exec_driver_sql(_TAKE_TURN).scalar())
+        conn.commit()  # a session lock: no transaction held open over the drain
+        try:
+            yield mine
+        finally:
+            if mine:
+                conn.exec_driver_sql(_END_TURN)
+                conn.commit()
 
 
 def rebuild(engine: Engine, settings: Settings, *, limit: int | None = None) -> int:
