@@ -401,3 +401,24 @@ def test_upgrade_leaves_room_in_postgres_profile_pages_and_goes_back(db_url: str
         assert options() == ["fillfactor=70"]
     finally:
         engine.dispose()
+
+
+def test_derived_writes_commit_without_waiting_for_the_disk(engine: Engine) -> None:
+    """State derived again from the log commits without a flush of its own (SQLite:
+    `synchronous=NORMAL`; PostgreSQL: `synchronous_commit` off), for that transaction only;
+    every other write keeps the store's setting."""
+    pg = engine.dialect.name == "postgresql"
+    show = "SHOW synchronous_commit" if pg else "PRAGMA synchronous"
+    relaxed, full = ("off", "on") if pg else (1, 2)  # SQLite: 1 NORMAL, 2 FULL
+    if not pg:
+        engine = store.create_store_engine(str(engine.url), sqlite_synchronous="FULL")
+    try:
+        with store.begin_write(engine, derived=True) as conn:
+            assert conn.exec_driver_sql(show).scalar() == relaxed
+        with store.begin_write(engine) as conn:
+            assert conn.exec_driver_sql(show).scalar() == full
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql(show).scalar() == full
+    finally:
+        if not pg:
+            engine.dispose()

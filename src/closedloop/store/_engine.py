@@ -133,10 +133,18 @@ def begin_write(engine: Engine, *, derived: bool = False) -> Iterator[sa.Connect
     """A transaction that reads, then writes. On SQLite it takes the write lock at its start
     (`BEGIN IMMEDIATE`, waiting up to the busy timeout): a plain transaction that read first
     cannot become a writer once another connection committed, and fails at once. With
-    `derived`, it writes only state derived again from the log (`relaxed_sync`)."""
+    `derived`, it writes only state derived again from the log, and commits without a
+    flush of its own (SQLite: `relaxed_sync`; PostgreSQL: `synchronous_commit` off for the
+    transaction)."""
     with write_turn(engine), engine.connect() as conn:
         conn.execution_options(closedloop_write=True)
         with relaxed_sync(conn) if derived else nullcontext(), conn.begin():
+            if derived and conn.dialect.name == "postgresql":
+                # The same for PostgreSQL's commit (`relaxed_sync`): it returns before the
+                # WAL is flushed. A crash can take back only the last such commits, with the
+                # positions they were derived up to, never leave a hole (the WAL is flushed
+                # in order: a later durable commit makes these durable too).
+                conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
             yield conn
 
 
