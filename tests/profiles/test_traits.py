@@ -35,6 +35,28 @@ def test_late_event_keeps_the_newer_trait(
     assert profile["trait_sources"]["city"]["source"] == "web"
 
 
+def test_traits_in_any_script_come_back_as_sent(
+    log: Log, client: TestClient, admin_headers: dict[str, str]
+) -> None:
+    """Payloads are read as the stored UTF-8 bytes and parsed from them (SQLite): text in any
+    script, quotes, backslashes and emoji come back unchanged, in traits and interests."""
+    sent = {
+        "lastName": "Müller-Lüdenscheidt",
+        "firstName": "Zoë 🎉",
+        "company": {"name": 'O\'Brien "Ωmega" \\ Straße'},
+        "note": "日本語 ☃\nzweite Zeile",
+    }
+    log.send(identify("u-utf8", **sent))
+    log.send(track("Product Viewed", user_id="u-utf8", properties={"category": "Größe ☃"}))
+    assert log.process() == 2
+    profile = _profile(client, admin_headers, user_id="u-utf8")
+    assert profile["traits"]["lastName"] == sent["lastName"]
+    assert profile["traits"]["firstName"] == sent["firstName"]
+    assert profile["traits"]["company"] == sent["company"]
+    assert profile["traits"]["note"] == sent["note"]
+    assert profile["computed"]["interests"] == [{"category": "Größe ☃", "count": 1}]
+
+
 def test_address_fields_are_kept_per_field(
     log: Log, client: TestClient, admin_headers: dict[str, str]
 ) -> None:

@@ -308,9 +308,9 @@ class _Batch:
 
 # The hot statements, in SQLite's placeholder style: `?` a value, `?j` a JSON document,
 # `::t` a JSON column read as text. `_Sql` turns them into each backend's own SQL.
-_READ_SQLITE = (
+_READ_SQLITE = (  # the payload as its UTF-8 bytes: parsed from them, never made a `str`
     "SELECT id, txid, source_id, type, event, user_id, anonymous_id, timestamp, received_at, "
-    "payload FROM events WHERE id > ? ORDER BY id LIMIT ?"
+    "CAST(payload AS BLOB) FROM events WHERE id > ? ORDER BY id LIMIT ?"
 )
 _READ_POSTGRES = (  # times as epoch microseconds: converted by the server, not in Python
     "SELECT id, txid, source_id, type, event, user_id, anonymous_id, "
