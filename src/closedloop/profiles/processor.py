@@ -1182,15 +1182,30 @@ def _drain(
             started = time.perf_counter()
             report = process_batch(engine, settings, limit=limit, _proc=proc)
             if report is None:  # another worker's turn: wait while there is work left
-                if not _pending(engine):
+                if not _wait_for_turn(engine, settings, stop):
                     return total
-                time.sleep(settings.processor.poll_seconds)
                 continue
             if report.events == 0:
                 return total
             _count(metrics, report, started)
             total += report.events
     return total
+
+
+def _wait_for_turn(engine: Engine, settings: Settings, stop: threading.Event | None) -> bool:
+    """Another worker has the turn: wait a poll while events are left; False where none are
+    (or `stop` is set)."""
+    if (stop is not None and stop.is_set()) or not _pending(engine):
+        return False
+    _pause(settings.processor.poll_seconds, stop)
+    return True
+
+
+def _pause(seconds: float, stop: threading.Event | None) -> None:
+    if stop is None:
+        time.sleep(seconds)
+    else:
+        stop.wait(seconds)
 
 
 def _count(metrics: Metrics | None, report: BatchReport, started: float) -> None:
@@ -1231,7 +1246,6 @@ class _Pipeline:
         self.changed = 0  # profile rows written
 
     def drain(self, limit: int | None, stop: threading.Event | None) -> int:
-        poll = self.settings.processor.poll_seconds
         while True:
             with _drain_turn(self.engine) as mine:
                 if mine:
@@ -1240,14 +1254,9 @@ class _Pipeline:
                         return self._drain(limit, stop)
                     finally:
                         self.proc.pipelined = False
-            # Another worker drains: wait while there is work left, as a batch that finds
-            # the cursor locked does (`_drain`).
-            if (stop is not None and stop.is_set()) or not _pending(self.engine):
+            # Another worker drains, as a batch that finds the cursor locked (`_drain`).
+            if not _wait_for_turn(self.engine, self.settings, stop):
                 return 0
-            if stop is not None:
-                stop.wait(poll)
-            else:
-                time.sleep(poll)
 
     def _drain(self, limit: int | None, stop: threading.Event | None) -> int:
         size = limit or self.settings.processor.batch_events
@@ -1286,7 +1295,7 @@ class _Pipeline:
                         if not committed:  # the batch before did not: again
                             # Another worker's turn (PostgreSQL's workers race for the
                             # cursor): let it go on for a while before building again.
-                            time.sleep(self.settings.processor.poll_seconds)
+                            _pause(self.settings.processor.poll_seconds, stop)
                             found = None
                             continue
                     if applied is None or isinstance(applied, BatchReport):
