@@ -89,6 +89,45 @@ def test_same_email_does_not_join_when_turned_off(log: Log) -> None:
     assert len(log.live_profiles()) == 2
 
 
+def test_identifiers_in_the_context_traits_of_any_event_join_profiles(log: Log) -> None:
+    """Segment's SDKs may send the known traits in `context.traits` of a track or page
+    call: its e-mail and phone identify as an identify's do. Events that name no traits
+    are parsed only when applied (the processor's first pass looks for the key); one
+    that mentions "traits" elsewhere, in a property or an escaped key, is read in full."""
+    log.send(identify("shop-7", email="erika@example.com"))
+    log.send(
+        track(
+            "Newsletter Subscribed",
+            anonymous_id="mail-anon",
+            context={"traits": {"email": " Erika@Example.COM "}},
+        ),
+        {
+            "type": "page",
+            "anonymousId": "call-anon",
+            "name": "Hotline",
+            "context": {"traits": {"phone": "+49 351 1234567"}},
+        },
+        track(
+            "Article Rated",
+            anonymous_id="other-anon",
+            properties={"title": '{"traits": {"email": "erika@example.com"}}', "rating": 5},
+        ),
+        track("Article Shared", anonymous_id="escaped-anon", context={"tr\\u0061its": {}}),
+    )
+    log.send(identify("shop-8", phone="0351 1234567"))
+    assert log.process() == 6
+    assert log.profile_of("anonymous_id", "mail-anon") == log.profile_of("user_id", "shop-7")
+    assert log.profile_of("anonymous_id", "call-anon") == log.profile_of("user_id", "shop-8")
+    assert log.profile_of("phone", "+493511234567") == log.profile_of("user_id", "shop-8")
+    # A property holding the word is no identifier; nor is a key that only looks like one.
+    assert log.profile_of("anonymous_id", "other-anon") not in (
+        None,
+        log.profile_of("user_id", "shop-7"),
+    )
+    assert log.profile_of("anonymous_id", "escaped-anon") is not None
+    assert len(log.live_profiles()) == 4
+
+
 def test_two_user_ids_are_never_merged_and_the_conflict_is_recorded(log: Log) -> None:
     log.send(identify("mother", "family-tablet", email="mother@example.com"))
     log.send(identify("daughter", "family-tablet"))
