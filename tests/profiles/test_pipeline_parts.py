@@ -61,9 +61,10 @@ def test_json_rows_store_what_executemany_stores(tmp_path: Path) -> None:
 
 
 def test_postgres_json_rows_store_what_executemany_stores(engine: Engine) -> None:
-    """PostgreSQL: each value comes out of `json_array_elements` cast to its column's type
+    """PostgreSQL: each value comes out of `jsonb_array_elements` cast to its column's type
     as the driver binds it: text (quotes, unicode, SQL, NUL-free control characters), JSON
-    documents as their text, times with microseconds, big integers, floats, booleans, None."""
+    documents as their text, times with microseconds, big integers, floats (in exponent
+    notation too: `jsonb` holds them as `numeric`), booleans, None."""
     if engine.dialect.name != "postgresql":
         pytest.skip("SQLite's statements over JSON: the test above")
     texts = [t for t in _HOSTILE if t is not None]
@@ -78,8 +79,18 @@ def test_postgres_json_rows_store_what_executemany_stores(engine: Engine) -> Non
         )
         for n, text in enumerate(texts)
     ]
+    floats = [0.1, 1 / 7, 1e16, 1.5e300, 2.5e-7, -3.25e-300, 123456789.123456789, -0.0]
     written = [
-        (n, f"p{n}", None if n % 2 else f"q{n}", 0.1 + n / 3, 2**60 + n, None, 1 / 7, None)
+        (
+            n,
+            f"p{n}",
+            None if n % 2 else f"q{n}",
+            floats[n % len(floats)] + n / 3,
+            2**60 + n,
+            None,
+            floats[(n + 3) % len(floats)],
+            None,
+        )
         for n in range(len(texts))
     ]
     documents = [

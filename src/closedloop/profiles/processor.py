@@ -490,14 +490,16 @@ def _over_json_pg(statement: str) -> str:
     """PostgreSQL: `statement` (its `%s`, `%s::jsonb` form) as one statement over a JSON
     array of its rows, as `_over_json` does for SQLite: each value is cast to its column's
     type (JSON documents come as their text), and the server parses the array while the
-    thread that sent it waits without the GIL (the processor's pipeline, ADR 0018)."""
+    thread that sent it waits without the GIL (the processor's pipeline, ADR 0018). The
+    array is parsed once, as `jsonb`: with `json` each `->>` parsed its row's text again,
+    once per column (the demo's writes: 1.34 s a drain as `json`, 1.03 s as `jsonb`)."""
     parts = statement.split("%s")
     parts = [parts[0], *(part.removeprefix("::jsonb") for part in parts[1:])]
 
     def value(i: int, table: str, column: str) -> str:
         return f"(j.value ->> {i})::{_pg_type(table, column)}"
 
-    return _rows_over_json(parts, value, "json_array_elements(%s::json)")
+    return _rows_over_json(parts, value, "jsonb_array_elements(%s::jsonb)")
 
 
 def _pg_type(table: str, column: str) -> str:
