@@ -682,7 +682,7 @@ class _Processor:
         # An event whose payload names no traits (most: pages, screens, tracks) is known by
         # its user and anonymous id alone; its payload is parsed when it is applied, while
         # its objects are fresh in the CPU's cache (parsed here, a batch's payloads had
-        # left it by then: the apply loop took a quarter longer). Payloads are stored as
+        # left it by then: a demo drain took 6 % longer; ADR 0002). Payloads are stored as
         # `orjson` (PostgreSQL: `jsonb`) writes them, keys never escaped.
         needle = '"traits"' if conn.dialect.name == "postgresql" else b'"traits"'
         for row in rows:
@@ -722,7 +722,8 @@ class _Processor:
             if context.__class__ is dict and context.get("channel") in _CHANNELS:
                 kind = context["channel"]  # a source that relays several channels names it
             # id, type, name, timestamp and received_at (epoch microseconds from both
-            # backends' read), payload, source, channel: by position, a third of the time.
+            # backends' read), payload, source, channel: by position (0.16 µs, by keyword
+            # 0.41 µs).
             ev = ProcessedEvent(row[0], row[3], row[4], row[7], row[8], payload, source, kind)
             pid = None
             if ids is None:
