@@ -153,16 +153,19 @@ def _event_ids(
     kind: str,
     user_id: str | None,
     anonymous_id: str | None,
-    payload: dict[str, Any],
+    payload: dict[str, Any] | None,
     norm: _Normaliser,
     wanted: set[str],
 ) -> EventIds | None:
     """The event's identifiers (their keys added to `wanted`); None for the common simple
-    case, an event with nothing but its user id and/or anonymous id."""
+    case, an event with nothing but its user id and/or anonymous id (always so where its
+    payload was not parsed: it names no traits)."""
     if user_id:
         wanted.add("u:" + user_id)
     if anonymous_id:
         wanted.add("a:" + anonymous_id)
+    if payload is None:
+        return None
     context = payload.get("context")
     context_traits = context.get("traits") if context.__class__ is dict else None
     if kind not in _IDENTIFYING and not context_traits:
@@ -686,19 +689,14 @@ class _Processor:
         # `orjson` (PostgreSQL: `jsonb`) writes them, keys never escaped.
         needle = '"traits"' if conn.dialect.name == "postgresql" else b'"traits"'
         for row in rows:
-            if suppression.empty and row[3] not in _IDENTIFYING and needle not in row[9]:
-                if row[5]:
-                    wanted.add("u:" + row[5])
-                if row[6]:
-                    wanted.add("a:" + row[6])
-                prepared.append((row, None, None))
-                continue
-            payload = _parse(row[9])
-            if not suppression.empty and suppression.suppressed(
-                message_keys(row[3], row[5], row[6], payload, region=region)
-            ):
-                dropped.append(row[0])  # an erased person's event: never applied, not kept
-                continue
+            payload = None
+            if not suppression.empty or row[3] in _IDENTIFYING or needle in row[9]:
+                payload = _parse(row[9])
+                if not suppression.empty and suppression.suppressed(
+                    message_keys(row[3], row[5], row[6], payload, region=region)
+                ):
+                    dropped.append(row[0])  # an erased person's event: never applied, not kept
+                    continue
             ids = _event_ids(row[3], row[5], row[6], payload, norm, wanted)
             prepared.append((row, payload, ids))
         self._load(conn, wanted)
@@ -845,9 +843,9 @@ class _Processor:
         alone), and their values (then the id). An UPDATE that sets a column rewrites the
         entry of every index over it, even with the value unchanged: at 1M profiles each is
         a random page written."""
-        if not p.columns and not p.traits_changed:  # most profiles of a batch: the counts
-            return (), (_dumps(p.computed), sql.time(p.updated_at), self.seq, p.id)
         values: list[Any] = [_dumps(p.computed), sql.time(p.updated_at), self.seq]
+        if not p.columns and not p.traits_changed:  # most profiles of a batch: the counts
+            return (), (*values, p.id)
         columns = sorted(p.columns)
         for column in columns:
             if column in ("merged_into", "anonymous_ids"):

@@ -153,7 +153,7 @@ class TallyWriter:
         def take(key: tuple[str, str, str], total: int, recent: list[int]) -> None:
             row = rows.get(key)
             if row is None:
-                rows[key] = [total, recent if len(recent) == 1 else newest(recent)]
+                rows[key] = [total, newest(recent)]
             else:
                 row[0] += total
                 row[1] = newest(row[1] + recent)
