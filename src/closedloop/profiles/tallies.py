@@ -148,15 +148,17 @@ class TallyWriter:
             known = {}
         if not added and not moves:
             return writes
-        rows: dict[tuple[str, str, str], list[Any]] = {}  # (pid, name, facet) -> [total, recent]
+        # (pid, name, facet) -> [total, times]: the times gathered from every part, the
+        # newest of them taken once at the end (one sort a row).
+        rows: dict[tuple[str, str, str], list[Any]] = {}
 
         def take(key: tuple[str, str, str], total: int, recent: list[int]) -> None:
             row = rows.get(key)
             if row is None:
-                rows[key] = [total, newest(recent)]
+                rows[key] = [total, [*recent]]
             else:
                 row[0] += total
-                row[1] = newest(row[1] + recent)
+                row[1] += recent
 
         for (pid, name, kind), times in added.items():
             take((final(pid), name, kind), len(times), times)
@@ -178,7 +180,8 @@ class TallyWriter:
             if stored is not None:
                 take(key, *stored)
         upserts = []
-        for (pid, name, kind), (total, recent) in rows.items():
+        for (pid, name, kind), (total, times) in rows.items():
+            recent = newest(times)
             upserts.append((pid, name, kind, total, orjson.dumps(recent).decode()))
             known[pid][(name, kind)] = (total, recent)
         if len(known) > KEEP_PROFILES:
