@@ -85,6 +85,32 @@ def test_rebuild_gives_identical_profiles_and_identities(log: Log) -> None:
     assert snapshot(log.engine) == incremental
 
 
+def test_a_rebuild_counts_the_events_another_worker_processed_for_it(
+    log: Log, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another worker takes part of the log after the rebuild reset the cursor (on
+    PostgreSQL the worker that was draining goes on, ADR 0018): the rebuild reports the
+    whole log, and the state is what processing it once stores."""
+    sent = _shop(log, customers=30)
+    log.process()
+    incremental = snapshot(log.engine)
+    drain = processor.process_available
+    taken: list[int] = []
+
+    def another_worker_first(*args: Any, **kwargs: Any) -> int:
+        for _ in range(2):
+            report = profiles.process_batch(log.engine, log.settings, limit=100)
+            assert report is not None
+            taken.append(report.events)
+        return drain(*args, **kwargs)
+
+    monkeypatch.setattr(processor, "process_available", another_worker_first)
+    assert profiles.rebuild(log.engine, log.settings, limit=97) == sent
+    assert taken == [100, 100]
+    assert snapshot(log.engine) == incremental
+    assert profiles.lag(log.engine).events == 0
+
+
 def test_one_processor_over_many_batches_writes_what_a_rebuild_writes(log: Log) -> None:
     """A processor keeps its states between batches and writes only the columns a batch
     changed (SQLite): what it stored must still be the whole state, as a rebuild finds."""

@@ -1377,7 +1377,12 @@ def _drain_turn(engine: Engine) -> Iterator[bool]:
 
 
 def rebuild(engine: Engine, settings: Settings, *, limit: int | None = None) -> int:
-    """Forget every derived identity and profile and process the whole log again."""
+    """Forget every derived identity and profile and process the whole log again; answer
+    how many events of the log the rebuilt state holds.
+
+    The answer counts the events up to the cursor, whoever processed them: on PostgreSQL a
+    worker that was draining finds the cursor moved and goes on from the start of the log
+    (ADR 0018), while the rebuild waits for its turn until nothing is left."""
     with engine.begin() as conn:
         while (found := _position(conn, lock=True)) is None:  # another worker's batch
             time.sleep(settings.processor.poll_seconds)
@@ -1396,7 +1401,26 @@ def rebuild(engine: Engine, settings: Settings, *, limit: int | None = None) -> 
             .where(processor_cursors.c.name == MAIN_CURSOR)
             .values(txid=0, event_id=0, seq=found[1] + 1, updated_at=clock.now())
         )
-    return process_available(engine, settings, limit=limit)
+    process_available(engine, settings, limit=limit)
+    return _processed_count(engine)
+
+
+def _processed_count(engine: Engine) -> int:
+    """The events of the log at or before the cursor (in its order: (txid, id) on
+    PostgreSQL, id on SQLite)."""
+    with engine.connect() as conn:
+        found = _position(conn, lock=False)
+        if found is None:
+            return 0
+        position = found[0]
+        if conn.dialect.name == "postgresql":
+            at_or_before = sa.tuple_(events.c.txid, events.c.id) <= sa.tuple_(
+                position.txid, position.id
+            )
+        else:
+            at_or_before = events.c.id <= position.id
+        count = sa.select(sa.func.count()).select_from(events).where(at_or_before)
+        return int(conn.execute(count).scalar_one())
 
 
 def hold_derived_state(conn: sa.Connection, settings: Settings) -> None:
