@@ -22,6 +22,7 @@ __all__ = [
     "FailedEvent",
     "LogPosition",
     "StoredEvent",
+    "after_in_log_order",
     "append",
     "append_alone",
     "committed_after",
@@ -193,20 +194,25 @@ class LogPosition:
     id: int = 0
 
 
+def after_in_log_order(dialect: str, after: LogPosition) -> sa.ColumnElement[bool]:
+    """The events after `after` in the log's order: (txid, id) on PostgreSQL, id on SQLite
+    (one writer at a time, so id order is commit order). Committed or not."""
+    if dialect == "postgresql":
+        return sa.tuple_(events.c.txid, events.c.id) > sa.tuple_(after.txid, after.id)
+    return events.c.id > after.id
+
+
 def committed_after(stmt: sa.Select[Any], dialect: str, after: LogPosition) -> sa.Select[Any]:
     """`stmt` over `events` narrowed to the committed events after `after`, in commit order.
 
     On PostgreSQL only events of transactions older than every open one, by (txid, id); on
-    SQLite by id (one writer at a time, so id order is commit order).
+    SQLite by id (`after_in_log_order`).
     """
+    stmt = stmt.where(after_in_log_order(dialect, after))
     if dialect == "postgresql":
         visible = sa.text("(pg_snapshot_xmin(pg_current_snapshot())::text)::bigint")
-        return (
-            stmt.where(events.c.txid < visible)
-            .where(sa.tuple_(events.c.txid, events.c.id) > sa.tuple_(after.txid, after.id))
-            .order_by(events.c.txid, events.c.id)
-        )
-    return stmt.where(events.c.id > after.id).order_by(events.c.id)
+        return stmt.where(events.c.txid < visible).order_by(events.c.txid, events.c.id)
+    return stmt.order_by(events.c.id)
 
 
 def read_committed(

@@ -41,7 +41,7 @@ from closedloop.identity._tables import identities, identity_conflicts, identity
 from closedloop.identity.graph import ConflictReason, EventIds, Rules, Via, resolve
 from closedloop.identity.suppression import SuppressionList, message_keys
 from closedloop.ingest._tables import events, sources
-from closedloop.ingest.log import LogPosition, committed_after
+from closedloop.ingest.log import LogPosition, after_in_log_order, committed_after
 from closedloop.metrics import Metrics
 from closedloop.profiles._tables import (
     MAIN_CURSOR,
@@ -1406,20 +1406,13 @@ def rebuild(engine: Engine, settings: Settings, *, limit: int | None = None) -> 
 
 
 def _processed_count(engine: Engine) -> int:
-    """The events of the log at or before the cursor (in its order: (txid, id) on
-    PostgreSQL, id on SQLite)."""
+    """The events of the log at or before the cursor, in the log's order."""
     with engine.connect() as conn:
         found = _position(conn, lock=False)
         if found is None:
             return 0
-        position = found[0]
-        if conn.dialect.name == "postgresql":
-            at_or_before = sa.tuple_(events.c.txid, events.c.id) <= sa.tuple_(
-                position.txid, position.id
-            )
-        else:
-            at_or_before = events.c.id <= position.id
-        count = sa.select(sa.func.count()).select_from(events).where(at_or_before)
+        after = after_in_log_order(conn.dialect.name, found[0])
+        count = sa.select(sa.func.count()).select_from(events).where(sa.not_(after))
         return int(conn.execute(count).scalar_one())
 
 
