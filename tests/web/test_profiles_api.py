@@ -203,3 +203,60 @@ def test_any_lookup_value_answers_200_or_400(
     assert answer.status_code in (200, 400), answer.text
     if answer.status_code == 400:
         assert answer.json()["error"]["field"] == kind
+
+
+def test_conflicts_stay_visible_after_the_profile_is_merged(
+    log: Log, client: TestClient, admin_headers: dict[str, str]
+) -> None:
+    """A refused join is recorded with the profiles of its day; when one of them is merged
+    later (an alias into another account), the survivor answers for it, the conflict
+    included, and both sides name the profiles that hold them now."""
+    log.send(identify("mother", "family-tablet"), identify("daughter", "family-tablet"))
+    log.process()
+    daughter = log.profile_of("user_id", "daughter")
+    log.send(
+        identify("daughter-new"),
+        {"type": "alias", "previousId": "daughter", "userId": "daughter-new"},
+    )
+    log.process()
+    survivor = log.profile_of("user_id", "daughter-new")
+    mother = log.profile_of("user_id", "mother")
+    assert log.profile_of("user_id", "daughter") == survivor != daughter
+    for params in ({"user_id": "daughter"}, {"user_id": "mother"}):
+        (profile,) = client.get("/v1/profiles", params=params, headers=admin_headers).json()[
+            "items"
+        ]
+        assert [
+            (c["profile_id"], c["other_profile_id"], c["identity"], c["reason"])
+            for c in profile["conflicts"]
+        ] == [
+            (
+                survivor,
+                mother,
+                {"kind": "anonymous_id", "value": "family-tablet"},
+                "different_user_ids",
+            )
+        ]
+    answer = client.get(f"/v1/profiles/{daughter}", headers=admin_headers).json()
+    assert answer["id"] == survivor
+    assert len(answer["conflicts"]) == 1
+
+
+def test_a_conflict_settled_by_an_alias_is_no_longer_listed(
+    log: Log, client: TestClient, admin_headers: dict[str, str]
+) -> None:
+    """Two accounts on one tablet conflict; an alias then states they are one customer."""
+    log.send(identify("old-account", "tablet"), identify("new-account", "tablet"))
+    log.process()
+    (before,) = client.get(
+        "/v1/profiles", params={"user_id": "old-account"}, headers=admin_headers
+    ).json()["items"]
+    assert [c["reason"] for c in before["conflicts"]] == ["different_user_ids"]
+    log.send({"type": "alias", "previousId": "old-account", "userId": "new-account"})
+    log.process()
+    (after,) = client.get(
+        "/v1/profiles", params={"user_id": "old-account"}, headers=admin_headers
+    ).json()["items"]
+    assert after["id"] == log.profile_of("user_id", "new-account")
+    assert [m["via"] for m in after["merged_from"]] == ["alias"]
+    assert after["conflicts"] == []

@@ -127,17 +127,7 @@ def _document(conn: sa.Connection, row: Any, purposes: tuple[str, ...]) -> dict[
     indirect = conn.execute(
         sa.select(profiles.c.id).where(profiles.c.merged_into == profile_id)
     ).scalars()
-    conflicts = conn.execute(
-        sa.select(identity_conflicts)
-        .where(
-            sa.or_(
-                identity_conflicts.c.profile_id == profile_id,
-                identity_conflicts.c.other_profile_id == profile_id,
-            )
-        )
-        .order_by(identity_conflicts.c.id)
-        .limit(100)
-    ).all()
+    conflicts = _conflicts(conn, profile_id)
     consent = {
         purpose: (
             {
@@ -178,21 +168,60 @@ def _document(conn: sa.Connection, row: Any, purposes: tuple[str, ...]) -> dict[
             {"id": pid, "via": "earlier merge", "event_id": None, "at": None}
             for pid in sorted(set(indirect) - set(merged_ids))
         ],
-        "conflicts": [
-            {
-                "profile_id": c.profile_id,
-                "other_profile_id": c.other_profile_id or None,
-                "identity": dict(zip(("kind", "value"), split_key(c.identity_key), strict=True)),
-                "reason": c.reason,
-                "occurrences": c.occurrences,
-                "first_event_id": c.first_event_id,
-                "last_event_id": c.last_event_id,
-            }
-            for c in conflicts
-        ],
+        "conflicts": conflicts,
         "created_at": row.created_at.isoformat(),
         "updated_at": row.updated_at.isoformat(),
     }
+
+
+_CONFLICTS_SHOWN = 100
+
+
+def _conflicts(conn: sa.Connection, profile_id: str) -> list[dict[str, Any]]:
+    """The joins the rules refused for the profile or any profile merged into it (recorded
+    with the profiles of their day), each side named by the profile that holds it now.
+    Refusals whose two sides were joined later (an alias) are not listed: they were
+    settled."""
+    held = sa.select(profiles.c.id).where(profiles.c.merged_into == profile_id)
+    c = identity_conflicts.c
+    rows = conn.execute(
+        sa.select(identity_conflicts)
+        .where(
+            sa.or_(
+                c.profile_id == profile_id,
+                c.other_profile_id == profile_id,
+                c.profile_id.in_(held),
+                c.other_profile_id.in_(held),
+            )
+        )
+        .order_by(c.id)
+        .limit(_CONFLICTS_SHOWN)
+    ).all()
+    named = {pid for r in rows for pid in (r.profile_id, r.other_profile_id) if pid}
+    now = {
+        row.id: row.merged_into or row.id
+        for row in conn.execute(
+            sa.select(profiles.c.id, profiles.c.merged_into).where(profiles.c.id.in_(named))
+        )
+    }
+    out = []
+    for r in rows:
+        ours = now.get(r.profile_id, r.profile_id)
+        theirs = now.get(r.other_profile_id, r.other_profile_id) if r.other_profile_id else None
+        if ours == theirs:
+            continue
+        out.append(
+            {
+                "profile_id": ours,
+                "other_profile_id": theirs,
+                "identity": dict(zip(("kind", "value"), split_key(r.identity_key), strict=True)),
+                "reason": r.reason,
+                "occurrences": r.occurrences,
+                "first_event_id": r.first_event_id,
+                "last_event_id": r.last_event_id,
+            }
+        )
+    return out
 
 
 def get_profile(engine: Engine, profile_id: str, *, purposes: tuple[str, ...]) -> Profile:
