@@ -175,6 +175,23 @@ _BAD: list[tuple[dict[str, Any], str, str]] = [
         "destination.webhook.url",
         "https://",
     ),
+    *(
+        (
+            {"destination": {"type": "webhook", "url": url, "signing_secret": "k"}},
+            "destination.webhook.url",
+            "https://",
+        )
+        for url in ("https://crm.example:\u0661\u0662/in", "https://crm.example/in\n")
+    ),
+    # A line break after a valid value (a regex's `$` alone allows one at the end).
+    ({"name": "gold\n"}, "name", ""),
+    ({"file_name": "gold.csv\n"}, "file_name", ""),
+    ({"destination": {"type": "local", "path": "crm\n"}}, "destination.local.path", ""),
+    (
+        {"destination": {"type": "sftp", "host": "x.example\n", "user": "u", "known_hosts": "k"}},
+        "destination.sftp.host",
+        "",
+    ),
     ({"destination": {"type": "gopher"}}, "destination", "does not match"),
     ({"source": {"segments": ["positive", "positive"]}}, "source.segments", "twice"),
     ({"source": {"segments": ["nope"]}}, "source.segments[0]", "no segment"),

@@ -81,6 +81,9 @@ def test_cells_round_trip_and_never_start_a_formula(
         ("+493511234567", "+493511234567"),  # E.164 stays usable
         ("-12.5", "-12.5"),
         ("-1+1", "'-1+1"),
+        ("-\u0661\u0662", "'-\u0661\u0662"),  # other scripts' digits are no number
+        ("+\u0664\u0669\u0663\u0665\u0661", "'+\u0664\u0669\u0663\u0665\u0661"),
+        ("-1\n", "'-1\n"),  # a number is the whole cell
         ("\tx", "'\tx"),
         ("'quoted", "''quoted"),
         ("plain", "plain"),

@@ -237,6 +237,11 @@ def test_rules_are_data_through_the_api(
     [
         ({"rules": [{"name": "x", "label": "x", "event": "E", "weight": 2}]}, "rules[0].weight"),
         ({"rules": [{"name": "X Y", "label": "x", "event": "E", "weight": 1}]}, "rules[0].name"),
+        ({"rules": [{"name": "x\n", "label": "x", "event": "E", "weight": 1}]}, "rules[0].name"),
+        (
+            {"rules": [{"name": "x", "label": "x", "page": "/kuendigen\n", "weight": 1}]},
+            "rules[0].page",
+        ),
         ({"rules": [{"name": "x", "label": "x", "weight": 1}]}, "rules[0]"),
         ({"rules": [{"name": "x", "label": "x", "page": "(a+)+$", "weight": 1}]}, "rules[0].page"),
         (

@@ -190,3 +190,52 @@ def test_a_locked_store_is_503_not_500(
     assert answer.status_code == 503
     assert answer.headers["retry-after"] == "2"
     assert "database is locked" not in answer.text
+
+
+@pytest.mark.parametrize("cursor", ["\u00b2", "1\u00b2", "\u0661\u0662", "-1", "1e3", " 1"])
+@pytest.mark.parametrize(
+    "path", ["/v1/events", "/v1/failed-events", "/v1/profiles/p_unknown/events"]
+)
+def test_a_cursor_that_is_not_ascii_digits_is_refused_by_name(
+    client: TestClient, admin_headers: dict[str, str], path: str, cursor: str
+) -> None:
+    """`str.isdigit` holds for `²` (which `int` refuses) and for Arabic-Indic digits: a
+    cursor is the ASCII digits of a `next_cursor`, anything else a 400 naming it."""
+    answer = client.get(path, params={"cursor": cursor}, headers=admin_headers)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["field"] == "cursor"
+
+
+@pytest.mark.parametrize("score", ["\u00b2", "\u0661", "1\u00b2", "\uff11"])
+def test_a_survey_score_that_is_not_ascii_digits_is_refused(client: TestClient, score: str) -> None:
+    """The answer form's score, sent by anyone holding a link (or not): never a 500."""
+    answer = client.post("/s/not-a-token", data={"score": score})
+    assert answer.status_code == 400
+    assert "0" in answer.text and "10" in answer.text  # "choose a score from 0 to 10"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        ("post", "/v1/sources", {"name": "shop\n", "kind": "web"}, "name"),
+        ("post", "/v1/segments", {"name": "vip\n", "condition": "mood is negative"}, "name"),
+        ("post", "/v1/surveys", {"name": "nps\n"}, "name"),
+        ("get", "/v1/profiles?customer_key=v1." + "a" * 64 + "%0A", None, "customer_key"),
+    ],
+)
+def test_a_line_break_after_a_valid_name_is_refused_by_name(
+    client: TestClient,
+    admin_headers: dict[str, str],
+    method: str,
+    path: str,
+    body: dict[str, str] | None,
+    field: str,
+) -> None:
+    """Names and keys are checked whole: a regex's `$` alone also matches before a final
+    line break, which would have let `shop\\n` through as a name."""
+    if method == "post":
+        answer = client.post(path, json=body, headers=admin_headers)
+    else:
+        answer = client.get(path, headers=admin_headers)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["field"] == field

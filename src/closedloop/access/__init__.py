@@ -48,7 +48,7 @@ def _digest(token: str) -> str:
 
 def add_token(engine: Engine, name: str) -> str:
     """Make a token called `name`; answer it (shown once, only its hash is kept)."""
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise InvalidInputError(
             f"invalid token name `{name[:40]}`: lower-case letters, digits, `_`, `.`, `-`",
             field="name",

@@ -86,7 +86,7 @@ def _user(row: Any) -> User:
 
 
 def _check(name: str, role: str, locale: str, password: str | None) -> None:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise InvalidInputError(
             f"invalid user name `{name[:40]}`: lower-case letters, digits, `_ . @ -`",
             field="name",

@@ -83,7 +83,7 @@ _NO_ARGUMENT = ("e164", "upper", "lower", "trim")
 
 
 def check_name(name: object) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidInputError(
             f"invalid feed name `{str(name)[:64]}`: lower-case letters, digits, `-` and `_`, "
             "at most 64",
@@ -93,7 +93,7 @@ def check_name(name: object) -> str:
 
 
 def _check_source(source: str) -> str:
-    if source in EXACT_SOURCES or _TRAIT.match(source) or _CONSENT.match(source):
+    if source in EXACT_SOURCES or _TRAIT.fullmatch(source) or _CONSENT.fullmatch(source):
         return source
     head, _, tail = source.partition(".")
     if head == "masterdata" and tail in MASTERDATA_FIELDS:
@@ -125,7 +125,7 @@ def _check_transform(item: Any) -> dict[str, Any]:
     elif name == "date":
         if not isinstance(argument, str) or not 0 < len(argument) <= 40:
             raise ValueError('`date` needs a format such as `"%d.%m.%Y"`')
-        if not _DATE_FORMAT.match(argument):
+        if not _DATE_FORMAT.fullmatch(argument):
             raise ValueError(
                 f"date format `{argument}`: only %d %m %Y %y %H %M %S %j %b %B %a %A %z %Z %f, "
                 "letters, digits and ` -./:T,_`"
@@ -201,7 +201,7 @@ class Source(_Model):
     @classmethod
     def _segments(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for name in value:
-            if not _NAME.match(name):
+            if not _NAME.fullmatch(name):
                 raise ValueError(f"invalid segment name `{name[:64]}`")
         if len(set(value)) != len(value):
             raise ValueError("a segment is listed twice")
@@ -261,13 +261,13 @@ class Schedule(_Model):
 
 
 def _host(value: str) -> str:
-    if not _HOST.match(value):
+    if not _HOST.fullmatch(value):
         raise ValueError(f"`{value[:100]}` is not a host name or address")
     return value
 
 
 def _secret_name(value: str | None) -> str | None:
-    if value is not None and not _SECRET_NAME.match(value):
+    if value is not None and not _SECRET_NAME.fullmatch(value):
         raise ValueError("a secret's name (letters, digits, `_.-`), not the secret itself")
     return value
 
@@ -280,7 +280,7 @@ class LocalDestination(_Model):
     @field_validator("path")
     @classmethod
     def _path(cls, value: str) -> str:
-        if not _FOLDER.match(value) or ".." in value.split("/"):
+        if not _FOLDER.fullmatch(value) or ".." in value.split("/"):
             raise ValueError("a relative folder (`crm/daily`), without `..`")
         return value
 
@@ -309,14 +309,14 @@ class FtpsDestination(_Model):
     @field_validator("directory")
     @classmethod
     def _directory(cls, value: str) -> str:
-        if not _REMOTE_DIR.match(value) or ".." in value.split("/"):
+        if not _REMOTE_DIR.fullmatch(value) or ".." in value.split("/"):
             raise ValueError("a folder on the server (`/inbox`), without `..`")
         return value
 
     @field_validator("fingerprint")
     @classmethod
     def _fingerprint(cls, value: str | None) -> str | None:
-        if value is not None and not _SHA256_HEX.match(value):
+        if value is not None and not _SHA256_HEX.fullmatch(value):
             raise ValueError("a SHA-256 fingerprint: 64 hex digits, colons allowed")
         return None if value is None else value.replace(":", "").lower()
 
@@ -346,14 +346,14 @@ class SftpDestination(_Model):
     @field_validator("directory")
     @classmethod
     def _directory(cls, value: str) -> str:
-        if value != "." and (not _REMOTE_DIR.match(value) or ".." in value.split("/")):
+        if value != "." and (not _REMOTE_DIR.fullmatch(value) or ".." in value.split("/")):
             raise ValueError("a folder on the server (`upload`), without `..`")
         return value
 
     @field_validator("fingerprint")
     @classmethod
     def _fingerprint(cls, value: str | None) -> str | None:
-        if value is not None and not _SSH_FINGERPRINT.match(value):
+        if value is not None and not _SSH_FINGERPRINT.fullmatch(value):
             raise ValueError(
                 "an OpenSSH fingerprint as `ssh-keygen -lf KEY` prints it: `SHA256:` and "
                 "43 base64 characters"
@@ -384,7 +384,9 @@ class WebhookDestination(_Model):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not re.match(r"^https?://[A-Za-z0-9.\-:\[\]]+(?::\d+)?(?:/[^\s]*)?$", value):
+        # The whole value in ASCII (`\d` alone takes other scripts' digits as a port, and
+        # `$` alone a final line break).
+        if not re.fullmatch(r"https?://[A-Za-z0-9.\-:\[\]]+(?::\d+)?(?:/[^\s]*)?", value, re.ASCII):
             raise ValueError("an `https://` URL")
         return value
 
@@ -412,7 +414,7 @@ class FeedDefinition(_Model):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _NAME.match(value):
+        if not _NAME.fullmatch(value):
             raise ValueError("lower-case letters, digits, `-` and `_`, at most 64")
         return value
 
@@ -426,7 +428,7 @@ class FeedDefinition(_Model):
     def _file_name(cls, value: str) -> str:
         at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
         sample = render_file_name(value, feed="feed", run="r1", at=at)
-        if not _FILE_NAME.match(sample):
+        if not _FILE_NAME.fullmatch(sample):
             raise ValueError(
                 f"`{value}` gives `{sample}`: letters, digits and `._-` with {{feed}}, {{run}}, "
                 "{date} or {date:%Y%m%d}, {time}"
@@ -464,7 +466,7 @@ def render_file_name(template: str, *, feed: str, run: str, at: datetime) -> str
             return feed
         if name == "run":
             return run
-        if spec is not None and not _DATE_FORMAT.match(spec):
+        if spec is not None and not _DATE_FORMAT.fullmatch(spec):
             raise ValueError(f"date format `{spec}` uses codes that are not allowed")
         if name == "date":
             return at.strftime(spec or "%Y-%m-%d")

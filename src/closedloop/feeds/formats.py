@@ -38,13 +38,20 @@ _FORMULA_START = frozenset("=+-@\t\r\0'")
 # (one pass over a column's cells joined by line breaks; a literal first character lets the
 # regex engine skip to each break)
 _FORMULA_AFTER_BREAK = re.compile("\n[" + re.escape("".join(sorted(_FORMULA_START))) + "]")
-_NUMBER = re.compile(r"^[+-]?(?:\d+(?:[.,]\d+)?|[.,]\d+)(?:[eE][+-]?\d{1,3})?$")
-_E164 = re.compile(r"^\+[1-9]\d{1,14}$")
+# ASCII digits only (`\d` alone also takes `١٢` and other scripts' digits, which no
+# spreadsheet reads as a number), the whole cell (`$` alone allows a final line break).
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:[.,]\d+)?|[.,]\d+)(?:[eE][+-]?\d{1,3})?", re.ASCII)
+_E164 = re.compile(r"\+[1-9]\d{1,14}", re.ASCII)
 
 
 def neutralise(cell: str) -> str:
     """`=SUM(A1)` -> `'=SUM(A1)`; numbers and E.164 numbers stay as they are."""
-    if cell and cell[0] in _FORMULA_START and not _NUMBER.match(cell) and not _E164.match(cell):
+    if (
+        cell
+        and cell[0] in _FORMULA_START
+        and not _NUMBER.fullmatch(cell)
+        and not _E164.fullmatch(cell)
+    ):
         return "'" + cell
     return cell
 

@@ -41,4 +41,4 @@ def customer_key(email: str, *, secret: bytes, version: int = 1) -> str:
 
 def is_customer_key(value: str) -> bool:
     """Whether `value` has the shape of a customer key (to route a look-up)."""
-    return bool(_KEY.match(value))
+    return bool(_KEY.fullmatch(value))

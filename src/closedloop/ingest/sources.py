@@ -87,7 +87,7 @@ def _row_to_source(row: sa.Row[tuple[object, ...]]) -> Source:
 
 
 def _check_name(name: str) -> None:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise InvalidInputError(
             f"invalid source name `{name[:80]}`: use 1-64 lower-case letters, digits, `_`, `.` "
             "or `-`, starting with a letter or digit",

@@ -115,7 +115,7 @@ class MoodRule(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _NAME.match(value):
+        if not _NAME.fullmatch(value):
             raise ValueError("use lower-case letters, digits and `_`, starting with a letter")
         return value
 
@@ -124,7 +124,7 @@ class MoodRule(BaseModel):
     def _page(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        if not value.startswith("/") or not _PAGE.match(value) or value.count("*") > 5:
+        if not value.startswith("/") or not _PAGE.fullmatch(value) or value.count("*") > 5:
             raise ValueError(
                 "a path glob starts with `/` and has letters, digits, `/-_.~%` and at most "
                 "5 `*` (no regular expressions)"

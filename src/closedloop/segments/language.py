@@ -269,7 +269,7 @@ def _scalar(value: Any, path: str) -> None:
 
 
 def _name(value: Any, path: str) -> str:
-    if not isinstance(value, str) or not _NAME.match(value):
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
         raise _fail(path, "expected a name of letters, digits, `_`, `.` or `-`")
     return value
 
@@ -322,7 +322,7 @@ def validate_tree(tree: Any) -> dict[str, Any]:
             pattern = value.get("path")
             if (
                 not isinstance(pattern, str)
-                or not _PATTERN.match(pattern)
+                or not _PATTERN.fullmatch(pattern)
                 or pattern.count("*") > 5
             ):
                 raise _fail(

@@ -109,7 +109,7 @@ class RefreshReport:
 
 
 def _check_name(name: str) -> None:
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidInputError(
             f"invalid segment name `{str(name)[:64]}`: lower-case letters, digits, `-` and `_`, "
             "at most 64",

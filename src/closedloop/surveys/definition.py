@@ -89,14 +89,14 @@ class SurveyDefinition(_Model):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _NAME.match(value):
+        if not _NAME.fullmatch(value):
             raise ValueError("lower-case letters, digits, `-` and `_`, at most 64")
         return value
 
     @field_validator("sender", "reply_to")
     @classmethod
     def _address(cls, value: str | None) -> str | None:
-        if value is not None and (not _ADDRESS.match(value) or "\n" in value or "\r" in value):
+        if value is not None and (not _ADDRESS.fullmatch(value) or "\n" in value or "\r" in value):
             raise ValueError("an address such as `Shop <nps@shop.example>`")
         return value
 

@@ -395,7 +395,7 @@ def token_for(settings: Settings, invitation_id: str, *, issued: datetime) -> st
 def read_token(settings: Settings, token: str, *, now: datetime) -> str:
     """The invitation id of a valid token; InvalidInputError for a forged or expired one."""
     parts = token.split(".")
-    if len(token) > 200 or len(parts) != 3 or not parts[1].isdigit():
+    if len(token) > 200 or len(parts) != 3 or not (parts[1].isascii() and parts[1].isdigit()):
         raise InvalidInputError("this survey link is not valid", field="token")
     body = f"{parts[0]}.{parts[1]}"
     mac = hmac.new(_key(settings), body.encode(), hashlib.sha256).digest()
@@ -534,8 +534,8 @@ def record_answer(
     engine: Engine, settings: Settings, token: str, *, score: object, comment: object
 ) -> Answer:
     """Record (or change) the answer of the token's invitation and put it into the log."""
-    if isinstance(score, str) and score.strip().isdigit():
-        score = int(score.strip())
+    if isinstance(score, str) and score.strip().isascii() and score.strip().isdigit():
+        score = int(score.strip())  # ASCII digits: `int` refuses `²`, which `isdigit` takes
     if isinstance(score, bool) or not isinstance(score, int) or not 0 <= score <= 10:
         raise InvalidInputError("choose a score from 0 to 10", field="score")
     if comment is not None and not isinstance(comment, str):

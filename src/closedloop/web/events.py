@@ -60,7 +60,8 @@ class FailedEventPage(BaseModel):
 def _cursor(value: str | None) -> int | None:
     if value is None or value == "":
         return None
-    if not value.isdigit() or len(value) > 19:
+    # ASCII digits only: `str.isdigit` also holds for `²` and other digits `int` refuses.
+    if not (value.isascii() and value.isdigit()) or len(value) > 19:
         raise InvalidInputError(
             f"invalid `cursor` `{value[:40]}`: use the `next_cursor` of the previous page",
             field="cursor",
