@@ -209,6 +209,9 @@ def test_csv_exports_follow_the_filters(app_client: TestClient, shop: Log) -> No
     timeline = client.get(f"/customers/{pid}/timeline.csv", params={"text": "order"})
     rows = timeline.content.decode("utf-8-sig").splitlines()
     assert len(rows) == 2 and "Order Completed" in rows[1]
+    for before in (str(2**63), "\u00b2", "x"):  # past the store's ids, no ASCII number
+        page = client.get(f"/customers/{pid}/timeline", params={"before": before})
+        assert page.status_code == 400, before
     assert client.get("/segments.csv").status_code == 200
     assert client.get("/privacy/audit.csv").status_code == 403  # admins only
     login(client, "vic")

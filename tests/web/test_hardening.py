@@ -192,15 +192,18 @@ def test_a_locked_store_is_503_not_500(
     assert "database is locked" not in answer.text
 
 
-@pytest.mark.parametrize("cursor", ["\u00b2", "1\u00b2", "\u0661\u0662", "-1", "1e3", " 1"])
+@pytest.mark.parametrize(
+    "cursor", ["\u00b2", "1\u00b2", "\u0661\u0662", "-1", "1e3", " 1", str(2**63), "9" * 19]
+)
 @pytest.mark.parametrize(
     "path", ["/v1/events", "/v1/failed-events", "/v1/profiles/p_unknown/events"]
 )
 def test_a_cursor_that_is_not_ascii_digits_is_refused_by_name(
     client: TestClient, admin_headers: dict[str, str], path: str, cursor: str
 ) -> None:
-    """`str.isdigit` holds for `²` (which `int` refuses) and for Arabic-Indic digits: a
-    cursor is the ASCII digits of a `next_cursor`, anything else a 400 naming it."""
+    """`str.isdigit` holds for `²` (which `int` refuses) and for Arabic-Indic digits, and
+    a store's ids end at 2**63 - 1 (a larger one overflowed the driver): a cursor is the
+    ASCII digits of a `next_cursor`, anything else a 400 naming it."""
     answer = client.get(path, params={"cursor": cursor}, headers=admin_headers)
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"]["field"] == "cursor"
@@ -239,3 +242,17 @@ def test_a_line_break_after_a_valid_name_is_refused_by_name(
         answer = client.get(path, headers=admin_headers)
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"]["field"] == field
+
+
+def test_an_id_past_the_stores_range_is_refused_by_name(
+    client: TestClient, admin_headers: dict[str, str]
+) -> None:
+    top = str(2**63 - 1)
+    assert (
+        client.get("/v1/events", params={"cursor": top}, headers=admin_headers).status_code == 200
+    )
+    audit = client.get("/v1/privacy/audit", params={"before": top}, headers=admin_headers)
+    assert audit.status_code == 200
+    past = client.get("/v1/privacy/audit", params={"before": str(2**63)}, headers=admin_headers)
+    assert past.status_code == 400
+    assert past.json()["error"]["field"] == "before"

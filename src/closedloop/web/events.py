@@ -60,13 +60,17 @@ class FailedEventPage(BaseModel):
 def _cursor(value: str | None) -> int | None:
     if value is None or value == "":
         return None
-    # ASCII digits only: `str.isdigit` also holds for `²` and other digits `int` refuses.
-    if not (value.isascii() and value.isdigit()) or len(value) > 19:
+    # ASCII digits only (`str.isdigit` also holds for `²`, which `int` refuses), within
+    # the stores' 64-bit ids.
+    if not (value.isascii() and value.isdigit()) or len(value) > 19 or int(value) > MAX_ID:
         raise InvalidInputError(
             f"invalid `cursor` `{value[:40]}`: use the `next_cursor` of the previous page",
             field="cursor",
         )
     return int(value)
+
+
+MAX_ID = 2**63 - 1  # the largest id either store holds (a signed 64-bit integer)
 
 
 @router.get("/v1/events", summary="Events in the log, newest first, with cursor paging")

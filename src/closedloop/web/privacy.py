@@ -13,6 +13,7 @@ from closedloop.errors import InvalidInputError
 from closedloop.web._json import JSONOut
 from closedloop.web.auth import AdminAuth
 from closedloop.web.context import get_context
+from closedloop.web.events import MAX_ID
 
 __all__ = ["router"]
 
@@ -120,7 +121,7 @@ async def audit(
     request: Request,
     _auth: AdminAuth,
     limit: int = Query(100, ge=1, le=1000),
-    before: int | None = Query(None, ge=1),
+    before: int | None = Query(None, ge=1, le=MAX_ID),
 ) -> Response:
     engine = get_context(request).engine
     found = await run_in_threadpool(lambda: privacy.list_audit(engine, limit=limit, before=before))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
@@ -24,6 +24,7 @@ from closedloop.access import users as accounts
 from closedloop.errors import ClosedloopError, InvalidInputError, NotFoundError
 from closedloop.feeds.formats import cell_text, neutralise
 from closedloop.web.context import AppContext, get_context
+from closedloop.web.events import MAX_ID
 from closedloop.web.ui import data
 from closedloop.web.ui.charts import bars, nps_bars
 from closedloop.web.ui.render import page
@@ -289,7 +290,10 @@ def customer(request: Request, session: accounts.Session, profile_id: str) -> Re
 @router.get("/customers/{profile_id}/timeline")
 @_view(_CALLERS)
 def customer_timeline(
-    request: Request, session: accounts.Session, profile_id: str, before: int | None = None
+    request: Request,
+    session: accounts.Session,
+    profile_id: str,
+    before: int | None = Query(None, ge=1, le=MAX_ID),
 ) -> Response:
     ctx = get_context(request)
     channel = request.query_params.get("channel") or None
