@@ -91,3 +91,47 @@ def test_rebuild_command_gives_the_same_profile(cli: CliRunner, log: Log) -> Non
     assert before.events == 0
     again = cli.invoke(app, ["profiles", "show", "--user-id", "cust-7", "--json"]).output
     assert json.loads(again) == json.loads(first)
+
+
+def test_customers_data_is_printed_as_text_not_as_markup(cli: CliRunner, log: Log) -> None:
+    """Ids, traits and event names are the customers' (or an attacker's): `[/b]` would be
+    an unmatched Rich tag (it raised) and `[link=...]` a link, had the CLI read markup."""
+    log.send(
+        identify("[/b]cust", "[link=https://evil.example]anon[/link]", lastName="[red]Muster"),
+        track("[/] Order", user_id="[/b]cust"),
+        identify("[/b]other", "[link=https://evil.example]anon[/link]"),  # a refused join
+    )
+    log.process()
+    shown = cli.invoke(app, ["profiles", "show", "--user-id", "[/b]cust"])
+    assert shown.exit_code == 0, shown.output
+    for text in ("[red]Muster", "[/] Order", "[link=https://evil.example]anon[/link]"):
+        assert text in shown.output, text
+    listed = cli.invoke(app, ["profiles", "conflicts"])
+    assert listed.exit_code == 0, listed.output
+    assert "via anonymous_id=[link=https://evil.example]anon[/link]" in listed.output
+
+
+def test_profiles_conflicts_lists_refused_joins(cli: CliRunner, log: Log) -> None:
+    assert cli.invoke(app, ["profiles", "conflicts"]).output.strip() == "no refused joins"
+    log.send(identify("mother", "family-tablet"), identify("daughter", "family-tablet"))
+    log.process()
+    result = cli.invoke(app, ["profiles", "conflicts", "--json"])
+    assert result.exit_code == 0, result.output
+    (found,) = json.loads(result.output)
+    assert found["profile_id"] == log.profile_of("user_id", "daughter")
+    assert found["other_profile_id"] == log.profile_of("user_id", "mother")
+    assert (found["reason"], found["occurrences"], found["settled"]) == (
+        "different_user_ids",
+        1,
+        False,
+    )
+    assert found["identity"] == {"kind": "anonymous_id", "value": "family-tablet"}
+    table = cli.invoke(app, ["profiles", "conflicts", "--reason", "different_user_ids"])
+    assert table.exit_code == 0 and "family-tablet" in table.output
+    none = cli.invoke(app, ["profiles", "conflicts", "--reason", "anonymous_id_limit"])
+    assert none.output.strip() == "no refused joins"
+    bad = cli.invoke(app, ["profiles", "conflicts", "--reason", "kiosk"])
+    assert bad.exit_code == 1
+    assert "invalid `reason` `kiosk`: use one of different_user_ids, anonymous_id_limit" in (
+        bad.output
+    )

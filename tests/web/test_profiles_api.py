@@ -260,3 +260,57 @@ def test_a_conflict_settled_by_an_alias_is_no_longer_listed(
     assert after["id"] == log.profile_of("user_id", "new-account")
     assert [m["via"] for m in after["merged_from"]] == ["alias"]
     assert after["conflicts"] == []
+
+
+def test_refused_joins_are_listed_newest_first_in_pages(
+    log: Log, client: TestClient, admin_headers: dict[str, str]
+) -> None:
+    log.settings = log.settings.model_copy(
+        update={"identity": log.settings.identity.model_copy(update={"max_anonymous_ids": 2})}
+    )
+    log.send(identify("mother", "family-tablet"), identify("daughter", "family-tablet"))
+    log.send(*(identify(None, f"kiosk-{n}", email="kiosk@example.com") for n in range(4)))
+    log.send({"type": "alias", "previousId": "daughter", "userId": "mother"})
+    log.process()
+
+    def page(**params: Any) -> dict[str, Any]:
+        answer = client.get("/v1/identity/conflicts", params=params, headers=admin_headers)
+        assert answer.status_code == 200, answer.text
+        found: dict[str, Any] = answer.json()
+        return found
+
+    everything = page()["items"]
+    assert [(c["reason"], c["settled"]) for c in everything] == [
+        ("anonymous_id_limit", False),
+        ("anonymous_id_limit", False),
+        ("different_user_ids", True),  # the alias joined mother and daughter later
+    ]
+    kiosk = log.profile_of("email", "kiosk@example.com")
+    assert {c["profile_id"] for c in everything[:2]} == {kiosk}
+    assert [c["other_profile_id"] for c in everything[:2]] == [None, None]
+    first = page(limit=2)
+    assert first["items"] == everything[:2]
+    rest = page(limit=2, cursor=first["next_cursor"])
+    assert rest["items"] == everything[2:] and rest["next_cursor"] is None
+    only = page(reason="different_user_ids")["items"]
+    assert only == everything[2:]
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"reason": "kiosk"}, "reason"),
+        ({"reason": "' OR 1=1 --"}, "reason"),
+        ({"cursor": "\u00b2"}, "cursor"),
+        ({"cursor": str(2**63)}, "cursor"),
+        ({"limit": 0}, "limit"),
+        ({"limit": 501}, "limit"),
+    ],
+)
+def test_bad_conflict_listing_names_the_field(
+    client: TestClient, admin_headers: dict[str, str], params: dict[str, Any], field: str
+) -> None:
+    answer = client.get("/v1/identity/conflicts", params=params, headers=admin_headers)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["field"] == field
+    assert client.get("/v1/identity/conflicts").status_code == 401

@@ -24,8 +24,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+# No markup: what the commands print holds customers' data (ids, traits, event names), in
+# which `[/b]` would be a Rich tag (an unmatched one raises) and `[link=...]` a link.
+console = Console(markup=False, highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
 
 
 def fail(message: str) -> typer.Exit:

@@ -172,3 +172,34 @@ def show(
             what = e.event or e.payload.get("name") or props.get("path") or ""
             table.add_row(e.timestamp.isoformat(timespec="seconds"), e.source, e.type, str(what))
         console.print(table)
+
+
+@profiles_app.command("conflicts")
+def conflicts(
+    reason: str | None = typer.Option(
+        None, help="`different_user_ids` (shared devices, family accounts) or `anonymous_id_limit`."
+    ),
+    limit: int = typer.Option(50, min=1, max=500, help="Newest refusals to show."),
+    as_json: bool = typer.Option(False, "--json", help="Print them as JSON."),
+) -> None:
+    """Show the joins the identity rules refused, newest first: the shared devices and
+    kiosks to look at. Each side is the profile that holds it now; `settled` where an alias
+    joined the two later.
+
+    Example: `closedloop profiles conflicts --reason different_user_ids`
+    """
+    config = settings()
+    with handle_errors():
+        found = read.list_conflicts(open_store(config), reason=reason, limit=limit)
+    if as_json:
+        console.print(json.dumps(found, ensure_ascii=False, indent=2), markup=False)
+        return
+    if not found:
+        console.print("no refused joins", markup=False)
+        return
+    for c in found:  # a line each: ids are long, and lines are what grep and less take
+        console.print(
+            f"{c['reason']}  {c['profile_id']} / {c['other_profile_id'] or '-'}  via "
+            f"{c['identity']['kind']}={c['identity']['value']}  {c['occurrences']}x  events "
+            f"{c['first_event_id']}..{c['last_event_id']}" + ("  settled" if c["settled"] else "")
+        )

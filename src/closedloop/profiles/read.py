@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,12 +21,14 @@ from closedloop.profiles.state import trait_values
 from closedloop.store import EPOCH
 
 __all__ = [
+    "CONFLICT_REASONS",
     "LOOKUP_KINDS",
     "ConsentStatement",
     "Profile",
     "consent_history",
     "find_profile",
     "get_profile",
+    "list_conflicts",
     "list_profiles",
     "locate",
     "resolve_profile_id",
@@ -175,6 +178,7 @@ def _document(conn: sa.Connection, row: Any, purposes: tuple[str, ...]) -> dict[
 
 
 _CONFLICTS_SHOWN = 100
+CONFLICT_REASONS = ("different_user_ids", "anonymous_id_limit")
 
 
 def _conflicts(conn: sa.Connection, profile_id: str) -> list[dict[str, Any]]:
@@ -197,6 +201,16 @@ def _conflicts(conn: sa.Connection, profile_id: str) -> list[dict[str, Any]]:
         .order_by(c.id)
         .limit(_CONFLICTS_SHOWN)
     ).all()
+    return [
+        {k: v for k, v in shown.items() if k not in ("id", "settled")}
+        for shown in _shown_conflicts(conn, rows)
+        if not shown["settled"]
+    ]
+
+
+def _shown_conflicts(conn: sa.Connection, rows: Sequence[Any]) -> list[dict[str, Any]]:
+    """Stored refusals as the API shows them: each side the profile that holds it now, and
+    whether the two were joined since (`settled`)."""
     named = {pid for r in rows for pid in (r.profile_id, r.other_profile_id) if pid}
     now = {
         row.id: row.merged_into or row.id
@@ -208,10 +222,9 @@ def _conflicts(conn: sa.Connection, profile_id: str) -> list[dict[str, Any]]:
     for r in rows:
         ours = now.get(r.profile_id, r.profile_id)
         theirs = now.get(r.other_profile_id, r.other_profile_id) if r.other_profile_id else None
-        if ours == theirs:
-            continue
         out.append(
             {
+                "id": r.id,
                 "profile_id": ours,
                 "other_profile_id": theirs,
                 "identity": dict(zip(("kind", "value"), split_key(r.identity_key), strict=True)),
@@ -219,9 +232,30 @@ def _conflicts(conn: sa.Connection, profile_id: str) -> list[dict[str, Any]]:
                 "occurrences": r.occurrences,
                 "first_event_id": r.first_event_id,
                 "last_event_id": r.last_event_id,
+                "settled": ours == theirs,
             }
         )
     return out
+
+
+def list_conflicts(
+    engine: Engine, *, reason: str | None = None, before_id: int | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
+    """Every refused join, newest first (paged by `before_id`), optionally of one reason:
+    the shared devices and kiosks a data steward looks at."""
+    if reason is not None and reason not in CONFLICT_REASONS:
+        raise InvalidInputError(
+            f"invalid `reason` `{reason[:40]}`: use one of {', '.join(CONFLICT_REASONS)}",
+            field="reason",
+        )
+    c = identity_conflicts.c
+    query = sa.select(identity_conflicts).order_by(c.id.desc()).limit(limit)
+    if reason is not None:
+        query = query.where(c.reason == reason)
+    if before_id is not None:
+        query = query.where(c.id < before_id)
+    with engine.connect() as conn:
+        return _shown_conflicts(conn, conn.execute(query).all())
 
 
 def get_profile(engine: Engine, profile_id: str, *, purposes: tuple[str, ...]) -> Profile:

@@ -117,6 +117,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     app.include_router(sources.router)
     app.include_router(events.router)
     app.include_router(profiles.router)
+    app.include_router(profiles.identity_router)
     app.include_router(mood.router)
     app.include_router(segments.router)
     app.include_router(feeds.router)

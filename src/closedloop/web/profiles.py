@@ -17,9 +17,10 @@ from closedloop.web.auth import AdminAuth
 from closedloop.web.context import get_context
 from closedloop.web.events import EventOut, EventPage, _cursor
 
-__all__ = ["router"]
+__all__ = ["identity_router", "router"]
 
 router = APIRouter(prefix="/v1/profiles", tags=["profiles"])
+identity_router = APIRouter(prefix="/v1/identity", tags=["profiles"])
 
 
 def _shown(ctx: Any, found: list[read.Profile]) -> list[dict[str, Any]]:
@@ -183,3 +184,22 @@ async def put_consent(
         return _consent_out(ctx, found)
 
     return JSONOut(await run_in_threadpool(run))
+
+
+@identity_router.get("/conflicts", summary="Joins the identity rules refused, newest first (paged)")
+async def list_conflicts(
+    request: Request,
+    _auth: AdminAuth,
+    reason: str | None = Query(
+        None, description="`different_user_ids` or `anonymous_id_limit`; all when absent"
+    ),
+    cursor: str | None = None,
+    limit: int = Query(50, ge=1, le=500),
+) -> Response:
+    engine = get_context(request).engine
+    before = _cursor(cursor)
+    found = await run_in_threadpool(
+        lambda: read.list_conflicts(engine, reason=reason, before_id=before, limit=limit)
+    )
+    next_cursor = str(found[-1]["id"]) if len(found) == limit else None
+    return JSONOut({"items": found, "next_cursor": next_cursor})
