@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from fastapi.testclient import TestClient
@@ -351,3 +352,21 @@ def test_an_admin_erases_a_person_from_the_privacy_page(app_client: TestClient, 
         "/privacy/erasures", data={**good, "confirm": "yes", "csrf": csrf_of(client)}
     )
     assert denied.status_code == 403
+
+
+@pytest.mark.parametrize(
+    "name", ["\u0663", "nps\u2019s", 'a"b', "a\r\nSet-Cookie: x=1", "\ufeff", "x" * 300]
+)
+def test_a_csv_download_names_its_file_safely(app_client: TestClient, name: str) -> None:
+    """A part of the path becomes the file name: a character Latin-1 cannot encode made
+    the header fail (a 500), a quote or a line break would have broken it."""
+    login(app_client, "ada")
+    for path in (
+        f"/surveys/{quote(name, safe='')}/comments.csv",
+        f"/feeds/{quote(name, safe='')}/runs.csv",
+    ):
+        answer = app_client.get(path)
+        assert answer.status_code in (200, 404), (path, answer.status_code)
+        if answer.status_code == 200:
+            disposition = answer.headers["content-disposition"]
+            assert re.fullmatch(r'attachment; filename="[A-Za-z0-9._-]+\.csv"', disposition)

@@ -556,6 +556,9 @@ def set_locale(request: Request, session: accounts.Session, form: dict[str, str]
 # CSV exports: each table as a file, with the filters of its view -----------------------------
 
 
+_UNSAFE_IN_FILE_NAME = re.compile(r"[^A-Za-z0-9._-]")
+
+
 def _csv(name: str, header: list[str], rows: list[list[Any]]) -> Response:
     """`;`-separated UTF-8 with BOM (opens in spreadsheets as is); cells that a spreadsheet
     would run as a formula are neutralised."""
@@ -566,11 +569,15 @@ def _csv(name: str, header: list[str], rows: list[list[Any]]) -> Response:
         writer.writerow(
             [neutralise(cell_text(c.isoformat() if hasattr(c, "isoformat") else c)) for c in row]
         )
+    # The name holds a part of the path (a survey's or feed's name, a profile id): in the
+    # header only what needs no quoting (a `"`, a line break or a non-Latin-1 character
+    # would break it or fail to encode).
+    safe = _UNSAFE_IN_FILE_NAME.sub("_", name)
     return Response(
         "\ufeff" + buffer.getvalue(),
         media_type="text/csv; charset=utf-8",
         headers={
-            "Content-Disposition": f'attachment; filename="{name}.csv"',
+            "Content-Disposition": f'attachment; filename="{safe}.csv"',
             "Cache-Control": "no-store",
         },
     )
