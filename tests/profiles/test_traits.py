@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from closedloop import profiles
 from tests.profiles.conftest import Log, identify, track
 
 
@@ -186,6 +187,27 @@ def test_computed_traits_count_orders_channels_and_interests(
     assert computed["events_by_type"] == {"identify": 1, "track": 4}
     assert computed["interests"][0] == {"category": "Laufschuhe", "count": 3}
     assert computed["interests"][1] == {"category": "Socken", "count": 1}
+
+
+def test_a_channel_that_is_no_name_leaves_the_sources_and_processing_goes_on(
+    log: Log, client: TestClient, admin_headers: dict[str, str]
+) -> None:
+    """`context.channel` names the channel where a source relays several; a list there
+    (unhashable) stopped every batch holding the event, a poison event for the processor."""
+    hostile: list[Any] = [["app"], {"app": 1}, 7, None, "fax", ""]
+    for n, channel in enumerate(hostile):
+        message = track("Article Rated", user_id="u-c")
+        message["context"] = {"channel": channel}
+        message["messageId"] = f"m-{n}"
+        log.send(message)
+    relayed = track("Article Rated", user_id="u-c")
+    relayed["context"] = {"channel": "app"}
+    log.send(relayed)
+    assert log.process() == len(hostile) + 1
+    computed = _profile(client, admin_headers, user_id="u-c")["computed"]
+    assert computed["channels"] == ["app", "web"]
+    assert computed["events"] == len(hostile) + 1
+    assert profiles.lag(log.engine).events == 0
 
 
 def test_consent_from_traits_segment_format_and_api_with_history(

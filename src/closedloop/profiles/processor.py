@@ -717,8 +717,10 @@ class _Processor:
             payload = _parse(row[9]) if parsed is None else parsed
             source, kind = channels.get(row[2], ("unknown", "server"))
             context = payload.get("context")
-            if context.__class__ is dict and context.get("channel") in _CHANNELS:
-                kind = context["channel"]  # a source that relays several channels names it
+            if context.__class__ is dict:
+                channel = context.get("channel")  # a source relaying several names each one's
+                if channel.__class__ is str and channel in _CHANNELS:  # (a list is unhashable)
+                    kind = channel
             # id, type, name, timestamp and received_at (epoch microseconds from both
             # backends' read), payload, source, channel: by position (0.16 µs, by keyword
             # 0.41 µs).

@@ -222,9 +222,8 @@ def timeline_page(
             return shown, None
         for event in page:
             context = event.payload.get("context")
-            event_channel = (
-                context.get("channel") if isinstance(context, dict) else None
-            ) or event.source
+            named = context.get("channel") if isinstance(context, dict) else None
+            event_channel = named if isinstance(named, str) and named else event.source
             title = event.event or event.payload.get("name") or event.type
             if channel and channel not in (event_channel, event.source):
                 continue
