@@ -554,3 +554,25 @@ def test_a_failed_pipelined_write_commits_nothing_and_clears_the_cache(
     monkeypatch.undo()
     assert processor._drain(log.engine, log.settings, proc, limit=100) == sent - 200
     _as_a_rebuild(log, sent)
+
+
+def test_a_profile_merged_in_a_later_batch_keeps_no_master_data(log: Log) -> None:
+    """A merged profile's row is a pointer to its survivor: its traits go, and so must what
+    was derived from them (master data, problems, customer key), as when the merge happens
+    in the batch that created it (a rebuild): a stale copy of her e-mail address and key
+    stayed on the row."""
+    log.send(identify(None, "a-1", email="anna@example.com", lastName="Muster", gender="x"))
+    log.process()
+    log.send(identify("u-1"))
+    log.process()
+    log.send(identify("u-1", "a-1"))
+    log.process()
+    survivor = log.profile_of("user_id", "u-1")
+    incremental = snapshot(log.engine)
+    (merged,) = [p for p in incremental["profiles"] if p["merged_into"] == survivor]
+    assert merged["customer_key"] is None and merged["quality"] == []
+    assert merged["masterdata"]["email"] is None and merged["masterdata"]["last_name"] is None
+    (kept,) = [p for p in incremental["profiles"] if p["id"] == survivor]
+    assert kept["masterdata"]["email"] == "anna@example.com" and kept["customer_key"]
+    profiles.rebuild(log.engine, log.settings)
+    assert snapshot(log.engine) == incremental

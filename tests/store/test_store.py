@@ -422,3 +422,69 @@ def test_derived_writes_commit_without_waiting_for_the_disk(engine: Engine) -> N
     finally:
         if not pg:
             engine.dispose()
+
+
+def test_upgrade_clears_the_master_data_of_merged_profiles(db_url: str) -> None:
+    """Migration 0023: a profile merged in a later batch kept its master data, problems and
+    customer key (the processor before this change); the upgrade clears them, as a rebuild
+    stores them, and leaves the live profiles as they are."""
+    from closedloop.profiles import quality
+    from tests.conftest import make_settings
+    from tests.profiles.conftest import Log, identify
+
+    engine = store.create_store_engine(db_url)
+    try:
+        store.upgrade(engine)
+        log = Log(engine, make_settings(db_url))
+        log.send(identify(None, "a-1", email="anna@example.com", lastName="Muster"))
+        log.process()
+        log.send(identify("u-1"), identify("u-1", "a-1"))
+        log.process()
+        survivor = log.profile_of("user_id", "u-1")
+        stale = {"email": "anna@example.com", "last_name": "Muster"}
+        with engine.begin() as conn:  # the row as the processor before left it
+            conn.execute(
+                sa.text(
+                    "UPDATE profiles SET customer_key = 'v1.' || :hex, masterdata = :md, "
+                    "quality = :q WHERE merged_into IS NOT NULL"
+                ).bindparams(
+                    sa.bindparam("md", type_=store.JSONDocument),
+                    sa.bindparam("q", type_=store.JSONDocument),
+                ),
+                {"hex": "a" * 64, "md": stale, "q": [{"field": "x", "problem": "y", "value": "z"}]},
+            )
+            conn.execute(sa.text("UPDATE alembic_version SET version_num = '0022'"))
+        before = _profile_rows(engine)
+        store.upgrade(engine)
+        after = _profile_rows(engine)
+        empty, no_problems = quality.derive_masterdata({}, region="DE")
+        for pid, row in after.items():
+            if row["merged_into"] is None:
+                assert row == before[pid]
+            else:
+                assert row["merged_into"] == survivor
+                assert (row["customer_key"], row["masterdata"], row["quality"]) == (
+                    None,
+                    empty,
+                    no_problems,
+                )
+    finally:
+        engine.dispose()
+
+
+def _profile_rows(engine: Engine) -> dict[str, dict[str, object]]:
+    from closedloop.profiles._tables import profiles
+
+    with engine.connect() as conn:
+        return {
+            r["id"]: dict(r)
+            for r in conn.execute(
+                sa.select(
+                    profiles.c.id,
+                    profiles.c.merged_into,
+                    profiles.c.customer_key,
+                    profiles.c.masterdata,
+                    profiles.c.quality,
+                )
+            ).mappings()
+        }

@@ -333,7 +333,8 @@ def merge_into(survivor: ProfileState, merged: ProfileState) -> None:
     survivor.columns.update(COLUMNS_CHANGED_BY_MERGE)
     merged.traits, merged.consent, merged.computed, merged.derived = {}, {}, {}, {}
     merged.user_ids, merged.anonymous_ids = [], 0
-    merged.dirty = True
+    # Its traits went: so does what was derived from them (master data, customer key).
+    merged.dirty = merged.traits_changed = True
     merged.columns.update(COLUMNS_CHANGED_BY_MERGE)
 
 
