@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, get_args
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from closedloop.errors import InvalidInputError, NotFoundError
 from closedloop.identity import is_customer_key, normalise_email, normalise_phone
 from closedloop.identity._tables import identities, identity_conflicts, identity_merges
-from closedloop.identity.graph import split_key
+from closedloop.identity.graph import ConflictReason, split_key
 from closedloop.ingest._tables import events, sources
 from closedloop.ingest.log import StoredEvent, event_from_row
 from closedloop.profiles._tables import consent_changes, profiles
@@ -178,7 +178,7 @@ def _document(conn: sa.Connection, row: Any, purposes: tuple[str, ...]) -> dict[
 
 
 _CONFLICTS_SHOWN = 100
-CONFLICT_REASONS = ("different_user_ids", "anonymous_id_limit")
+CONFLICT_REASONS: tuple[str, ...] = get_args(ConflictReason)
 
 
 def _conflicts(conn: sa.Connection, profile_id: str) -> list[dict[str, Any]]:
