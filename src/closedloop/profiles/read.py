@@ -127,10 +127,10 @@ def _document(conn: sa.Connection, row: Any, purposes: tuple[str, ...]) -> dict[
     ).all()
     merged_ids = [m.merged_id for m in merged]
     # Profiles merged into one that later merged here came along: list them too.
-    indirect = conn.execute(
-        sa.select(profiles.c.id).where(profiles.c.merged_into == profile_id)
-    ).scalars()
-    conflicts = _conflicts(conn, profile_id)
+    indirect = list(
+        conn.execute(sa.select(profiles.c.id).where(profiles.c.merged_into == profile_id)).scalars()
+    )
+    conflicts = _conflicts(conn, [profile_id, *indirect])
     consent = {
         purpose: (
             {
@@ -181,23 +181,15 @@ _CONFLICTS_SHOWN = 100
 CONFLICT_REASONS: tuple[str, ...] = get_args(ConflictReason)
 
 
-def _conflicts(conn: sa.Connection, profile_id: str) -> list[dict[str, Any]]:
-    """The joins the rules refused for the profile or any profile merged into it (recorded
-    with the profiles of their day), each side named by the profile that holds it now.
-    Refusals whose two sides were joined later (an alias) are not listed: they were
-    settled."""
-    held = sa.select(profiles.c.id).where(profiles.c.merged_into == profile_id)
+def _conflicts(conn: sa.Connection, held: list[str]) -> list[dict[str, Any]]:
+    """The joins the rules refused for a profile: those recorded for any of `held` (the
+    profile and every profile merged into it, as recorded with the profiles of their day),
+    each side named by the profile that holds it now. Refusals whose two sides were joined
+    later (an alias) are not listed: they were settled."""
     c = identity_conflicts.c
     rows = conn.execute(
         sa.select(identity_conflicts)
-        .where(
-            sa.or_(
-                c.profile_id == profile_id,
-                c.other_profile_id == profile_id,
-                c.profile_id.in_(held),
-                c.other_profile_id.in_(held),
-            )
-        )
+        .where(sa.or_(c.profile_id.in_(held), c.other_profile_id.in_(held)))
         .order_by(c.id)
         .limit(_CONFLICTS_SHOWN)
     ).all()

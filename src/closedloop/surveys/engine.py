@@ -534,8 +534,8 @@ def record_answer(
     engine: Engine, settings: Settings, token: str, *, score: object, comment: object
 ) -> Answer:
     """Record (or change) the answer of the token's invitation and put it into the log."""
-    if isinstance(score, str) and score.strip().isascii() and score.strip().isdigit():
-        score = int(score.strip())  # ASCII digits: `int` refuses `²`, which `isdigit` takes
+    if isinstance(score, str) and (digits := score.strip()).isascii() and digits.isdigit():
+        score = int(digits)  # ASCII digits: `int` refuses `²`, which `isdigit` takes
     if isinstance(score, bool) or not isinstance(score, int) or not 0 <= score <= 10:
         raise InvalidInputError("choose a score from 0 to 10", field="score")
     if comment is not None and not isinstance(comment, str):
