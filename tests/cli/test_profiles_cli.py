@@ -135,3 +135,24 @@ def test_profiles_conflicts_lists_refused_joins(cli: CliRunner, log: Log) -> Non
     assert "invalid `reason` `kiosk`: use one of different_user_ids, anonymous_id_limit" in (
         bad.output
     )
+
+
+def test_profiles_conflicts_open_ones_by_occurrences(cli: CliRunner, log: Log) -> None:
+    log.send(identify("mother", "family-tablet"), identify("daughter", "family-tablet"))
+    log.send(identify("dad", "shared-pc"), *(identify("son", "shared-pc") for _ in range(3)))
+    log.send({"type": "alias", "previousId": "daughter", "userId": "mother"})
+    log.process()
+    everything = cli.invoke(app, ["profiles", "conflicts"])
+    assert everything.exit_code == 0, everything.output
+    assert everything.output.count("different_user_ids") == 2 and "settled" in everything.output
+    result = cli.invoke(app, ["profiles", "conflicts", "--open", "--sort", "occurrences"])
+    assert result.exit_code == 0, result.output
+    (line,) = result.output.strip().splitlines()
+    assert "via anonymous_id=shared-pc  3x" in line and "settled" not in line
+    (settled,) = json.loads(
+        cli.invoke(app, ["profiles", "conflicts", "--settled", "--json"]).output
+    )
+    assert settled["identity"]["value"] == "family-tablet"
+    bad = cli.invoke(app, ["profiles", "conflicts", "--sort", "loudest"])
+    assert bad.exit_code == 1
+    assert "invalid `sort` `loudest`: use one of newest, occurrences, last_seen" in bad.output

@@ -296,6 +296,82 @@ def test_refused_joins_are_listed_newest_first_in_pages(
     assert only == everything[2:]
 
 
+@pytest.fixture
+def conflicted(log: Log) -> Log:
+    """Refusals of each kind, met a different number of times, one settled since:
+    mother and daughter share a tablet (an alias joins them later), dad's PC meets his son
+    three times and then again once, a kiosk (2 anonymous ids a profile) takes a third."""
+    log.settings = log.settings.model_copy(
+        update={"identity": log.settings.identity.model_copy(update={"max_anonymous_ids": 2})}
+    )
+    log.send(identify("mother", "family-tablet"), identify("daughter", "family-tablet"))
+    log.send(identify("dad", "shared-pc"), *(identify("son", "shared-pc") for _ in range(3)))
+    log.send(*(identify(None, f"kiosk-{n}", email="kiosk@example.com") for n in range(3)))
+    log.send({"type": "alias", "previousId": "daughter", "userId": "mother"})
+    log.process()
+    log.send(identify("son", "shared-pc"))  # the PC's refusal is met again, last of all
+    log.process()
+    return log
+
+
+def _conflicts(client: TestClient, headers: dict[str, str], **params: Any) -> dict[str, Any]:
+    answer = client.get("/v1/identity/conflicts", params=params, headers=headers)
+    assert answer.status_code == 200, answer.text
+    found: dict[str, Any] = answer.json()
+    return found
+
+
+@pytest.mark.parametrize("sort", ["newest", "occurrences", "last_seen"])
+@pytest.mark.parametrize("settled", [None, True, False])
+def test_refused_joins_sorted_filtered_and_paged(
+    conflicted: Log,
+    client: TestClient,
+    admin_headers: dict[str, str],
+    sort: str,
+    settled: bool | None,
+) -> None:
+    """Each order and filter answers what sorting and filtering the whole list in Python
+    gives, and pages of one walk it in the same order."""
+    everything = _conflicts(client, admin_headers)["items"]
+    assert len(everything) == 3
+    key = {"newest": "id", "occurrences": "occurrences", "last_seen": "last_event_id"}[sort]
+    want = sorted(
+        (c for c in everything if settled is None or c["settled"] == settled),
+        key=lambda c: (c[key], c["id"]),
+        reverse=True,
+    )
+    params: dict[str, Any] = {"sort": sort}
+    if settled is not None:
+        params["settled"] = str(settled).lower()
+    assert _conflicts(client, admin_headers, **params)["items"] == want
+    walked, cursor = [], None
+    for _ in range(5):
+        page = _conflicts(
+            client, admin_headers, **params, limit=1, **({"cursor": cursor} if cursor else {})
+        )
+        walked += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert walked == want
+
+
+def test_refused_joins_by_occurrences_and_open_only(
+    conflicted: Log, client: TestClient, admin_headers: dict[str, str]
+) -> None:
+    shared_pc = {"kind": "anonymous_id", "value": "shared-pc"}
+    by_count = _conflicts(client, admin_headers, sort="occurrences")["items"]
+    assert (by_count[0]["identity"], by_count[0]["occurrences"]) == (shared_pc, 4)
+    recent = _conflicts(client, admin_headers, sort="last_seen")["items"]
+    assert recent[0]["identity"] == shared_pc
+    open_ones = _conflicts(client, admin_headers, settled="false")["items"]
+    assert {c["reason"] for c in open_ones} == {"different_user_ids", "anonymous_id_limit"}
+    assert not any(c["settled"] for c in open_ones)
+    (settled,) = _conflicts(client, admin_headers, settled="true")["items"]
+    assert settled["identity"] == {"kind": "anonymous_id", "value": "family-tablet"}
+    assert settled["profile_id"] == settled["other_profile_id"]
+
+
 @pytest.mark.parametrize(
     ("params", "field"),
     [
@@ -305,6 +381,17 @@ def test_refused_joins_are_listed_newest_first_in_pages(
         ({"cursor": str(2**63)}, "cursor"),
         ({"limit": 0}, "limit"),
         ({"limit": 501}, "limit"),
+        ({"sort": "loudest"}, "sort"),
+        ({"sort": "id; DROP TABLE profiles"}, "sort"),
+        ({"sort": "loudest", "cursor": "3.1"}, "sort"),
+        ({"sort": "occurrences", "cursor": "5"}, "cursor"),  # a cursor of another order
+        ({"cursor": "3.1"}, "cursor"),
+        ({"sort": "last_seen", "cursor": "1.2.3"}, "cursor"),
+        ({"sort": "occurrences", "cursor": "\u00b2.1"}, "cursor"),
+        ({"sort": "occurrences", "cursor": f"1.{2**63}"}, "cursor"),
+        ({"sort": "occurrences", "cursor": "-1.5"}, "cursor"),
+        ({"sort": "occurrences", "cursor": "."}, "cursor"),
+        ({"settled": "maybe"}, "settled"),
     ],
 )
 def test_bad_conflict_listing_names_the_field(

@@ -179,18 +179,29 @@ def conflicts(
     reason: str | None = typer.Option(
         None, help="`different_user_ids` (shared devices, family accounts) or `anonymous_id_limit`."
     ),
-    limit: int = typer.Option(50, min=1, max=500, help="Newest refusals to show."),
+    settled: bool | None = typer.Option(
+        None,
+        "--settled/--open",
+        help="Only those an alias joined since, or only the open ones (default: all).",
+    ),
+    sort: str = typer.Option(
+        "newest",
+        help="`newest` (first recorded), `occurrences` (most first) or `last_seen`.",
+    ),
+    limit: int = typer.Option(50, min=1, max=500, help="Refusals to show."),
     as_json: bool = typer.Option(False, "--json", help="Print them as JSON."),
 ) -> None:
     """Show the joins the identity rules refused, newest first: the shared devices and
     kiosks to look at. Each side is the profile that holds it now; `settled` where an alias
     joined the two later.
 
-    Example: `closedloop profiles conflicts --reason different_user_ids`
+    Example: `closedloop profiles conflicts --open --sort occurrences`
     """
     config = settings()
     with handle_errors():
-        found = read.list_conflicts(open_store(config), reason=reason, limit=limit)
+        found = read.list_conflicts(
+            open_store(config), reason=reason, settled=settled, sort=sort, limit=limit
+        )
     if as_json:
         console.print(json.dumps(found, ensure_ascii=False, indent=2), markup=False)
         return

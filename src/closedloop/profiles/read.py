@@ -18,7 +18,7 @@ from closedloop.ingest._tables import events, sources
 from closedloop.ingest.log import StoredEvent, event_from_row
 from closedloop.profiles._tables import consent_changes, profiles
 from closedloop.profiles.state import trait_values
-from closedloop.store import EPOCH
+from closedloop.store import EPOCH, MAX_ROW_ID
 
 __all__ = [
     "CONFLICT_REASONS",
@@ -230,22 +230,95 @@ def _shown_conflicts(conn: sa.Connection, rows: Sequence[Any]) -> list[dict[str,
     return out
 
 
+# How `list_conflicts` orders: by when the refusal was first recorded, by how often it
+# happened (the most shared devices first), by the newest event that met it.
+CONFLICT_SORTS = ("newest", "occurrences", "last_seen")
+
+
+def _check_sort(sort: str) -> None:
+    if sort not in CONFLICT_SORTS:
+        raise InvalidInputError(
+            f"invalid `sort` `{sort[:40]}`: use one of {', '.join(CONFLICT_SORTS)}",
+            field="sort",
+        )
+
+
+def conflict_cursor(sort: str, value: str | None) -> tuple[int, int] | None:
+    """The position after which `list_conflicts` goes on: from a `next_cursor` of the same
+    `sort` (`id` when newest first, else `key.id`)."""
+    _check_sort(sort)
+    if value is None or value == "":
+        return None
+    parts = value.split(".")
+    if (
+        len(parts) != (1 if sort == "newest" else 2)
+        or not all(p.isascii() and p.isdigit() and len(p) <= 19 for p in parts)
+        or any(int(p) > MAX_ROW_ID for p in parts)
+    ):
+        raise InvalidInputError(
+            f"invalid `cursor` `{value[:40]}`: use the `next_cursor` of the previous page "
+            "with the same `sort`",
+            field="cursor",
+        )
+    return (int(parts[0]), int(parts[-1]))
+
+
+def next_conflict_cursor(sort: str, page: list[dict[str, Any]], limit: int) -> str | None:
+    """The cursor of the page after `page` (None when it was the last)."""
+    if len(page) < limit:
+        return None
+    last = page[-1]
+    if sort == "newest":
+        return str(last["id"])
+    key = last["occurrences"] if sort == "occurrences" else last["last_event_id"]
+    return f"{key}.{last['id']}"
+
+
 def list_conflicts(
-    engine: Engine, *, reason: str | None = None, before_id: int | None = None, limit: int = 50
+    engine: Engine,
+    *,
+    reason: str | None = None,
+    settled: bool | None = None,
+    sort: str = "newest",
+    after: tuple[int, int] | None = None,
+    limit: int = 50,
 ) -> list[dict[str, Any]]:
-    """Every refused join, newest first (paged by `before_id`), optionally of one reason:
-    the shared devices and kiosks a data steward looks at."""
+    """Every refused join, optionally of one reason and only those an alias settled since
+    (`settled=True`) or only the open ones (`False`), in the order `sort` names
+    (`CONFLICT_SORTS`, ties newest first), paged after `after` (`conflict_cursor`): the
+    shared devices and kiosks a data steward looks at."""
     if reason is not None and reason not in CONFLICT_REASONS:
         raise InvalidInputError(
             f"invalid `reason` `{reason[:40]}`: use one of {', '.join(CONFLICT_REASONS)}",
             field="reason",
         )
+    _check_sort(sort)
     c = identity_conflicts.c
-    query = sa.select(identity_conflicts).order_by(c.id.desc()).limit(limit)
+    key = {"newest": c.id, "occurrences": c.occurrences, "last_seen": c.last_event_id}[sort]
+    query = sa.select(identity_conflicts).limit(limit)
+    query = (
+        query.order_by(c.id.desc()) if sort == "newest" else query.order_by(key.desc(), c.id.desc())
+    )
     if reason is not None:
         query = query.where(c.reason == reason)
-    if before_id is not None:
-        query = query.where(c.id < before_id)
+    if after is not None:
+        if sort == "newest":
+            query = query.where(c.id < after[1])
+        else:
+            query = query.where(sa.or_(key < after[0], sa.and_(key == after[0], c.id < after[1])))
+    if settled is not None:
+        # Settled: both sides are held by one profile now (`merged_into` names the last
+        # survivor); the anonymous-id limit's refusals of a new identifier have no other side.
+        ours, theirs = profiles.alias("ours"), profiles.alias("theirs")
+        query = query.outerjoin(ours, ours.c.id == c.profile_id).outerjoin(
+            theirs, theirs.c.id == c.other_profile_id
+        )
+        joined = sa.and_(
+            c.other_profile_id != "",
+            sa.func.coalesce(ours.c.merged_into, c.profile_id)
+            == sa.func.coalesce(theirs.c.merged_into, c.other_profile_id),
+        )
+        query = query.where(joined if settled else sa.not_(joined))
     with engine.connect() as conn:
         return _shown_conflicts(conn, conn.execute(query).all())
 

@@ -19,10 +19,18 @@ from closedloop.store._engine import (
     write_turn,
 )
 from closedloop.store._migrate import current_revision, head_revision, upgrade
-from closedloop.store._types import EPOCH, JSONDocument, UTCDateTime, metadata, to_epoch_us
+from closedloop.store._types import (
+    EPOCH,
+    MAX_ROW_ID,
+    JSONDocument,
+    UTCDateTime,
+    metadata,
+    to_epoch_us,
+)
 
 __all__ = [
     "EPOCH",
+    "MAX_ROW_ID",
     "JSONDocument",
     "UTCDateTime",
     "appending",

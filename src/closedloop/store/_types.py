@@ -15,6 +15,8 @@ __all__ = ["EPOCH", "JSONDocument", "UTCDateTime", "metadata", "to_epoch_us"]
 # integer that is exact, sorts and compares in SQL, and converts ten times faster than text.
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_MICROSECOND = timedelta(microseconds=1)
+# The largest row id either store holds (a signed 64-bit integer): larger cursors are refused.
+MAX_ROW_ID = 2**63 - 1
 
 
 def to_epoch_us(value: datetime) -> int:

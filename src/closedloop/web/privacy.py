@@ -10,10 +10,10 @@ from starlette.responses import Response
 
 from closedloop import privacy
 from closedloop.errors import InvalidInputError
+from closedloop.store import MAX_ROW_ID
 from closedloop.web._json import JSONOut
 from closedloop.web.auth import AdminAuth
 from closedloop.web.context import get_context
-from closedloop.web.events import MAX_ID
 
 __all__ = ["router"]
 
@@ -121,7 +121,7 @@ async def audit(
     request: Request,
     _auth: AdminAuth,
     limit: int = Query(100, ge=1, le=1000),
-    before: int | None = Query(None, ge=1, le=MAX_ID),
+    before: int | None = Query(None, ge=1, le=MAX_ROW_ID),
 ) -> Response:
     engine = get_context(request).engine
     found = await run_in_threadpool(lambda: privacy.list_audit(engine, limit=limit, before=before))

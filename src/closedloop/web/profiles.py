@@ -186,20 +186,37 @@ async def put_consent(
     return JSONOut(await run_in_threadpool(run))
 
 
-@identity_router.get("/conflicts", summary="Joins the identity rules refused, newest first (paged)")
+@identity_router.get("/conflicts", summary="Joins the identity rules refused (paged)")
 async def list_conflicts(
     request: Request,
     _auth: AdminAuth,
     reason: str | None = Query(
         None, description="`different_user_ids` or `anonymous_id_limit`; all when absent"
     ),
+    settled: bool | None = Query(
+        None,
+        description="`false`: only the open ones; `true`: only those an alias joined since",
+    ),
+    sort: str = Query(
+        "newest",
+        description="`newest` (first recorded), `occurrences` (most first) or `last_seen` "
+        "(newest event first); ties newest first",
+    ),
     cursor: str | None = None,
     limit: int = Query(50, ge=1, le=500),
 ) -> Response:
     engine = get_context(request).engine
-    before = _cursor(cursor)
-    found = await run_in_threadpool(
-        lambda: read.list_conflicts(engine, reason=reason, before_id=before, limit=limit)
-    )
-    next_cursor = str(found[-1]["id"]) if len(found) == limit else None
+
+    def run() -> list[dict[str, Any]]:
+        return read.list_conflicts(
+            engine,
+            reason=reason,
+            settled=settled,
+            sort=sort,
+            after=read.conflict_cursor(sort, cursor),
+            limit=limit,
+        )
+
+    found = await run_in_threadpool(run)
+    next_cursor = read.next_conflict_cursor(sort, found, limit)
     return JSONOut({"items": found, "next_cursor": next_cursor})

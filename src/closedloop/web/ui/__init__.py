@@ -23,8 +23,8 @@ from closedloop import clock, feeds, privacy, segments, surveys
 from closedloop.access import users as accounts
 from closedloop.errors import ClosedloopError, InvalidInputError, NotFoundError
 from closedloop.feeds.formats import cell_text, neutralise
+from closedloop.store import MAX_ROW_ID
 from closedloop.web.context import AppContext, get_context
-from closedloop.web.events import MAX_ID
 from closedloop.web.ui import data
 from closedloop.web.ui.charts import bars, nps_bars
 from closedloop.web.ui.render import page
@@ -293,7 +293,7 @@ def customer_timeline(
     request: Request,
     session: accounts.Session,
     profile_id: str,
-    before: int | None = Query(None, ge=1, le=MAX_ID),
+    before: int | None = Query(None, ge=1, le=MAX_ROW_ID),
 ) -> Response:
     ctx = get_context(request)
     channel = request.query_params.get("channel") or None
