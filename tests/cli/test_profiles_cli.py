@@ -156,3 +156,39 @@ def test_profiles_conflicts_open_ones_by_occurrences(cli: CliRunner, log: Log) -
     bad = cli.invoke(app, ["profiles", "conflicts", "--sort", "loudest"])
     assert bad.exit_code == 1
     assert "invalid `sort` `loudest`: use one of newest, occurrences, last_seen" in bad.output
+
+
+def test_profiles_quality_summary_and_the_customers_to_fix(cli: CliRunner, log: Log) -> None:
+    clean = cli.invoke(app, ["profiles", "quality"])
+    assert clean.exit_code == 0 and clean.output.strip() == "0 profiles, 0 with problems"
+    log.send(
+        identify("anna", gender="w", salutation="Herr"),
+        identify("carl", address={"postalCode": "1234567", "country": "DE"}),
+        identify("dora", address={"postalCode": "01067", "country": "DE"}),
+    )
+    log.process()
+    summary = cli.invoke(app, ["profiles", "quality"])
+    assert summary.exit_code == 0, summary.output
+    lines = summary.output.strip().splitlines()
+    assert lines[0] == "4 profiles, 2 with problems"  # the fixture's customer is clean
+    carl = log.profile_of("user_id", "carl")
+    assert any(
+        "address.postalCode: too many digits for a DE postal code" in line
+        and f"{carl} (1234567)" in line
+        for line in lines[1:]
+    ), lines
+    listed = cli.invoke(app, ["profiles", "quality", "--field", "address.postalCode"])
+    assert listed.exit_code == 0, listed.output
+    assert listed.output.strip() == (
+        f"{carl}  address.postalCode=1234567: too many digits for a DE postal code"
+    )
+    as_json = json.loads(
+        cli.invoke(app, ["profiles", "quality", "--field", "any", "--json"]).output
+    )
+    assert sorted(item["profile_id"] for item in as_json) == sorted(
+        [carl, log.profile_of("user_id", "anna")]
+    )
+    none = cli.invoke(app, ["profiles", "quality", "--field", "birthday"])
+    assert none.output.strip() == "no profiles with such problems"
+    bad = cli.invoke(app, ["profiles", "quality", "--field", ""])
+    assert bad.exit_code == 1 and "invalid `quality`" in bad.output

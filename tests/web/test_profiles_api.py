@@ -193,7 +193,9 @@ def test_malformed_consent_body_is_400(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
-    kind=st.sampled_from(["email", "phone", "user_id", "anonymous_id", "customer_key", "cursor"]),
+    kind=st.sampled_from(
+        ["email", "phone", "user_id", "anonymous_id", "customer_key", "cursor", "quality"]
+    ),
     value=st.text(max_size=400),
 )
 def test_any_lookup_value_answers_200_or_400(
@@ -401,3 +403,109 @@ def test_bad_conflict_listing_names_the_field(
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"]["field"] == field
     assert client.get("/v1/identity/conflicts").status_code == 401
+
+
+@pytest.fixture
+def messy(log: Log) -> Log:
+    """Master data of every kind of quality: clean, a salutation against the gender, a
+    postal code too long and a gender no spelling knows, a postal code too short, and a
+    customer whose bad postal code was fixed by a later identify."""
+    log.send(
+        identify("anna", gender="w", salutation="Herr", lastName="Muster"),
+        identify("bert", gender="robot", address={"postalCode": "1234567", "country": "DE"}),
+        identify("carl", address={"postalCode": "123", "country": "DE"}),
+        identify("dora", gender="f", address={"postalCode": "1067", "country": "DE"}),
+        identify("emil", address={"postalCode": "99", "country": "DE"}),
+    )
+    log.process()
+    fixed = identify("emil", address={"postalCode": "99817", "country": "DE"})
+    fixed["timestamp"] = "2026-11-23T10:00:00Z"
+    log.send(fixed)
+    log.process()
+    return log
+
+
+def test_quality_report_counts_each_problem_with_examples(
+    messy: Log, client: TestClient, admin_headers: dict[str, str]
+) -> None:
+    answer = client.get("/v1/profiles/quality", headers=admin_headers)
+    assert answer.status_code == 200, answer.text
+    report = answer.json()
+    assert (report["profiles"], report["with_problems"]) == (5, 3)
+    found = {(g["field"], g["problem"]): g for g in report["problems"]}
+    postal = [g for key, g in found.items() if key[0] == "address.postalCode"]
+    assert sorted(g["profiles"] for g in postal) == [1, 1]
+    assert {e["value"] for g in postal for e in g["examples"]} == {"1234567", "123"}
+    (gender,) = [g for key, g in found.items() if key[0] == "gender"]
+    assert (gender["problem"], gender["examples"]) == (
+        "unrecognised gender",
+        [{"profile_id": messy.profile_of("user_id", "bert"), "value": "robot"}],
+    )
+    (salutation,) = [g for key, g in found.items() if key[0] == "salutation"]
+    assert salutation["examples"][0]["profile_id"] == messy.profile_of("user_id", "anna")
+    assert len(report["problems"]) == 4
+    none = client.get("/v1/profiles/quality", params={"examples": 0}, headers=admin_headers)
+    assert all(g["examples"] == [] for g in none.json()["problems"])
+
+
+def test_quality_report_of_a_clean_store(client: TestClient, admin_headers: dict[str, str]) -> None:
+    answer = client.get("/v1/profiles/quality", headers=admin_headers)
+    assert answer.json() == {"profiles": 0, "with_problems": 0, "problems": []}
+
+
+def test_profiles_filtered_by_a_quality_problem(
+    messy: Log, client: TestClient, admin_headers: dict[str, str]
+) -> None:
+    def ids(**params: Any) -> list[str]:
+        answer = client.get("/v1/profiles", params=params, headers=admin_headers)
+        assert answer.status_code == 200, answer.text
+        return [p["id"] for p in answer.json()["items"]]
+
+    of = messy.profile_of
+    assert ids(quality="address.postalCode") == sorted(
+        [of("user_id", "bert"), of("user_id", "carl")]
+    )
+    assert ids(quality="gender") == [of("user_id", "bert")]
+    assert ids(quality="any") == sorted(of("user_id", u) for u in ("anna", "bert", "carl"))
+    assert ids(quality="birthday") == []
+    assert ids(quality="x' OR '1'='1") == []
+    first = client.get(
+        "/v1/profiles", params={"quality": "any", "limit": 2}, headers=admin_headers
+    ).json()
+    rest = client.get(
+        "/v1/profiles",
+        params={"quality": "any", "limit": 2, "cursor": first["next_cursor"]},
+        headers=admin_headers,
+    ).json()
+    assert [p["id"] for p in first["items"] + rest["items"]] == ids(quality="any")
+    assert rest["next_cursor"] is None
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"quality": ""}, "quality"),
+        ({"quality": "x" * 201}, "quality"),
+        ({"quality": "gen\x00der"}, "quality"),
+        ({"quality": "gender", "email": "anna@example.com"}, "quality"),
+        ({"quality": "gender", "cursor": "../../etc"}, "cursor"),
+    ],
+)
+def test_bad_quality_filter_names_the_field(
+    client: TestClient, admin_headers: dict[str, str], params: dict[str, Any], field: str
+) -> None:
+    answer = client.get("/v1/profiles", params=params, headers=admin_headers)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["field"] == field
+
+
+@pytest.mark.parametrize("examples", ["-1", "21", "many", "\u00b2"])
+def test_bad_quality_report_examples_name_the_field(
+    client: TestClient, admin_headers: dict[str, str], examples: str
+) -> None:
+    answer = client.get(
+        "/v1/profiles/quality", params={"examples": examples}, headers=admin_headers
+    )
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["field"] == "examples"
+    assert client.get("/v1/profiles/quality").status_code == 401

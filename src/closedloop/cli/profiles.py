@@ -214,3 +214,66 @@ def conflicts(
             f"{c['identity']['kind']}={c['identity']['value']}  {c['occurrences']}x  events "
             f"{c['first_event_id']}..{c['last_event_id']}" + ("  settled" if c["settled"] else "")
         )
+
+
+@profiles_app.command("quality")
+def quality(
+    field: str | None = typer.Option(
+        None,
+        help="List the profiles with a problem in this field (the trait's name, "
+        "`address.postalCode`), or with any (`any`), instead of the summary.",
+    ),
+    examples: int = typer.Option(3, min=0, max=20, help="Profiles shown per problem."),
+    limit: int = typer.Option(50, min=1, max=500, help="Profiles to list with `--field`."),
+    as_json: bool = typer.Option(False, "--json", help="Print it as JSON."),
+) -> None:
+    """Show the master-data problems of all customers, per field and problem, most first:
+    what the CRM would receive unclean. With `--field`, the customers to fix, a line each.
+
+    Example: `closedloop profiles quality --field address.postalCode`
+    """
+    config = settings()
+    engine = open_store(config)
+    if field is None:
+        with handle_errors():
+            report = read.quality_report(engine, examples=examples)
+        if as_json:
+            console.print(json.dumps(report, ensure_ascii=False, indent=2), markup=False)
+            return
+        console.print(
+            f"{report['profiles']} profiles, {report['with_problems']} with problems",
+            markup=False,
+        )
+        for g in report["problems"]:
+            shown = ", ".join(f"{e['profile_id']} ({e['value']})" for e in g["examples"])
+            console.print(
+                f"{g['profiles']:>8}  {g['field']}: {g['problem']}"
+                + (f"  e.g. {shown}" if shown else ""),
+                markup=False,
+            )
+        return
+    with handle_errors():
+        found = read.list_profiles(
+            engine,
+            after=None,
+            limit=limit,
+            purposes=config.profiles.consent_purposes,
+            quality=field,
+        )
+    listed = [
+        {
+            "profile_id": p.id,
+            "problems": [
+                q for q in p.document["quality"] if field == read.ANY_PROBLEM or q["field"] == field
+            ],
+        }
+        for p in found
+    ]
+    if as_json:
+        console.print(json.dumps(listed, ensure_ascii=False, indent=2), markup=False)
+        return
+    if not listed:
+        console.print("no profiles with such problems", markup=False)
+    for item in listed:
+        problems = "; ".join(f"{q['field']}={q['value']}: {q['problem']}" for q in item["problems"])
+        console.print(f"{item['profile_id']}  {problems}", markup=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -392,16 +394,116 @@ def find_profile(
         return Profile(found, *_document_and_derived(conn, found, purposes))
 
 
+ANY_PROBLEM = "any"  # `list_profiles(quality=...)`: a profile with any quality problem
+_MAX_FIELD = 200
+
+
+# A profile with a problem: its list is not empty (compared as text on SQLite, as `jsonb`
+# on PostgreSQL; both store an empty one as `[]`). Cheaper than parsing every row's list.
+_HAS_PROBLEMS = "profiles.quality <> '[]'"
+
+
+def _quality_filter(dialect: str, quality: str) -> sa.TextClause:
+    """Profiles with a problem in the master-data field (trait name) `quality`, or with
+    any (`ANY_PROBLEM`)."""
+    if not quality or len(quality) > _MAX_FIELD or "\x00" in quality:
+        raise InvalidInputError(
+            f"invalid `quality` `{quality[:40]}`: a trait name (1 to {_MAX_FIELD} characters) "
+            f"or `{ANY_PROBLEM}`",
+            field="quality",
+        )
+    if quality == ANY_PROBLEM:
+        return sa.text(_HAS_PROBLEMS)
+    if dialect == "postgresql":  # the list holds an object with that field (`@>`)
+        return sa.text("profiles.quality @> CAST(:quality_field AS jsonb)").bindparams(
+            quality_field=json.dumps([{"field": quality}])
+        )
+    # SQLite: most profiles have no problem, and for them no subquery runs.
+    return sa.text(
+        "profiles.quality <> '[]' AND EXISTS (SELECT 1 FROM json_each(profiles.quality) AS q "
+        "WHERE json_extract(q.value, '$.field') = :quality_field)"
+    ).bindparams(quality_field=quality)
+
+
 def list_profiles(
-    engine: Engine, *, after: str | None, limit: int, purposes: tuple[str, ...]
+    engine: Engine,
+    *,
+    after: str | None,
+    limit: int,
+    purposes: tuple[str, ...],
+    quality: str | None = None,
 ) -> list[Profile]:
-    """Live (not merged) profiles in id order, `limit` after the id `after`."""
+    """Live (not merged) profiles in id order, `limit` after the id `after`; with `quality`
+    only those with a master-data problem in that field (or any: `ANY_PROBLEM`)."""
     with engine.connect() as conn:
         stmt = sa.select(profiles.c.id).where(profiles.c.merged_into.is_(None))
+        order: Any = profiles.c.id
+        if quality is not None:
+            stmt = stmt.where(_quality_filter(conn.dialect.name, quality))
+            if conn.dialect.name == "sqlite":
+                # Read the table in its order and sort the few found: walking the id index
+                # looked each row up at random (200,000 profiles: 410 against 90 ms).
+                order = sa.text("+profiles.id")
         if after:
             stmt = stmt.where(profiles.c.id > after)
-        ids = conn.execute(stmt.order_by(profiles.c.id).limit(limit)).scalars().all()
+        ids = conn.execute(stmt.order_by(order).limit(limit)).scalars().all()
         return [Profile(pid, *_document_and_derived(conn, pid, purposes)) for pid in ids]
+
+
+def quality_report(engine: Engine, *, examples: int = 3) -> dict[str, Any]:
+    """The master-data problems of all live profiles: how many profiles there are and how
+    many have a problem, then per field (trait name) and problem how many profiles, most
+    first, with the first `examples` of them by id (profile id and the value as it came).
+    One pass over the profiles with problems: their lists are read and counted here."""
+    if not 0 <= examples <= 20:
+        raise InvalidInputError("invalid `examples`: expected 0 to 20", field="examples")
+    live = profiles.c.merged_into.is_(None)
+    groups: dict[tuple[str, str], list[Any]] = {}  # (field, problem) -> [profiles, examples]
+    with engine.connect() as conn:
+        total = conn.execute(sa.select(sa.func.count()).where(live)).scalar_one()
+        found = conn.execute(
+            sa.select(profiles.c.id, profiles.c.quality).where(live, sa.text(_HAS_PROBLEMS))
+        )
+        with_problems = 0
+        for pid, problems in found:
+            with_problems += 1
+            for key in {(q.get("field", ""), q.get("problem", "")) for q in problems}:
+                group = groups.get(key)
+                if group is None:
+                    group = groups[key] = [0, []]
+                group[0] += 1
+                if examples and (len(group[1]) < examples or pid < group[1][-1]):
+                    bisect.insort(group[1], pid)  # the first by id, at most `examples`
+                    del group[1][examples:]
+    values: dict[tuple[str, str, str], Any] = {}
+    picked = {key: ids for key, (_, ids) in groups.items()}
+    wanted = {pid for ids in picked.values() for pid in ids}
+    if wanted:
+        with engine.connect() as conn:
+            for pid, problems in conn.execute(
+                sa.select(profiles.c.id, profiles.c.quality).where(profiles.c.id.in_(wanted))
+            ):
+                for q in problems:
+                    values.setdefault(
+                        (pid, q.get("field", ""), q.get("problem", "")), q.get("value")
+                    )
+    ranked = sorted(groups.items(), key=lambda item: (-item[1][0], item[0]))
+    return {
+        "profiles": total,
+        "with_problems": with_problems,
+        "problems": [
+            {
+                "field": field,
+                "problem": problem,
+                "profiles": count,
+                "examples": [
+                    {"profile_id": pid, "value": values.get((pid, field, problem))}
+                    for pid in picked[(field, problem)]
+                ],
+            }
+            for (field, problem), (count, _) in ranked
+        ],
+    }
 
 
 def timeline(

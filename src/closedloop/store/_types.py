@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 
-__all__ = ["EPOCH", "JSONDocument", "UTCDateTime", "metadata", "to_epoch_us"]
+__all__ = ["EPOCH", "MAX_ROW_ID", "JSONDocument", "UTCDateTime", "metadata", "to_epoch_us"]
 
 # SQLite has no time type: `UTCDateTime` keeps microseconds since 1970-01-01 UTC there, an
 # integer that is exact, sorts and compares in SQL, and converts ten times faster than text.

@@ -59,6 +59,11 @@ async def list_profiles(
     user_id: str | None = None,
     anonymous_id: str | None = None,
     customer_key: str | None = None,
+    quality: str | None = Query(
+        None,
+        description="Only profiles with a master-data problem in this field (the trait's "
+        "name, `address.postalCode`), or with any (`any`); not with a look-up",
+    ),
     cursor: str | None = None,
     limit: int = Query(50, ge=1, le=500),
 ) -> Response:
@@ -79,6 +84,12 @@ async def list_profiles(
         raise InvalidInputError(
             f"look up by one identifier at a time, not {', '.join(f'`{k}`' for k in given)}",
             field=next(iter(given)),
+        )
+    if given and quality is not None:
+        raise InvalidInputError(
+            "`quality` filters the list: it does not combine with a look-up by "
+            f"`{next(iter(given))}`",
+            field="quality",
         )
     if given:
         kind, value = next(iter(given.items()))
@@ -103,11 +114,23 @@ async def list_profiles(
         return JSONOut({"items": items, "next_cursor": None})
     after = _profile_cursor(cursor)
     page = await run_in_threadpool(
-        lambda: read.list_profiles(ctx.engine, after=after, limit=limit, purposes=purposes)
+        lambda: read.list_profiles(
+            ctx.engine, after=after, limit=limit, purposes=purposes, quality=quality
+        )
     )
     next_cursor = page[-1].id if len(page) == limit else None
     items = await run_in_threadpool(_shown, ctx, page)
     return JSONOut({"items": items, "next_cursor": next_cursor})
+
+
+@router.get("/quality", summary="Master-data problems of all profiles, per field and problem")
+async def quality_report(
+    request: Request,
+    _auth: AdminAuth,
+    examples: int = Query(3, ge=0, le=20, description="Profiles shown per field and problem"),
+) -> Response:
+    engine = get_context(request).engine
+    return JSONOut(await run_in_threadpool(lambda: read.quality_report(engine, examples=examples)))
 
 
 @router.get("/{profile_id}", summary="One profile (a merged profile's id answers the survivor)")
