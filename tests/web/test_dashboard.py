@@ -93,6 +93,7 @@ def test_login_roles_and_views(app_client: TestClient, shop: Log) -> None:
         "/segments/editor",
         "/surveys",
         "/feeds",
+        "/quality",
         "/privacy",
     ):
         answer = client.get(path)
@@ -119,7 +120,7 @@ def test_agent_only_looks_up_customers(app_client: TestClient) -> None:
     client = app_client
     assert login(client, "abe").headers["location"] == "/customers"
     assert client.get("/customers", params={"q": "bob@example.de"}).status_code == 200
-    for path in ("/segments/editor", "/segments", "/surveys", "/feeds", "/privacy"):
+    for path in ("/segments/editor", "/segments", "/surveys", "/feeds", "/privacy", "/quality"):
         assert client.get(path).status_code == 403, path
     assert client.get("/", follow_redirects=False).headers["location"] == "/customers"
 
@@ -132,6 +133,7 @@ def test_viewer_sees_no_personal_data(app_client: TestClient, shop: Log) -> None
     overview = client.get("/")
     assert overview.status_code == 200 and "anna" not in overview.text.lower()
     assert client.get("/privacy").status_code == 403
+    assert client.get("/quality").status_code == 403
 
 
 def test_csrf_is_checked_on_every_form(app_client: TestClient, shop: Log) -> None:
@@ -370,3 +372,36 @@ def test_a_csv_download_names_its_file_safely(app_client: TestClient, name: str)
         if answer.status_code == 200:
             disposition = answer.headers["content-disposition"]
             assert re.fullmatch(r'attachment; filename="[A-Za-z0-9._-]+\.csv"', disposition)
+
+
+def test_data_quality_page_lists_problems_and_open_refused_joins(
+    app_client: TestClient, shop: Log
+) -> None:
+    """The data steward's page: each master-data problem with its customers (values as
+    they came, escaped, linked) and the open refused joins, most often met first."""
+    shop.send(
+        identify("carl", gender="robot", address={"postalCode": "1234567", "country": "DE"}),
+        identify("dora", salutation="Herr", gender="w", lastName='<b onmouseover="x">'),
+        identify("dad", "shared-pc"),
+        *(identify("son", "shared-pc") for _ in range(3)),
+    )
+    shop.process()
+    client = app_client
+    login(client, "mia")
+    page = client.get("/quality")
+    assert page.status_code == 200, page.text
+    text = page.text
+    assert "2 of 6 customers have master data that could not be cleaned." in text
+    carl = shop.profile_of("user_id", "carl") or ""
+    assert f'<a href="/customers/{carl}">1234567</a>' in text
+    assert "too many digits for a DE postal code" in text and "unrecognised gender" in text
+    assert "salutation contradicts gender `female`" in text
+    assert "<b onmouseover" not in text
+    assert "<code>shared-pc</code>" in text and "different user ids" in text
+    son = shop.profile_of("user_id", "son") or ""
+    assert f'href="/customers/{son}"' in text
+    csrf = csrf_of(client)
+    client.post("/settings/locale", data={"csrf": csrf, "locale": "de", "back": "/quality"})
+    german = client.get("/quality").text
+    assert "Datenqualität" in german and "Abgelehnte Zusammenführungen" in german
+    assert "Bei 2 von 6 Kunden ließen sich die Stammdaten nicht bereinigen." in german

@@ -23,6 +23,7 @@ from closedloop import clock, feeds, privacy, segments, surveys
 from closedloop.access import users as accounts
 from closedloop.errors import ClosedloopError, InvalidInputError, NotFoundError
 from closedloop.feeds.formats import cell_text, neutralise
+from closedloop.profiles import read as read_profiles
 from closedloop.store import MAX_ROW_ID
 from closedloop.web.context import AppContext, get_context
 from closedloop.web.ui import data
@@ -314,6 +315,22 @@ def customer_timeline(
         channel=channel or "",
         text=text or "",
     )
+
+
+# Data quality ------------------------------------------------------------------------------
+
+
+@router.get("/quality")
+@_view(_EDITORS)
+def quality(request: Request, session: accounts.Session) -> Response:
+    """The data steward's page: master-data problems per field, most first, and the open
+    refused joins met most often (shared devices, kiosks)."""
+    ctx = get_context(request)
+    report = read_profiles.quality_report(ctx.engine, examples=3)
+    conflicts = read_profiles.list_conflicts(
+        ctx.engine, settled=False, sort="occurrences", limit=20
+    )
+    return _render(request, session, "quality.html", report=report, conflicts=conflicts)
 
 
 # Segments --------------------------------------------------------------------------------
