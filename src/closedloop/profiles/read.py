@@ -297,17 +297,11 @@ def list_conflicts(
     _check_sort(sort)
     c = identity_conflicts.c
     key = {"newest": c.id, "occurrences": c.occurrences, "last_seen": c.last_event_id}[sort]
-    query = sa.select(identity_conflicts).limit(limit)
-    query = (
-        query.order_by(c.id.desc()) if sort == "newest" else query.order_by(key.desc(), c.id.desc())
-    )
+    query = sa.select(identity_conflicts).order_by(key.desc(), c.id.desc()).limit(limit)
     if reason is not None:
         query = query.where(c.reason == reason)
-    if after is not None:
-        if sort == "newest":
-            query = query.where(c.id < after[1])
-        else:
-            query = query.where(sa.or_(key < after[0], sa.and_(key == after[0], c.id < after[1])))
+    if after is not None:  # newest first: the key is the id, and `after` the id twice
+        query = query.where(sa.or_(key < after[0], sa.and_(key == after[0], c.id < after[1])))
     if settled is not None:
         # Settled: both sides are held by one profile now (`merged_into` names the last
         # survivor); the anonymous-id limit's refusals of a new identifier have no other side.
@@ -458,7 +452,8 @@ def quality_report(engine: Engine, *, examples: int = 3) -> dict[str, Any]:
     if not 0 <= examples <= 20:
         raise InvalidInputError("invalid `examples`: expected 0 to 20", field="examples")
     live = profiles.c.merged_into.is_(None)
-    groups: dict[tuple[str, str], list[Any]] = {}  # (field, problem) -> [profiles, examples]
+    # (field, problem) -> [profiles, the first `examples` (profile id, value) by id]
+    groups: dict[tuple[str, str], list[Any]] = {}
     with engine.connect() as conn:
         total = conn.execute(sa.select(sa.func.count()).where(live)).scalar_one()
         found = conn.execute(
@@ -467,26 +462,20 @@ def quality_report(engine: Engine, *, examples: int = 3) -> dict[str, Any]:
         with_problems = 0
         for pid, problems in found:
             with_problems += 1
-            for key in {(q.get("field", ""), q.get("problem", "")) for q in problems}:
+            seen = set()
+            for q in problems:
+                key = (q.get("field", ""), q.get("problem", ""))
+                if key in seen:
+                    continue
+                seen.add(key)
                 group = groups.get(key)
                 if group is None:
                     group = groups[key] = [0, []]
                 group[0] += 1
-                if examples and (len(group[1]) < examples or pid < group[1][-1]):
-                    bisect.insort(group[1], pid)  # the first by id, at most `examples`
-                    del group[1][examples:]
-    values: dict[tuple[str, str, str], Any] = {}
-    picked = {key: ids for key, (_, ids) in groups.items()}
-    wanted = {pid for ids in picked.values() for pid in ids}
-    if wanted:
-        with engine.connect() as conn:
-            for pid, problems in conn.execute(
-                sa.select(profiles.c.id, profiles.c.quality).where(profiles.c.id.in_(wanted))
-            ):
-                for q in problems:
-                    values.setdefault(
-                        (pid, q.get("field", ""), q.get("problem", "")), q.get("value")
-                    )
+                shown = group[1]
+                if examples and (len(shown) < examples or pid < shown[-1][0]):
+                    bisect.insort(shown, (pid, q.get("value")))
+                    del shown[examples:]
     ranked = sorted(groups.items(), key=lambda item: (-item[1][0], item[0]))
     return {
         "profiles": total,
@@ -496,12 +485,9 @@ def quality_report(engine: Engine, *, examples: int = 3) -> dict[str, Any]:
                 "field": field,
                 "problem": problem,
                 "profiles": count,
-                "examples": [
-                    {"profile_id": pid, "value": values.get((pid, field, problem))}
-                    for pid in picked[(field, problem)]
-                ],
+                "examples": [{"profile_id": pid, "value": value} for pid, value in shown],
             }
-            for (field, problem), (count, _) in ranked
+            for (field, problem), (count, shown) in ranked
         ],
     }
 
