@@ -405,3 +405,25 @@ def test_data_quality_page_lists_problems_and_open_refused_joins(
     german = client.get("/quality").text
     assert "Datenqualität" in german and "Abgelehnte Zusammenführungen" in german
     assert "Bei 2 von 6 Kunden ließen sich die Stammdaten nicht bereinigen." in german
+
+
+def test_customer_screen_names_the_accounts_kept_apart(app_client: TestClient, shop: Log) -> None:
+    """A family tablet: the agent sees that the caller's profile shares a device with
+    another account, and opens it."""
+    shop.send(identify("mother", "family-tablet"), identify("anna", "family-tablet"))
+    shop.process()
+    client = app_client
+    login(client, "abe")
+    anna = shop.profile_of("user_id", "anna") or ""
+    mother = shop.profile_of("user_id", "mother") or ""
+    page = client.get(f"/customers/{anna}").text
+    assert "Kept apart" in page
+    assert (
+        f'<a href="/customers/{mother}">{mother}</a>: anonymous_id <code>family-tablet</code>'
+        in page
+    )
+    assert "1× (different user ids)" in page
+    other = client.get(f"/customers/{mother}").text
+    assert f'<a href="/customers/{anna}">{anna}</a>' in other
+    plain = client.get(f"/customers/{shop.profile_of('user_id', 'bob')}").text
+    assert "Kept apart" not in plain
