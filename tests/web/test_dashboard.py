@@ -381,7 +381,8 @@ def test_data_quality_page_lists_problems_and_open_refused_joins(
     they came, escaped, linked) and the open refused joins, most often met first."""
     shop.send(
         identify("carl", gender="robot", address={"postalCode": "1234567", "country": "DE"}),
-        identify("dora", salutation="Herr", gender="w", lastName='<b onmouseover="x">'),
+        identify("dora", salutation="Herr", gender="w"),
+        identify("eve", gender='<b onmouseover="x">'),  # shown as the value that came
         identify("dad", "shared-pc"),
         *(identify("son", "shared-pc") for _ in range(3)),
     )
@@ -391,11 +392,13 @@ def test_data_quality_page_lists_problems_and_open_refused_joins(
     page = client.get("/quality")
     assert page.status_code == 200, page.text
     text = page.text
-    assert "2 of 6 customers have master data that could not be cleaned." in text
+    assert "3 of 7 customers have master data that could not be cleaned." in text
     carl = shop.profile_of("user_id", "carl") or ""
     assert f'<a href="/customers/{carl}">1234567</a>' in text
     assert "too many digits for a DE postal code" in text and "unrecognised gender" in text
     assert "salutation contradicts gender `female`" in text
+    eve = shop.profile_of("user_id", "eve") or ""
+    assert f'<a href="/customers/{eve}">&lt;b onmouseover=&#34;x&#34;&gt;</a>' in text
     assert "<b onmouseover" not in text
     assert "<code>shared-pc</code>" in text and "different user ids" in text
     son = shop.profile_of("user_id", "son") or ""
@@ -404,7 +407,7 @@ def test_data_quality_page_lists_problems_and_open_refused_joins(
     client.post("/settings/locale", data={"csrf": csrf, "locale": "de", "back": "/quality"})
     german = client.get("/quality").text
     assert "Datenqualität" in german and "Abgelehnte Zusammenführungen" in german
-    assert "Bei 2 von 6 Kunden ließen sich die Stammdaten nicht bereinigen." in german
+    assert "Bei 3 von 7 Kunden ließen sich die Stammdaten nicht bereinigen." in german
 
 
 def test_customer_screen_names_the_accounts_kept_apart(app_client: TestClient, shop: Log) -> None:
