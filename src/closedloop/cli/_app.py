@@ -31,7 +31,7 @@ err_console = Console(stderr=True, markup=False, highlight=False, soft_wrap=True
 
 
 def fail(message: str) -> typer.Exit:
-    err_console.print(f"error: {message}", markup=False)
+    err_console.print(f"error: {message}")
     return typer.Exit(1)
 
 
@@ -68,7 +68,7 @@ def settings() -> Settings:
     try:
         return load_settings()
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        err_console.print(f"error: invalid settings: {exc}", markup=False)
+        err_console.print(f"error: invalid settings: {exc}")
         sys.exit(1)
 
 

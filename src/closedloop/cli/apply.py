@@ -48,17 +48,17 @@ def apply(
         with handle_errors():
             definition = surveys.parse_survey(document)
             if dry_run:
-                console.print(f"survey `{definition.name}`: valid (not stored)", markup=False)
+                console.print(f"survey `{definition.name}`: valid (not stored)")
                 return
             engine = open_store(config)
             store.upgrade(engine)
             surveys.save_survey(engine, document, create=None)
-        console.print(f"survey `{definition.name}` saved", markup=False)
+        console.print(f"survey `{definition.name}` saved")
         return
     with handle_errors():
         rules = mood.parse_rules(document)
         if dry_run:
-            console.print(f"mood rules: {len(rules.rules)} rules, valid (not stored)", markup=False)
+            console.print(f"mood rules: {len(rules.rules)} rules, valid (not stored)")
             return
         engine = open_store(config)
         store.upgrade(engine)
@@ -66,7 +66,6 @@ def apply(
     console.print(
         f"mood rules: version {stored.version}, {len(rules.rules)} rules stored; "
         "run `closedloop rebuild` to apply them to past events",
-        markup=False,
     )
 
 
@@ -80,7 +79,7 @@ def _apply_segment(config: Settings, document: dict[str, object], *, dry_run: bo
         if not isinstance(name, str):
             raise fail("a segment needs `name`")
         if dry_run:
-            console.print(f"segment `{name}`: valid (not stored)", markup=False)
+            console.print(f"segment `{name}`: valid (not stored)")
             return
         engine = open_store(config)
         store.upgrade(engine)
@@ -88,7 +87,6 @@ def _apply_segment(config: Settings, document: dict[str, object], *, dry_run: bo
         saved = segments.save_segment(engine, config, name, tree, create=not exists)
     console.print(
         f"segment `{saved.name}` {'changed' if exists else 'created'}: {saved.size} members",
-        markup=False,
     )
 
 
@@ -96,7 +94,7 @@ def _apply_feed(config: Settings, document: dict[str, object], *, dry_run: bool)
     with handle_errors():
         definition = feeds.parse_feed(document)
         if dry_run:
-            console.print(f"feed `{definition.name}`: valid (not stored)", markup=False)
+            console.print(f"feed `{definition.name}`: valid (not stored)")
             return
         engine = open_store(config)
         store.upgrade(engine)
@@ -106,6 +104,4 @@ def _apply_feed(config: Settings, document: dict[str, object], *, dry_run: bool)
     when = (
         f"next run {saved.next_run_at or 'at the next scheduler pass'}" if schedule else "by hand"
     )
-    console.print(
-        f"feed `{saved.name}` {'changed' if exists else 'created'} ({when})", markup=False
-    )
+    console.print(f"feed `{saved.name}` {'changed' if exists else 'created'} ({when})")

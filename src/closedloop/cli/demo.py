@@ -35,5 +35,4 @@ def demo(
     console.print(
         f"sent {report.events} events of {report.customers} customers in "
         f"{report.accepted_requests} requests ({report.failed_events} rejected)",
-        markup=False,
     )

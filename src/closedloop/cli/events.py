@@ -67,5 +67,4 @@ def _print(event: ingest.StoredEvent) -> None:
             },
             ensure_ascii=False,
         ),
-        markup=False,
     )

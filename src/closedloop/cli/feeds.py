@@ -56,7 +56,7 @@ def show(name: str = typer.Argument(..., help="The feed's name.")) -> None:
     config = settings()
     with handle_errors():
         found = feeds.get_feed(open_store(config), name)
-    console.print(json.dumps(found.as_json(), indent=2, ensure_ascii=False), markup=False)
+    console.print(json.dumps(found.as_json(), indent=2, ensure_ascii=False))
 
 
 @feeds_app.command("preview")
@@ -74,7 +74,7 @@ def preview(
         found = feeds.preview(open_store(config), config, name, rows=rows)
     if as_json:
         document = {"columns": found.columns, "rows": found.rows, "stats": found.stats}
-        console.print(json.dumps(document, ensure_ascii=False), markup=False)
+        console.print(json.dumps(document, ensure_ascii=False))
         return
     table = Table()
     for column in found.columns:  # long values are cut here; --json shows them whole
@@ -86,7 +86,6 @@ def preview(
     console.print(
         f"{len(found.rows)} rows shown; of the {stats['selected']} customers read for them "
         f"{stats['skipped_no_consent']} lack consent and {stats['skipped_no_key']} a key",
-        markup=False,
     )
 
 
@@ -105,7 +104,7 @@ def run(
         store.upgrade(engine)
         done = feeds.run_now(engine, config, name)
     if as_json:
-        console.print(json.dumps(done.as_json(), ensure_ascii=False), markup=False)
+        console.print(json.dumps(done.as_json(), ensure_ascii=False))
     else:
         _print_run(done)
     if done.state != "succeeded":
@@ -118,10 +117,9 @@ def _print_run(done: feeds.FeedRun) -> None:
         console.print(
             f"run {done.id} of `{done.feed}`: {done.rows} rows, {done.bytes} bytes, "
             f"sha256 {done.checksum}, {done.duration_seconds} s -> {where}",
-            markup=False,
         )
     else:
-        console.print(f"run {done.id} of `{done.feed}` {done.state}: {done.error}", markup=False)
+        console.print(f"run {done.id} of `{done.feed}` {done.state}: {done.error}")
 
 
 @feeds_app.command("runs")
@@ -139,7 +137,7 @@ def runs(
         found = feeds.list_runs(open_store(config), name, limit=limit)
     if as_json:
         items = [r.as_json() for r in found]
-        console.print(json.dumps({"items": items}, ensure_ascii=False), markup=False)
+        console.print(json.dumps({"items": items}, ensure_ascii=False))
         return
     table = Table()
     for column in (
@@ -183,4 +181,4 @@ def delete(
         raise fail(f"deleting feed `{name}` removes its run log: add --yes")
     with handle_errors():
         feeds.delete_feed(open_store(config), name)
-    console.print(f"feed `{name}` deleted", markup=False)
+    console.print(f"feed `{name}` deleted")

@@ -60,17 +60,15 @@ def import_(
                 },
                 ensure_ascii=False,
             ),
-            markup=False,
         )
     else:
         console.print(
             f"{report.accepted} accepted, {report.duplicates} already stored, "
             f"{report.rejected} rejected",
-            markup=False,
         )
         for rejection in report.rejections[:show]:
             where = f" `{rejection.field}`" if rejection.field else ""
-            console.print(f"  line {rejection.line}{where}: {rejection.reason}", markup=False)
+            console.print(f"  line {rejection.line}{where}: {rejection.reason}")
         if report.rejected > show:
             console.print(f"  ... and {report.rejected - show} more (see /v1/failed-events)")
     if report.rejected and not report.accepted and not report.duplicates:

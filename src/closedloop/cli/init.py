@@ -95,17 +95,14 @@ def init(
         revision = store.current_revision(engine)
     console.print(
         f"store:       {config.database_url} (revision {revision})",
-        markup=False,
     )
-    console.print(f"admin token: {values['CLOSEDLOOP_ADMIN_TOKEN']}", markup=False)
+    console.print(f"admin token: {values['CLOSEDLOOP_ADMIN_TOKEN']}")
     if demo_source:
         console.print(
             f"demo source: `{DEMO_SOURCE}`, write key {values['CLOSEDLOOP_DEMO_WRITE_KEY']}",
-            markup=False,
         )
         console.print(
             f"dashboard:   http://{config.host}:{config.port}/  user `{DEMO_USER}`, "
             f"password {values['CLOSEDLOOP_DEMO_PASSWORD']}",
-            markup=False,
         )
-    console.print(f"secrets kept in {env_file} (mode 600)", markup=False)
+    console.print(f"secrets kept in {env_file} (mode 600)")

@@ -27,7 +27,6 @@ def rules() -> None:
     console.print(
         f"# mood rules, version {found.version}"
         + (" (the shipped defaults)" if found.version == 0 else ""),
-        markup=False,
     )
     console.print(
         yaml.safe_dump(
@@ -35,5 +34,4 @@ def rules() -> None:
             sort_keys=False,
             allow_unicode=True,
         ),
-        markup=False,
     )

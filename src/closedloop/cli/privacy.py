@@ -76,14 +76,13 @@ def erase(
             engine, config, kind=kind, value=value, requested_by=_actor(by)
         )
     if as_json:
-        console.print(json.dumps(done.as_json()), markup=False)
+        console.print(json.dumps(done.as_json()))
         return
     erased = {k: v for k, v in done.counts.items() if v}
     console.print(
         f"erasure {done.id}: {done.state}"
         + (f"; {', '.join(f'{k} {v}' for k, v in erased.items())}" if erased else "")
         + (f"; {done.error}" if done.error else ""),
-        markup=False,
     )
     if done.state != "done":
         raise typer.Exit(1)
@@ -102,7 +101,7 @@ def erasures(
     with handle_errors():
         found = privacy.list_erasures(open_store(config), limit=limit)
     if as_json:
-        console.print(json.dumps([e.as_json() for e in found]), markup=False)
+        console.print(json.dumps([e.as_json() for e in found]))
         return
     table = Table()
     for column in ("id", "state", "by", "identifier", "requested", "rows erased"):
@@ -134,7 +133,7 @@ def resume(
         engine = open_store(config)
         store.upgrade(engine)
         done = privacy.resume_erasures(engine, config, force=force)
-    console.print(f"{done} erasures completed", markup=False)
+    console.print(f"{done} erasures completed")
 
 
 @privacy_app.command("export")
@@ -160,7 +159,7 @@ def export(
         )
     text = json.dumps(document, ensure_ascii=False, indent=2)
     if output is None:
-        console.print(text, markup=False)
+        console.print(text)
         return
     output.write_text(text + "\n", encoding="utf-8")
     output.chmod(0o600)
@@ -179,7 +178,7 @@ def retention() -> None:
         engine = open_store(config)
         store.upgrade(engine)
         counts = privacy.apply_retention(engine, config, actor=_actor(None))
-    console.print(", ".join(f"{k}: {v} deleted" for k, v in counts.items()), markup=False)
+    console.print(", ".join(f"{k}: {v} deleted" for k, v in counts.items()))
 
 
 @privacy_app.command("rotate-key")
@@ -195,7 +194,7 @@ def rotate_key() -> None:
         store.upgrade(engine)
         changed = privacy.rotate_customer_keys(engine, config, requested_by=_actor(None))
     version = config.identity.customer_key_version
-    console.print(f"{changed} profiles re-keyed to v{version}", markup=False)
+    console.print(f"{changed} profiles re-keyed to v{version}")
 
 
 @privacy_app.command("audit")
@@ -211,7 +210,7 @@ def audit(
     with handle_errors():
         found = privacy.list_audit(open_store(config), limit=limit)
     if as_json:
-        console.print(json.dumps([e.as_json() for e in found]), markup=False)
+        console.print(json.dumps([e.as_json() for e in found]))
         return
     table = Table()
     for column in ("at", "actor", "action", "subject", "details"):

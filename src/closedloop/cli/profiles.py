@@ -160,7 +160,7 @@ def show(
             }
             for e in timeline
         ]
-        console.print(json.dumps(doc, ensure_ascii=False, indent=2), markup=False)
+        console.print(json.dumps(doc, ensure_ascii=False, indent=2))
         return
     console.print(_summary(doc))
     if timeline:
@@ -203,10 +203,10 @@ def conflicts(
             open_store(config), reason=reason, settled=settled, sort=sort, limit=limit
         )
     if as_json:
-        console.print(json.dumps(found, ensure_ascii=False, indent=2), markup=False)
+        console.print(json.dumps(found, ensure_ascii=False, indent=2))
         return
     if not found:
-        console.print("no refused joins", markup=False)
+        console.print("no refused joins")
         return
     for c in found:  # a line each: ids are long, and lines are what grep and less take
         console.print(
@@ -238,18 +238,16 @@ def quality(
         with handle_errors():
             report = read.quality_report(engine, examples=examples)
         if as_json:
-            console.print(json.dumps(report, ensure_ascii=False, indent=2), markup=False)
+            console.print(json.dumps(report, ensure_ascii=False, indent=2))
             return
         console.print(
             f"{report['profiles']} profiles, {report['with_problems']} with problems",
-            markup=False,
         )
         for g in report["problems"]:
             shown = ", ".join(f"{e['profile_id']} ({e['value']})" for e in g["examples"])
             console.print(
                 f"{g['profiles']:>8}  {g['field']}: {g['problem']}"
                 + (f"  e.g. {shown}" if shown else ""),
-                markup=False,
             )
         return
     with handle_errors():
@@ -270,10 +268,10 @@ def quality(
         for p in found
     ]
     if as_json:
-        console.print(json.dumps(listed, ensure_ascii=False, indent=2), markup=False)
+        console.print(json.dumps(listed, ensure_ascii=False, indent=2))
         return
     if not listed:
-        console.print("no profiles with such problems", markup=False)
+        console.print("no profiles with such problems")
     for item in listed:
         problems = "; ".join(f"{q['field']}={q['value']}: {q['problem']}" for q in item["problems"])
-        console.print(f"{item['profile_id']}  {problems}", markup=False)
+        console.print(f"{item['profile_id']}  {problems}")

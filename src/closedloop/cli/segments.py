@@ -49,7 +49,6 @@ def refresh() -> None:
         report = segments.refresh(open_store(config), config)
     console.print(
         f"{report.segments} segments: {report.entered} entered, {report.exited} exited",
-        markup=False,
     )
 
 
@@ -72,9 +71,9 @@ def preview(
             raise fail(f"--json-tree: not JSON: {exc}") from exc
     with handle_errors():
         found = segments.preview(open_store(config), config, given, now=clock.now(), sample=sample)
-    console.print(f"{found.count} profiles: {found.text}", markup=False)
+    console.print(f"{found.count} profiles: {found.text}")
     for member in found.sample:
-        console.print(f"  {member['id']}  {member['customer_key'] or '-'}", markup=False)
+        console.print(f"  {member['id']}  {member['customer_key'] or '-'}")
 
 
 @segments_app.command("members")
@@ -90,4 +89,4 @@ def members(
     with handle_errors():
         found = segments.stored_members(open_store(config), name, after=None, limit=limit)
     for member in found:
-        console.print(json.dumps(member), markup=False)
+        console.print(json.dumps(member))

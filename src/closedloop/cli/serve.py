@@ -33,18 +33,17 @@ def _load_demo_when_up(url: str, write_key: str, customers: int, config: Setting
     try:
         report = send_demo(url, write_key, customers=customers, now=clock.now())
     except (httpx.HTTPError, RuntimeError) as exc:
-        err_console.print(f"demo: not loaded: {exc}", markup=False)
+        err_console.print(f"demo: not loaded: {exc}")
         return
     console.print(
         f"demo: sent {report.events} events of {report.customers} customers "
         f"through {url}/v1/batch ({report.failed_events} rejected)",
-        markup=False,
     )
     engine = create_store_engine(config.database_url)
     try:
         found = run_demo_survey(url, engine, config)
     except (httpx.HTTPError, ClosedloopError) as exc:
-        err_console.print(f"demo: survey not run: {exc}", markup=False)
+        err_console.print(f"demo: survey not run: {exc}")
         return
     finally:
         engine.dispose()
@@ -52,7 +51,6 @@ def _load_demo_when_up(url: str, write_key: str, customers: int, config: Setting
         f"demo: survey `nps-demo`: {found.mailed} invitations mailed to "
         f"{config.surveys.outbox_dir}/, {found.answered} answered on the survey pages, "
         f"NPS {found.nps}; see `closedloop surveys stats nps-demo`",
-        markup=False,
     )
 
 
@@ -91,7 +89,7 @@ def serve(
     # every statement; the default 5 ms switch interval turns each hand-over into a wait
     # (A/B runs of bench/ingest_bench.py: +10 to 20 % batch throughput at 0.5 ms, noisy).
     sys.setswitchinterval(0.0005)
-    console.print(f"closedloop serving on http://{bind_host}:{bind_port}", markup=False)
+    console.print(f"closedloop serving on http://{bind_host}:{bind_port}")
     app = create_app(config)
     # Everything loaded so far lives as long as the process: keep it out of the cyclic
     # collector, whose full passes otherwise walk ~115,000 objects (measured 86 ms a pass

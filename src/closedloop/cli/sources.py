@@ -37,10 +37,10 @@ def add(
 def _print_key(made: ingest.NewSourceKey, *, as_json: bool) -> None:
     if as_json:
         data = {"name": made.source.name, "kind": made.source.kind, "write_key": made.write_key}
-        console.print(json.dumps(data), markup=False)
+        console.print(json.dumps(data))
     else:
-        console.print(f"source `{made.source.name}` ({made.source.kind})", markup=False)
-        console.print(f"write key: {made.write_key}", markup=False)
+        console.print(f"source `{made.source.name}` ({made.source.kind})")
+        console.print(f"write key: {made.write_key}")
         console.print("Keep it now: only its hash is stored.")
 
 
@@ -64,7 +64,7 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> 
             }
             for s in found
         ]
-        console.print(json.dumps(rows), markup=False)
+        console.print(json.dumps(rows))
         return
     table = Table("name", "kind", "key", "enabled", "created")
     for s in found:
@@ -87,7 +87,7 @@ def disable(name: str = typer.Argument(..., help="The source's name.")) -> None:
     config = settings()
     with handle_errors():
         ingest.set_source_enabled(open_store(config), name, enabled=False)
-    console.print(f"source `{name}` disabled", markup=False)
+    console.print(f"source `{name}` disabled")
 
 
 @sources_app.command("enable")
@@ -99,7 +99,7 @@ def enable(name: str = typer.Argument(..., help="The source's name.")) -> None:
     config = settings()
     with handle_errors():
         ingest.set_source_enabled(open_store(config), name, enabled=True)
-    console.print(f"source `{name}` enabled", markup=False)
+    console.print(f"source `{name}` enabled")
 
 
 @sources_app.command("rotate")

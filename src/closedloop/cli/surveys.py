@@ -51,7 +51,7 @@ def stats(
     with handle_errors():
         found = surveys.stats(open_store(config), name)
     if as_json:
-        console.print(json.dumps(found, ensure_ascii=False), markup=False)
+        console.print(json.dumps(found, ensure_ascii=False))
         return
     nps = "-" if found["nps"] is None else f"{found['nps']:+d}"
     rate = found["response_rate"]
@@ -60,20 +60,16 @@ def stats(
         f"{found['passives']} passives, {found['detractors']} detractors); "
         f"{found['sent']} sent, {found['answered']} answered"
         + (f" ({rate:.0%})" if rate is not None else ""),
-        markup=False,
     )
     console.print(
         "distribution: " + ", ".join(f"{k}: {v}" for k, v in found["distribution"].items()),
-        markup=False,
     )
     for month in found["by_month"]:
-        console.print(f"{month['month']}: NPS {month['nps']:+d} (n={month['n']})", markup=False)
+        console.print(f"{month['month']}: NPS {month['nps']:+d} (n={month['n']})")
     for group in found["by_segment"]:
-        console.print(
-            f"segment {group['segment']}: NPS {group['nps']:+d} (n={group['n']})", markup=False
-        )
+        console.print(f"segment {group['segment']}: NPS {group['nps']:+d} (n={group['n']})")
     for comment in found["comments"][:10]:
-        console.print(f"[{comment['score']}] {comment['comment']}", markup=False)
+        console.print(f"[{comment['score']}] {comment['comment']}")
 
 
 @surveys_app.command("eligibility")
@@ -88,7 +84,7 @@ def eligibility(
     config = settings()
     with handle_errors():
         found = surveys.eligibility(open_store(config), name, profile)
-    console.print(json.dumps(found, ensure_ascii=False, indent=2), markup=False)
+    console.print(json.dumps(found, ensure_ascii=False, indent=2))
 
 
 @surveys_app.command("run")
@@ -104,4 +100,4 @@ def run() -> None:
         store.upgrade(engine)
         invited = surveys.evaluate(engine, config)
         mailed = surveys.send_due(engine, config)
-    console.print(f"surveys: {invited} invitations queued, {mailed} mailed", markup=False)
+    console.print(f"surveys: {invited} invitations queued, {mailed} mailed")

@@ -33,9 +33,9 @@ def add(
         store.upgrade(engine)
         token = access.add_token(engine, name)
     if as_json:
-        console.print(json.dumps({"name": name, "token": token}), markup=False)
+        console.print(json.dumps({"name": name, "token": token}))
         return
-    console.print(f"admin token `{name}` (shown once, keep it safe):\n{token}", markup=False)
+    console.print(f"admin token `{name}` (shown once, keep it safe):\n{token}")
 
 
 @tokens_app.command("list")
@@ -50,7 +50,7 @@ def list_tokens(as_json: bool = typer.Option(False, "--json", help="Print JSON."
         store.upgrade(engine)
         found = access.list_tokens(engine)
     if as_json:
-        console.print(json.dumps([t.as_json() for t in found]), markup=False)
+        console.print(json.dumps([t.as_json() for t in found]))
         return
     table = Table()
     for column in ("name", "hint", "created", "last used"):
@@ -70,4 +70,4 @@ def revoke(name: str = typer.Argument(..., help="The token's name.")) -> None:
     config = settings()
     with handle_errors():
         access.revoke_token(open_store(config), name)
-    console.print(f"token `{name}` revoked", markup=False)
+    console.print(f"token `{name}` revoked")

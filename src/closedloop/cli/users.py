@@ -40,11 +40,11 @@ def add(
         store.upgrade(engine)
         made = accounts.add_user(engine, name, role=role, locale=locale, password=password)
     if as_json:
-        console.print(json.dumps({"name": name, "role": role, "password": made}), markup=False)
+        console.print(json.dumps({"name": name, "role": role, "password": made}))
     elif password is None:
-        console.print(f"user `{name}` ({role}); password (shown once): {made}", markup=False)
+        console.print(f"user `{name}` ({role}); password (shown once): {made}")
     else:
-        console.print(f"user `{name}` ({role}) added", markup=False)
+        console.print(f"user `{name}` ({role}) added")
 
 
 @users_app.command("list")
@@ -59,7 +59,7 @@ def list_users(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
         store.upgrade(engine)
         found = accounts.list_users(engine)
     if as_json:
-        console.print(json.dumps([u.as_json() for u in found]), markup=False)
+        console.print(json.dumps([u.as_json() for u in found]))
         return
     table = Table()
     for column in ("name", "role", "locale", "last login"):
@@ -83,9 +83,7 @@ def password(
     config = settings()
     with handle_errors():
         made = accounts.set_password(open_store(config), name, given)
-    console.print(
-        f"new password for `{name}`" + ("" if given else f" (shown once): {made}"), markup=False
-    )
+    console.print(f"new password for `{name}`" + ("" if given else f" (shown once): {made}"))
 
 
 @users_app.command("remove")
@@ -97,4 +95,4 @@ def remove(name: str = typer.Argument(..., help="The user.")) -> None:
     config = settings()
     with handle_errors():
         accounts.remove_user(open_store(config), name)
-    console.print(f"user `{name}` removed", markup=False)
+    console.print(f"user `{name}` removed")

@@ -68,7 +68,6 @@ def worker(
                     console.print(
                         f"worker: feed `{run.feed}` run {run.id} {run.state}"
                         + (f": {run.error}" if run.error else f", {run.rows} rows"),
-                        markup=False,
                     )
                 last_feeds = time.monotonic()
             if once or time.monotonic() - last_surveys >= config.surveys.poll_seconds:
@@ -77,7 +76,6 @@ def worker(
                 if invited or mailed:
                     console.print(
                         f"worker: surveys: {invited} invitations queued, {mailed} mailed",
-                        markup=False,
                     )
                 last_surveys = time.monotonic()
             if once or time.monotonic() - last_privacy >= config.privacy.poll_seconds:
@@ -85,12 +83,12 @@ def worker(
                 last_privacy = time.monotonic()
             if done:
                 rate = total / max(time.monotonic() - started, 1e-9)
-                console.print(f"worker: {total} events processed ({rate:.0f}/s)", markup=False)
+                console.print(f"worker: {total} events processed ({rate:.0f}/s)")
             if once:
                 break
             stop.wait(config.processor.poll_seconds)
         feeds.stop_ready_workers()
-    console.print(f"worker: stopped after {total} events", markup=False)
+    console.print(f"worker: stopped after {total} events")
 
 
 @app.command("rebuild")
@@ -115,5 +113,4 @@ def rebuild(
         lag = profiles.lag(engine)
     console.print(
         f"rebuild: {done} events processed in {seconds:.1f} s; {lag.events} left",
-        markup=False,
     )

@@ -20,7 +20,7 @@ from closedloop.ingest._tables import events, sources
 from closedloop.ingest.log import StoredEvent, event_from_row
 from closedloop.profiles._tables import consent_changes, profiles
 from closedloop.profiles.state import trait_values
-from closedloop.store import EPOCH, MAX_ROW_ID
+from closedloop.store import EPOCH, parse_row_id
 
 __all__ = [
     "CONFLICT_REASONS",
@@ -232,9 +232,10 @@ def _shown_conflicts(conn: sa.Connection, rows: Sequence[Any]) -> list[dict[str,
     return out
 
 
-# How `list_conflicts` orders: by when the refusal was first recorded, by how often it
-# happened (the most shared devices first), by the newest event that met it.
-CONFLICT_SORTS = ("newest", "occurrences", "last_seen")
+# How `list_conflicts` orders, and by which column: by when the refusal was first recorded,
+# by how often it happened (the most shared devices first), by the newest event that met it.
+_SORT_COLUMNS = {"newest": "id", "occurrences": "occurrences", "last_seen": "last_event_id"}
+CONFLICT_SORTS = tuple(_SORT_COLUMNS)
 
 
 def _check_sort(sort: str) -> None:
@@ -252,17 +253,14 @@ def conflict_cursor(sort: str, value: str | None) -> tuple[int, int] | None:
     if value is None or value == "":
         return None
     parts = value.split(".")
-    if (
-        len(parts) != (1 if sort == "newest" else 2)
-        or not all(p.isascii() and p.isdigit() and len(p) <= 19 for p in parts)
-        or any(int(p) > MAX_ROW_ID for p in parts)
-    ):
+    ids = [i for part in parts if (i := parse_row_id(part)) is not None]
+    if len(parts) != (1 if sort == "newest" else 2) or len(ids) != len(parts):
         raise InvalidInputError(
             f"invalid `cursor` `{value[:40]}`: use the `next_cursor` of the previous page "
             "with the same `sort`",
             field="cursor",
         )
-    return (int(parts[0]), int(parts[-1]))
+    return ids[0], ids[-1]
 
 
 def next_conflict_cursor(sort: str, page: list[dict[str, Any]], limit: int) -> str | None:
@@ -272,8 +270,7 @@ def next_conflict_cursor(sort: str, page: list[dict[str, Any]], limit: int) -> s
     last = page[-1]
     if sort == "newest":
         return str(last["id"])
-    key = last["occurrences"] if sort == "occurrences" else last["last_event_id"]
-    return f"{key}.{last['id']}"
+    return f"{last[_SORT_COLUMNS[sort]]}.{last['id']}"
 
 
 def list_conflicts(
@@ -296,7 +293,7 @@ def list_conflicts(
         )
     _check_sort(sort)
     c = identity_conflicts.c
-    key = {"newest": c.id, "occurrences": c.occurrences, "last_seen": c.last_event_id}[sort]
+    key = c[_SORT_COLUMNS[sort]]
     query = sa.select(identity_conflicts).order_by(key.desc(), c.id.desc()).limit(limit)
     if reason is not None:
         query = query.where(c.reason == reason)
@@ -397,7 +394,7 @@ _MAX_FIELD = 200
 _HAS_PROBLEMS = "profiles.quality <> '[]'"
 
 
-def _quality_filter(dialect: str, quality: str) -> sa.TextClause:
+def _quality_filter(dialect: str, quality: str) -> sa.ColumnElement[bool] | sa.TextClause:
     """Profiles with a problem in the master-data field (trait name) `quality`, or with
     any (`ANY_PROBLEM`)."""
     if not quality or len(quality) > _MAX_FIELD or "\x00" in quality:
@@ -413,10 +410,13 @@ def _quality_filter(dialect: str, quality: str) -> sa.TextClause:
             quality_field=json.dumps([{"field": quality}])
         )
     # SQLite: most profiles have no problem, and for them no subquery runs.
-    return sa.text(
-        "profiles.quality <> '[]' AND EXISTS (SELECT 1 FROM json_each(profiles.quality) AS q "
-        "WHERE json_extract(q.value, '$.field') = :quality_field)"
-    ).bindparams(quality_field=quality)
+    return sa.and_(
+        sa.text(_HAS_PROBLEMS),
+        sa.text(
+            "EXISTS (SELECT 1 FROM json_each(profiles.quality) AS q "
+            "WHERE json_extract(q.value, '$.field') = :quality_field)"
+        ).bindparams(quality_field=quality),
+    )
 
 
 def list_profiles(

@@ -25,6 +25,7 @@ from closedloop.store._types import (
     JSONDocument,
     UTCDateTime,
     metadata,
+    parse_row_id,
     to_epoch_us,
 )
 
@@ -45,6 +46,7 @@ __all__ = [
     "is_sqlite",
     "metadata",
     "native_sql",
+    "parse_row_id",
     "relaxed_sync",
     "sqlite_file",
     "sqlite_insert_autocommit",

@@ -9,7 +9,15 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 
-__all__ = ["EPOCH", "MAX_ROW_ID", "JSONDocument", "UTCDateTime", "metadata", "to_epoch_us"]
+__all__ = [
+    "EPOCH",
+    "MAX_ROW_ID",
+    "JSONDocument",
+    "UTCDateTime",
+    "metadata",
+    "parse_row_id",
+    "to_epoch_us",
+]
 
 # SQLite has no time type: `UTCDateTime` keeps microseconds since 1970-01-01 UTC there, an
 # integer that is exact, sorts and compares in SQL, and converts ten times faster than text.
@@ -17,6 +25,14 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_MICROSECOND = timedelta(microseconds=1)
 # The largest row id either store holds (a signed 64-bit integer): larger cursors are refused.
 MAX_ROW_ID = 2**63 - 1
+
+
+def parse_row_id(text: str) -> int | None:
+    """`text` as a row id (a cursor's part), or None: ASCII digits only (`str.isdigit` also
+    holds for `²`, which `int` refuses), at most `MAX_ROW_ID`."""
+    if len(text) > 19 or not (text.isascii() and text.isdigit()) or int(text) > MAX_ROW_ID:
+        return None
+    return int(text)
 
 
 def to_epoch_us(value: datetime) -> int:

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from closedloop import ingest
 from closedloop.errors import InvalidInputError
 from closedloop.ingest.messages import parse_timestamp
-from closedloop.store import MAX_ROW_ID
+from closedloop.store import parse_row_id
 from closedloop.web.auth import AdminAuth
 from closedloop.web.context import get_context
 
@@ -61,14 +61,13 @@ class FailedEventPage(BaseModel):
 def _cursor(value: str | None) -> int | None:
     if value is None or value == "":
         return None
-    # ASCII digits only (`str.isdigit` also holds for `²`, which `int` refuses), within
-    # the stores' 64-bit ids.
-    if not (value.isascii() and value.isdigit()) or len(value) > 19 or int(value) > MAX_ROW_ID:
+    found = parse_row_id(value)
+    if found is None:
         raise InvalidInputError(
             f"invalid `cursor` `{value[:40]}`: use the `next_cursor` of the previous page",
             field="cursor",
         )
-    return int(value)
+    return found
 
 
 @router.get("/v1/events", summary="Events in the log, newest first, with cursor paging")
