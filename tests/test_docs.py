@@ -19,6 +19,8 @@ from closedloop import ingest
 from closedloop.cli import app as cli_app
 from closedloop.config import Settings
 from closedloop.ingest.importer import CsvMapping, import_file
+from closedloop.profiles import process_available
+from closedloop.profiles.read import find_profile
 from tests.conftest import make_settings
 from tests.helpers import basic, stored
 
@@ -102,7 +104,7 @@ def test_http_examples_in_the_docs_answer_as_documented(
 
 
 def test_import_examples_in_the_docs_run(
-    engine: Engine, tmp_path: Path, source: ingest.NewSourceKey
+    engine: Engine, settings: Settings, tmp_path: Path, source: ingest.NewSourceKey
 ) -> None:
     text = (DOCS / "import.md").read_text(encoding="utf-8")
     (jsonl,) = _blocks(text, "json")
@@ -128,6 +130,26 @@ def test_import_examples_in_the_docs_run(
     (rejection,) = report.rejections
     assert f"#   line {rejection.line} `{rejection.field}`: {rejection.reason}" in text
     assert len(stored(engine)) == 3
+
+    calls_mapping: dict[str, Any] = yaml.safe_load(_blocks(text, "yaml")[1])
+    calls_path = tmp_path / "calls.csv"
+    calls_path.write_text(next(b for b in _blocks(text, "text") if b.startswith("call;")))
+    report = import_file(
+        engine,
+        calls_path,
+        source=source.source,
+        limits=Settings().ingest,
+        fmt="csv",
+        mapping=CsvMapping.model_validate(calls_mapping),
+    )
+    assert "# 1 accepted, 0 already stored, 0 rejected\nclosedloop profiles show" in text
+    assert (report.accepted, report.rejected) == (1, 0)
+    process_available(engine, settings)
+    caller = find_profile(
+        engine, "phone", "0351 1234567", region="DE", purposes=settings.profiles.consent_purposes
+    )
+    assert caller is not None
+    assert caller.document["computed"]["events_by_type"] == {"track": 1}
 
 
 @pytest.mark.parametrize("page", sorted(p.name for p in DOCS.glob("*.md")))

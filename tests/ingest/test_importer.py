@@ -9,9 +9,11 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from closedloop import ingest
-from closedloop.config import IngestSettings
+from closedloop.config import IngestSettings, Settings
 from closedloop.errors import InvalidInputError
 from closedloop.ingest.importer import CsvMapping, import_file, load_mapping
+from closedloop.profiles import process_available
+from closedloop.profiles.read import find_profile, timeline
 from tests.helpers import failed, stored
 
 LIMITS = IngestSettings()
@@ -183,3 +185,67 @@ def test_missing_file_is_a_clear_error(engine: Engine, pos: ingest.Source, tmp_p
     with pytest.raises(InvalidInputError) as missing:
         import_file(engine, tmp_path / "nope.jsonl", source=pos, limits=LIMITS, fmt="jsonl")
     assert "nope.jsonl" in missing.value.message
+
+
+CALLS_CSV = (
+    "call;caller;reason;at\n"
+    "C1;0351/1234567;complaint;22.11.2026 10:00\n"
+    "C2;0170 9999999;question;22.11.2026 11:00\n"
+)
+
+
+def test_call_center_log_known_by_phone_joins_the_caller(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    """A call-center log knows the caller by the number she called from, written its own
+    way: the mapped traits of a track go to `context.traits`, where identity resolution
+    reads the phone, and the call lands on the customer who gave that number at the shop."""
+    shop = ingest.add_source(engine, "shop", kind="web").source
+    calls = ingest.add_source(engine, "calls", kind="callcenter").source
+    known = tmp_path / "shop.jsonl"
+    known.write_text(
+        '{"type": "identify", "userId": "c-7", "timestamp": "2026-11-20T09:00:00Z", '
+        '"traits": {"email": "erika@example.com", "phone": "+49 351 1234567"}}\n',
+        encoding="utf-8",
+    )
+    import_file(engine, known, source=shop, limits=LIMITS, fmt="jsonl")
+    mapping = tmp_path / "calls.yaml"
+    mapping.write_text(
+        "type: track\n"
+        "event: Call Logged\n"
+        "anonymous_id: call\n"
+        "timestamp: at\n"
+        "timestamp_format: '%d.%m.%Y %H:%M'\n"
+        "timezone: Europe/Berlin\n"
+        "delimiter: ';'\n"
+        "properties: {reason: reason}\n"
+        "traits: {phone: caller}\n"
+        "context: {channel: callcenter}\n",
+        encoding="utf-8",
+    )
+    path = tmp_path / "calls.csv"
+    path.write_text(CALLS_CSV, encoding="utf-8")
+    report = import_file(
+        engine, path, source=calls, limits=LIMITS, fmt="csv", mapping=load_mapping(mapping)
+    )
+    assert (report.accepted, report.rejected) == (2, 0)
+    payload = stored(engine)[-1]["payload"]
+    payload = payload if isinstance(payload, dict) else orjson.loads(payload)
+    assert "traits" not in payload
+    assert payload["context"] == {"channel": "callcenter", "traits": {"phone": "0170 9999999"}}
+
+    process_available(engine, settings)
+    region = settings.identity.default_region
+    purposes = settings.profiles.consent_purposes
+    erika = find_profile(engine, "email", "erika@example.com", region=region, purposes=purposes)
+    assert erika is not None
+    by_phone = find_profile(engine, "phone", "0351 1234567", region=region, purposes=purposes)
+    assert by_phone is not None and by_phone.id == erika.id
+    _, events = timeline(engine, erika.id, before_id=None, limit=10)
+    assert [(e.event, e.payload["properties"]["reason"]) for e in events if e.type == "track"] == [
+        ("Call Logged", "complaint")
+    ]
+    assert by_phone.document["computed"]["channels"] == ["callcenter", "web"]
+    # A caller the shop does not know is a profile of her own, found by her number.
+    stranger = find_profile(engine, "phone", "+49 170 9999999", region=region, purposes=purposes)
+    assert stranger is not None and stranger.id != erika.id

@@ -260,6 +260,8 @@ def _csv_message(row: dict[str, str], mapping: CsvMapping) -> dict[str, Any]:
     stamp = cell(mapping.timestamp)
     if stamp is not None:
         message["timestamp"] = _csv_timestamp(stamp, mapping)
+    if mapping.context:
+        message["context"] = dict(mapping.context)
     for target, specs in (("properties", mapping.properties), ("traits", mapping.traits)):
         values: dict[str, Any] = {}
         for name, raw_spec in specs.items():
@@ -267,11 +269,22 @@ def _csv_message(row: dict[str, str], mapping: CsvMapping) -> dict[str, Any]:
             value = cell(spec.column)
             if value is not None:
                 values[name] = _convert(value, spec, f"{target}.{name}")
-        if values:
+        if not values:
+            continue
+        if target == "traits" and mapping.type not in _OWN_TRAITS:
+            # The customer's traits on a track, page or screen: in `context.traits`, where
+            # Segment's calls carry them and identity resolution reads e-mail and phone (a
+            # call-center log known by the caller's phone number joins her profile).
+            context = message.setdefault("context", {})
+            given = context.get("traits")
+            context["traits"] = {**given, **values} if isinstance(given, dict) else values
+        else:
             message[target] = values
-    if mapping.context:
-        message["context"] = dict(mapping.context)
     return message
+
+
+# The calls whose `traits` are their own (a customer's in identify, a group's in group).
+_OWN_TRAITS = frozenset(("identify", "group"))
 
 
 def _csv_messages(stream: BinaryIO, source: Source, mapping: CsvMapping) -> _Lines:
