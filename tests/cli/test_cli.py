@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -190,3 +191,60 @@ def test_init_writes_secrets_once_and_a_working_demo_key(
         assert accounts.list_users(engine)[0].role == "admin"
     finally:
         engine.dispose()
+
+
+def test_a_store_without_tables_names_the_command_that_sets_it_up(cli: CliRunner) -> None:
+    """A command on a database nobody set up (a fresh file, an empty schema) says so and
+    what to run, instead of the driver's traceback with its SQL."""
+    for args in (
+        ("profiles", "show", "--email", "erika@example.com"),
+        ("profiles", "quality"),
+        ("sources", "list"),
+        ("events", "tail"),
+    ):
+        code, out = _run(cli, *args)
+        assert code == 1, (args, out)
+        assert "has no tables yet: run `closedloop init`, or `closedloop db upgrade`" in out, out
+        assert "SELECT" not in out and "Traceback" not in out
+
+
+def test_a_store_at_an_older_revision_names_both_revisions(cli: CliRunner, db_url: str) -> None:
+    engine = store.create_store_engine(db_url)
+    try:
+        store.upgrade(engine, "0002")  # the event log, before identities and profiles
+    finally:
+        engine.dispose()
+    code, out = _run(cli, "profiles", "show", "--email", "erika@example.com")
+    assert code == 1, out
+    head = store.head_revision()
+    assert f"is at revision 0002, this closedloop needs {head}: run `closedloop db upgrade`" in out
+    code, out = _run(cli, "db", "upgrade")
+    assert code == 0, out
+    code, out = _run(cli, "profiles", "show", "--email", "erika@example.com")
+    assert (code, out.strip()) == (1, "error: no profile with email `erika@example.com`")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://crm:secret-pw@127.0.0.1:{port}/nowhere",
+        "sqlite:///{tmp}/no-such-dir/closedloop.db",
+    ],
+)
+def test_a_store_that_cannot_be_opened_is_named_without_its_password(
+    url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CLOSEDLOOP_DATABASE_URL", url.format(port=port, tmp=tmp_path))
+    for args in (("sources", "list"), ("profiles", "show", "--phone", "0351 1234567")):
+        code, out = _run(CliRunner(), *args)
+        assert code == 1, out
+        assert out.startswith("error: cannot open the store `"), out
+        assert "secret-pw" not in out and "Traceback" not in out
+    if url.startswith("postgresql"):
+        assert f"`postgresql+psycopg://crm:***@127.0.0.1:{port}/nowhere`: connection" in out, out
+    else:
+        assert out.rstrip().endswith("closedloop.db`: unable to open database file"), out

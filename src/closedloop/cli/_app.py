@@ -6,13 +6,14 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import sqlalchemy as sa
 import typer
 from rich.console import Console
 from sqlalchemy.engine import Engine
 
 from closedloop.config import Settings, load_settings
 from closedloop.errors import ClosedloopError
-from closedloop.store import create_store_engine
+from closedloop.store import create_store_engine, schema_problem
 
 __all__ = ["app", "console", "err_console", "fail", "handle_errors", "open_store", "settings"]
 
@@ -52,16 +53,42 @@ _open_engines: list[Engine] = []
 
 @contextmanager
 def handle_errors() -> Iterator[None]:
-    """Print a closedloop error's message (no traceback) and exit 1; close the store."""
+    """Print a closedloop error's message (no traceback) and exit 1; close the store.
+    A failure of the store says what is wrong with it (`_store_failure`)."""
     try:
         yield
     except ClosedloopError as exc:
         raise fail(exc.message) from exc
     except ValueError as exc:
         raise fail(str(exc)) from exc
+    except sa.exc.DBAPIError as exc:
+        raise fail(_store_failure(exc)) from exc
     finally:
         while _open_engines:
             _open_engines.pop().dispose()
+
+
+def _store_failure(exc: sa.exc.DBAPIError) -> str:
+    """What a command tells about its store's failure: that the store cannot be opened or
+    reached, has no tables yet or an older schema (what to run), or else the driver's own
+    words. Never the statement or its values."""
+    reason = _first_line(exc.orig)
+    if not _open_engines:
+        return f"the store failed: {reason}"
+    engine = _open_engines[-1]
+    where = engine.url.render_as_string(hide_password=True)
+    try:
+        problem = schema_problem(engine)
+    except sa.exc.DBAPIError as again:
+        return f"cannot open the store `{where}`: {_first_line(again.orig)}"
+    if problem is not None:
+        return f"the store `{where}` {problem}"
+    return f"the store `{where}` failed: {reason}"
+
+
+def _first_line(error: BaseException | None) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:300] if text else "no reason given"
 
 
 def settings() -> Settings:

@@ -18,7 +18,12 @@ from closedloop.store._engine import (
     wal_checkpointer,
     write_turn,
 )
-from closedloop.store._migrate import current_revision, head_revision, upgrade
+from closedloop.store._migrate import (
+    current_revision,
+    head_revision,
+    schema_problem,
+    upgrade,
+)
 from closedloop.store._types import (
     EPOCH,
     MAX_ROW_ID,
@@ -48,6 +53,7 @@ __all__ = [
     "native_sql",
     "parse_row_id",
     "relaxed_sync",
+    "schema_problem",
     "sqlite_file",
     "sqlite_insert_autocommit",
     "store_definition",

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 if TYPE_CHECKING:
     from alembic.config import Config
 
-__all__ = ["current_revision", "head_revision", "upgrade"]
+__all__ = ["current_revision", "head_revision", "schema_problem", "upgrade"]
 
 
 def _config(engine: Engine | None = None) -> Config:
@@ -54,3 +54,27 @@ def head_revision() -> str | None:
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory.from_config(_config()).get_current_head()
+
+
+def schema_problem(engine: Engine) -> str | None:
+    """Why this code cannot use the store's schema (no tables yet, an older revision, one
+    it does not know), or None when the store is at its newest revision. Raises the
+    driver's error where the store cannot be reached."""
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    current = current_revision(engine)
+    script = ScriptDirectory.from_config(_config())
+    head = script.get_current_head()
+    if current == head:
+        return None
+    if current is None:
+        return "has no tables yet: run `closedloop init`, or `closedloop db upgrade`"
+    try:
+        script.get_revision(current)
+    except CommandError:
+        return (
+            f"is at revision {current}, which this closedloop does not know "
+            f"(a newer version migrated it; this one needs {head})"
+        )
+    return f"is at revision {current}, this closedloop needs {head}: run `closedloop db upgrade`"
