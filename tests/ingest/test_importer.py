@@ -179,6 +179,18 @@ def test_bad_mapping_file_names_the_key(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError) as extra:
         load_mapping(mapping)
     assert extra.value.field == "unknown_key"
+    mapping.write_bytes(b"type: track\nevent: Anruf " + "für".encode("cp1252"))
+    with pytest.raises(InvalidInputError) as binary:
+        load_mapping(mapping)
+    assert binary.value.message == (
+        f"cannot read mapping `{mapping}`: not UTF-8 text (invalid start byte at byte 26)"
+    )
+    mapping.write_text("- type: track\n", encoding="utf-8")
+    with pytest.raises(InvalidInputError) as listed:
+        load_mapping(mapping)
+    assert listed.value.message == (
+        f"invalid mapping `{mapping}`: expected keys such as `type:` and `user_id:`"
+    )
 
 
 def test_missing_file_is_a_clear_error(engine: Engine, pos: ingest.Source, tmp_path: Path) -> None:

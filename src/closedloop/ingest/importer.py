@@ -106,6 +106,11 @@ def load_mapping(path: Path) -> CsvMapping:
     """Read a mapping from YAML or JSON, with errors that name the key."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(
+            f"cannot read mapping `{path}`: not UTF-8 text ({exc.reason} at byte {exc.start})",
+            field="mapping",
+        ) from exc
     except (OSError, yaml.YAMLError) as exc:
         raise InvalidInputError(f"cannot read mapping `{path}`: {exc}", field="mapping") from exc
     try:
@@ -113,6 +118,11 @@ def load_mapping(path: Path) -> CsvMapping:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
+        if not where:  # the document itself: a list or a text, not keys
+            raise InvalidInputError(
+                f"invalid mapping `{path}`: expected keys such as `type:` and `user_id:`",
+                field="mapping",
+            ) from exc
         raise InvalidInputError(
             f"invalid mapping `{path}`: `{where}`: {first['msg']}", field=where
         ) from exc
