@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from weakref import WeakSet
 
 import sqlalchemy as sa
 import typer
@@ -49,6 +50,7 @@ def one_identifier(given: dict[str, str | None]) -> tuple[str, str]:
 
 # Engines a command opened with `open_store`; `handle_errors` closes them when it ends.
 _open_engines: list[Engine] = []
+_connected: WeakSet[Engine] = WeakSet()  # those of them that connected once
 
 
 @contextmanager
@@ -77,6 +79,8 @@ def _store_failure(exc: sa.exc.DBAPIError) -> str:
         return f"the store failed: {reason}"
     engine = _open_engines[-1]
     where = engine.url.render_as_string(hide_password=True)
+    if engine not in _connected:  # never reached: not tried again (a timeout twice)
+        return f"cannot open the store `{where}`: {reason}"
     try:
         problem = schema_problem(engine)
     except sa.exc.DBAPIError as again:
@@ -108,4 +112,5 @@ def open_store(config: Settings, *, background_checkpoints: bool = False) -> Eng
         background_checkpoints=background_checkpoints,
     )
     _open_engines.append(engine)
+    sa.event.listen(engine, "connect", lambda _dbapi, _record: _connected.add(engine))
     return engine
