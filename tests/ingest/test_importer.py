@@ -203,6 +203,7 @@ CALLS_CSV = (
     "call;caller;reason;at\n"
     "C1;0351/1234567;complaint;22.11.2026 10:00\n"
     "C2;0170 9999999;question;22.11.2026 11:00\n"
+    "C3;0351/1234567;cancellation;23.11.2026 09:30\n"
 )
 
 
@@ -225,7 +226,7 @@ def test_call_center_log_known_by_phone_joins_the_caller(
     mapping.write_text(
         "type: track\n"
         "event: Call Logged\n"
-        "anonymous_id: call\n"
+        "anonymous_id: caller\n"
         "timestamp: at\n"
         "timestamp_format: '%d.%m.%Y %H:%M'\n"
         "timezone: Europe/Berlin\n"
@@ -240,8 +241,8 @@ def test_call_center_log_known_by_phone_joins_the_caller(
     report = import_file(
         engine, path, source=calls, limits=LIMITS, fmt="csv", mapping=load_mapping(mapping)
     )
-    assert (report.accepted, report.rejected) == (2, 0)
-    payload = stored(engine)[-1]["payload"]
+    assert (report.accepted, report.rejected) == (3, 0)
+    payload = stored(engine)[2]["payload"]
     payload = payload if isinstance(payload, dict) else orjson.loads(payload)
     assert "traits" not in payload
     assert payload["context"] == {"channel": "callcenter", "traits": {"phone": "0170 9999999"}}
@@ -255,9 +256,13 @@ def test_call_center_log_known_by_phone_joins_the_caller(
     assert by_phone is not None and by_phone.id == erika.id
     _, events = timeline(engine, erika.id, before_id=None, limit=10)
     assert [(e.event, e.payload["properties"]["reason"]) for e in events if e.type == "track"] == [
-        ("Call Logged", "complaint")
+        ("Call Logged", "cancellation"),
+        ("Call Logged", "complaint"),
     ]
     assert by_phone.document["computed"]["channels"] == ["callcenter", "web"]
+    # One anonymous id for her number, however often she calls.
+    anonymous = [i for i in by_phone.document["identities"] if i["kind"] == "anonymous_id"]
+    assert [i["value"] for i in anonymous] == ["0351/1234567"]
     # A caller the shop does not know is a profile of her own, found by her number.
     stranger = find_profile(engine, "phone", "+49 170 9999999", region=region, purposes=purposes)
     assert stranger is not None and stranger.id != erika.id
