@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from closedloop import ingest
 from closedloop.cli import app as cli_app
 from closedloop.config import Settings
-from closedloop.ingest.importer import CsvMapping, import_file
+from closedloop.ingest.importer import CsvMapping, ImportReport, import_file
 from closedloop.profiles import process_available
 from closedloop.profiles.read import find_profile
 from tests.conftest import make_settings
@@ -103,6 +103,22 @@ def test_http_examples_in_the_docs_answer_as_documented(
         assert response.status_code == example["status"], (example, response.text)
 
 
+def _import_csv_example(
+    engine: Engine, source: ingest.Source, text: str, mapping: int, head: str, tmp_path: Path
+) -> ImportReport:
+    """Import the docs' CSV block starting with `head` by their `mapping`-th YAML block."""
+    csv_path = tmp_path / "example.csv"
+    csv_path.write_text(next(b for b in _blocks(text, "text") if b.startswith(head)))
+    return import_file(
+        engine,
+        csv_path,
+        source=source,
+        limits=Settings().ingest,
+        fmt="csv",
+        mapping=CsvMapping.model_validate(yaml.safe_load(_blocks(text, "yaml")[mapping])),
+    )
+
+
 def test_import_examples_in_the_docs_run(
     engine: Engine, settings: Settings, tmp_path: Path, source: ingest.NewSourceKey
 ) -> None:
@@ -114,34 +130,13 @@ def test_import_examples_in_the_docs_run(
     assert "# 2 accepted, 0 already stored, 0 rejected" in text
     assert (report.accepted, report.duplicates, report.rejected) == (2, 0, 0)
 
-    mapping_data: dict[str, Any] = yaml.safe_load(_blocks(text, "yaml")[0])
-    csv_text = next(b for b in _blocks(text, "text") if b.startswith("receipt;"))
-    csv_path = tmp_path / "pos.csv"
-    csv_path.write_text(csv_text, encoding="utf-8")
-    report = import_file(
-        engine,
-        csv_path,
-        source=source.source,
-        limits=Settings().ingest,
-        fmt="csv",
-        mapping=CsvMapping.model_validate(mapping_data),
-    )
+    report = _import_csv_example(engine, source.source, text, 0, "receipt;", tmp_path)
     assert (report.accepted, report.rejected) == (1, 1)
     (rejection,) = report.rejections
     assert f"#   line {rejection.line} `{rejection.field}`: {rejection.reason}" in text
     assert len(stored(engine)) == 3
 
-    calls_mapping: dict[str, Any] = yaml.safe_load(_blocks(text, "yaml")[1])
-    calls_path = tmp_path / "calls.csv"
-    calls_path.write_text(next(b for b in _blocks(text, "text") if b.startswith("call;")))
-    report = import_file(
-        engine,
-        calls_path,
-        source=source.source,
-        limits=Settings().ingest,
-        fmt="csv",
-        mapping=CsvMapping.model_validate(calls_mapping),
-    )
+    report = _import_csv_example(engine, source.source, text, 1, "call;", tmp_path)
     assert "# 1 accepted, 0 already stored, 0 rejected\nclosedloop profiles show" in text
     assert (report.accepted, report.rejected) == (1, 0)
     process_available(engine, settings)

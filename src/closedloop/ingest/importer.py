@@ -285,9 +285,7 @@ def _csv_message(row: dict[str, str], mapping: CsvMapping) -> dict[str, Any]:
             # The customer's traits on a track, page or screen: in `context.traits`, where
             # Segment's calls carry them and identity resolution reads e-mail and phone (a
             # call-center log known by the caller's phone number joins her profile).
-            context = message.setdefault("context", {})
-            given = context.get("traits")
-            context["traits"] = {**given, **values} if isinstance(given, dict) else values
+            message.setdefault("context", {})["traits"] = values
         else:
             message[target] = values
     return message
