@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 
-from closedloop import profiles, store
+from closedloop import privacy, profiles, store
 from closedloop.demo import generate_shop
 from closedloop.identity._tables import identities, identity_conflicts, identity_merges
 from closedloop.ingest._tables import events
@@ -576,3 +576,31 @@ def test_a_profile_merged_in_a_later_batch_keeps_no_master_data(log: Log) -> Non
     assert kept["masterdata"]["email"] == "anna@example.com" and kept["customer_key"]
     profiles.rebuild(log.engine, log.settings)
     assert snapshot(log.engine) == incremental
+
+
+def test_events_after_the_newest_were_erased_are_still_processed(log: Log) -> None:
+    """An erasure (or the processor's drop of an erased person's events) may delete the
+    newest events of the log, behind the cursor. The next events must get ids above every
+    id ever given, or they land behind the cursor and are never applied (SQLite gave the
+    newest deleted id again)."""
+    log.send(track("Product Viewed", user_id="u-1"))
+    log.send(identify("u-2", email="erika@example.com"), track("Order Completed", user_id="u-2"))
+    assert log.process() == 3
+    privacy.request_erasure(
+        log.engine, log.settings, kind="user_id", value="u-2", requested_by="test"
+    )
+    # After the erasure, her events sent again are dropped by the processor (suppressed)...
+    log.send(track("Order Completed", user_id="u-2"))
+    log.process()
+    # ... and then, each time, the next events of others must still be applied.
+    log.send(track("Product Viewed", user_id="u-1"), identify("u-3", email="max@example.com"))
+    log.process()
+    with log.engine.connect() as conn:
+        counts = conn.execute(
+            sa.select(profiles_table.c.computed).where(profiles_table.c.merged_into.is_(None))
+        ).scalars()
+        events_seen = sorted(computed["events"] for computed in counts)
+        hers = conn.execute(sa.select(sa.func.count()).where(events.c.user_id == "u-2")).scalar()
+    assert log.profile_of("user_id", "u-3") is not None
+    assert events_seen == [1, 2]  # u-3's identify; u-1's two views
+    assert hers == 0  # her event sent again was dropped, not left behind the cursor

@@ -488,3 +488,48 @@ def _profile_rows(engine: Engine) -> dict[str, dict[str, object]]:
                 )
             ).mappings()
         }
+
+
+def test_ids_are_never_given_twice_and_the_migration_starts_above_the_cursors(
+    tmp_path: Path,
+) -> None:
+    """SQLite gave a new row the largest id plus one, so after the newest rows were deleted
+    their ids came again, behind the cursors that follow them. Migration 0024 rebuilds the
+    tables with AUTOINCREMENT and starts each above its rows and its cursors."""
+    eng = store.create_store_engine(f"sqlite:///{tmp_path}/ids.db")
+    store.upgrade(eng, "0023")
+    source_id = ingest.add_source(eng, "web", kind="web").source.id
+    at = datetime(2026, 11, 20, tzinfo=UTC)
+    with eng.begin() as conn:
+        ingest.log.append(conn, [_row(source_id, f"m{i}", at) for i in range(3)])
+        # Events 4 and 5 were processed, then erased; changes up to 9 were read.
+        for name, upto in (("main", 5), ("surveys_entries", 9)):
+            conn.exec_driver_sql(
+                "INSERT INTO processor_cursors (name, txid, event_id, seq) VALUES (?, 0, ?, 0) "
+                "ON CONFLICT (name) DO UPDATE SET event_id = excluded.event_id",
+                (name, upto),
+            )
+    store.upgrade(eng)
+
+    def newest_after_insert(insert: str) -> int:
+        with eng.begin() as conn:
+            conn.exec_driver_sql(insert)
+            return int(conn.exec_driver_sql("SELECT last_insert_rowid()").scalar_one())
+
+    with eng.begin() as conn:
+        ingest.log.append(conn, [_row(source_id, "after-upgrade", at)])
+        assert conn.execute(sa.select(sa.func.max(events.c.id))).scalar() == 6
+    change = (
+        "INSERT INTO segment_changes (segment, profile_id, change, at, reason) "
+        "VALUES ('s', 'p_1', 'entered', 0, 'r')"
+    )
+    assert newest_after_insert(change) == 10
+    # The newest rows deleted: the next ids go on, never back.
+    with eng.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM events WHERE id = 6")
+        conn.exec_driver_sql("DELETE FROM segment_changes WHERE id = 10")
+    with eng.begin() as conn:
+        ingest.log.append(conn, [_row(source_id, "after-delete", at)])
+        assert conn.execute(sa.select(sa.func.max(events.c.id))).scalar() == 7
+    assert newest_after_insert(change) == 11
+    eng.dispose()

@@ -43,6 +43,9 @@ events = sa.Table(
     # A customer's events newest first, by each of her ids (migration 0010).
     sa.Index("ix_events_user_id_id", "user_id", "id"),
     sa.Index("ix_events_anonymous_id_id", "anonymous_id", "id"),
+    # SQLite: an id is never given twice, even after the newest rows were deleted; cursors
+    # follow the ids (migration 0024).
+    sqlite_autoincrement=True,
 )
 
 failed_events = sa.Table(

@@ -46,6 +46,9 @@ segment_changes = sa.Table(
     sa.Column("change", sa.String(8), nullable=False),
     sa.Column("at", UTCDateTime(), nullable=False),
     sa.Column("reason", sa.Text(), nullable=False),
+    # SQLite: an id is never given twice, even after the newest rows were deleted; cursors
+    # follow the ids (migration 0024).
+    sqlite_autoincrement=True,
 )
 
 # SQLite: each change's profile, filled in batches up to a mark (`segments.history`, ADR
