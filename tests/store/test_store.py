@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from closedloop import ingest, store
+from closedloop.ingest import log
 from closedloop.ingest._tables import EVENT_COLUMNS, events
 from closedloop.ingest.log import LogPosition, read_committed
 from closedloop.store import _bulk
@@ -533,3 +534,35 @@ def test_ids_are_never_given_twice_and_the_migration_starts_above_the_cursors(
         assert conn.execute(sa.select(sa.func.max(events.c.id))).scalar() == 7
     assert newest_after_insert(change) == 11
     eng.dispose()
+
+
+def test_segment_changes_recorded_before_0025_keep_their_place_in_commit_order(
+    db_url: str,
+) -> None:
+    """Migration 0025: the changes stored before get transaction id 0, so a cursor (0, id)
+    of the survey engine reads on after them, then the new ones (PostgreSQL: in commit
+    order; SQLite: by id)."""
+    from closedloop.segments._tables import segment_changes
+
+    eng = store.create_store_engine(db_url)
+    try:
+        store.upgrade(eng, "0024")
+        insert = segment_changes.insert().values(
+            segment="s", profile_id="p_1", change="entered", at=datetime.now(UTC), reason="r"
+        )
+        with eng.begin() as conn:
+            for _ in range(3):
+                conn.execute(insert)
+        store.upgrade(eng)
+        with eng.begin() as conn:
+            conn.execute(insert)
+        with eng.connect() as conn:
+            stmt = log.committed_after(
+                sa.select(segment_changes.c.id),
+                conn.dialect.name,
+                LogPosition(0, 2),
+                segment_changes,
+            )
+            assert list(conn.execute(stmt).scalars()) == [3, 4]
+    finally:
+        eng.dispose()

@@ -464,6 +464,50 @@ def test_segment_entry_trigger_and_audience(log: Log, tmp_path: Path) -> None:
     assert surveys.send_due(engine, settings) == 2
 
 
+def test_a_segment_entry_committed_late_still_invites(log: Log) -> None:
+    """Two writers record segment changes at once (a refresh in each of two workers, or one
+    beside `PUT /v1/segments/...`): on PostgreSQL the one that took the lower ids may commit
+    last. The survey engine waits for it instead of reading past it (a reader of `id >
+    cursor` skipped that customer's entry for good)."""
+    from closedloop import segments
+    from closedloop.segments._tables import segment_changes
+
+    engine, settings = log.engine, log.settings
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time: id order is commit order")
+    segments.save_segment(
+        engine, settings, "gold", segments.condition_tree('trait plan = "gold"'), create=True
+    )
+    surveys.save_survey(
+        engine,
+        {"name": "welcome-gold", "trigger": "segment_entry", "segment": "gold", "window": ALWAYS},
+        create=True,
+    )
+    _customer(log, 1, plan="silver")
+    _customer(log, 2, plan="silver")
+    p1, p2 = log.profile_of("user_id", "cust-1") or "", log.profile_of("user_id", "cust-2") or ""
+    now = datetime(2026, 11, 23, 12, tzinfo=UTC)
+    _at(now)
+    surveys.evaluate(engine, settings)
+
+    def entry(profile_id: str) -> dict[str, Any]:
+        return {"segment": "gold", "profile_id": profile_id, "change": "entered", "at": now,
+                "reason": "test"}  # fmt: skip
+
+    with engine.connect() as late:
+        writing = late.begin()
+        late.execute(segment_changes.insert().values(entry(p1)))  # the lower id, not committed
+        with engine.begin() as conn:
+            conn.execute(segment_changes.insert().values(entry(p2)))
+        first = surveys.evaluate(engine, settings)
+        writing.commit()
+    second = surveys.evaluate(engine, settings)
+    assert first + second == 2
+    for profile_id in (p1, p2):
+        decision = surveys.eligibility(engine, "welcome-gold", profile_id)["decisions"][0]
+        assert decision["invited"] is True, decision
+
+
 def test_expired_link_is_a_clear_410_page(log: Log, tmp_path: Path) -> None:
     engine, settings = log.engine, log.settings
     surveys.save_survey(engine, {"name": "nps", "window": ALWAYS}, create=True)

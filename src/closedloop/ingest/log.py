@@ -194,25 +194,32 @@ class LogPosition:
     id: int = 0
 
 
-def after_in_log_order(dialect: str, after: LogPosition) -> sa.ColumnElement[bool]:
-    """The events after `after` in the log's order: (txid, id) on PostgreSQL, id on SQLite
-    (one writer at a time, so id order is commit order). Committed or not."""
+def after_in_log_order(
+    dialect: str, after: LogPosition, table: sa.Table = events
+) -> sa.ColumnElement[bool]:
+    """The rows of `table` (the events, or another log with `id` and `txid`: the segment
+    changes) after `after` in the log's order: (txid, id) on PostgreSQL, id on SQLite (one
+    writer at a time, so id order is commit order). Committed or not."""
     if dialect == "postgresql":
-        return sa.tuple_(events.c.txid, events.c.id) > sa.tuple_(after.txid, after.id)
-    return events.c.id > after.id
+        return sa.tuple_(table.c.txid, table.c.id) > sa.tuple_(after.txid, after.id)
+    return table.c.id > after.id
 
 
-def committed_after(stmt: sa.Select[Any], dialect: str, after: LogPosition) -> sa.Select[Any]:
-    """`stmt` over `events` narrowed to the committed events after `after`, in commit order.
+def committed_after(
+    stmt: sa.Select[Any], dialect: str, after: LogPosition, table: sa.Table = events
+) -> sa.Select[Any]:
+    """`stmt` over `table` (`after_in_log_order`) narrowed to the committed rows after
+    `after`, in commit order.
 
-    On PostgreSQL only events of transactions older than every open one, by (txid, id); on
-    SQLite by id (`after_in_log_order`).
+    On PostgreSQL only rows of transactions older than every open one, by (txid, id): a row
+    whose transaction took its id early and commits late is waited for, never skipped. On
+    SQLite by id.
     """
-    stmt = stmt.where(after_in_log_order(dialect, after))
+    stmt = stmt.where(after_in_log_order(dialect, after, table))
     if dialect == "postgresql":
         visible = sa.text("(pg_snapshot_xmin(pg_current_snapshot())::text)::bigint")
-        return stmt.where(events.c.txid < visible).order_by(events.c.txid, events.c.id)
-    return stmt.order_by(events.c.id)
+        return stmt.where(table.c.txid < visible).order_by(table.c.txid, table.c.id)
+    return stmt.order_by(table.c.id)
 
 
 def read_committed(

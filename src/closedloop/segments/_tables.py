@@ -46,6 +46,10 @@ segment_changes = sa.Table(
     sa.Column("change", sa.String(8), nullable=False),
     sa.Column("at", UTCDateTime(), nullable=False),
     sa.Column("reason", sa.Text(), nullable=False),
+    # PostgreSQL: the writing transaction's id (server default), so the survey engine reads
+    # the changes in commit order, as the processor reads the events; SQLite: empty (one
+    # writer at a time). Migration 0025.
+    sa.Column("txid", sa.BigInteger(), nullable=True),
     # SQLite: an id is never given twice, even after the newest rows were deleted; cursors
     # follow the ids (migration 0024).
     sqlite_autoincrement=True,

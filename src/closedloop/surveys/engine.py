@@ -355,12 +355,15 @@ def _evaluate_entries(
             by_segment.setdefault(definition.segment, []).append(definition)
     position = _lock_cursor(conn, _ENTRY_CURSOR)
     changes = segment_changes.c
-    rows = conn.execute(
-        sa.select(changes.id, changes.segment, changes.profile_id, changes.at)
-        .where(changes.id > position.id, changes.change == "entered")
-        .order_by(changes.id)
-        .limit(limit)
-    ).all()
+    stmt = committed_after(
+        sa.select(changes.id, changes.txid, changes.segment, changes.profile_id, changes.at).where(
+            changes.change == "entered"
+        ),
+        conn.dialect.name,
+        position,
+        segment_changes,
+    )
+    rows = conn.execute(stmt.limit(limit)).all()
     invited = 0
     for row in rows:
         for definition in by_segment.get(row.segment, ()):
@@ -370,7 +373,7 @@ def _evaluate_entries(
                     conn, settings, definition, profile, trigger_id=row.id, at=row.at
                 )
     if rows:
-        _move_cursor(conn, _ENTRY_CURSOR, 0, int(rows[-1].id))
+        _move_cursor(conn, _ENTRY_CURSOR, int(rows[-1].txid or 0), int(rows[-1].id))
     return invited
 
 
