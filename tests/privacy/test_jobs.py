@@ -208,3 +208,43 @@ def test_privacy_cli(log: Log, engine: Engine, db_url: str, tmp_path: Path) -> N
         assert result.exit_code == 0, (command, result.output)
     missing = runner.invoke(cli_app, ["privacy", "export", "--email", "anna@example.de"], env=env)
     assert missing.exit_code == 1 and "nobody" in missing.output
+
+
+def _events_mentioning(engine: Engine, text: str) -> list[int]:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(events.c.id, events.c.payload).order_by(events.c.id))
+        return [i for i, payload in rows if text in json.dumps(payload).lower()]
+
+
+@pytest.mark.parametrize("erased", ["berta", "anna"])
+def test_erasure_takes_her_events_under_anothers_anonymous_id_and_only_hers(
+    engine: Engine, log: Log, erased: str
+) -> None:
+    """Berta fills in a newsletter form on the family tablet, whose anonymous id is Anna's:
+    the event is Berta's (by her e-mail). Erasing Berta takes it, with her address; erasing
+    Anna leaves it."""
+    log.send(identify("anna", "family-tablet", email="anna@example.com"))
+    log.send(track("Viewed", anonymous_id="family-tablet"))
+    log.send(identify("berta", "berta-phone", email="berta@example.com"))
+    log.send(identify(None, "family-tablet", email="Berta@Example.com", newsletter=True))
+    log.process()
+    assert len(_events_mentioning(engine, "berta@example.com")) == 2
+    done = privacy.request_erasure(
+        engine, log.settings, kind="user_id", value=erased, requested_by="test"
+    )
+    assert done.state == "done"
+    other = "anna" if erased == "berta" else "berta"
+    assert _events_mentioning(engine, f"{erased}@example.com") == []
+    assert len(_events_mentioning(engine, f"{other}@example.com")) == (
+        2 if other == "berta" else 1  # her identify, and the form
+    )
+    with engine.connect() as conn:
+        tablet = conn.execute(
+            sa.select(sa.func.count()).where(events.c.anonymous_id == "family-tablet")
+        ).scalar_one()
+    # Anna's identify and view stay with Berta's erasure; Berta's form stays with Anna's.
+    assert tablet == (3 - 2 if erased == "anna" else 3 - 1)
+    exported = privacy.export_subject(
+        engine, log.settings, kind="user_id", value=other, requested_by="test"
+    )
+    assert len(exported["tables"]["events"]) == 2

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from closedloop.config import IdentitySettings
 from closedloop.identity import customer_key
 from closedloop.identity._tables import identity_conflicts, identity_merges
+from closedloop.profiles.read import timeline
 from tests.profiles.conftest import Log, identify, track
 
 
@@ -218,3 +219,41 @@ def test_profile_lookup_by_phone_in_any_format(
         ("phone", "+493511234567"),
     }
     assert found.json()["items"][0]["masterdata"]["phone"] == "+493511234567"
+
+
+def _timeline(log: Log, profile_id: str) -> list[int]:
+    return [e.id for e in timeline(log.engine, profile_id, before_id=None, limit=50)[1]]
+
+
+def test_an_event_joined_by_email_on_anothers_device_is_in_her_timeline(log: Log) -> None:
+    """A newsletter form filled in on the family tablet, whose anonymous id is Anna's: the
+    processor applies it to Berta by her e-mail (the two user ids are never merged). Her
+    timeline shows it and Anna's does not; a later merge takes it along."""
+    log.send(identify("anna", "family-tablet", email="anna@example.com"))
+    log.send(identify("berta", "berta-phone", email="berta@example.com"))
+    log.send(identify(None, "family-tablet", email="Berta@Example.com", newsletter=True))
+    log.process()
+    anna, berta = log.profile_of("user_id", "anna"), log.profile_of("user_id", "berta")
+    assert anna and berta and anna != berta
+    form = max(_timeline(log, berta))
+    assert form not in _timeline(log, anna)
+    assert len(_timeline(log, anna)) == 1 and len(_timeline(log, berta)) == 2
+    # Berta's account is joined into a new one: the form goes with her.
+    log.send(_alias("berta", "berta-new"))
+    log.process()
+    survivor = log.profile_of("user_id", "berta-new")
+    assert survivor is not None and log.profile_of("user_id", "berta") == survivor
+    assert form in _timeline(log, survivor)
+    assert form not in _timeline(log, anna)
+
+
+def test_an_event_whose_anonymous_id_the_limit_refused_is_in_her_timeline(log: Log) -> None:
+    log.settings = log.settings.model_copy(
+        update={"identity": IdentitySettings(max_anonymous_ids=2)}
+    )
+    for n in range(4):
+        log.send(identify(None, f"kiosk-session-{n}", email="kiosk@example.com"))
+    log.process()
+    owner = log.profile_of("email", "kiosk@example.com")
+    assert owner is not None
+    assert len(_timeline(log, owner)) == 4  # two under her anonymous ids, two refused ones

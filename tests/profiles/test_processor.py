@@ -18,7 +18,12 @@ from closedloop.demo import generate_shop
 from closedloop.identity._tables import identities, identity_conflicts, identity_merges
 from closedloop.ingest._tables import events
 from closedloop.profiles import processor
-from closedloop.profiles._tables import consent_changes, event_tallies, processor_cursors
+from closedloop.profiles._tables import (
+    consent_changes,
+    event_attributions,
+    event_tallies,
+    processor_cursors,
+)
 from closedloop.profiles._tables import profiles as profiles_table
 from tests.profiles.conftest import Log, identify, track
 
@@ -38,6 +43,7 @@ def snapshot(engine: Engine) -> dict[str, Any]:
                 [identity_conflicts.c.profile_id, identity_conflicts.c.identity_key],
             ),
             (consent_changes, [consent_changes.c.event_id, consent_changes.c.purpose]),
+            (event_attributions, [event_attributions.c.event_id]),
             (
                 event_tallies,
                 [event_tallies.c.profile_id, event_tallies.c.event, event_tallies.c.facet],
@@ -65,6 +71,10 @@ def _shop(log: Log, customers: int = 60) -> int:
         track("Product Viewed", anonymous_id="laptop", properties={"category": "Socken"}),
         identify("vip", "laptop"),
         identify(None, "newsletter-form", email="VIP@example.com", consent={"surveys": False}),
+        # a form on a tablet another customer holds: applied to the e-mail's owner
+        identify("vip", "family-tablet"),
+        identify("vip-2", "vip-2-phone", email="vip2@example.com"),
+        identify(None, "family-tablet", email="vip2@example.com", newsletter=True),
     ]
     for start in range(0, len(messages), 250):
         log.send(*messages[start : start + 250])
@@ -81,6 +91,7 @@ def test_rebuild_gives_identical_profiles_and_identities(log: Log) -> None:
     assert done == sent
     incremental = snapshot(log.engine)
     assert incremental["profiles"] and incremental["identities"] and incremental["identity_merges"]
+    assert incremental["event_attributions"]  # the shared tablet's second customer
     assert profiles.rebuild(log.engine, log.settings, limit=5000) == sent
     assert snapshot(log.engine) == incremental
 

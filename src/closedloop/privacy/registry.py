@@ -31,6 +31,7 @@ from closedloop.mood._tables import mood_basis, mood_rules
 from closedloop.privacy._tables import privacy_audit, privacy_erasures
 from closedloop.profiles._tables import (
     consent_changes,
+    event_attributions,
     event_tallies,
     processor_cursors,
     profile_writes,
@@ -181,12 +182,22 @@ def _by_profile(table: sa.Table, *columns: str) -> tuple[Handler, Exporter]:
 
 
 def _event_conditions(subject: Subject) -> Iterator[Any]:
-    """Her events: those under one of her user ids, and anonymous ones under her anonymous
-    ids (the profile timeline's rule)."""
+    """Her events (the profile timeline's rule): those under one of her user ids, anonymous
+    ones under her anonymous ids unless the processor applied them to someone else, and
+    those it applied to her under another's anonymous id (`event_attributions`)."""
+    attributed = event_attributions.c
+    cluster = subject.profile_ids
     for chunk in _chunks(subject.ids("u:")):
         yield events.c.user_id.in_(chunk)
+    elsewhere = sa.exists().where(
+        attributed.event_id == events.c.id, attributed.profile_id.not_in(cluster)
+    )
     for chunk in _chunks(subject.ids("a:")):
-        yield sa.and_(events.c.anonymous_id.in_(chunk), events.c.user_id.is_(None))
+        yield sa.and_(events.c.anonymous_id.in_(chunk), events.c.user_id.is_(None), ~elsewhere)
+    for chunk in _chunks(cluster):
+        yield events.c.id.in_(
+            sa.select(attributed.event_id).where(attributed.profile_id.in_(chunk))
+        )
 
 
 def _erase_events(conn: sa.Connection, subject: Subject) -> int:
@@ -279,11 +290,14 @@ _decisions = _by_profile(survey_decisions)
 _answers = _by_profile(survey_answers)
 _key_changes = _by_profile(customer_key_changes)
 _identities = _by_profile(identities)
+_attributions = _by_profile(event_attributions)
 
 # In erasure order: the event log first, then what was derived from it, identities and
 # profiles last (the subject is found through them).
 REGISTRY: tuple[Entry, ...] = (
     Entry(events, True, "raw events: ids, traits, properties", _erase_events, _export_events),
+    # (after the events: their erasure reads which events are hers)
+    Entry(event_attributions, True, "her events under another's anonymous id", *_attributions),
     Entry(failed_events, True, "rejected messages as sent", _erase_failed, _export_failed),
     Entry(survey_answers, True, "NPS score and comment", *_answers),
     Entry(survey_invitations, True, "e-mail address an invitation went to", *_invitations),

@@ -100,6 +100,18 @@ processor_cursors = sa.Table(
     sa.Column("updated_at", UTCDateTime(), nullable=True),
 )
 
+# The events applied to a profile that their ids do not lead to: an event without a user
+# id, joined by its e-mail or phone, whose anonymous id another customer holds (a shared
+# device) or the anonymous-id limit refused. A timeline, an erasure and a subject export
+# take these besides the events of the person's ids (migration 0026). Kept by the processor;
+# a merge moves them to the survivor.
+event_attributions = sa.Table(
+    "event_attributions",
+    metadata,
+    sa.Column("event_id", sa.BigInteger(), primary_key=True, autoincrement=False),
+    sa.Column("profile_id", sa.String(40), nullable=False, index=True),
+)
+
 # Per live profile, track event name and facet: how many such events the profile has, the
 # times of the newest `tallies.RECENT` of them (epoch microseconds, newest first). Kept by
 # the processor (migration 0012 filled it from the log): `did "X" at least N times within D

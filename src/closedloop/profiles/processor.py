@@ -46,6 +46,7 @@ from closedloop.metrics import Metrics
 from closedloop.profiles._tables import (
     MAIN_CURSOR,
     consent_changes,
+    event_attributions,
     event_tallies,
     processor_cursors,
     profile_writes,
@@ -248,6 +249,9 @@ class _Batch:
         self.writes: list[Callable[[sa.Connection], object]] = []
         self.changed = 0
         self.dropped: list[int] = []  # events of erased people: deleted, never applied
+        # Events without a user id applied to a profile other than their anonymous id's
+        # (`event_attributions`): event id -> (profile, the anonymous id's key).
+        self.strays: dict[int, tuple[str, str]] = {}
         self.overlap = False  # the next batch is applied while this one commits (`_Pipeline`)
 
     # -- WorkingSet
@@ -365,12 +369,17 @@ _INSERT_CONSENT = (
     "INSERT INTO consent_changes (profile_id, purpose, granted, at, source, event_id) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
-# A merge moves the merged profile's identities, merged profiles and consent history onto
-# its survivor: (survivor, merged) pairs.
+_INSERT_ATTRIBUTION = (
+    "INSERT INTO event_attributions (event_id, profile_id) VALUES (?, ?) "
+    "ON CONFLICT (event_id) DO UPDATE SET profile_id = excluded.profile_id"
+)
+# A merge moves the merged profile's identities, merged profiles, consent history and stray
+# events onto its survivor: (survivor, merged) pairs.
 _MOVES = (
     "UPDATE identities SET profile_id = ? WHERE profile_id = ?",
     "UPDATE profiles SET merged_into = ? WHERE merged_into = ?",
     "UPDATE consent_changes SET profile_id = ? WHERE profile_id = ?",
+    "UPDATE event_attributions SET profile_id = ? WHERE profile_id = ?",
 )
 _INSERT_WRITE = (
     "INSERT INTO profile_writes (seq, profile_id, merged_into, mood_k, mood_last, mood_churn, "
@@ -562,6 +571,7 @@ class _Sql:
         self.insert_identity = self._native(_INSERT_IDENTITY)
         self.insert_write = self._native(_INSERT_WRITE)
         self.insert_consent = self._native(_INSERT_CONSENT)
+        self.insert_attribution = self._native(_INSERT_ATTRIBUTION)
         self.insert_merge = self._native(_INSERT_MERGE)
         self.upsert_conflict = self._native(_UPSERT_CONFLICT)
         self.moves = tuple(self._native(statement) for statement in _MOVES)
@@ -740,6 +750,8 @@ class _Processor:
             if pid is None:
                 batch.event = ev
                 pid = resolve(batch, ids, rules)  # type: ignore[arg-type]
+                if not row[5] and row[6] and owner("a:" + row[6]) != pid:
+                    batch.strays[row[0]] = (pid, "a:" + row[6])
             p = states[pid]
             touched[pid] = p
             apply_event(p, ev, purposes=purposes, max_traits=max_traits, consent_changes=consent)
@@ -977,6 +989,15 @@ class _Processor:
                 out.append(partial(_copy_rows, statement=_COPY_IDENTITIES, rows=rows))
             else:
                 out.append(rows_of(sql.insert_identity, rows))
+        # Where the batch's merges joined a stray event's two profiles, its anonymous id
+        # leads to it again.
+        strays = [
+            (event_id, final)
+            for event_id, (pid, key) in batch.strays.items()
+            if (final := batch._final(pid)) != batch.owner(key)
+        ]
+        if strays:
+            out.append(rows_of(sql.insert_attribution, strays))
         if batch.merges:
             merges = [(*merge[:4], sql.time(merge[4])) for merge in batch.merges]
             out.append(rows_of(sql.insert_merge, merges))
@@ -1393,6 +1414,7 @@ def rebuild(engine: Engine, settings: Settings, *, limit: int | None = None) -> 
             identity_merges,
             identity_conflicts,
             consent_changes,
+            event_attributions,
             event_tallies,
             profile_writes,
             profiles,

@@ -18,7 +18,7 @@ from closedloop.identity._tables import identities, identity_conflicts, identity
 from closedloop.identity.graph import ConflictReason, split_key
 from closedloop.ingest._tables import events, sources
 from closedloop.ingest.log import StoredEvent, event_from_row
-from closedloop.profiles._tables import consent_changes, profiles
+from closedloop.profiles._tables import consent_changes, event_attributions, profiles
 from closedloop.profiles.state import trait_values
 from closedloop.store import EPOCH, parse_row_id
 
@@ -496,7 +496,9 @@ def timeline(
     engine: Engine, profile_id: str, *, before_id: int | None, limit: int
 ) -> tuple[str, list[StoredEvent]]:
     """The profile's events on every id it ever had, newest first: events with one of its
-    user ids, and events without a user id under one of its anonymous ids."""
+    user ids, events without a user id under one of its anonymous ids unless the processor
+    applied them to another profile, and those it applied to this one otherwise
+    (`event_attributions`: joined by e-mail or phone on someone else's device)."""
     with engine.connect() as conn:
         found = resolve_profile_id(conn, profile_id)
         if found is None:
@@ -510,8 +512,10 @@ def timeline(
                 user_ids.append(key[2:])
             elif key.startswith("a:"):
                 anonymous_ids.append(key[2:])
-        if not user_ids and not anonymous_ids:
-            return found, []
+        attributed = event_attributions.c
+        elsewhere = sa.exists().where(
+            attributed.event_id == events.c.id, attributed.profile_id != found
+        )
         # One index range per identifier, newest first (indexes on (user_id, id) and
         # (anonymous_id, id)): the cost follows the customer's own events, whatever the
         # size of the log or the planner's statistics.
@@ -525,12 +529,22 @@ def timeline(
             for uid in user_ids
         ] + [
             sa.select(events.c.id)
-            .where(events.c.anonymous_id == aid, events.c.user_id.is_(None), *before)
+            .where(events.c.anonymous_id == aid, events.c.user_id.is_(None), ~elsewhere, *before)
             .order_by(events.c.id.desc())
             .limit(limit)
             .subquery()
             for aid in anonymous_ids
         ]
+        parts.append(
+            sa.select(attributed.event_id.label("id"))
+            .where(
+                attributed.profile_id == found,
+                *([attributed.event_id < before_id] if before_id is not None else []),
+            )
+            .order_by(attributed.event_id.desc())
+            .limit(limit)
+            .subquery()
+        )
         newest = sa.union_all(*[sa.select(part.c.id) for part in parts]).subquery()
         stmt = (
             sa.select(events, sources.c.name.label("source_name"))
