@@ -37,6 +37,7 @@ from closedloop.profiles._tables import (
     profile_writes,
     profiles,
 )
+from closedloop.profiles.read import applied_elsewhere, attributed_to
 from closedloop.segments._tables import (
     mood_sizes,
     segment_changes,
@@ -185,19 +186,13 @@ def _event_conditions(subject: Subject) -> Iterator[Any]:
     """Her events (the profile timeline's rule): those under one of her user ids, anonymous
     ones under her anonymous ids unless the processor applied them to someone else, and
     those it applied to her under another's anonymous id (`event_attributions`)."""
-    attributed = event_attributions.c
-    cluster = subject.profile_ids
     for chunk in _chunks(subject.ids("u:")):
         yield events.c.user_id.in_(chunk)
-    elsewhere = sa.exists().where(
-        attributed.event_id == events.c.id, attributed.profile_id.not_in(cluster)
-    )
+    elsewhere = applied_elsewhere(subject.profile_ids)
     for chunk in _chunks(subject.ids("a:")):
         yield sa.and_(events.c.anonymous_id.in_(chunk), events.c.user_id.is_(None), ~elsewhere)
-    for chunk in _chunks(cluster):
-        yield events.c.id.in_(
-            sa.select(attributed.event_id).where(attributed.profile_id.in_(chunk))
-        )
+    for chunk in _chunks(subject.profile_ids):
+        yield events.c.id.in_(attributed_to(chunk))
 
 
 def _erase_events(conn: sa.Connection, subject: Subject) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bisect
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, get_args
@@ -512,10 +512,7 @@ def timeline(
                 user_ids.append(key[2:])
             elif key.startswith("a:"):
                 anonymous_ids.append(key[2:])
-        attributed = event_attributions.c
-        elsewhere = sa.exists().where(
-            attributed.event_id == events.c.id, attributed.profile_id != found
-        )
+        elsewhere = applied_elsewhere([found])
         # One index range per identifier, newest first (indexes on (user_id, id) and
         # (anonymous_id, id)): the cost follows the customer's own events, whatever the
         # size of the log or the planner's statistics.
@@ -535,15 +532,11 @@ def timeline(
             .subquery()
             for aid in anonymous_ids
         ]
+        attributed = attributed_to([found])
+        if before_id is not None:
+            attributed = attributed.where(event_attributions.c.event_id < before_id)
         parts.append(
-            sa.select(attributed.event_id.label("id"))
-            .where(
-                attributed.profile_id == found,
-                *([attributed.event_id < before_id] if before_id is not None else []),
-            )
-            .order_by(attributed.event_id.desc())
-            .limit(limit)
-            .subquery()
+            attributed.order_by(event_attributions.c.event_id.desc()).limit(limit).subquery()
         )
         newest = sa.union_all(*[sa.select(part.c.id) for part in parts]).subquery()
         stmt = (
@@ -553,6 +546,21 @@ def timeline(
         )
         rows = conn.execute(stmt.order_by(events.c.id.desc()).limit(limit)).all()
     return found, [event_from_row(r) for r in rows]
+
+
+def applied_elsewhere(profile_ids: Collection[str]) -> sa.Exists:
+    """In a query over `events`: the event was applied to a profile other than
+    `profile_ids` although its anonymous id leads to them (`event_attributions`)."""
+    attributed = event_attributions.c
+    return sa.exists().where(
+        attributed.event_id == events.c.id, attributed.profile_id.not_in(profile_ids)
+    )
+
+
+def attributed_to(profile_ids: Collection[str]) -> sa.Select[tuple[int]]:
+    """The ids (`id`) of the events applied to `profile_ids` under another's anonymous id."""
+    attributed = event_attributions.c
+    return sa.select(attributed.event_id.label("id")).where(attributed.profile_id.in_(profile_ids))
 
 
 def consent_history(engine: Engine, profile_id: str) -> list[ConsentStatement]:

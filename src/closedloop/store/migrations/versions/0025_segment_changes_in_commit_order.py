@@ -27,9 +27,6 @@ depends_on = None
 
 
 def upgrade() -> None:
-    columns = sa.inspect(op.get_bind()).get_columns("segment_changes")
-    if any(column["name"] == "txid" for column in columns):
-        return  # (a store brought back to an older revision by hand and upgraded again)
     if op.get_bind().dialect.name == "postgresql":
         # A constant default fills the existing rows without rewriting the table; the
         # transaction's id is the default from here on.
