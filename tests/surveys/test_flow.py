@@ -163,6 +163,30 @@ def test_identify_to_answer_on_the_profile(log: Log, tmp_path: Path) -> None:
     ]
 
 
+def test_an_identify_on_anothers_device_is_decided_for_its_writer(log: Log) -> None:
+    """Berta gives her consent in a form on the family tablet, whose anonymous id is Anna's:
+    the processor applies it to Berta (by her e-mail), and the survey engine decides it for
+    Berta, not for the tablet's owner."""
+    engine, settings = log.engine, log.settings
+    surveys.save_survey(engine, {"name": "nps", "window": ALWAYS}, create=True)
+    log.send(identify("anna", "family-tablet", email="anna@example.de", createdAt="2026-11-22"))
+    log.send(identify("berta", "berta-phone", email="berta@example.de", createdAt="2026-11-22"))
+    log.send(identify(None, "family-tablet", email="Berta@Example.de", consent={"surveys": True}))
+    log.process()
+    surveys.evaluate(engine, settings)
+    anna, berta = log.profile_of("user_id", "anna"), log.profile_of("user_id", "berta")
+    assert anna and berta
+
+    def decided(profile_id: str) -> list[int]:
+        found = surveys.eligibility(engine, "nps", profile_id)["decisions"]
+        return sorted(d["event_id"] for d in found)
+
+    form = 3
+    assert decided(berta) == [2, form] and decided(anna) == [1]
+    newest = surveys.eligibility(engine, "nps", berta)["decisions"][0]
+    assert newest["reason"].startswith("interval: last surveyed")  # hers: invited at event 2
+
+
 def test_interval_through_the_log(log: Log, tmp_path: Path) -> None:
     engine, settings = log.engine, log.settings
     surveys.save_survey(engine, {"name": "nps", "window": ALWAYS}, create=True)

@@ -33,7 +33,7 @@ from closedloop.errors import ConflictError, InvalidInputError, NotFoundError
 from closedloop.identity._tables import identities
 from closedloop.ingest._tables import events
 from closedloop.ingest.log import LogPosition, committed_after
-from closedloop.profiles._tables import processor_cursors, profiles
+from closedloop.profiles._tables import event_attributions, processor_cursors, profiles
 from closedloop.profiles.consent import record_for_profile
 from closedloop.profiles.read import resolve_profile_id
 from closedloop.runtime import PeriodicLoop
@@ -312,6 +312,8 @@ def evaluate(engine: Engine, settings: Settings, *, limit: int = 1000) -> int:
         processed, _ = _position(conn, "main")
         every = _definitions(conn)
         on_identify = [d for d in every if d.trigger == "identify"]
+        # (an identify applied to another profile than its anonymous id's: that profile)
+        attributed = event_attributions.c
         stmt = committed_after(
             sa.select(
                 events.c.id,
@@ -319,7 +321,10 @@ def evaluate(engine: Engine, settings: Settings, *, limit: int = 1000) -> int:
                 events.c.user_id,
                 events.c.anonymous_id,
                 events.c.timestamp,
-            ).where(events.c.type == "identify"),
+                attributed.profile_id.label("attributed_to"),
+            )
+            .select_from(events.outerjoin(event_attributions, attributed.event_id == events.c.id))
+            .where(events.c.type == "identify"),
             conn.dialect.name,
             position,
         )
@@ -331,8 +336,13 @@ def evaluate(engine: Engine, settings: Settings, *, limit: int = 1000) -> int:
             stmt = stmt.where(events.c.id <= processed.id)
         rows = conn.execute(stmt.limit(limit)).all()
         for row in rows:
-            key = f"u:{row.user_id}" if row.user_id else f"a:{row.anonymous_id}"
-            profile = _profile(conn, key=key) if on_identify else None
+            if not on_identify:
+                profile = None
+            elif row.attributed_to is not None:
+                profile = _profile(conn, profile_id=row.attributed_to)
+            else:
+                key = f"u:{row.user_id}" if row.user_id else f"a:{row.anonymous_id}"
+                profile = _profile(conn, key=key)
             if profile is None:
                 continue
             for definition in on_identify:
