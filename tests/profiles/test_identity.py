@@ -171,6 +171,8 @@ def test_anonymous_id_limit_stops_a_shared_kiosk(log: Log) -> None:
     with log.engine.connect() as conn:
         reasons = set(conn.execute(sa.select(identity_conflicts.c.reason)).scalars())
     assert reasons == {"anonymous_id_limit"}
+    # Her timeline has all five: three under her anonymous ids, two refused ones.
+    assert owner is not None and len(_timeline(log, owner)) == 5
 
 
 def test_phone_joins_a_call_to_the_customer(log: Log) -> None:
@@ -245,15 +247,3 @@ def test_an_event_joined_by_email_on_anothers_device_is_in_her_timeline(log: Log
     assert survivor is not None and log.profile_of("user_id", "berta") == survivor
     assert form in _timeline(log, survivor)
     assert form not in _timeline(log, anna)
-
-
-def test_an_event_whose_anonymous_id_the_limit_refused_is_in_her_timeline(log: Log) -> None:
-    log.settings = log.settings.model_copy(
-        update={"identity": IdentitySettings(max_anonymous_ids=2)}
-    )
-    for n in range(4):
-        log.send(identify(None, f"kiosk-session-{n}", email="kiosk@example.com"))
-    log.process()
-    owner = log.profile_of("email", "kiosk@example.com")
-    assert owner is not None
-    assert len(_timeline(log, owner)) == 4  # two under her anonymous ids, two refused ones
