@@ -10,9 +10,8 @@ from sqlalchemy.engine import Engine
 
 from closedloop.identity._tables import identities
 from closedloop.ingest._tables import events
-from closedloop.profiles._tables import profiles
+from closedloop.profiles._tables import event_attributions, profiles
 from closedloop.segments import ProfileFacts
-from closedloop.segments.compile import event_profile_key
 from tests.conftest import make_settings
 from tests.profiles.conftest import Log
 
@@ -32,21 +31,26 @@ def all_facts(engine: Engine) -> dict[str, ProfileFacts]:
                 ).where(profiles.c.merged_into.is_(None))
             )
         }
-        rows = conn.execute(
-            sa.select(identities.c.profile_id, events).select_from(
-                events.join(identities, identities.c.key == event_profile_key())
-            )
-        ).mappings()
-        for r in rows:
-            payload: Any = r["payload"]
-            if r["profile_id"] in facts:
-                facts[r["profile_id"]].events.append(
+        # Attributed as the processor applies events, written out here independently of
+        # the SQL under test: the profile it recorded the event for, else the owner of the
+        # event's user id, else of its anonymous id.
+        owner = dict(conn.execute(sa.select(identities.c.key, identities.c.profile_id)).all())
+        recorded = dict(
+            conn.execute(
+                sa.select(event_attributions.c.event_id, event_attributions.c.profile_id)
+            ).all()
+        )
+        for r in conn.execute(sa.select(events).order_by(events.c.id)).mappings():
+            key = f"u:{r['user_id']}" if r["user_id"] is not None else f"a:{r['anonymous_id']}"
+            pid = recorded.get(r["id"], owner.get(key))
+            if pid in facts:
+                facts[pid].events.append(
                     {
                         "id": r["id"],
                         "type": r["type"],
                         "event": r["event"],
                         "timestamp": r["timestamp"],
-                        "payload": payload,
+                        "payload": r["payload"],
                     }
                 )
     return facts

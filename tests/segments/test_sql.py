@@ -1011,3 +1011,68 @@ def test_sqlite_count_in_parts_of_an_in_memory_store_runs_on_its_one_connection(
     tree = parse_condition('did "Product Viewed" at least 2 times or mood is positive')
     assert preview(engine, config, tree, now=clock.now()).count == 0
     engine.dispose()
+
+
+def test_an_event_on_anothers_device_counts_for_the_customer_it_was_applied_to(
+    log: Log,
+) -> None:
+    """Berta subscribes and opens the cancellation page on the family tablet, whose anonymous
+    id is Anna's, giving her own e-mail: the processor applies both to Berta
+    (`event_attributions`). Every way a segment reads them agrees: the tallies, the log
+    (`did ... with` and `visited page`), the reference evaluator, the incremental refresh
+    and the explanation of a profile. None counts them for Anna."""
+    from closedloop import segments
+
+    log.send(
+        {"type": "identify", "userId": "anna", "anonymousId": "family-tablet",
+         "traits": {"email": "anna@example.com"}, "timestamp": _days_ago(2)},
+        {"type": "identify", "userId": "berta", "anonymousId": "berta-phone",
+         "traits": {"email": "berta@example.com"}, "timestamp": _days_ago(2)},
+    )  # fmt: skip
+    log.process()
+    anna, berta = log.profile_of("user_id", "anna"), log.profile_of("user_id", "berta")
+    assert anna and berta and anna != berta
+    conditions = {
+        "tallied": 'did "Newsletter Subscribed"',
+        "property": 'did "Newsletter Subscribed" with list = "weekly"',
+        "twice": 'did "Newsletter Subscribed" with list = "weekly" at least 2 times',
+        "page": 'visited page "/account/kuendigung*" within 7 days',
+    }
+    trees = {name: parse_condition(text) for name, text in conditions.items()}
+    for name, tree in trees.items():
+        segments.save_segment(log.engine, log.settings, name, tree, create=True)
+    on_the_tablet = {
+        "anonymousId": "family-tablet",
+        "context": {"traits": {"email": "Berta@Example.com"}},
+        "timestamp": _days_ago(1),
+    }
+    log.send(
+        {"type": "track", "event": "Newsletter Subscribed", "properties": {"list": "weekly"},
+         **on_the_tablet},
+        {"type": "track", "event": "Newsletter Subscribed", "properties": {"list": "weekly"},
+         **on_the_tablet},
+        {"type": "page", "properties": {"path": "/account/kuendigung"}, **on_the_tablet},
+    )  # fmt: skip
+    log.process()
+    segments.refresh(log.engine, log.settings, incremental=True)  # the reference evaluator
+    now = clock.now()
+    facts = all_facts(log.engine)
+    for name, tree in trees.items():
+        with log.engine.connect() as conn:
+            by_log = compile_condition(
+                tree, conn.dialect.name, now=now, mood=log.settings.mood,
+                segment=lambda _n: {}, tallies=False,
+            )  # fmt: skip
+            found_by_log = set(conn.execute(sa.select(profiles.c.id).where(by_log)).scalars())
+        evaluated = {
+            pid
+            for pid, f in facts.items()
+            if evaluate(tree, f, now=now, mood=log.settings.mood, segment=resolver(log.engine))
+        }
+        stored = {m["id"] for m in segments.stored_members(log.engine, name, after=None, limit=9)}
+        found = member_ids(log.engine, log.settings, tree, now=now)
+        assert found == found_by_log == evaluated == stored == {berta}, name
+    for who, expected in ((berta, True), (anna, False)):
+        explained = segments.explain_profile(log.engine, log.settings, who, now=now)
+        matched = {e["segment"]: e["matched"] for e in explained if e["segment"] in trees}
+        assert matched == dict.fromkeys(trees, expected)

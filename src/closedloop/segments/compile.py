@@ -33,7 +33,7 @@ from closedloop.mood.index import (
     number,
 )
 from closedloop.mood.score import DAY_US
-from closedloop.profiles._tables import event_tallies, profiles
+from closedloop.profiles._tables import event_attributions, event_tallies, profiles
 from closedloop.profiles.tallies import RECENT, TALLIED_PROPERTIES, facet
 from closedloop.segments.trait_index import trait_value
 from closedloop.store import UTCDateTime, to_epoch_us
@@ -116,12 +116,28 @@ class _Compiler:
         self.stack: list[str] = []
 
     # -- building blocks
-    def _events_of(self, *conditions: ColumnElement[bool] | None) -> sa.Select[Any]:
-        return (
-            sa.select(identities.c.profile_id)
+    def _events_of(self, *conditions: ColumnElement[bool] | None) -> sa.CompoundSelect:
+        """The profile (`profile_id`) of each event meeting `conditions`, one row an event,
+        attributed as the processor applied it: by its user id, else its anonymous id,
+        unless it recorded the event for another profile (`event_attributions`: joined by
+        e-mail or phone on someone else's device), then that one."""
+        where = [c for c in conditions if c is not None]
+        attributed = event_attributions.c
+        not_recorded: ColumnElement[bool] = ~sa.exists().where(attributed.event_id == events.c.id)
+        if not self.pg:  # PostgreSQL makes an anti-join of it, SQLite probes every event:
+            # not those with a user id, which are never recorded.
+            not_recorded = sa.or_(events.c.user_id.is_not(None), not_recorded)
+        by_ids = (
+            sa.select(identities.c.profile_id.label("profile_id"))
             .select_from(events.join(identities, identities.c.key == event_profile_key()))
-            .where(*[c for c in conditions if c is not None])
+            .where(*where, not_recorded)
         )
+        # Driven by the few recorded events, each found by its primary key: not a second
+        # pass over the events that meet `conditions`.
+        recorded = sa.select(attributed.profile_id.label("profile_id")).where(
+            sa.exists().where(events.c.id == attributed.event_id, *where)
+        )
+        return sa.union_all(by_ids, recorded)
 
     def _signals(self) -> tuple[Any, Callable[[int, Any], Any]]:
         """The profile's mood signals as rows, and an accessor for a position of a signal
@@ -264,9 +280,14 @@ class _Compiler:
         for name, expected in spec.get("with", {}).items():
             prop = _Json(self.pg, events.c.payload, "properties", name)
             conditions.append(_typed_compare(prop, "=", expected))
-        query = self._events_of(*conditions)
+        query: sa.CompoundSelect | sa.Select[Any] = self._events_of(*conditions)
         if times > 1:
-            query = query.group_by(identities.c.profile_id).having(sa.func.count() >= times)
+            each = query.subquery()
+            query = (
+                sa.select(each.c.profile_id)
+                .group_by(each.c.profile_id)
+                .having(sa.func.count() >= times)
+            )
         return profiles.c.id.in_(query)
 
     def tallied(

@@ -35,6 +35,7 @@ from closedloop.mood.index import MoodBasis, ensure_basis, usable_basis
 from closedloop.profiles._tables import (
     MAIN_CURSOR,
     WRITTEN_NUMBERS,
+    event_attributions,
     processor_cursors,
     profile_writes,
     profiles,
@@ -827,7 +828,8 @@ def written_members_query(
 def load_facts(conn: sa.Connection, which: ColumnElement[bool]) -> dict[str, ProfileFacts]:
     """The live profiles `which` selects, with their events, for the reference evaluator:
     events found through the log's user-id and anonymous-id indexes, attributed as the
-    processor does (the user id, else the anonymous id)."""
+    processor applied them (the user id, else the anonymous id, unless it recorded the event
+    for another profile in `event_attributions`), and the events it recorded for them."""
     facts: dict[str, ProfileFacts] = {
         r.id: ProfileFacts(traits=r.traits, consent=r.consent, derived=r.derived)
         for r in conn.execute(
@@ -848,9 +850,11 @@ def load_facts(conn: sa.Connection, which: ColumnElement[bool]) -> dict[str, Pro
     users = sorted(k[2:] for k in owner if k.startswith("u:"))
     anonymous = sorted(k[2:] for k in owner if k.startswith("a:"))
     columns = (events.c.id, events.c.type, events.c.event, events.c.timestamp, events.c.payload)
+    attributed = event_attributions.c
+    recorded = sa.exists().where(attributed.event_id == events.c.id)
     for values, column, prefix, extra in (
         (users, events.c.user_id, "u:", None),
-        (anonymous, events.c.anonymous_id, "a:", events.c.user_id.is_(None)),
+        (anonymous, events.c.anonymous_id, "a:", sa.and_(events.c.user_id.is_(None), ~recorded)),
     ):
         for start in range(0, len(values), 500):
             stmt = sa.select(*columns, column.label("by")).where(
@@ -864,6 +868,15 @@ def load_facts(conn: sa.Connection, which: ColumnElement[bool]) -> dict[str, Pro
                     event = dict(row)
                     del event["by"]
                     facts[pid].events.append(event)
+    for start in range(0, len(ids), 500):
+        stmt = (
+            sa.select(*columns, attributed.profile_id)
+            .join(event_attributions, attributed.event_id == events.c.id)
+            .where(attributed.profile_id.in_(ids[start : start + 500]))
+        )
+        for row in conn.execute(stmt).mappings():
+            event = dict(row)
+            facts[event.pop("profile_id")].events.append(event)
     return facts
 
 
