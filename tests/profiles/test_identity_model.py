@@ -17,6 +17,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from closedloop import profiles, store
 from closedloop.identity._tables import identities
+from closedloop.profiles import read
 from closedloop.profiles._tables import profiles as profiles_table
 from tests.conftest import IN_CI, POSTGRES_URL, _postgres_schema_url, make_settings
 from tests.profiles.conftest import Log, identify, track
@@ -32,6 +33,7 @@ class Model:
     def __init__(self) -> None:
         self.group: dict[str, int] = {}
         self.members: dict[int, set[str]] = {}
+        self.merged: dict[int, int] = {}  # a group joined into another: into which
         self.next = 0
 
     def owner(self, key: str) -> int | None:
@@ -52,8 +54,15 @@ class Model:
     def union(self, keep: int, gone: int) -> None:
         for key in self.members.pop(gone):
             self.add(key, keep)
+        self.merged[gone] = keep
 
-    def event(self, user: str | None, others: list[str], previous: str | None = None) -> None:
+    def final(self, gid: int) -> int:
+        while gid in self.merged:
+            gid = self.merged[gid]
+        return gid
+
+    def event(self, user: str | None, others: list[str], previous: str | None = None) -> int:
+        """Apply an event with `user` and the other identifier keys; the group it goes to."""
         primary = self.owner(f"u:{user}") if user else None
         if previous is not None:
             prev_key = f"u:{previous}" if self.owner(f"u:{previous}") else f"a:{previous}"
@@ -80,6 +89,7 @@ class Model:
                 self.add(key, primary)
             elif found != primary and not (self.users(primary) and self.users(found)):
                 self.union(primary, found)
+        return primary
 
 
 class IdentityMachine(RuleBasedStateMachine):
@@ -105,29 +115,33 @@ class IdentityMachine(RuleBasedStateMachine):
         self.model = Model()
         self.pending: list[dict[str, Any]] = []
         self.processed = True
+        self.placed: dict[str, int] = {}  # message id -> the model's group it went to
+        self.messages = 0
 
-    def _send(self, message: dict[str, Any]) -> None:
-        self.pending.append(message)
+    def _send(self, message: dict[str, Any], group: int) -> None:
+        self.messages += 1
+        message_id = f"m{self.messages}"
+        self.pending.append({"messageId": message_id, **message})
+        self.placed[message_id] = group
         self.processed = False
 
     @rule(user=st.none() | USERS, anon=ANONS, email=st.none() | EMAILS)
     def identify(self, user: str | None, anon: str, email: str | None) -> None:
         traits = {"email": email} if email else {}
-        self._send(identify(user, anon, **traits))
         others = ([f"e:{email}"] if email else []) + [f"a:{anon}"]
-        self.model.event(user, others)
+        self._send(identify(user, anon, **traits), self.model.event(user, others))
 
     @rule(user=st.none() | USERS, anon=st.none() | ANONS)
     def track(self, user: str | None, anon: str | None) -> None:
         if user is None and anon is None:
             return
-        self._send(track("Page Viewed", user, anon))
-        self.model.event(user, [f"a:{anon}"] if anon else [])
+        group = self.model.event(user, [f"a:{anon}"] if anon else [])
+        self._send(track("Page Viewed", user, anon), group)
 
     @rule(previous=ANONS, user=USERS)
     def alias(self, previous: str, user: str) -> None:
-        self._send({"type": "alias", "previousId": previous, "userId": user})
-        self.model.event(user, [], previous=previous)
+        group = self.model.event(user, [], previous=previous)
+        self._send({"type": "alias", "previousId": previous, "userId": user}, group)
 
     @rule()
     def process(self) -> None:
@@ -138,12 +152,7 @@ class IdentityMachine(RuleBasedStateMachine):
         self.processed = True
 
     def _real_groups(self) -> set[frozenset[str]]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(identities.c.key, identities.c.profile_id)).all()
-        groups: dict[str, set[str]] = {}
-        for key, pid in rows:
-            groups.setdefault(pid, set()).add(key)
-        return {frozenset(g) for g in groups.values()}
+        return {frozenset(g) for g in self._real_groups_by_profile().values()}
 
     @invariant()
     @precondition(lambda self: self.processed)
@@ -160,6 +169,34 @@ class IdentityMachine(RuleBasedStateMachine):
             ).scalars()
             assert all(len(ids) <= 1 for ids in live) or self._aliased_users()
 
+    @invariant()
+    @precondition(lambda self: self.processed)
+    def each_event_is_in_the_timeline_of_the_profile_it_went_to_alone(self) -> None:
+        """Every event is in one live profile's timeline: the one holding the identifiers
+        of the model's group it went to (e-mail on another's device included)."""
+        self._check_timelines()
+
+    def _check_timelines(self) -> None:
+        holder = {frozenset(keys): pid for pid, keys in self._real_groups_by_profile().items()}
+        shown: dict[str, list[str]] = {}
+        for pid in self.log.live_profiles():
+            _, found = read.timeline(self.engine, pid, before_id=None, limit=10_000)
+            for event in found:
+                shown.setdefault(event.message_id, []).append(pid)
+        expected = {
+            message_id: [holder[frozenset(self.model.members[self.model.final(group)])]]
+            for message_id, group in self.placed.items()
+        }
+        assert shown == expected
+
+    def _real_groups_by_profile(self) -> dict[str, set[str]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(identities.c.key, identities.c.profile_id)).all()
+        groups: dict[str, set[str]] = {}
+        for key, pid in rows:
+            groups.setdefault(pid, set()).add(key)
+        return groups
+
     def _aliased_users(self) -> bool:
         return any(len(self.model.users(g)) > 1 for g in self.model.members)
 
@@ -169,6 +206,7 @@ class IdentityMachine(RuleBasedStateMachine):
                 before = self._real_groups()
                 profiles.rebuild(self.engine, self.log.settings)
                 assert self._real_groups() == before
+                self._check_timelines()
         finally:
             self.engine.dispose()
             shutil.rmtree(self.dir, ignore_errors=True)
