@@ -25,12 +25,39 @@ from tests.profiles.conftest import Log, identify, track
 USERS = st.sampled_from([f"user-{n}" for n in range(4)])
 ANONS = st.sampled_from([f"anon-{n}" for n in range(6)])
 EMAILS = st.sampled_from([f"person{n}@example.com" for n in range(3)])
+# Spellings of two numbers (E.164 the key); `12` is no number at all and joins nothing.
+PHONES = st.sampled_from(
+    [
+        ("0351 1234567", "+493511234567"),
+        ("+49 351 123 45 67", "+493511234567"),
+        ("(0351) 123 45 67", "+493511234567"),
+        ("0171 2345678", "+491712345678"),
+        ("+49 171 2345678", "+491712345678"),
+        ("12", None),
+    ]
+)
+
+
+def _contact_keys(email: str | None, phone: tuple[str, str | None] | None) -> list[str]:
+    """The keys an e-mail and a phone add, in the order the rules try them."""
+    keys = [f"e:{email}"] if email else []
+    if phone and phone[1]:
+        keys.append(f"p:{phone[1]}")
+    return keys
+
+
+def _contact_traits(email: str | None, phone: tuple[str, str | None] | None) -> dict[str, str]:
+    traits = {"email": email} if email else {}
+    if phone:
+        traits["phone"] = phone[0]
+    return traits
 
 
 class Model:
     """Who is who, by the rules, kept as groups of identifier keys."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_anonymous_ids: int = 100) -> None:
+        self.max_anonymous_ids = max_anonymous_ids
         self.group: dict[str, int] = {}
         self.members: dict[int, set[str]] = {}
         self.merged: dict[int, int] = {}  # a group joined into another: into which
@@ -41,6 +68,9 @@ class Model:
 
     def users(self, gid: int) -> set[str]:
         return {k for k in self.members[gid] if k.startswith("u:")}
+
+    def anonymous(self, gid: int) -> int:
+        return sum(1 for k in self.members[gid] if k.startswith("a:"))
 
     def add(self, key: str, gid: int) -> None:
         self.group[key] = gid
@@ -83,17 +113,22 @@ class Model:
             primary = self.new()
         if user and self.owner(f"u:{user}") is None:
             self.add(f"u:{user}", primary)
+        limit = self.max_anonymous_ids
         for key in others:
             found = self.owner(key)
             if found is None:
-                self.add(key, primary)
-            elif found != primary and not (self.users(primary) and self.users(found)):
+                if not (key.startswith("a:") and self.anonymous(primary) >= limit):
+                    self.add(key, primary)  # else refused: a kiosk
+            elif found == primary or (self.users(primary) and self.users(found)):
+                continue
+            elif self.anonymous(primary) + self.anonymous(found) <= limit:
                 self.union(primary, found)
         return primary
 
 
 class IdentityMachine(RuleBasedStateMachine):
     backend = "sqlite"
+    max_anonymous_ids = 100  # the default: never reached here
 
     def __init__(self) -> None:
         super().__init__()
@@ -111,8 +146,10 @@ class IdentityMachine(RuleBasedStateMachine):
             url = _postgres_schema_url(POSTGRES_URL, self.schema)
         self.engine = store.create_store_engine(url, sqlite_synchronous="OFF")
         store.upgrade(self.engine)
-        self.log = Log(self.engine, make_settings(url))
-        self.model = Model()
+        config = make_settings(url)
+        identity = config.identity.model_copy(update={"max_anonymous_ids": self.max_anonymous_ids})
+        self.log = Log(self.engine, config.model_copy(update={"identity": identity}))
+        self.model = Model(self.max_anonymous_ids)
         self.pending: list[dict[str, Any]] = []
         self.processed = True
         self.placed: dict[str, int] = {}  # message id -> the model's group it went to
@@ -125,11 +162,22 @@ class IdentityMachine(RuleBasedStateMachine):
         self.placed[message_id] = group
         self.processed = False
 
-    @rule(user=st.none() | USERS, anon=ANONS, email=st.none() | EMAILS)
-    def identify(self, user: str | None, anon: str, email: str | None) -> None:
-        traits = {"email": email} if email else {}
-        others = ([f"e:{email}"] if email else []) + [f"a:{anon}"]
-        self._send(identify(user, anon, **traits), self.model.event(user, others))
+    @rule(
+        user=st.none() | USERS,
+        anon=ANONS,
+        email=st.none() | EMAILS,
+        phone=st.none() | PHONES,
+    )
+    def identify(
+        self,
+        user: str | None,
+        anon: str,
+        email: str | None,
+        phone: tuple[str, str | None] | None,
+    ) -> None:
+        others = [*_contact_keys(email, phone), f"a:{anon}"]
+        message = identify(user, anon, **_contact_traits(email, phone))
+        self._send(message, self.model.event(user, others))
 
     @rule(user=st.none() | USERS, anon=st.none() | ANONS)
     def track(self, user: str | None, anon: str | None) -> None:
@@ -137,6 +185,25 @@ class IdentityMachine(RuleBasedStateMachine):
             return
         group = self.model.event(user, [f"a:{anon}"] if anon else [])
         self._send(track("Page Viewed", user, anon), group)
+
+    @rule(
+        user=st.none() | USERS,
+        anon=ANONS,
+        email=st.none() | EMAILS,
+        phone=st.none() | PHONES,
+    )
+    def track_with_contact(
+        self,
+        user: str | None,
+        anon: str,
+        email: str | None,
+        phone: tuple[str, str | None] | None,
+    ) -> None:
+        """A form or a call on a device: e-mail and phone in `context.traits`."""
+        others = [*_contact_keys(email, phone), f"a:{anon}"]
+        context = {"traits": _contact_traits(email, phone)}
+        message = track("Form Submitted", user, anon, context=context)
+        self._send(message, self.model.event(user, others))
 
     @rule(previous=ANONS, user=USERS)
     def alias(self, previous: str, user: str) -> None:
@@ -221,8 +288,22 @@ class PostgresIdentityMachine(IdentityMachine):
     backend = "postgres"
 
 
+class KioskIdentityMachine(IdentityMachine):
+    """At most two anonymous ids a profile: the limit refuses ids and merges often."""
+
+    max_anonymous_ids = 2
+
+
 test_identity_graph_matches_the_model_sqlite = IdentityMachine.TestCase
 test_identity_graph_matches_the_model_sqlite.settings = settings(
+    max_examples=40,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+test_identity_graph_with_a_low_anonymous_id_limit_matches_the_model = KioskIdentityMachine.TestCase
+test_identity_graph_with_a_low_anonymous_id_limit_matches_the_model.settings = settings(
     max_examples=40,
     stateful_step_count=30,
     deadline=None,
