@@ -494,6 +494,84 @@ def case_segments(url_base: str | None, workdir: Path, customers: int) -> None:
     )
 
 
+# Conditions that read the event log, and the same selections hand-written as plain SQL that
+# attributes each event by its user id, else its anonymous id, alone (no `event_attributions`).
+_VISITED = """
+SELECT count(*) FROM profiles WHERE merged_into IS NULL AND id IN (
+  SELECT i.profile_id FROM events JOIN identities i ON i.key =
+    CASE WHEN user_id IS NOT NULL THEN 'u:' || user_id ELSE 'a:' || anonymous_id END
+  WHERE type IN ('page', 'screen') AND timestamp >= :since
+    AND lower({path}) LIKE '/account/kuendigung%')
+"""
+_DID = """
+SELECT count(*) FROM profiles WHERE merged_into IS NULL AND id IN (
+  SELECT i.profile_id FROM events JOIN identities i ON i.key =
+    CASE WHEN user_id IS NOT NULL THEN 'u:' || user_id ELSE 'a:' || anonymous_id END
+  WHERE type = 'track' AND event = 'Product Viewed' AND timestamp >= :since
+  GROUP BY i.profile_id HAVING count(*) >= 3)
+"""
+_LOG_CONDITIONS = {
+    'visited page "/account/kuendigung*" within 30 days': {
+        "sqlite": _VISITED.replace("{path}", "json_extract(payload, '$.properties.path')"),
+        "postgresql": _VISITED.replace("{path}", "payload->'properties'->>'path'"),
+    },
+    'did "Product Viewed" at least 3 times within 30 days': {
+        "sqlite": _DID,
+        "postgresql": _DID,
+    },
+}
+
+
+def case_log_conditions(url_base: str | None, workdir: Path, customers: int, rounds: int) -> None:
+    """Segment conditions the event tallies do not answer, as the hub compiles them (events
+    attributed as the processor applied them), against the hand-written attribution by ids
+    alone, in turns on the same store."""
+    from closedloop.segments import parse_condition
+    from closedloop.segments.compile import compile_condition
+
+    label = "PostgreSQL" if url_base else "SQLite"
+    url, engine, schema = fresh(url_base, workdir, "log-conditions")
+    config = settings(url)
+    source_id = ingest.add_source(engine, "bench", kind="web").source.id
+    rows = rows_of(list(generate_shop(customers=customers, days=90, now=NOW)), source_id)
+    append_all(engine, rows)
+    profiles.process_available(engine, config)
+    if url_base:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("ANALYZE")
+    since = NOW - timedelta(days=30)
+    for text, hand in _LOG_CONDITIONS.items():
+        hub_ms, hand_ms = [], []
+        with engine.connect() as conn:
+            where = compile_condition(
+                parse_condition(text), conn.dialect.name, now=NOW, mood=config.mood,
+                segment=lambda _name: {}, tallies=False,
+            )  # fmt: skip
+            hub_query = (
+                sa.select(sa.func.count())
+                .select_from(profiles_table)
+                .where(profiles_table.c.merged_into.is_(None), where)
+            )
+            hand_query = sa.text(hand[conn.dialect.name]).bindparams(
+                sa.bindparam("since", since, type_=store.UTCDateTime())
+            )
+            for _ in range(rounds):
+                started = time.perf_counter()
+                found = conn.execute(hub_query).scalar_one()
+                hub_ms.append((time.perf_counter() - started) * 1000)
+                started = time.perf_counter()
+                expected = conn.execute(hand_query).scalar_one()
+                hand_ms.append((time.perf_counter() - started) * 1000)
+        assert found == expected, (text, found, expected)  # the demo has no attributed event
+        print(
+            f"{label} ({len(rows):,} events) `{text}`: {found:,} members; hub {median(hub_ms):,.0f}"
+            f" ms, by hand {median(hand_ms):,.0f} ms (medians of {rounds}): "
+            f"{median(hub_ms) / median(hand_ms):.2f}x"
+        )
+    engine.dispose()
+    drop(url_base, schema)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -510,7 +588,11 @@ def main() -> None:
         "--keep", type=Path, default=None, help="keep (and reuse) the seeded 1M store here"
     )
     parser.add_argument("--latency-seconds", type=int, default=20)
-    parser.add_argument("--only", choices=["ratio", "million", "latency", "segments"], default=None)
+    parser.add_argument(
+        "--only",
+        choices=["ratio", "million", "latency", "segments", "log-conditions"],
+        default=None,
+    )
     parser.add_argument("--segment-customers", type=int, default=10_000)
     args = parser.parse_args()
     print(
@@ -530,6 +612,12 @@ def main() -> None:
             case_segments(None, workdir, args.segment_customers)
             if args.postgres_url:
                 case_segments(args.postgres_url, workdir, args.segment_customers)
+        if args.only in (None, "log-conditions"):
+            case_log_conditions(None, workdir, args.segment_customers * 2, args.rounds)
+            if args.postgres_url:
+                case_log_conditions(
+                    args.postgres_url, workdir, args.segment_customers * 2, args.rounds
+                )
         if args.only in (None, "latency"):
             case_latency(workdir, args.latency_seconds, 1000)
 
