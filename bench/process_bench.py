@@ -13,6 +13,8 @@
 3. Ack-to-profile-visible latency at 1,000 events/s through `closedloop serve` (embedded
    processor): p50/p95/p99 (target p95 <= 1 s); and ack to segment membership changed
    (stored members of a saved segment, target p95 <= 5 s).
+5. Segment conditions that read the event log (`--only log-conditions`), as the hub compiles
+   them, vs hand-written SQL attributing events by their ids alone, in turns.
 
 Run: `.venv/bin/python bench/process_bench.py` (`--postgres-url` for PostgreSQL,
 `--profiles` for the size of case 2).
