@@ -454,12 +454,12 @@ def case_latency(workdir: Path, seconds: int, rate: int) -> None:
         proc.wait(30)
 
 
-def case_segments(url_base: str | None, workdir: Path, customers: int) -> None:
-    """Full evaluation of every saved segment vs re-evaluation after 10,000 new events."""
-    from closedloop import segments
-
-    label = "PostgreSQL" if url_base else "SQLite"
-    url, engine, schema = fresh(url_base, workdir, "segments")
+def processed_demo(
+    url_base: str | None, workdir: Path, name: str, customers: int
+) -> tuple[sa.Engine, str | None, Settings, int, list[tuple[Any, ...]]]:
+    """A fresh store with the demo shop's events appended (on PostgreSQL then analysed) and
+    processed: its engine, schema, settings, source id and the appended rows."""
+    url, engine, schema = fresh(url_base, workdir, name)
     config = settings(url)
     source_id = ingest.add_source(engine, "bench", kind="web").source.id
     rows = rows_of(list(generate_shop(customers=customers, days=90, now=NOW)), source_id)
@@ -468,6 +468,17 @@ def case_segments(url_base: str | None, workdir: Path, customers: int) -> None:
         with engine.begin() as conn:
             conn.exec_driver_sql("ANALYZE")
     profiles.process_available(engine, config)
+    return engine, schema, config, source_id, rows
+
+
+def case_segments(url_base: str | None, workdir: Path, customers: int) -> None:
+    """Full evaluation of every saved segment vs re-evaluation after 10,000 new events."""
+    from closedloop import segments
+
+    label = "PostgreSQL" if url_base else "SQLite"
+    engine, schema, config, source_id, rows = processed_demo(
+        url_base, workdir, "segments", customers
+    )
     segments.save_segment(
         engine,
         config,
@@ -532,13 +543,10 @@ def case_log_conditions(url_base: str | None, workdir: Path, customers: int, rou
     from closedloop.segments.compile import compile_condition
 
     label = "PostgreSQL" if url_base else "SQLite"
-    url, engine, schema = fresh(url_base, workdir, "log-conditions")
-    config = settings(url)
-    source_id = ingest.add_source(engine, "bench", kind="web").source.id
-    rows = rows_of(list(generate_shop(customers=customers, days=90, now=NOW)), source_id)
-    append_all(engine, rows)
-    profiles.process_available(engine, config)
-    if url_base:
+    engine, schema, config, _source, rows = processed_demo(
+        url_base, workdir, "log-conditions", customers
+    )
+    if url_base:  # the profiles and identities too
         with engine.begin() as conn:
             conn.exec_driver_sql("ANALYZE")
     since = NOW - timedelta(days=30)

@@ -163,6 +163,7 @@ class IdentityMachine(RuleBasedStateMachine):
         self.processed = False
 
     @rule(
+        in_context=st.booleans(),
         user=st.none() | USERS,
         anon=ANONS,
         email=st.none() | EMAILS,
@@ -170,13 +171,20 @@ class IdentityMachine(RuleBasedStateMachine):
     )
     def identify(
         self,
+        in_context: bool,
         user: str | None,
         anon: str,
         email: str | None,
         phone: tuple[str, str | None] | None,
     ) -> None:
+        """An identify with e-mail and phone in its traits, or (`in_context`) a form or a
+        call on a device: a track with them in `context.traits`."""
+        traits = _contact_traits(email, phone)
+        if in_context:
+            message = track("Form Submitted", user, anon, context={"traits": traits})
+        else:
+            message = identify(user, anon, **traits)
         others = [*_contact_keys(email, phone), f"a:{anon}"]
-        message = identify(user, anon, **_contact_traits(email, phone))
         self._send(message, self.model.event(user, others))
 
     @rule(user=st.none() | USERS, anon=st.none() | ANONS)
@@ -185,25 +193,6 @@ class IdentityMachine(RuleBasedStateMachine):
             return
         group = self.model.event(user, [f"a:{anon}"] if anon else [])
         self._send(track("Page Viewed", user, anon), group)
-
-    @rule(
-        user=st.none() | USERS,
-        anon=ANONS,
-        email=st.none() | EMAILS,
-        phone=st.none() | PHONES,
-    )
-    def track_with_contact(
-        self,
-        user: str | None,
-        anon: str,
-        email: str | None,
-        phone: tuple[str, str | None] | None,
-    ) -> None:
-        """A form or a call on a device: e-mail and phone in `context.traits`."""
-        others = [*_contact_keys(email, phone), f"a:{anon}"]
-        context = {"traits": _contact_traits(email, phone)}
-        message = track("Form Submitted", user, anon, context=context)
-        self._send(message, self.model.event(user, others))
 
     @rule(previous=ANONS, user=USERS)
     def alias(self, previous: str, user: str) -> None:
@@ -294,21 +283,16 @@ class KioskIdentityMachine(IdentityMachine):
     max_anonymous_ids = 2
 
 
+_SQLITE_RUNS = settings(
+    max_examples=40,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 test_identity_graph_matches_the_model_sqlite = IdentityMachine.TestCase
-test_identity_graph_matches_the_model_sqlite.settings = settings(
-    max_examples=40,
-    stateful_step_count=30,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-
+test_identity_graph_matches_the_model_sqlite.settings = _SQLITE_RUNS
 test_identity_graph_with_a_low_anonymous_id_limit_matches_the_model = KioskIdentityMachine.TestCase
-test_identity_graph_with_a_low_anonymous_id_limit_matches_the_model.settings = settings(
-    max_examples=40,
-    stateful_step_count=30,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+test_identity_graph_with_a_low_anonymous_id_limit_matches_the_model.settings = _SQLITE_RUNS
 
 
 @pytest.mark.postgres

@@ -429,20 +429,30 @@ def test_did_at_its_window_boundary_tallies_equal_the_log(log: Log, times: int) 
     log.process()
     tree = {"did": {"event": "Seen", "at_least": times, "within_days": 30}}
     for at, members in ((now, 1), (now + timedelta(microseconds=1), 0)):
-        with log.engine.connect() as conn:
-            by_log = compile_condition(
-                tree, conn.dialect.name, now=at, mood=log.settings.mood,
-                segment=lambda _n: {}, tallies=False,
-            )  # fmt: skip
-            found_by_log = set(conn.execute(sa.select(profiles.c.id).where(by_log)).scalars())
-        facts = all_facts(log.engine)
-        expected = {
-            pid
-            for pid, f in facts.items()
-            if evaluate(tree, f, now=at, mood=log.settings.mood, segment=resolver(log.engine))
-        }
+        expected = _evaluated(log, tree, at, all_facts(log.engine))
         assert len(expected) == members
-        assert member_ids(log.engine, log.settings, tree, now=at) == expected == found_by_log
+        assert member_ids(log.engine, log.settings, tree, now=at) == expected
+        assert _by_the_log(log, tree, at) == expected
+
+
+def _by_the_log(log: Log, tree: dict[str, Any], now: datetime) -> set[str]:
+    """The profiles the condition selects, compiled without the event tallies."""
+    with log.engine.connect() as conn:
+        where = compile_condition(
+            tree, conn.dialect.name, now=now, mood=log.settings.mood,
+            segment=lambda _n: {}, tallies=False,
+        )  # fmt: skip
+        return set(conn.execute(sa.select(profiles.c.id).where(where)).scalars())
+
+
+def _evaluated(log: Log, tree: dict[str, Any], now: datetime, facts: dict[str, Any]) -> set[str]:
+    """The profiles of `facts` the reference evaluator selects."""
+    segment = resolver(log.engine)
+    return {
+        pid
+        for pid, f in facts.items()
+        if evaluate(tree, f, now=now, mood=log.settings.mood, segment=segment)
+    }
 
 
 def _more_events(log: Log, seed: int) -> None:
@@ -1058,17 +1068,7 @@ def test_an_event_on_anothers_device_counts_for_the_customer_it_was_applied_to(
     now = clock.now()
     facts = all_facts(log.engine)
     for name, tree in trees.items():
-        with log.engine.connect() as conn:
-            by_log = compile_condition(
-                tree, conn.dialect.name, now=now, mood=log.settings.mood,
-                segment=lambda _n: {}, tallies=False,
-            )  # fmt: skip
-            found_by_log = set(conn.execute(sa.select(profiles.c.id).where(by_log)).scalars())
-        evaluated = {
-            pid
-            for pid, f in facts.items()
-            if evaluate(tree, f, now=now, mood=log.settings.mood, segment=resolver(log.engine))
-        }
+        found_by_log, evaluated = _by_the_log(log, tree, now), _evaluated(log, tree, now, facts)
         stored = {m["id"] for m in segments.stored_members(log.engine, name, after=None, limit=9)}
         found = member_ids(log.engine, log.settings, tree, now=now)
         assert found == found_by_log == evaluated == stored == {berta}, name

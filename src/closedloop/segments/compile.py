@@ -116,7 +116,7 @@ class _Compiler:
         self.stack: list[str] = []
 
     # -- building blocks
-    def _events_of(self, *conditions: ColumnElement[bool] | None) -> sa.CompoundSelect:
+    def _events_of(self, *conditions: ColumnElement[bool] | None) -> sa.CompoundSelect[Any]:
         """The profile (`profile_id`) of each event meeting `conditions`, one row an event,
         attributed as the processor applied it: by its user id, else its anonymous id,
         unless it recorded the event for another profile (`event_attributions`: joined by
@@ -280,7 +280,7 @@ class _Compiler:
         for name, expected in spec.get("with", {}).items():
             prop = _Json(self.pg, events.c.payload, "properties", name)
             conditions.append(_typed_compare(prop, "=", expected))
-        query: sa.CompoundSelect | sa.Select[Any] = self._events_of(*conditions)
+        query: sa.CompoundSelect[Any] | sa.Select[Any] = self._events_of(*conditions)
         if times > 1:
             each = query.subquery()
             query = (
