@@ -19,7 +19,7 @@ from closedloop import ingest
 from closedloop.cli import app as cli_app
 from closedloop.config import Settings
 from closedloop.ingest.importer import CsvMapping, ImportReport, import_file
-from closedloop.profiles import process_available
+from closedloop.profiles import process_through
 from closedloop.profiles.read import find_profile
 from tests.conftest import make_settings
 from tests.helpers import basic, stored
@@ -139,7 +139,7 @@ def test_import_examples_in_the_docs_run(
     report = _import_csv_example(engine, source.source, text, 1, "call;", tmp_path)
     assert "# 1 accepted, 0 already stored, 0 rejected\nclosedloop profiles show" in text
     assert (report.accepted, report.rejected) == (1, 0)
-    process_available(engine, settings)
+    process_through(engine, settings)
     caller = find_profile(
         engine, "phone", "0351 1234567", region="DE", purposes=settings.profiles.consent_purposes
     )

@@ -104,6 +104,12 @@ class Metrics:
             "Age of the oldest event not applied yet, by its receivedAt (0 when none).",
             registry=r,
         )
+        self.lag_held = Gauge(
+            "closedloop_processor_held_events",
+            "Events not applied yet that the processor cannot read yet: an older transaction "
+            "is still open in the database cluster (PostgreSQL; 0 on SQLite).",
+            registry=r,
+        )
 
         self.feed_last_success = Gauge(
             "closedloop_feed_last_success_timestamp_seconds",

@@ -92,7 +92,7 @@ def hub(engine: Engine, db_url: str, tmp_path: Path) -> Iterator[Hub]:
     try:
         report = send_demo(url, source.write_key, customers=80, days=60, now=datetime.now(UTC))
         assert report.events > 0
-        profiles.process_available(engine, settings)
+        profiles.process_through(engine, settings)
         for name, condition in (
             ("positive", "mood is positive"),
             ("negative", "mood is negative or churn risk"),
@@ -101,7 +101,7 @@ def hub(engine: Engine, db_url: str, tmp_path: Path) -> Iterator[Hub]:
                 engine, settings, name, segments.condition_tree(condition), create=None
             )
         run_demo_survey(url, engine, settings, share=0.6)
-        profiles.process_available(engine, settings)
+        profiles.process_through(engine, settings)
         with engine.connect() as conn:
             rows = conn.execute(
                 sa.select(
@@ -130,7 +130,7 @@ def hub(engine: Engine, db_url: str, tmp_path: Path) -> Iterator[Hub]:
         assert (
             httpx.post(f"{url}/v1/identify", json=hostile, headers=basic(source.write_key))
         ).status_code == 200
-        profiles.process_available(engine, settings)
+        profiles.process_through(engine, settings)
         yield Hub(url, engine, settings, caller.masterdata["phone"], caller.id)
     finally:
         server.should_exit = True

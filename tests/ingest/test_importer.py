@@ -12,7 +12,7 @@ from closedloop import ingest
 from closedloop.config import IngestSettings, Settings
 from closedloop.errors import InvalidInputError
 from closedloop.ingest.importer import CsvMapping, import_file, load_mapping
-from closedloop.profiles import process_available
+from closedloop.profiles import process_through
 from closedloop.profiles.read import find_profile, timeline
 from tests.helpers import failed, stored
 
@@ -247,7 +247,7 @@ def test_call_center_log_known_by_phone_joins_the_caller(
     assert "traits" not in payload
     assert payload["context"] == {"channel": "callcenter", "traits": {"phone": "0170 9999999"}}
 
-    process_available(engine, settings)
+    process_through(engine, settings)
     region = settings.identity.default_region
     purposes = settings.profiles.consent_purposes
     erika = find_profile(engine, "email", "erika@example.com", region=region, purposes=purposes)

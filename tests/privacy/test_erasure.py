@@ -169,7 +169,7 @@ def test_erasure_reaches_every_table_and_sticks(
         for person in (anna, bob):
             answer = client.post("/v1/batch", json={"batch": person}, headers=_auth(key))
             assert answer.status_code == 200 and len(answer.json()["failed"]) == 1
-        profiles.process_available(engine, settings)
+        profiles.process_through(engine, settings)
         found = client.get("/v1/profiles", params={"email": ANNA_EMAIL}, headers=admin).json()
         pid = found["items"][0]["id"] if "items" in found else found["id"]
         bob_pid = client.get("/v1/profiles", params={"user_id": "bob-1"}, headers=admin).json()
@@ -214,7 +214,7 @@ def test_erasure_reaches_every_table_and_sticks(
             posted = client.post(link.group(1), data={"score": "9", "comment": comment})
             assert posted.status_code == 200
         clock.set_clock(None)
-        profiles.process_available(engine, settings)
+        profiles.process_through(engine, settings)
         # a new customer-key version re-keys both (old-to-new pairs are kept)
         rotated = settings.model_copy(
             update={"identity": settings.identity.model_copy(update={"customer_key_version": 2})}
@@ -360,7 +360,7 @@ def test_erasure_reaches_every_table_and_sticks(
         assert (
             f'closedloop_suppressed_events_total{{where="tracking"}} {len(sent) + 1}.0' in metrics
         )
-        profiles.process_available(engine, settings)
+        profiles.process_through(engine, settings)
         assert _hits(_dump(engine), needles) == {}
         assert find_none(engine, settings)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +27,7 @@ from closedloop.profiles._tables import (
     processor_cursors,
 )
 from closedloop.profiles._tables import profiles as profiles_table
+from tests.conftest import wait_for
 from tests.profiles.conftest import Log, identify, track
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -38,11 +41,27 @@ def snapshot(engine: Engine) -> dict[str, Any]:
             (profiles_table, [profiles_table.c.id]),
             (identities, [identities.c.key]),
             (identity_merges, [identity_merges.c.event_id, identity_merges.c.merged_id]),
+            # Orders that leave no ties: PostgreSQL returns tied rows in whatever order its
+            # heap holds them, which updates and vacuum change.
             (
                 identity_conflicts,
-                [identity_conflicts.c.profile_id, identity_conflicts.c.identity_key],
+                [
+                    identity_conflicts.c.profile_id,
+                    identity_conflicts.c.identity_key,
+                    identity_conflicts.c.other_profile_id,
+                    identity_conflicts.c.reason,
+                ],
             ),
-            (consent_changes, [consent_changes.c.event_id, consent_changes.c.purpose]),
+            (
+                consent_changes,
+                [
+                    consent_changes.c.event_id,
+                    consent_changes.c.purpose,
+                    consent_changes.c.profile_id,
+                    consent_changes.c.granted,
+                    consent_changes.c.source,
+                ],
+            ),
             (event_attributions, [event_attributions.c.event_id]),
             (
                 event_tallies,
@@ -232,6 +251,99 @@ def test_lag_is_in_metrics(log: Log, client: TestClient, admin_headers: dict[str
     text = client.get("/metrics").text
     assert "closedloop_processor_lag_events" in text
     assert "closedloop_processor_lag_seconds" in text
+    assert "closedloop_processor_held_events 0.0" in text
+
+
+@contextmanager
+def _held_back(log: Log) -> Iterator[None]:
+    """PostgreSQL: while the block runs, a transaction with an id stays open on a connection
+    of its own, as a long transaction elsewhere in the cluster would."""
+    if log.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time: no event waits for another transaction")
+    with log.engine.connect() as other:
+        other.exec_driver_sql("SELECT pg_current_xact_id()")
+        yield
+        other.rollback()
+
+
+def test_events_behind_an_open_transaction_count_as_lag(log: Log) -> None:
+    """PostgreSQL: events that commit while an older transaction is open wait for it (they
+    are never read past); meanwhile they count as lag, as held, and the oldest's age shows."""
+    log.send(track("Page Viewed", anonymous_id="first"))
+    assert log.process() == 1
+    with _held_back(log):
+        log.send(*[track("Page Viewed", anonymous_id=f"a{n}") for n in range(3)], wait=False)
+        assert profiles.process_available(log.engine, log.settings) == 0
+        lag = profiles.lag(log.engine)
+        assert (lag.events, lag.held) == (3, 3)
+        assert lag.oldest_seconds > 0
+    assert log.process() == 3
+    lag = profiles.lag(log.engine)
+    assert (lag.events, lag.held, lag.oldest_seconds) == (0, 0, 0.0)
+
+
+@contextmanager
+def _held_until_set(log: Log) -> Iterator[threading.Event]:
+    """PostgreSQL: a transaction with an id open in a thread of its own until the event the
+    block gets is set."""
+    if log.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time: no event waits for another transaction")
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with log.engine.connect() as other:
+            other.exec_driver_sql("SELECT pg_current_xact_id()")
+            held.set()
+            release.wait(timeout=30)
+            other.rollback()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert held.wait(timeout=30)
+        yield release
+    finally:
+        release.set()
+        thread.join(timeout=30)
+
+
+def test_process_through_waits_for_an_older_transaction(log: Log) -> None:
+    """`process_through` applies what was sent before it, waiting while an older transaction
+    holds it back; with a short timeout it leaves the events to the processor."""
+    with _held_until_set(log) as release:
+        log.send(*[track("Page Viewed", anonymous_id=f"a{n}") for n in range(3)], wait=False)
+        assert profiles.process_through(log.engine, log.settings, timeout=0.2) == 0
+        assert profiles.lag(log.engine).held == 3
+        threading.Timer(0.3, release.set).start()
+        assert profiles.process_through(log.engine, log.settings, timeout=30) == 3
+    assert profiles.lag(log.engine).events == 0
+
+
+def test_consent_answer_shows_the_statement_behind_an_older_transaction(
+    log: Log, client: TestClient, admin_headers: dict[str, str]
+) -> None:
+    """PUT consent answers with the statement applied, even while an older transaction
+    elsewhere keeps its event from being read for a moment."""
+    log.send(identify("u-1", "a-1"))
+    log.process()
+    pid = log.profile_of("user_id", "u-1")
+    with _held_until_set(log) as release:
+        threading.Timer(0.3, release.set).start()
+        answer = client.put(
+            f"/v1/profiles/{pid}/consent", json={"surveys": True}, headers=admin_headers
+        )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["consent"]["surveys"]["granted"] is True
+
+
+def test_held_events_are_in_metrics(log: Log, client: TestClient) -> None:
+    with _held_back(log):
+        log.send(*[track("Page Viewed", anonymous_id=f"a{n}") for n in range(2)], wait=False)
+        text = client.get("/metrics").text
+        assert "closedloop_processor_lag_events 2.0" in text
+        assert "closedloop_processor_held_events 2.0" in text
+    wait_for(lambda: profiles.lag(log.engine).events == 0)
+    assert "closedloop_processor_held_events 0.0" in client.get("/metrics").text
 
 
 def test_concurrent_processors_apply_each_event_once(log: Log) -> None:

@@ -407,7 +407,7 @@ def test_timing_through_the_tracking_api_with_the_clock_moved(
                 headers=basic(key),
             )
             assert answer.status_code == 200, answer.text
-    profiles.process_available(engine, settings)
+    profiles.process_through(engine, settings)
     assert surveys.evaluate(engine, settings) == 1  # `old` was created 20 days before
     for day, expected in ((24, 0), (25, 1), (26, 0)):
         _at(datetime(2026, 11, day, 10, tzinfo=UTC))

@@ -51,7 +51,10 @@ def worker(
         if not once:  # big feeds' worker processes started ahead of their runs
             feeds.keep_workers_ready(engine, config)
         while not stop.is_set():
-            done = profiles.process_available(engine, config, limit=batch_events, stop=stop)
+            if once:  # every event taken so far, waiting a while for older transactions
+                done = profiles.process_through(engine, config, limit=batch_events)
+            else:
+                done = profiles.process_available(engine, config, limit=batch_events, stop=stop)
             total += done
             due = time.monotonic() - last_refresh >= config.segments.refresh_seconds
             if due or once:
@@ -111,6 +114,9 @@ def rebuild(
         done = profiles.rebuild(engine, config, limit=batch_events)
         seconds = time.monotonic() - started
         lag = profiles.lag(engine)
-    console.print(
-        f"rebuild: {done} events processed in {seconds:.1f} s; {lag.events} left",
-    )
+    console.print(f"rebuild: {done} events processed in {seconds:.1f} s; {lag.events} left")
+    if lag.held:
+        console.print(
+            f"rebuild: {lag.held} of them wait for an older transaction that is still open; "
+            "the processor (`closedloop serve` or `closedloop worker`) applies them once it ends"
+        )

@@ -33,6 +33,7 @@ __all__ = [
     "list_events",
     "list_failed_events",
     "read_committed",
+    "readable_horizon",
 ]
 
 EventId = NewType("EventId", int)
@@ -217,9 +218,15 @@ def committed_after(
     """
     stmt = stmt.where(after_in_log_order(dialect, after, table))
     if dialect == "postgresql":
-        visible = sa.text("(pg_snapshot_xmin(pg_current_snapshot())::text)::bigint")
-        return stmt.where(table.c.txid < visible).order_by(table.c.txid, table.c.id)
+        return stmt.where(table.c.txid < readable_horizon()).order_by(table.c.txid, table.c.id)
     return stmt.order_by(table.c.id)
+
+
+def readable_horizon() -> sa.TextClause:
+    """PostgreSQL: the transaction id below which every transaction has ended (the current
+    snapshot's xmin, over the whole cluster). Rows of later transactions wait, committed or
+    not: one of them may still commit a row before them in the log's order."""
+    return sa.text("(pg_snapshot_xmin(pg_current_snapshot())::text)::bigint")
 
 
 def read_committed(

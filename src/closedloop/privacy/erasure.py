@@ -32,7 +32,7 @@ from closedloop.identity.suppression import suppression_hash, suppression_secret
 from closedloop.privacy._tables import privacy_erasures
 from closedloop.privacy.audit import record
 from closedloop.privacy.registry import REGISTRY, subject_of
-from closedloop.profiles import hold_derived_state, process_available
+from closedloop.profiles import hold_derived_state, process_through
 from closedloop.profiles.read import LOOKUP_KINDS, locate, resolve_profile_id
 from closedloop.store import begin_write, bulk_insert_ignoring_duplicates
 from closedloop.surveys._tables import survey_answers
@@ -138,7 +138,7 @@ def request_erasure(
     """Erase the person holding the identifier, now. Someone the hub does not know is still
     suppressed (the identifier never creates a profile later)."""
     actor = clean_actor(requested_by)
-    process_available(engine, settings)  # every event taken so far belongs to the cluster
+    process_through(engine, settings)  # every event taken so far belongs to the cluster
     erasure_id = "er_" + secrets.token_hex(10)
     now = clock.now()
     with begin_write(engine) as conn:

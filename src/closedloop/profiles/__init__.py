@@ -21,6 +21,7 @@ from closedloop.profiles.processor import (
     lag,
     process_available,
     process_batch,
+    process_through,
     rebuild,
 )
 
@@ -39,6 +40,7 @@ __all__ = [
     "normalise_postal_code",
     "process_available",
     "process_batch",
+    "process_through",
     "rebuild",
     "salutation",
     "salutation_problem",

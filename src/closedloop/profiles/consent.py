@@ -19,7 +19,7 @@ from closedloop.config import Settings
 from closedloop.errors import InvalidInputError, NotFoundError
 from closedloop.identity._tables import identities
 from closedloop.ingest.log import append
-from closedloop.profiles.processor import process_available
+from closedloop.profiles.processor import process_through
 from closedloop.profiles.read import resolve_profile_id
 
 __all__ = ["API_SOURCE", "check_statements", "record_for_profile", "set_consent"]
@@ -108,5 +108,5 @@ def record_for_profile(
     source_id = ingest.ensure_source(engine, source, kind="server")
     with engine.begin() as conn:
         append(conn, [row.as_tuple(source_id) for row in rows])
-    process_available(engine, settings)
+    process_through(engine, settings)  # the answer shows the statements
     return found, who

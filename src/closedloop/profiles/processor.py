@@ -41,7 +41,12 @@ from closedloop.identity._tables import identities, identity_conflicts, identity
 from closedloop.identity.graph import ConflictReason, EventIds, Rules, Via, resolve
 from closedloop.identity.suppression import SuppressionList, message_keys
 from closedloop.ingest._tables import events, sources
-from closedloop.ingest.log import LogPosition, after_in_log_order, committed_after
+from closedloop.ingest.log import (
+    LogPosition,
+    after_in_log_order,
+    committed_after,
+    readable_horizon,
+)
 from closedloop.metrics import Metrics
 from closedloop.profiles._tables import (
     MAIN_CURSOR,
@@ -88,6 +93,7 @@ __all__ = [
     "lag",
     "process_available",
     "process_batch",
+    "process_through",
     "rebuild",
 ]
 
@@ -107,9 +113,15 @@ class BatchReport:
 
 @dataclass(frozen=True)
 class Lag:
+    """The committed events the processor has not applied: how many, the age of the oldest
+    (by `receivedAt`), and where the processor stands. `held` counts those it cannot read
+    yet (PostgreSQL): a transaction older than theirs is still open somewhere in the
+    database cluster, and may still commit an event before them in the log's order."""
+
     events: int
     oldest_seconds: float
     position: LogPosition
+    held: int = 0
 
 
 def profile_id_for(event_id: int) -> str:
@@ -1198,9 +1210,39 @@ def process_available(
     metrics: Metrics | None = None,
     stop: threading.Event | None = None,
 ) -> int:
-    """Process until no committed event is left (or `stop` is set); answer how many were
-    processed here."""
+    """Process until no event is left to read (or `stop` is set); answer how many were
+    processed here. On PostgreSQL events behind an older open transaction are left for
+    later (`process_through` waits for them)."""
     return _drain(engine, settings, _Processor(settings), limit=limit, metrics=metrics, stop=stop)
+
+
+def process_through(
+    engine: Engine, settings: Settings, *, limit: int | None = None, timeout: float = 5.0
+) -> int:
+    """Process until every event committed before this call is applied; answer how many were
+    processed here. On PostgreSQL an event cannot be read while a transaction older than its
+    own is open anywhere in the database cluster (`committed_after`): such events are waited
+    for up to `timeout` seconds, then left to the running processor (`lag` shows them)."""
+    with engine.connect() as conn:
+        last = conn.execute(sa.select(sa.func.max(events.c.id))).scalar()
+    deadline = time.monotonic() + timeout
+    done = process_available(engine, settings, limit=limit)
+    while last is not None and _unapplied_through(engine, int(last)):
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(settings.processor.poll_seconds)
+        done += process_available(engine, settings, limit=limit)
+    return done
+
+
+def _unapplied_through(engine: Engine, last: int) -> bool:
+    """Whether an event up to id `last` is still after the cursor (not applied)."""
+    with engine.connect() as conn:
+        found = _position(conn, lock=False)
+        position = found[0] if found else LogPosition()
+        after = after_in_log_order(conn.dialect.name, position)
+        stmt = sa.select(events.c.id).where(after, events.c.id <= last).limit(1)
+        return conn.execute(stmt).first() is not None
 
 
 def _drain(
@@ -1405,7 +1447,9 @@ def rebuild(engine: Engine, settings: Settings, *, limit: int | None = None) -> 
 
     The answer counts the events up to the cursor, whoever processed them: on PostgreSQL a
     worker that was draining finds the cursor moved and goes on from the start of the log
-    (ADR 0018), while the rebuild waits for its turn until nothing is left."""
+    (ADR 0018), while the rebuild waits for its turn until nothing is left. Events behind an
+    older open transaction (PostgreSQL) are waited for a while (`process_through`), then
+    left to the running processor."""
     with engine.begin() as conn:
         while (found := _position(conn, lock=True)) is None:  # another worker's batch
             time.sleep(settings.processor.poll_seconds)
@@ -1425,7 +1469,7 @@ def rebuild(engine: Engine, settings: Settings, *, limit: int | None = None) -> 
             .where(processor_cursors.c.name == MAIN_CURSOR)
             .values(txid=0, event_id=0, seq=found[1] + 1, updated_at=clock.now())
         )
-    process_available(engine, settings, limit=limit)
+    process_through(engine, settings, limit=limit)
     return _processed_count(engine)
 
 
@@ -1454,17 +1498,25 @@ def hold_derived_state(conn: sa.Connection, settings: Settings) -> None:
 
 
 def lag(engine: Engine) -> Lag:
-    """Events not processed yet and the age of the oldest of them."""
+    """The committed events not processed yet (`Lag`): those after the cursor in the log's
+    order, whether the processor can read them yet or waits for an older transaction."""
     with engine.connect() as conn:
         found = _position(conn, lock=False)
         position = found[0] if found else LogPosition()
-        pending = committed_after(sa.select(events.c.id), conn.dialect.name, position).subquery()
-        count = int(conn.execute(sa.select(sa.func.count()).select_from(pending)).scalar_one())
+        pg = conn.dialect.name == "postgresql"
+        after = after_in_log_order(conn.dialect.name, position)
+        # Counted over the log's index alone; the horizon is read once (an init plan).
+        columns: list[Any] = [sa.func.count()]
+        if pg:
+            horizon = sa.select(readable_horizon()).scalar_subquery()
+            columns.append(sa.func.count().filter(events.c.txid >= horizon))
+        count, *held = conn.execute(sa.select(*columns).select_from(events).where(after)).one()
+        order = (events.c.txid, events.c.id) if pg else (events.c.id,)
         oldest = conn.execute(
-            committed_after(sa.select(events.c.received_at), conn.dialect.name, position).limit(1)
+            sa.select(events.c.received_at).where(after).order_by(*order).limit(1)
         ).scalar()
     age = max(0.0, (clock.now() - oldest).total_seconds()) if oldest is not None else 0.0
-    return Lag(count, age, position)
+    return Lag(int(count), age, position, int(held[0]) if held else 0)
 
 
 class ProcessorRunner:

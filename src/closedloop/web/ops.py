@@ -47,6 +47,7 @@ async def metrics(request: Request) -> Response:
     else:
         ctx.metrics.lag_events.set(lag.events)
         ctx.metrics.lag_seconds.set(lag.oldest_seconds)
+        ctx.metrics.lag_held.set(lag.held)
     try:
         found = await run_in_threadpool(feeds.health, ctx.engine)
     except sa.exc.SQLAlchemyError:
