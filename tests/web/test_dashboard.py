@@ -430,3 +430,19 @@ def test_customer_screen_names_the_accounts_kept_apart(app_client: TestClient, s
     assert f'<a href="/customers/{anna}">{anna}</a>' in other
     plain = client.get(f"/customers/{shop.profile_of('user_id', 'bob')}").text
     assert "Kept apart" not in plain
+
+
+def test_overview_shows_events_behind_an_older_transaction(
+    app_client: TestClient, shop: Log
+) -> None:
+    """PostgreSQL: events that wait for a transaction still open elsewhere show as such."""
+    if shop.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time: no event waits for another transaction")
+    assert login(app_client, "ada").status_code == 303
+    assert "Behind an older open transaction" not in app_client.get("/").text
+    with shop.engine.connect() as other:
+        other.exec_driver_sql("SELECT pg_current_xact_id()")
+        shop.send(*(track("Page Viewed", anonymous_id=a) for a in ("x1", "x2")), wait=False)
+        page = app_client.get("/").text
+        other.rollback()
+    assert "Behind an older open transaction: <strong>2</strong>" in page

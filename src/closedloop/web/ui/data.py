@@ -114,7 +114,11 @@ def overview(engine: Engine, settings: Settings, now: datetime) -> dict[str, Any
         "mood_total": sum(moods.values()),
         "segments": segment_rows(engine),
         "feeds": feed_rows,
-        "lag": {"events": lag.events, "oldest_seconds": round(lag.oldest_seconds)},
+        "lag": {
+            "events": lag.events,
+            "oldest_seconds": round(lag.oldest_seconds),
+            "held": lag.held,
+        },
     }
 
 
