@@ -255,37 +255,10 @@ def test_lag_is_in_metrics(log: Log, client: TestClient, admin_headers: dict[str
 
 
 @contextmanager
-def _held_back(log: Log) -> Iterator[None]:
-    """PostgreSQL: while the block runs, a transaction with an id stays open on a connection
-    of its own, as a long transaction elsewhere in the cluster would."""
-    if log.engine.dialect.name != "postgresql":
-        pytest.skip("SQLite has one writer at a time: no event waits for another transaction")
-    with log.engine.connect() as other:
-        other.exec_driver_sql("SELECT pg_current_xact_id()")
-        yield
-        other.rollback()
-
-
-def test_events_behind_an_open_transaction_count_as_lag(log: Log) -> None:
-    """PostgreSQL: events that commit while an older transaction is open wait for it (they
-    are never read past); meanwhile they count as lag, as held, and the oldest's age shows."""
-    log.send(track("Page Viewed", anonymous_id="first"))
-    assert log.process() == 1
-    with _held_back(log):
-        log.send(*[track("Page Viewed", anonymous_id=f"a{n}") for n in range(3)], wait=False)
-        assert profiles.process_available(log.engine, log.settings) == 0
-        lag = profiles.lag(log.engine)
-        assert (lag.events, lag.held) == (3, 3)
-        assert lag.oldest_seconds > 0
-    assert log.process() == 3
-    lag = profiles.lag(log.engine)
-    assert (lag.events, lag.held, lag.oldest_seconds) == (0, 0, 0.0)
-
-
-@contextmanager
 def _held_until_set(log: Log) -> Iterator[threading.Event]:
-    """PostgreSQL: a transaction with an id open in a thread of its own until the event the
-    block gets is set."""
+    """PostgreSQL: a transaction with an id open in a thread of its own, as a long
+    transaction elsewhere in the cluster would be, until the event the block gets is set
+    or the block ends."""
     if log.engine.dialect.name != "postgresql":
         pytest.skip("SQLite has one writer at a time: no event waits for another transaction")
     held, release = threading.Event(), threading.Event()
@@ -305,6 +278,22 @@ def _held_until_set(log: Log) -> Iterator[threading.Event]:
     finally:
         release.set()
         thread.join(timeout=30)
+
+
+def test_events_behind_an_open_transaction_count_as_lag(log: Log) -> None:
+    """PostgreSQL: events that commit while an older transaction is open wait for it (they
+    are never read past); meanwhile they count as lag, as held, and the oldest's age shows."""
+    log.send(track("Page Viewed", anonymous_id="first"))
+    assert log.process() == 1
+    with _held_until_set(log):
+        log.send(*[track("Page Viewed", anonymous_id=f"a{n}") for n in range(3)], wait=False)
+        assert profiles.process_available(log.engine, log.settings) == 0
+        lag = profiles.lag(log.engine)
+        assert (lag.events, lag.held) == (3, 3)
+        assert lag.oldest_seconds > 0
+    assert log.process() == 3
+    lag = profiles.lag(log.engine)
+    assert (lag.events, lag.held, lag.oldest_seconds) == (0, 0, 0.0)
 
 
 def test_process_through_waits_for_an_older_transaction(log: Log) -> None:
@@ -337,7 +326,7 @@ def test_consent_answer_shows_the_statement_behind_an_older_transaction(
 
 
 def test_held_events_are_in_metrics(log: Log, client: TestClient) -> None:
-    with _held_back(log):
+    with _held_until_set(log):
         log.send(*[track("Page Viewed", anonymous_id=f"a{n}") for n in range(2)], wait=False)
         text = client.get("/metrics").text
         assert "closedloop_processor_lag_events 2.0" in text
