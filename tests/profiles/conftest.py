@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -126,3 +128,29 @@ def track(
     if anonymous_id is not None:
         message["anonymousId"] = anonymous_id
     return message
+
+
+@contextmanager
+def held_open(log: Log) -> Iterator[threading.Event]:
+    """PostgreSQL: a transaction with an id open in a thread of its own, as a long
+    transaction elsewhere in the cluster would be, until the event the block gets is set
+    or the block ends."""
+    if log.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time: no event waits for another transaction")
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with log.engine.connect() as other:
+            other.exec_driver_sql("SELECT pg_current_xact_id()")
+            held.set()
+            release.wait(timeout=30)
+            other.rollback()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert held.wait(timeout=30)
+        yield release
+    finally:
+        release.set()
+        thread.join(timeout=30)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,7 +26,7 @@ from closedloop.profiles._tables import (
 )
 from closedloop.profiles._tables import profiles as profiles_table
 from tests.conftest import wait_for
-from tests.profiles.conftest import Log, identify, track
+from tests.profiles.conftest import Log, held_open, identify, track
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -254,38 +252,12 @@ def test_lag_is_in_metrics(log: Log, client: TestClient, admin_headers: dict[str
     assert "closedloop_processor_held_events 0.0" in text
 
 
-@contextmanager
-def _held_until_set(log: Log) -> Iterator[threading.Event]:
-    """PostgreSQL: a transaction with an id open in a thread of its own, as a long
-    transaction elsewhere in the cluster would be, until the event the block gets is set
-    or the block ends."""
-    if log.engine.dialect.name != "postgresql":
-        pytest.skip("SQLite has one writer at a time: no event waits for another transaction")
-    held, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with log.engine.connect() as other:
-            other.exec_driver_sql("SELECT pg_current_xact_id()")
-            held.set()
-            release.wait(timeout=30)
-            other.rollback()
-
-    thread = threading.Thread(target=hold)
-    thread.start()
-    try:
-        assert held.wait(timeout=30)
-        yield release
-    finally:
-        release.set()
-        thread.join(timeout=30)
-
-
 def test_events_behind_an_open_transaction_count_as_lag(log: Log) -> None:
     """PostgreSQL: events that commit while an older transaction is open wait for it (they
     are never read past); meanwhile they count as lag, as held, and the oldest's age shows."""
     log.send(track("Page Viewed", anonymous_id="first"))
     assert log.process() == 1
-    with _held_until_set(log):
+    with held_open(log):
         log.send(*[track("Page Viewed", anonymous_id=f"a{n}") for n in range(3)], wait=False)
         assert profiles.process_available(log.engine, log.settings) == 0
         lag = profiles.lag(log.engine)
@@ -299,7 +271,7 @@ def test_events_behind_an_open_transaction_count_as_lag(log: Log) -> None:
 def test_process_through_waits_for_an_older_transaction(log: Log) -> None:
     """`process_through` applies what was sent before it, waiting while an older transaction
     holds it back; with a short timeout it leaves the events to the processor."""
-    with _held_until_set(log) as release:
+    with held_open(log) as release:
         log.send(*[track("Page Viewed", anonymous_id=f"a{n}") for n in range(3)], wait=False)
         assert profiles.process_through(log.engine, log.settings, timeout=0.2) == 0
         assert profiles.lag(log.engine).held == 3
@@ -316,7 +288,7 @@ def test_consent_answer_shows_the_statement_behind_an_older_transaction(
     log.send(identify("u-1", "a-1"))
     log.process()
     pid = log.profile_of("user_id", "u-1")
-    with _held_until_set(log) as release:
+    with held_open(log) as release:
         threading.Timer(0.3, release.set).start()
         answer = client.put(
             f"/v1/profiles/{pid}/consent", json={"surveys": True}, headers=admin_headers
@@ -326,7 +298,7 @@ def test_consent_answer_shows_the_statement_behind_an_older_transaction(
 
 
 def test_held_events_are_in_metrics(log: Log, client: TestClient) -> None:
-    with _held_until_set(log):
+    with held_open(log):
         log.send(*[track("Page Viewed", anonymous_id=f"a{n}") for n in range(2)], wait=False)
         text = client.get("/metrics").text
         assert "closedloop_processor_lag_events 2.0" in text

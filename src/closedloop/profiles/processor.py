@@ -1235,12 +1235,17 @@ def process_through(
     return done
 
 
+def _after_cursor(conn: sa.Connection) -> tuple[LogPosition, sa.ColumnElement[bool]]:
+    """The processor's position, and the events after it in the log's order (not applied)."""
+    found = _position(conn, lock=False)
+    position = found[0] if found else LogPosition()
+    return position, after_in_log_order(conn.dialect.name, position)
+
+
 def _unapplied_through(engine: Engine, last: int) -> bool:
     """Whether an event up to id `last` is still after the cursor (not applied)."""
     with engine.connect() as conn:
-        found = _position(conn, lock=False)
-        position = found[0] if found else LogPosition()
-        after = after_in_log_order(conn.dialect.name, position)
+        _, after = _after_cursor(conn)
         stmt = sa.select(events.c.id).where(after, events.c.id <= last).limit(1)
         return conn.execute(stmt).first() is not None
 
@@ -1501,10 +1506,8 @@ def lag(engine: Engine) -> Lag:
     """The committed events not processed yet (`Lag`): those after the cursor in the log's
     order, whether the processor can read them yet or waits for an older transaction."""
     with engine.connect() as conn:
-        found = _position(conn, lock=False)
-        position = found[0] if found else LogPosition()
+        position, after = _after_cursor(conn)
         pg = conn.dialect.name == "postgresql"
-        after = after_in_log_order(conn.dialect.name, position)
         # Counted over the log's index alone; the horizon is read once (an init plan).
         columns: list[Any] = [sa.func.count()]
         if pg:
