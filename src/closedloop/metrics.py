@@ -110,6 +110,12 @@ class Metrics:
             "is still open in the database cluster (PostgreSQL; 0 on SQLite).",
             registry=r,
         )
+        self.lag_held_seconds = Gauge(
+            "closedloop_processor_held_seconds",
+            "How long the oldest open transaction holding events back has been open, where "
+            "the store's user may see it (0 when no event is held or it is hidden).",
+            registry=r,
+        )
 
         self.feed_last_success = Gauge(
             "closedloop_feed_last_success_timestamp_seconds",

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from closedloop import profiles
 from closedloop.cli import app
 from tests.conftest import make_settings
-from tests.profiles.conftest import Log, identify, track
+from tests.profiles.conftest import Log, held_open, identify, track
 
 
 @pytest.fixture
@@ -91,6 +91,23 @@ def test_rebuild_command_gives_the_same_profile(cli: CliRunner, log: Log) -> Non
     assert before.events == 0
     again = cli.invoke(app, ["profiles", "show", "--user-id", "cust-7", "--json"]).output
     assert json.loads(again) == json.loads(first)
+
+
+def test_rebuild_names_the_transaction_that_holds_events_back(cli: CliRunner, log: Log) -> None:
+    """PostgreSQL: events behind a transaction still open elsewhere are left to the
+    processor after a wait, and the rebuild names that session (its application name is
+    any client's text: printed, not read as markup)."""
+    log.process()
+    with held_open(log, application="[red]report") as held:
+        log.send(track("Page Viewed", anonymous_id="late"), wait=False)
+        result = cli.invoke(app, ["rebuild"])
+    assert result.exit_code == 0, result.output
+    assert "1 left" in result.output
+    assert "1 of them wait for an older transaction that is still open" in result.output
+    assert f"rebuild: held by PID {held.pid} · " in result.output
+    assert "[red]report · " in result.output
+    assert "idle in transaction, open for " in result.output
+    log.process()
 
 
 def test_customers_data_is_printed_as_text_not_as_markup(cli: CliRunner, log: Log) -> None:

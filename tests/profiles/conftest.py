@@ -130,21 +130,34 @@ def track(
     return message
 
 
+class Held(threading.Event):
+    """Set it to end the held transaction; `pid` is its session's."""
+
+    pid: int = 0
+
+
 @contextmanager
-def held_open(log: Log) -> Iterator[threading.Event]:
+def held_open(log: Log, *, application: str = "held-open") -> Iterator[Held]:
     """PostgreSQL: a transaction with an id open in a thread of its own, as a long
     transaction elsewhere in the cluster would be, until the event the block gets is set
-    or the block ends."""
+    or the block ends (the event also tells the session's `pid`)."""
     if log.engine.dialect.name != "postgresql":
         pytest.skip("SQLite has one writer at a time: no event waits for another transaction")
-    held, release = threading.Event(), threading.Event()
+    held, release = threading.Event(), Held()
 
     def hold() -> None:
         with log.engine.connect() as other:
+            other.exec_driver_sql(
+                "SELECT set_config('application_name', %s, false)", (application,)
+            )
+            release.pid = other.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+            other.commit()
             other.exec_driver_sql("SELECT pg_current_xact_id()")
             held.set()
             release.wait(timeout=30)
             other.rollback()
+            other.exec_driver_sql("RESET application_name")
+            other.commit()
 
     thread = threading.Thread(target=hold)
     thread.start()

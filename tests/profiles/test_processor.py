@@ -3,6 +3,7 @@ workers take turns, lag is measured."""
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ from closedloop import privacy, profiles, store
 from closedloop.demo import generate_shop
 from closedloop.identity._tables import identities, identity_conflicts, identity_merges
 from closedloop.ingest._tables import events
+from closedloop.ingest.log import LogPosition, oldest_open_transaction
 from closedloop.profiles import processor
 from closedloop.profiles._tables import (
     consent_changes,
@@ -257,15 +259,80 @@ def test_events_behind_an_open_transaction_count_as_lag(log: Log) -> None:
     are never read past); meanwhile they count as lag, as held, and the oldest's age shows."""
     log.send(track("Page Viewed", anonymous_id="first"))
     assert log.process() == 1
-    with held_open(log):
+    with held_open(log, application="nightly-report") as held:
         log.send(*[track("Page Viewed", anonymous_id=f"a{n}") for n in range(3)], wait=False)
         assert profiles.process_available(log.engine, log.settings) == 0
         lag = profiles.lag(log.engine)
         assert (lag.events, lag.held) == (3, 3)
         assert lag.oldest_seconds > 0
+        # The oldest open transaction is named (an analyze elsewhere may be older for a
+        # moment).
+        wait_for(lambda: _holder_pid(log) == held.pid)
+        lag = profiles.lag(log.engine)
+        assert lag.holder is not None
+        assert lag.holder.application == "nightly-report"
+        assert lag.holder.state == "idle in transaction"
+        assert lag.holder.parts[0] == f"PID {held.pid}"
+        assert lag.holder.since is not None
+        assert lag.held_seconds >= 0
     assert log.process() == 3
     lag = profiles.lag(log.engine)
     assert (lag.events, lag.held, lag.oldest_seconds) == (0, 0, 0.0)
+    assert (lag.holder, lag.held_seconds) == (None, 0.0)
+
+
+def _holder_pid(log: Log) -> int | None:
+    holder = profiles.lag(log.engine).holder
+    return holder.pid if holder is not None else None
+
+
+def test_holder_seen_by_a_user_without_pg_read_all_stats(log: Log) -> None:
+    """A store user without `pg_read_all_stats` sees another role's session by its pid,
+    user, application and database; its state and start are hidden (None, and no age)."""
+    if log.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL only")
+    role = "cl_limited_" + secrets.token_hex(4)
+    with log.engine.connect() as admin:
+        admin.exec_driver_sql(f'CREATE ROLE "{role}" LOGIN')
+        admin.commit()
+    url = log.engine.url.set(username=role)
+    limited = sa.create_engine(url)
+    try:
+        with held_open(log, application="other-app") as held, limited.connect() as conn:
+            wait_for(lambda: _pid_seen(conn) == held.pid)
+            seen = oldest_open_transaction(conn)
+            conn.rollback()
+        assert seen is not None
+        assert (seen.application, seen.state, seen.since) == ("other-app", None, None)
+        assert seen.parts == [
+            f"PID {held.pid}",
+            log.engine.url.username,
+            "other-app",
+            log.engine.url.database,
+        ]
+        lag = profiles.Lag(1, 0.0, LogPosition(0, 0), held=1, holder=seen)
+        assert lag.held_seconds == 0.0
+    finally:
+        limited.dispose()
+        with log.engine.connect() as admin:
+            admin.exec_driver_sql(f'DROP ROLE "{role}"')
+            admin.commit()
+
+
+def _pid_seen(conn: sa.Connection) -> int | None:
+    seen = oldest_open_transaction(conn)
+    conn.rollback()
+    return seen.pid if seen is not None else None
+
+
+def test_no_holder_on_sqlite(log: Log) -> None:
+    if log.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite only")
+    log.send(track("Page Viewed", anonymous_id="a"), wait=False)
+    with log.engine.connect() as conn:
+        assert oldest_open_transaction(conn) is None
+    lag = profiles.lag(log.engine)
+    assert (lag.events, lag.held, lag.holder, lag.held_seconds) == (1, 0, None, 0.0)
 
 
 def test_process_through_waits_for_an_older_transaction(log: Log) -> None:
@@ -303,8 +370,11 @@ def test_held_events_are_in_metrics(log: Log, client: TestClient) -> None:
         text = client.get("/metrics").text
         assert "closedloop_processor_lag_events 2.0" in text
         assert "closedloop_processor_held_events 2.0" in text
+        assert "closedloop_processor_held_seconds " in text
     wait_for(lambda: profiles.lag(log.engine).events == 0)
-    assert "closedloop_processor_held_events 0.0" in client.get("/metrics").text
+    text = client.get("/metrics").text
+    assert "closedloop_processor_held_events 0.0" in text
+    assert "closedloop_processor_held_seconds 0.0" in text
 
 
 def test_concurrent_processors_apply_each_event_once(log: Log) -> None:

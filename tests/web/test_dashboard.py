@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from closedloop import feeds, profiles, segments, surveys
 from closedloop.access import users as accounts
 from closedloop.web import create_app
-from tests.conftest import make_settings
+from tests.conftest import make_settings, wait_for
 from tests.profiles.conftest import Log, held_open, identify, track
 
 PASSWORD = "correct horse battery"
@@ -438,7 +438,14 @@ def test_overview_shows_events_behind_an_older_transaction(
     """PostgreSQL: events that wait for a transaction still open elsewhere show as such."""
     assert login(app_client, "ada").status_code == 303
     assert "Behind an older open transaction" not in app_client.get("/").text
-    with held_open(shop):
+    with held_open(shop, application="<b>report</b>") as held:
         shop.send(*(track("Page Viewed", anonymous_id=a) for a in ("x1", "x2")), wait=False)
+        # (an analyze elsewhere may be the oldest open transaction for a moment)
+        wait_for(lambda: f"PID {held.pid} · " in app_client.get("/").text)
         page = app_client.get("/").text
     assert "Behind an older open transaction: <strong>2</strong>" in page
+    # Which session holds them, its application name (any client's text) escaped.
+    assert f"Held by: PID {held.pid} · " in page
+    assert "&lt;b&gt;report&lt;/b&gt; · " in page
+    assert "<b>report</b>" not in page
+    assert "idle in transaction · open for " in page

@@ -120,3 +120,7 @@ def rebuild(
             f"rebuild: {lag.held} of them wait for an older transaction that is still open; "
             "the processor (`closedloop serve` or `closedloop worker`) applies them once it ends"
         )
+        if lag.holder is not None:
+            named = " · ".join(lag.holder.parts) or "a session hidden from the store's user"
+            since = f", open for {lag.held_seconds:.0f} s" if lag.holder.since else ""
+            console.print(f"rebuild: held by {named}{since}")

@@ -21,6 +21,7 @@ __all__ = [
     "EventQuery",
     "FailedEvent",
     "LogPosition",
+    "OpenTransaction",
     "StoredEvent",
     "after_in_log_order",
     "append",
@@ -32,6 +33,7 @@ __all__ = [
     "failed_row_from_event",
     "list_events",
     "list_failed_events",
+    "oldest_open_transaction",
     "read_committed",
     "readable_horizon",
 ]
@@ -227,6 +229,56 @@ def readable_horizon() -> sa.TextClause:
     snapshot's xmin, over the whole cluster). Rows of later transactions wait, committed or
     not: one of them may still commit a row before them in the log's order."""
     return sa.text("(pg_snapshot_xmin(pg_current_snapshot())::text)::bigint")
+
+
+@dataclass(frozen=True)
+class OpenTransaction:
+    """PostgreSQL: the oldest transaction with an id still open in the cluster, which holds
+    the readable horizon (`readable_horizon`). Fields another role's session hides from the
+    store's user (without `pg_read_all_stats`) are None; a prepared transaction has no `pid`."""
+
+    pid: int | None
+    user: str | None
+    application: str | None
+    database: str | None
+    state: str | None
+    since: datetime | None
+
+    @property
+    def parts(self) -> list[str]:
+        """What names it, as far as it is seen: `PID 4711`, user, application, database,
+        state."""
+        pid = f"PID {self.pid}" if self.pid is not None else None
+        return [p for p in (pid, self.user, self.application, self.database, self.state) if p]
+
+
+_OLDEST_OPEN = """
+SELECT pid, usename, application_name, datname, state, xact_start, age(backend_xid) AS age
+FROM pg_stat_activity WHERE backend_xid IS NOT NULL
+UNION ALL
+SELECT NULL, owner, 'prepared transaction ' || gid, database, 'prepared', prepared,
+       age(transaction)
+FROM pg_prepared_xacts
+ORDER BY age DESC LIMIT 1
+"""
+
+
+def oldest_open_transaction(conn: sa.Connection) -> OpenTransaction | None:
+    """PostgreSQL: the session or prepared transaction with the oldest transaction id still
+    open, as far as the store's user may see it (None on SQLite, or when none is seen)."""
+    if conn.dialect.name != "postgresql":
+        return None
+    row = conn.exec_driver_sql(_OLDEST_OPEN).first()
+    if row is None:
+        return None
+    return OpenTransaction(
+        pid=row[0],
+        user=row[1],
+        application=row[2] or None,
+        database=row[3],
+        state=row[4],
+        since=row[5],
+    )
 
 
 def read_committed(

@@ -43,8 +43,10 @@ from closedloop.identity.suppression import SuppressionList, message_keys
 from closedloop.ingest._tables import events, sources
 from closedloop.ingest.log import (
     LogPosition,
+    OpenTransaction,
     after_in_log_order,
     committed_after,
+    oldest_open_transaction,
     readable_horizon,
 )
 from closedloop.metrics import Metrics
@@ -116,12 +118,20 @@ class Lag:
     """The committed events the processor has not applied: how many, the age of the oldest
     (by `receivedAt`), and where the processor stands. `held` counts those it cannot read
     yet (PostgreSQL): a transaction older than theirs is still open somewhere in the
-    database cluster, and may still commit an event before them in the log's order."""
+    database cluster, and may still commit an event before them in the log's order;
+    `holder` is the oldest such transaction, where the store's user may see it."""
 
     events: int
     oldest_seconds: float
     position: LogPosition
     held: int = 0
+    holder: OpenTransaction | None = None
+
+    @property
+    def held_seconds(self) -> float:
+        """How long the transaction holding events back has been open (0 when none is)."""
+        since = self.holder.since if self.holder is not None and self.held else None
+        return max(0.0, (clock.now() - since).total_seconds()) if since is not None else 0.0
 
 
 def profile_id_for(event_id: int) -> str:
@@ -1518,8 +1528,10 @@ def lag(engine: Engine) -> Lag:
         oldest = conn.execute(
             sa.select(events.c.received_at).where(after).order_by(*order).limit(1)
         ).scalar()
+        waiting = int(held[0]) if held else 0
+        holder = oldest_open_transaction(conn) if waiting else None
     age = max(0.0, (clock.now() - oldest).total_seconds()) if oldest is not None else 0.0
-    return Lag(int(count), age, position, int(held[0]) if held else 0)
+    return Lag(int(count), age, position, waiting, holder)
 
 
 class ProcessorRunner:

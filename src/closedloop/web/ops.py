@@ -48,6 +48,7 @@ async def metrics(request: Request) -> Response:
         ctx.metrics.lag_events.set(lag.events)
         ctx.metrics.lag_seconds.set(lag.oldest_seconds)
         ctx.metrics.lag_held.set(lag.held)
+        ctx.metrics.lag_held_seconds.set(lag.held_seconds)
     try:
         found = await run_in_threadpool(feeds.health, ctx.engine)
     except sa.exc.SQLAlchemyError:

@@ -118,8 +118,18 @@ def overview(engine: Engine, settings: Settings, now: datetime) -> dict[str, Any
             "events": lag.events,
             "oldest_seconds": round(lag.oldest_seconds),
             "held": lag.held,
+            "holder": _holder(lag),
         },
     }
+
+
+def _holder(lag: profiles.Lag) -> dict[str, Any] | None:
+    """The transaction holding events back, as far as the store's user sees it."""
+    h = lag.holder
+    if h is None or not lag.held:
+        return None
+    seconds = round(lag.held_seconds) if h.since is not None else None
+    return {"parts": h.parts, "seconds": seconds}
 
 
 def segment_rows(engine: Engine) -> list[dict[str, Any]]:
