@@ -3,9 +3,11 @@ workers take turns, lag is measured."""
 
 from __future__ import annotations
 
+import gc
 import secrets
 import threading
 import time
+import weakref
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,7 +16,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 
-from closedloop import privacy, profiles, store
+from closedloop import privacy, profiles, runtime, store
 from closedloop.demo import generate_shop
 from closedloop.identity._tables import identities, identity_conflicts, identity_merges
 from closedloop.ingest._tables import events
@@ -375,6 +377,38 @@ def test_held_events_are_in_metrics(log: Log, client: TestClient) -> None:
     text = client.get("/metrics").text
     assert "closedloop_processor_held_events 0.0" in text
     assert "closedloop_processor_held_seconds 0.0" in text
+
+
+@pytest.mark.parametrize("pipeline", [True, False], ids=["pipeline", "batch-by-batch"])
+def test_the_collector_resumes_once_the_processor_is_gone(
+    log: Log, monkeypatch: pytest.MonkeyPatch, pipeline: bool
+) -> None:
+    """`process_available`: the drain's states die by reference counting before the cyclic
+    collector resumes. Resumed while they lived, a young collection walked every object the
+    drain kept, to free none."""
+    sent = _shop(log, customers=20)
+    made: list[weakref.ref[processor._Processor]] = []
+    alive_at_resume: list[list[bool]] = []
+
+    class Tracked(processor._Processor):
+        def __init__(self, settings: Any) -> None:
+            super().__init__(settings)
+            made.append(weakref.ref(self))
+
+    class Pause(runtime.CollectorPause):
+        def __exit__(self, *exc: object) -> None:
+            alive_at_resume.append([ref() is not None for ref in made])
+            super().__exit__(*exc)
+
+    monkeypatch.setattr(processor, "_Processor", Tracked)
+    monkeypatch.setattr(processor, "CollectorPause", Pause)
+    settings = log.settings.model_copy(
+        update={"processor": log.settings.processor.model_copy(update={"pipeline": pipeline})}
+    )
+    assert gc.isenabled()
+    assert profiles.process_available(log.engine, settings, limit=100) == sent
+    assert alive_at_resume == [[False]]  # one pause, over the drain, the processor gone
+    assert gc.isenabled()
 
 
 def test_concurrent_processors_apply_each_event_once(log: Log) -> None:
