@@ -254,6 +254,7 @@ def test_lag_is_in_metrics(log: Log, client: TestClient, admin_headers: dict[str
     assert "closedloop_processor_lag_events" in text
     assert "closedloop_processor_lag_seconds" in text
     assert "closedloop_processor_held_events 0.0" in text
+    assert "closedloop_processor_held_seconds 0.0" in text
 
 
 def test_events_behind_an_open_transaction_count_as_lag(log: Log) -> None:
