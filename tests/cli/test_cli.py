@@ -142,6 +142,26 @@ def test_events_tail_prints_newest_events_as_json(cli: CliRunner, engine: Engine
     assert printed[0]["source"] == "web"
 
 
+def test_events_tail_shows_control_characters_escaped_and_stays_json(
+    cli: CliRunner, engine: Engine
+) -> None:
+    """An event's text may hold terminal escape sequences (anyone with the public write key
+    sends it): none reaches the terminal, and each line is still JSON with the same text."""
+    source = ingest.add_source(engine, "web", kind="web").source
+    hostile = "\x1b[2J\x1b]0;pwned\x07 \x9b31m \x7f Zoë"
+    message = {"type": "track", "event": hostile, "anonymousId": "a1", "messageId": "m1"}
+    row = normalise_message(
+        message, call_type=None, limits=IngestSettings(), received_at=clock.now(), sent_at=None
+    ).as_tuple(source.id)
+    with engine.begin() as conn:
+        log.append(conn, [row])
+    code, out = _run(cli, "events", "tail")
+    assert code == 0, out
+    assert not any(ch in out for ch in "\x1b\x07\x9b\x7f")
+    assert "\\u001b[2J\\u001b]0;pwned\\u0007 \\u009b31m \\u007f Zoë" in out
+    assert json.loads(out)["event"] == hostile
+
+
 def test_every_command_has_help_with_an_example(cli: CliRunner) -> None:
     groups = {
         "": ["init", "serve", "demo", "import", "sources", "events", "db"],

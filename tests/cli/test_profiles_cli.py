@@ -128,6 +128,34 @@ def test_customers_data_is_printed_as_text_not_as_markup(cli: CliRunner, log: Lo
     assert "via anonymous_id=[link=https://evil.example]anon[/link]" in listed.output
 
 
+def test_customers_data_cannot_drive_the_terminal(cli: CliRunner, log: Log) -> None:
+    """Escape sequences in traits, event names and ids (clear the screen, set the window's
+    title, C1's one-byte CSI) are shown escaped, in the summary, the events table, errors
+    and `--json` (which stays JSON)."""
+    name = "\x1b[2J\x1b]0;pwned\x07Muster\x9b31m"
+    log.send(
+        identify("esc\x1b[5mcust", "anon-esc", lastName=name),
+        track("\x1b[31mOrder\x7f", user_id="esc\x1b[5mcust"),
+    )
+    log.process()
+    shown = cli.invoke(app, ["profiles", "show", "--user-id", "esc\x1b[5mcust", "--events", "5"])
+    assert shown.exit_code == 0, shown.output
+    assert not any(ch in shown.output for ch in "\x1b\x07\x9b\x7f")
+    for text in (
+        "\\u001b[2J\\u001b]0;pwned\\u0007Muster\\u009b31m",
+        "\\u001b[31mOrder\\u007f",
+        "esc\\u001b[5mcust",
+    ):
+        assert text in shown.output, text
+    as_json = cli.invoke(app, ["profiles", "show", "--user-id", "esc\x1b[5mcust", "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    assert "\x1b" not in as_json.output and "\x9b" not in as_json.output
+    assert json.loads(as_json.output)["traits"]["lastName"] == name
+    missing = cli.invoke(app, ["profiles", "show", "--user-id", "\x1b[2Jnobody"])
+    assert missing.exit_code == 1
+    assert "\x1b" not in missing.output and "\\u001b[2Jnobody" in missing.output
+
+
 def test_profiles_conflicts_lists_refused_joins(cli: CliRunner, log: Log) -> None:
     assert cli.invoke(app, ["profiles", "conflicts"]).output.strip() == "no refused joins"
     log.send(identify("mother", "family-tablet"), identify("daughter", "family-tablet"))

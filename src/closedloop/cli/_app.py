@@ -5,11 +5,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 from weakref import WeakSet
 
 import sqlalchemy as sa
 import typer
 from rich.console import Console
+from rich.text import Text
 from sqlalchemy.engine import Engine
 
 from closedloop.config import Settings, load_settings
@@ -26,10 +28,24 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-# No markup: what the commands print holds customers' data (ids, traits, event names), in
-# which `[/b]` would be a Rich tag (an unmatched one raises) and `[link=...]` a link.
-console = Console(markup=False, highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
+# Control characters other than tab and newline, DEL and C1 included, shown as `\u001b`:
+# the escape JSON has for them, so that `--json` output stays JSON.
+_CONTROL = {c: f"\\u{c:04x}" for c in (*range(0x20), *range(0x7F, 0xA0)) if c not in (9, 10)}
+
+
+class _DataConsole(Console):
+    """What the commands print holds customers' data (ids, traits, event names: anyone with
+    a source's public write key sends them). No markup: `[/b]` would be a Rich tag (an
+    unmatched one raises) and `[link=...]` a link. Control characters are shown escaped:
+    Rich passes an escape sequence (ESC `[2J`, ESC `]0;title` BEL) on to the terminal,
+    which would obey it."""
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        return super().render_str(text.translate(_CONTROL), **kwargs)
+
+
+console = _DataConsole(markup=False, highlight=False, soft_wrap=True)
+err_console = _DataConsole(stderr=True, markup=False, highlight=False, soft_wrap=True)
 
 
 def fail(message: str) -> typer.Exit:
