@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 from closedloop import privacy, profiles, runtime, store
 from closedloop.demo import generate_shop
 from closedloop.identity._tables import identities, identity_conflicts, identity_merges
+from closedloop.ingest import log as ingest_log
 from closedloop.ingest._tables import events
 from closedloop.ingest.log import LogPosition, oldest_open_transaction
 from closedloop.profiles import processor
@@ -320,6 +321,20 @@ def test_holder_seen_by_a_user_without_pg_read_all_stats(log: Log) -> None:
         with log.engine.connect() as admin:
             admin.exec_driver_sql(f'DROP ROLE "{role}"')
             admin.commit()
+
+
+def test_held_events_show_where_the_sessions_cannot_be_read(
+    log: Log, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server that refuses the sessions' view (some hosted ones) still shows the held
+    events, unnamed, and the rest of the answer."""
+    monkeypatch.setattr(ingest_log, "_OLDEST_OPEN", "SELECT * FROM no_such_view")
+    with held_open(log):
+        log.send(track("Page Viewed", anonymous_id="a"), wait=False)
+        lag = profiles.lag(log.engine)
+    assert (lag.events, lag.held, lag.holder, lag.held_seconds) == (1, 1, None, 0.0)
+    assert "cannot read the oldest open transaction" in caplog.text
+    log.process()
 
 
 def _pid_seen(conn: sa.Connection) -> int | None:
