@@ -1364,7 +1364,10 @@ class _Pipeline:
         self.changed = 0  # profile rows written
 
     def drain(
-        self, limit: int | None, stop: threading.Event | None, collector: CollectorPause | None
+        self,
+        limit: int | None,
+        stop: threading.Event | None,
+        collector: CollectorPause | None = None,
     ) -> int:
         while True:
             with _drain_turn(self.engine) as mine:
