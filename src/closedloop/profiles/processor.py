@@ -119,7 +119,8 @@ class Lag:
     (by `receivedAt`), and where the processor stands. `held` counts those it cannot read
     yet (PostgreSQL): a transaction older than theirs is still open somewhere in the
     database cluster, and may still commit an event before them in the log's order;
-    `holder` is the oldest such transaction, where the store's user may see it."""
+    `holder` is the oldest such transaction, where the store's user may see it (read only
+    while events are held)."""
 
     events: int
     oldest_seconds: float
@@ -130,7 +131,7 @@ class Lag:
     @property
     def held_seconds(self) -> float:
         """How long the transaction holding events back has been open (0 when none is)."""
-        since = self.holder.since if self.holder is not None and self.held else None
+        since = self.holder.since if self.holder is not None else None
         return max(0.0, (clock.now() - since).total_seconds()) if since is not None else 0.0
 
 

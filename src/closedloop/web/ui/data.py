@@ -125,8 +125,8 @@ def overview(engine: Engine, settings: Settings, now: datetime) -> dict[str, Any
 
 def _holder(lag: profiles.Lag) -> dict[str, Any] | None:
     """The transaction holding events back, as far as the store's user sees it."""
-    h = lag.holder
-    if h is None or not lag.held:
+    h = lag.holder  # read only while events are held
+    if h is None:
         return None
     seconds = round(lag.held_seconds) if h.since is not None else None
     return {"parts": h.parts, "seconds": seconds}
