@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 from closedloop import ingest, store
 from closedloop.config import IngestSettings, Settings
 from closedloop.web import create_app
+from tests.templates import StoreTemplates
 
 ADMIN_TOKEN = "test-admin-token-" + "x" * 16
 POSTGRES_URL = os.environ.get("CLOSEDLOOP_TEST_POSTGRES_URL")
@@ -57,10 +58,17 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         admin.dispose()
 
 
+@pytest.fixture(scope="session")
+def store_templates(tmp_path_factory: pytest.TempPathFactory) -> StoreTemplates:
+    return StoreTemplates(tmp_path_factory.mktemp("templates"), POSTGRES_URL)
+
+
 @pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
+def engine(db_url: str, store_templates: StoreTemplates) -> Iterator[Engine]:
+    """A store at the newest revision: a copy of one migrated once a session
+    (`tests/templates.py`)."""
+    store_templates.fill(db_url)
     eng = store.create_store_engine(db_url, sqlite_synchronous="NORMAL")
-    store.upgrade(eng)
     yield eng
     eng.dispose()
 

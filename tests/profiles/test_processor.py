@@ -585,9 +585,10 @@ def test_the_pipeline_writes_what_one_batch_after_another_writes(log: Log) -> No
         assert cursor == conn.execute(sa.select(sa.func.max(events.c.id))).scalar_one()
 
 
-def _overlapping(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Make each pipelined write wait until the next batch is built: that batch reads the
-    store before the one before it commits. Answers the writes that waited so."""
+def _overlapping(monkeypatch: pytest.MonkeyPatch, wait: float = 1.0) -> list[int]:
+    """Make each pipelined write wait until the next batch is built (up to `wait` seconds):
+    that batch reads the store before the one before it commits. Answers the writes that
+    waited so."""
     real_run, real_write = processor._Processor.run, processor._write_unless_moved
     progress = threading.Condition()
     builds, writes, overlapped = [0], [0], []
@@ -602,7 +603,7 @@ def _overlapping(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     def write(engine: Any, proc: Any, rows: list[Any], batch: Any, *, found: Any) -> Any:
         with progress:
             writes[0] += 1
-            if progress.wait_for(lambda: builds[0] > writes[0], timeout=1):
+            if progress.wait_for(lambda: builds[0] > writes[0], timeout=wait):
                 overlapped.append(writes[0])  # the next batch is built: now commit this one
         return real_write(engine, proc, rows, batch, found=found)
 
@@ -681,7 +682,9 @@ def test_while_the_ingest_appends_the_pipeline_waits_for_each_commit(
     if log.engine.dialect.name != "sqlite":
         pytest.skip("PostgreSQL's appends take no lock the processor's writes hold")
     sent = _shop(log, customers=40)
-    overlapped = _overlapping(monkeypatch)
+    # Each write waits this long for a next batch that must not come (a batch of 37
+    # events is built in a few milliseconds).
+    overlapped = _overlapping(monkeypatch, wait=0.2)
     real_run = processor._Processor.run
 
     def run_while_appending(self: Any, conn: sa.Connection, rows: list[Any]) -> Any:
