@@ -44,6 +44,23 @@ def test_db_upgrade_reaches_head(cli: CliRunner, db_url: str) -> None:
     assert f"current: {store.head_revision()}" in out
 
 
+def test_db_upgrade_over_processed_events_says_to_rebuild(cli: CliRunner, db_url: str) -> None:
+    engine = store.create_store_engine(db_url)
+    try:
+        store.upgrade(engine, "0025")
+        with engine.begin() as conn:  # the processor had applied events
+            conn.exec_driver_sql("UPDATE processor_cursors SET event_id = 3 WHERE name = 'main'")
+    finally:
+        engine.dispose()
+    code, out = _run(cli, "db", "upgrade")
+    assert code == 0, out
+    assert "warning: events processed before revision 0026" in out
+    assert "until `closedloop rebuild`." in out
+    assert f"store at revision {store.head_revision()}" in out
+    code, out = _run(cli, "db", "upgrade")
+    assert (code, out.strip()) == (0, f"store at revision {store.head_revision()}")
+
+
 def test_sources_add_prints_the_key_once_and_it_works(
     cli: CliRunner, db_url: str, engine: Engine
 ) -> None:

@@ -566,3 +566,30 @@ def test_segment_changes_recorded_before_0025_keep_their_place_in_commit_order(
             assert list(conn.execute(stmt).scalars()) == [3, 4]
     finally:
         eng.dispose()
+
+
+@pytest.mark.parametrize("processed", [True, False])
+def test_an_upgrade_over_processed_events_names_the_rebuild_they_need(
+    db_url: str, processed: bool
+) -> None:
+    """A revision whose change to the derived state cannot reach events processed before
+    it (0026: attributions by e-mail or phone) is named by `upgrade` where the processor
+    had applied events; not for a new store, nor for one with nothing processed."""
+    eng = store.create_store_engine(db_url)
+    try:
+        assert store.upgrade(eng, "0025") == []  # a new store
+        if processed:
+            with eng.begin() as conn:
+                moved = conn.exec_driver_sql(
+                    "UPDATE processor_cursors SET event_id = 7 WHERE name = 'main'"
+                )
+                assert moved.rowcount == 1
+        notes = store.upgrade(eng)
+        if processed:
+            assert len(notes) == 1 and "before revision 0026" in notes[0], notes
+            assert "`closedloop rebuild`" in notes[0]
+        else:
+            assert notes == []
+        assert store.upgrade(eng) == []  # nothing left to apply
+    finally:
+        eng.dispose()

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 
 from closedloop.config import Settings, load_settings
 from closedloop.errors import ClosedloopError
-from closedloop.store import create_store_engine, schema_problem
+from closedloop.store import create_store_engine, schema_problem, upgrade
 
 __all__ = ["app", "console", "err_console", "fail", "handle_errors", "open_store", "settings"]
 
@@ -117,6 +117,13 @@ def settings() -> Settings:
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
         err_console.print(f"error: invalid settings: {exc}")
         sys.exit(1)
+
+
+def upgrade_store(engine: Engine) -> None:
+    """Migrate the store; where a revision applied changes what is derived from events the
+    processor had applied before, say so on stderr with what `closedloop rebuild` adds."""
+    for note in upgrade(engine):
+        err_console.print(f"warning: {note}.")
 
 
 def open_store(config: Settings, *, background_checkpoints: bool = False) -> Engine:

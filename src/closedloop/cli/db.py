@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from closedloop import store
-from closedloop.cli._app import app, console, handle_errors, open_store, settings
+from closedloop.cli._app import app, console, handle_errors, open_store, settings, upgrade_store
 
 db_app = typer.Typer(
     help="The store's schema.\n\nExample: `closedloop db upgrade`", no_args_is_help=True
@@ -23,7 +23,7 @@ def upgrade() -> None:
     config = settings()
     with handle_errors():
         engine = open_store(config)
-        store.upgrade(engine)
+        upgrade_store(engine)
         console.print(f"store at revision {store.current_revision(engine)}")
 
 

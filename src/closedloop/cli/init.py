@@ -10,7 +10,7 @@ import typer
 
 from closedloop import ingest, store
 from closedloop.access import users as accounts
-from closedloop.cli._app import app, console, handle_errors, open_store
+from closedloop.cli._app import app, console, handle_errors, open_store, upgrade_store
 from closedloop.config import load_settings
 from closedloop.errors import ConflictError, NotFoundError, PermissionDeniedError
 
@@ -65,7 +65,7 @@ def init(
     with handle_errors():
         config = load_settings(_env_file=str(env_file))
         engine = open_store(config)
-        store.upgrade(engine)
+        upgrade_store(engine)
         if demo_source:
             key = values.get("CLOSEDLOOP_DEMO_WRITE_KEY") or None
             resolver = ingest.WriteKeyResolver(engine, cache_seconds=0)

@@ -11,8 +11,16 @@ import httpx
 import typer
 import uvicorn
 
-from closedloop import clock, store
-from closedloop.cli._app import app, console, err_console, handle_errors, open_store, settings
+from closedloop import clock
+from closedloop.cli._app import (
+    app,
+    console,
+    err_console,
+    handle_errors,
+    open_store,
+    settings,
+    upgrade_store,
+)
 from closedloop.config import Settings
 from closedloop.demo import send_demo
 from closedloop.demo.surveys import run_demo_survey
@@ -69,7 +77,7 @@ def serve(
     config = settings()
     with handle_errors():
         engine = open_store(config)
-        store.upgrade(engine)
+        upgrade_store(engine)
         engine.dispose()
     bind_host = host or config.host
     bind_port = port if port is not None else config.port

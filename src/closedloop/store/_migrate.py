@@ -15,6 +15,11 @@ if TYPE_CHECKING:
 
 __all__ = ["current_revision", "head_revision", "schema_problem", "upgrade"]
 
+# A revision that changes what the processor derives from the log, in a way its migration
+# cannot bring about for events processed before it, names what `closedloop rebuild` would
+# add in its module's `REBUILD` (a sentence). `upgrade` answers those of the revisions it
+# applied to a store whose processor had applied events.
+
 
 def _config(engine: Engine | None = None) -> Config:
     from alembic.config import Config
@@ -26,10 +31,13 @@ def _config(engine: Engine | None = None) -> Config:
     return config
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema of `engine`'s database to `revision` (the newest by default)."""
+def upgrade(engine: Engine, revision: str = "head") -> list[str]:
+    """Bring the schema of `engine`'s database to `revision` (the newest by default).
+    Answers why a rebuild is due: the `REBUILD` notes of the revisions applied, where the
+    processor had applied events before (empty for a new store)."""
     # Importing the domain packages registers their tables on `metadata`.
     from alembic import command
+    from alembic.script import ScriptDirectory
 
     import closedloop.feeds
     import closedloop.ingest
@@ -38,7 +46,29 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     import closedloop.segments
     import closedloop.surveys  # noqa: F401
 
-    command.upgrade(_config(engine), revision)
+    before = current_revision(engine)
+    config = _config(engine)
+    command.upgrade(config, revision)
+    after = current_revision(engine)
+    if before is None or after is None or before == after or not _processed_events(engine):
+        return []
+    script = ScriptDirectory.from_config(config)
+    applied = script.iterate_revisions(after, before)  # newest first, `before` excluded
+    notes = [getattr(r.module, "REBUILD", None) for r in applied]
+    return [note for note in reversed(notes) if note]
+
+
+def _processed_events(engine: Engine) -> bool:
+    """Whether the processor has applied events to the store (its cursor moved)."""
+    import sqlalchemy as sa
+
+    with engine.connect() as conn:
+        if not sa.inspect(conn).has_table("processor_cursors"):
+            return False
+        moved = conn.exec_driver_sql(
+            "SELECT 1 FROM processor_cursors WHERE name = 'main' AND event_id > 0"
+        ).first()
+        return moved is not None
 
 
 def current_revision(engine: Engine) -> str | None:

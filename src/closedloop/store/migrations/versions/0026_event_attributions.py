@@ -21,6 +21,13 @@ down_revision = "0025"
 branch_labels = None
 depends_on = None
 
+# (`store.upgrade` answers it where events were processed before this revision.)
+REBUILD = (
+    "events processed before revision 0026 that joined a customer by her e-mail or phone "
+    "are not attributed to her: her timeline and an erasure or export of her data miss "
+    "them until `closedloop rebuild`"
+)
+
 
 def upgrade() -> None:
     op.create_table(
