@@ -18,7 +18,16 @@ from closedloop.config import Settings, load_settings
 from closedloop.errors import ClosedloopError
 from closedloop.store import create_store_engine, schema_problem, upgrade
 
-__all__ = ["app", "console", "err_console", "fail", "handle_errors", "open_store", "settings"]
+__all__ = [
+    "app",
+    "console",
+    "err_console",
+    "fail",
+    "handle_errors",
+    "open_store",
+    "settings",
+    "upgrade_store",
+]
 
 app = typer.Typer(
     name="closedloop",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 if TYPE_CHECKING:
@@ -60,8 +61,6 @@ def upgrade(engine: Engine, revision: str = "head") -> list[str]:
 
 def _processed_events(engine: Engine) -> bool:
     """Whether the processor has applied events to the store (its cursor moved)."""
-    import sqlalchemy as sa
-
     with engine.connect() as conn:
         if not sa.inspect(conn).has_table("processor_cursors"):
             return False
