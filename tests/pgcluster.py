@@ -78,6 +78,7 @@ def private_cluster(*settings: str) -> Iterator[str]:
             "-c listen_addresses=127.0.0.1",
             f"-c unix_socket_directories={data}",
             "-c fsync=off",
+            "-c autovacuum=off",  # no transaction of its own beside the test's
             "-c shared_buffers=16MB",
             *(f"-c {setting}" for setting in settings),
         ]
