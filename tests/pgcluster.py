@@ -1,8 +1,8 @@
 """A PostgreSQL cluster of a test's own, for server settings the shared server cannot have
 without a restart (`max_prepared_transactions`): `initdb` and `pg_ctl` of the installed
-server, in a temporary directory, on a free loopback port, stopped and removed when the block ends.
-As root they run as the `postgres` user (the server refuses root), in a directory under the
-system's temporary one (pytest's are private to root)."""
+server, in a temporary directory, on a free loopback port, stopped and removed when the
+block ends. As root they run as the `postgres` user (the server refuses root), in a
+directory under the system's temporary one (pytest's are private to root)."""
 
 from __future__ import annotations
 

@@ -6,7 +6,6 @@ on a cluster of its own (`tests/pgcluster.py`)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -44,9 +43,7 @@ def _append(engine: sa.Engine, source_id: int, *messages: dict[str, object]) -> 
         append(conn, rows)
 
 
-def test_a_prepared_transaction_holding_events_is_named_by_its_gid(
-    cluster_url: str, tmp_path: Path
-) -> None:
+def test_a_prepared_transaction_holding_events_is_named_by_its_gid(cluster_url: str) -> None:
     engine = store.create_store_engine(cluster_url)
     settings = make_settings(cluster_url)
     prepared = psycopg.connect(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import subprocess  # nosec B404 - tests/templates.py runs pg_dump
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,10 +31,10 @@ def migrated_url(db_url: str, tmp_path: Path) -> Iterator[str]:
         with admin.begin() as conn:
             conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
         url = _postgres_schema_url(POSTGRES_URL, schema)
-    engine = store.create_store_engine(url, sqlite_synchronous="NORMAL")
-    store.upgrade(engine)
-    engine.dispose()
     try:
+        engine = store.create_store_engine(url, sqlite_synchronous="NORMAL")
+        store.upgrade(engine)
+        engine.dispose()
         yield url
     finally:
         if schema is not None:
@@ -83,7 +84,7 @@ def _postgres_contents(url: str) -> str:
     assert schema and POSTGRES_URL
     try:
         dumped = dump_schema(POSTGRES_URL, schema)
-    except (OSError, RuntimeError) as exc:
+    except (OSError, subprocess.SubprocessError) as exc:
         pytest.skip(f"pg_dump: {exc}")
     return _PG_TIME.sub("<time>", dumped.replace(schema, "<schema>"))
 
