@@ -194,6 +194,16 @@ def test_every_command_has_help_with_an_example(cli: CliRunner) -> None:
             assert "Example" in out, args
 
 
+def test_help_paragraphs_are_wrapped_to_the_terminal(cli: CliRunner) -> None:
+    """A docstring's line breaks are the source's, not the help's: each paragraph is
+    wrapped to the terminal's width (the command list's descriptions too)."""
+    wide = CliRunner()
+    out = wide.invoke(app, ["profiles", "--help"], env={"COLUMNS": "200"}).output
+    assert "the shared devices and kiosks to look at." in out, out
+    out = wide.invoke(app, ["worker", "--help"], env={"COLUMNS": "200"}).output
+    assert "keep segment membership current" in out, out
+
+
 def test_init_writes_secrets_once_and_a_working_demo_key(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -35,6 +35,7 @@ app = typer.Typer(
     "Example: `closedloop init && closedloop serve`",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # a docstring paragraph wrapped to the terminal
     add_completion=False,
 )
 # Control characters other than tab and newline, DEL and C1 included, shown as `\u001b`:
