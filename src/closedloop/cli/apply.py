@@ -8,8 +8,16 @@ from pathlib import Path
 import typer
 import yaml
 
-from closedloop import feeds, mood, segments, store, surveys
-from closedloop.cli._app import app, console, fail, handle_errors, open_store, settings
+from closedloop import feeds, mood, segments, surveys
+from closedloop.cli._app import (
+    app,
+    console,
+    fail,
+    handle_errors,
+    open_store,
+    settings,
+    upgrade_store,
+)
 from closedloop.config import Settings
 
 _KINDS = ("mood_rules", "segment", "feed", "survey")
@@ -51,7 +59,7 @@ def apply(
                 console.print(f"survey `{definition.name}`: valid (not stored)")
                 return
             engine = open_store(config)
-            store.upgrade(engine)
+            upgrade_store(engine)
             surveys.save_survey(engine, document, create=None)
         console.print(f"survey `{definition.name}` saved")
         return
@@ -61,7 +69,7 @@ def apply(
             console.print(f"mood rules: {len(rules.rules)} rules, valid (not stored)")
             return
         engine = open_store(config)
-        store.upgrade(engine)
+        upgrade_store(engine)
         stored = mood.store_rules(engine, rules)
     console.print(
         f"mood rules: version {stored.version}, {len(rules.rules)} rules stored; "
@@ -82,7 +90,7 @@ def _apply_segment(config: Settings, document: dict[str, object], *, dry_run: bo
             console.print(f"segment `{name}`: valid (not stored)")
             return
         engine = open_store(config)
-        store.upgrade(engine)
+        upgrade_store(engine)
         exists = any(s.name == name for s in segments.list_segments(engine))
         saved = segments.save_segment(engine, config, name, tree, create=not exists)
     console.print(
@@ -97,7 +105,7 @@ def _apply_feed(config: Settings, document: dict[str, object], *, dry_run: bool)
             console.print(f"feed `{definition.name}`: valid (not stored)")
             return
         engine = open_store(config)
-        store.upgrade(engine)
+        upgrade_store(engine)
         exists = any(f.name == definition.name for f in feeds.list_feeds(engine))
         saved = feeds.save_feed(engine, document, create=None)
     schedule = saved.definition.schedule

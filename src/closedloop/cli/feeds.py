@@ -7,8 +7,16 @@ import json
 import typer
 from rich.table import Table
 
-from closedloop import feeds, store
-from closedloop.cli._app import app, console, fail, handle_errors, open_store, settings
+from closedloop import feeds
+from closedloop.cli._app import (
+    app,
+    console,
+    fail,
+    handle_errors,
+    open_store,
+    settings,
+    upgrade_store,
+)
 
 feeds_app = typer.Typer(
     help="CRM feeds: scheduled exports of customers (CSV or JSONL to a folder, FTPS, SFTP or "
@@ -30,7 +38,7 @@ def list_feeds() -> None:
         table.add_column(column)
     with handle_errors():
         engine = open_store(config)
-        store.upgrade(engine)
+        upgrade_store(engine)
         for found in feeds.list_feeds(engine):
             d = found.definition
             schedule = f"{d.schedule.cron} {d.schedule.timezone}" if d.schedule else "by hand"
@@ -101,7 +109,7 @@ def run(
     config = settings()
     with handle_errors():
         engine = open_store(config)
-        store.upgrade(engine)
+        upgrade_store(engine)
         done = feeds.run_now(engine, config, name)
     if as_json:
         console.print(json.dumps(done.as_json(), ensure_ascii=False))

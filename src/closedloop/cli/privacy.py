@@ -9,8 +9,16 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from closedloop import privacy, store
-from closedloop.cli._app import app, console, handle_errors, one_identifier, open_store, settings
+from closedloop import privacy
+from closedloop.cli._app import (
+    app,
+    console,
+    handle_errors,
+    one_identifier,
+    open_store,
+    settings,
+    upgrade_store,
+)
 
 privacy_app = typer.Typer(
     help="Erasure, subject export, retention, key rotation and the audit log.\n\n"
@@ -71,7 +79,7 @@ def erase(
     config = settings()
     with handle_errors():
         engine = open_store(config)
-        store.upgrade(engine)
+        upgrade_store(engine)
         done = privacy.request_erasure(
             engine, config, kind=kind, value=value, requested_by=_actor(by)
         )
@@ -131,7 +139,7 @@ def resume(
     config = settings()
     with handle_errors():
         engine = open_store(config)
-        store.upgrade(engine)
+        upgrade_store(engine)
         done = privacy.resume_erasures(engine, config, force=force)
     console.print(f"{done} erasures completed")
 
@@ -176,7 +184,7 @@ def retention() -> None:
     config = settings()
     with handle_errors():
         engine = open_store(config)
-        store.upgrade(engine)
+        upgrade_store(engine)
         counts = privacy.apply_retention(engine, config, actor=_actor(None))
     console.print(", ".join(f"{k}: {v} deleted" for k, v in counts.items()))
 
@@ -191,7 +199,7 @@ def rotate_key() -> None:
     config = settings()
     with handle_errors():
         engine = open_store(config)
-        store.upgrade(engine)
+        upgrade_store(engine)
         changed = privacy.rotate_customer_keys(engine, config, requested_by=_actor(None))
     version = config.identity.customer_key_version
     console.print(f"{changed} profiles re-keyed to v{version}")

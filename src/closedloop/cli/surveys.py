@@ -7,8 +7,8 @@ import json
 import typer
 from rich.table import Table
 
-from closedloop import store, surveys
-from closedloop.cli._app import app, console, handle_errors, open_store, settings
+from closedloop import surveys
+from closedloop.cli._app import app, console, handle_errors, open_store, settings, upgrade_store
 
 surveys_app = typer.Typer(
     help="NPS surveys.\n\nExample: `closedloop surveys stats nps`", no_args_is_help=True
@@ -28,7 +28,7 @@ def list_surveys() -> None:
         table.add_column(column)
     with handle_errors():
         engine = open_store(config)
-        store.upgrade(engine)
+        upgrade_store(engine)
         for s in surveys.list_surveys(engine):
             delay = f"{s.min_delay_days}-{s.max_delay_days or '∞'}"
             budget = str(s.monthly_budget) if s.monthly_budget else "-"
@@ -97,7 +97,7 @@ def run() -> None:
     config = settings()
     with handle_errors():
         engine = open_store(config)
-        store.upgrade(engine)
+        upgrade_store(engine)
         invited = surveys.evaluate(engine, config)
         mailed = surveys.send_due(engine, config)
     console.print(f"surveys: {invited} invitations queued, {mailed} mailed")

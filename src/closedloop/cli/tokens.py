@@ -7,8 +7,8 @@ import json
 import typer
 from rich.table import Table
 
-from closedloop import access, store
-from closedloop.cli._app import app, console, handle_errors, open_store, settings
+from closedloop import access
+from closedloop.cli._app import app, console, handle_errors, open_store, settings, upgrade_store
 
 tokens_app = typer.Typer(
     help="Admin tokens, kept hashed.\n\nExample: `closedloop tokens add crm-sync`",
@@ -30,7 +30,7 @@ def add(
     config = settings()
     with handle_errors():
         engine = open_store(config)
-        store.upgrade(engine)
+        upgrade_store(engine)
         token = access.add_token(engine, name)
     if as_json:
         console.print(json.dumps({"name": name, "token": token}))
@@ -47,7 +47,7 @@ def list_tokens(as_json: bool = typer.Option(False, "--json", help="Print JSON."
     config = settings()
     with handle_errors():
         engine = open_store(config)
-        store.upgrade(engine)
+        upgrade_store(engine)
         found = access.list_tokens(engine)
     if as_json:
         console.print(json.dumps([t.as_json() for t in found]))

@@ -7,9 +7,8 @@ import json
 import typer
 from rich.table import Table
 
-from closedloop import store
 from closedloop.access import users as accounts
-from closedloop.cli._app import app, console, handle_errors, open_store, settings
+from closedloop.cli._app import app, console, handle_errors, open_store, settings, upgrade_store
 
 users_app = typer.Typer(
     help="Dashboard users and roles (admin, marketer, agent, viewer).\n\n"
@@ -37,7 +36,7 @@ def add(
     config = settings()
     with handle_errors():
         engine = open_store(config)
-        store.upgrade(engine)
+        upgrade_store(engine)
         made = accounts.add_user(engine, name, role=role, locale=locale, password=password)
     if as_json:
         console.print(json.dumps({"name": name, "role": role, "password": made}))
@@ -56,7 +55,7 @@ def list_users(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
     config = settings()
     with handle_errors():
         engine = open_store(config)
-        store.upgrade(engine)
+        upgrade_store(engine)
         found = accounts.list_users(engine)
     if as_json:
         console.print(json.dumps([u.as_json() for u in found]))

@@ -10,7 +10,7 @@ from types import FrameType
 import typer
 
 from closedloop import clock, feeds, mood, privacy, profiles, segments, store, surveys
-from closedloop.cli._app import app, console, handle_errors, open_store, settings
+from closedloop.cli._app import app, console, handle_errors, open_store, settings, upgrade_store
 
 
 @app.command("worker")
@@ -41,7 +41,7 @@ def worker(
     signal.signal(signal.SIGINT, _stop)
     with handle_errors():
         engine = open_store(config, background_checkpoints=True)
-        store.upgrade(engine)
+        upgrade_store(engine)
         total = 0
         started = time.monotonic()
         last_refresh = 0.0
@@ -109,7 +109,7 @@ def rebuild(
     config = settings()
     with handle_errors():
         engine = open_store(config)
-        store.upgrade(engine)
+        store.upgrade(engine)  # (its notes would name what this rebuild does now)
         started = time.monotonic()
         done = profiles.rebuild(engine, config, limit=batch_events)
         seconds = time.monotonic() - started
