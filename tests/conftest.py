@@ -20,20 +20,14 @@ from sqlalchemy.engine import Engine
 from closedloop import ingest, store
 from closedloop.config import IngestSettings, Settings
 from closedloop.web import create_app
-from tests.templates import StoreTemplates
+from tests.templates import StoreTemplates, schema_url
 
 ADMIN_TOKEN = "test-admin-token-" + "x" * 16
 POSTGRES_URL = os.environ.get("CLOSEDLOOP_TEST_POSTGRES_URL")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def _postgres_schema_url(base: str, schema: str) -> str:
-    url = sa.make_url(base)
-    if url.drivername == "postgresql":
-        url = url.set(drivername="postgresql+psycopg")
-    return url.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
-        hide_password=False
-    )
+_postgres_schema_url = schema_url  # (the name the tests import)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

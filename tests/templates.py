@@ -28,9 +28,19 @@ import sqlalchemy as sa
 
 from closedloop import store
 
-__all__ = ["StoreTemplates", "dump_schema", "schema_of"]
+__all__ = ["StoreTemplates", "dump_schema", "schema_of", "schema_url"]
 
 _OPTION = "-csearch_path="
+
+
+def schema_url(base: str, schema: str) -> str:
+    """`base` (a PostgreSQL URL) with its connections in `schema` (`search_path`)."""
+    url = sa.make_url(base)
+    if url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg")
+    return url.update_query_dict({"options": f"{_OPTION}{schema}"}).render_as_string(
+        hide_password=False
+    )
 
 
 def schema_of(db_url: str) -> str | None:
@@ -131,13 +141,11 @@ class StoreTemplates:
     def _postgres_template(self) -> tuple[str, str] | None:
         if self._postgres is None and self.postgres_fallback is None and self.postgres_url:
             name = "cl_template_" + secrets.token_hex(6)
-            base = sa.make_url(self.postgres_url).set(drivername="postgresql+psycopg")
-            admin = sa.create_engine(base)
+            admin = sa.create_engine(schema_url(self.postgres_url, "public"))
             with admin.begin() as conn:
                 conn.exec_driver_sql(f'CREATE SCHEMA "{name}"')
             try:
-                url = base.update_query_dict({"options": f"{_OPTION}{name}"})
-                engine = store.create_store_engine(url.render_as_string(hide_password=False))
+                engine = store.create_store_engine(schema_url(self.postgres_url, name))
                 store.upgrade(engine)
                 engine.dispose()
                 sql = dump_schema(self.postgres_url, name)

@@ -16,11 +16,6 @@ if TYPE_CHECKING:
 
 __all__ = ["current_revision", "head_revision", "schema_problem", "upgrade"]
 
-# A revision that changes what the processor derives from the log, in a way its migration
-# cannot bring about for events processed before it, names what `closedloop rebuild` would
-# add in its module's `REBUILD` (a sentence). `upgrade` answers those of the revisions it
-# applied to a store whose processor had applied events.
-
 
 def _config(engine: Engine | None = None) -> Config:
     from alembic.config import Config
@@ -35,7 +30,9 @@ def _config(engine: Engine | None = None) -> Config:
 def upgrade(engine: Engine, revision: str = "head") -> list[str]:
     """Bring the schema of `engine`'s database to `revision` (the newest by default).
     Answers why a rebuild is due: the `REBUILD` notes of the revisions applied, where the
-    processor had applied events before (empty for a new store)."""
+    processor had applied events before (empty for a new store). A revision that changes
+    what the processor derives, in a way its migration cannot bring about for events
+    processed before it, names what `closedloop rebuild` adds in its module's `REBUILD`."""
     # Importing the domain packages registers their tables on `metadata`.
     from alembic import command
     from alembic.script import ScriptDirectory
